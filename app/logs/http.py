@@ -1,0 +1,73 @@
+"""`POST /ingest`: newline-delimited JSON from log shippers, same key and limits as `ingestLogs`.
+
+Each line is `{"log": "...", "level": "INFO", "attributes": {...}, "idempotencyKey": "..."}`.
+The batch is stored all or nothing; the answer is a JSON summary or a JSON error with its code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from app.api.errors import BadUserInput, LodgeError, Unauthenticated
+from app.deps import Deps
+from app.logs import events, service
+
+_STATUS = {"BAD_USER_INPUT": 400, "UNAUTHENTICATED": 401, "FORBIDDEN": 403}
+
+
+def _secret(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "apikey" and value.strip():
+        return value.strip()
+    if key := request.headers.get("x-api-key"):
+        return key.strip()
+    raise Unauthenticated("an API key is required: send `Authorization: ApiKey <secret>` or `X-API-Key`")
+
+
+def _parse(body: bytes) -> list[service.LogItem]:
+    items = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data: Any = json.loads(line)
+        except ValueError:
+            raise BadUserInput(f"line {number} is not valid JSON", line=number) from None
+        if not isinstance(data, dict) or not isinstance(data.get("log"), str):
+            raise BadUserInput(f"line {number} needs a string `log`", line=number)
+        level = data.get("level", "INFO")
+        key = data.get("idempotencyKey")
+        if not isinstance(level, str) or (key is not None and not isinstance(key, str)):
+            raise BadUserInput(f"line {number}: `level` and `idempotencyKey` must be strings", line=number)
+        items.append(service.LogItem(log=data["log"], level=level.upper(), attributes=data.get("attributes"), idempotency_key=key))
+    return items
+
+
+async def ingest_endpoint(request: Request) -> JSONResponse:
+    deps: Deps = request.app.state.deps
+    settings = deps.settings
+    request_id = getattr(request.state, "request_id", "")
+    try:
+        secret = _secret(request)
+        body = await request.body()
+        async with deps.db.sessionmaker() as session:
+            key = await service.authenticate_api_key(session, secret=secret)
+            items = _parse(body)
+            service.validate_items(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
+            outcome = await service.ingest(session, api_key=key, items=items)
+            await session.commit()
+    except LodgeError as exc:
+        return JSONResponse(
+            {"error": {"message": exc.message, **exc.extensions, "requestId": request_id}},
+            status_code=_STATUS.get(exc.code, 400),
+        )
+    if (event := outcome.event()) is not None:
+        await deps.hub.publish(events.project_channel(key.project_id), event)
+    return JSONResponse(
+        {"accepted": len(outcome.inserted), "duplicates": outcome.duplicates, "ids": [str(i) for i in outcome.ids]}
+    )

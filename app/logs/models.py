@@ -1,0 +1,73 @@
+"""Projects, their API keys, and the logs ingested with them (DOMAIN.md: projects, api_keys, logs)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, Identity, Index, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from app.columns import created_at, text_col, timestamp, updated_at, uuid_fk, uuid_pk
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+
+    id: uuid.UUID = uuid_pk()
+    name: str = text_col(nullable=False)
+    description: str | None = text_col()
+    owner_id: uuid.UUID = uuid_fk("users.id", ondelete="CASCADE", index=True)
+    created_at: datetime = created_at()
+    updated_at: datetime = updated_at()
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: uuid.UUID = uuid_pk()
+    project_id: uuid.UUID = uuid_fk("projects.id", ondelete="CASCADE", index=True)
+    label: str = text_col(nullable=False)
+    description: str | None = text_col()
+    prefix: str = text_col(nullable=False)
+    # SHA-256 of the secret; the secret itself is never stored.
+    key_hash: str = text_col(nullable=False, unique=True)
+    created_at: datetime = created_at()
+    updated_at: datetime = updated_at()
+    last_used_at: datetime | None = timestamp()
+    expires_at: datetime | None = timestamp()
+    revoked_at: datetime | None = timestamp()
+
+
+class Log(SQLModel, table=True):
+    __tablename__ = "logs"
+    __table_args__ = (
+        CheckConstraint("level IN ('DEBUG', 'INFO', 'WARN', 'ERROR')", name="level"),
+        # Keyset pages and live-tail catch-up read a project's logs in seq order.
+        Index("ix_logs_project_id_seq", "project_id", "seq"),
+        Index("ix_logs_api_key_id_seq", "api_key_id", "seq"),
+        Index(
+            "uq_logs_project_id_idempotency_key",
+            "project_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    id: uuid.UUID = uuid_pk()
+    # Strictly increasing; commits of one project are serialised so seq order is commit order.
+    seq: int = Field(
+        default=None, sa_column=Column(BigInteger, Identity(always=True), nullable=False, unique=True)
+    )
+    project_id: uuid.UUID = uuid_fk("projects.id", ondelete="CASCADE")
+    api_key_id: uuid.UUID | None = uuid_fk("api_keys.id", ondelete="SET NULL", nullable=True)
+    log: str = text_col(nullable=False)
+    level: str = text_col(nullable=False)
+    attributes: Any = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    idempotency_key: str | None = text_col()
+    created_at: datetime = created_at()

@@ -1,0 +1,293 @@
+"""Queries, mutations and the live-tail subscription of the logs domain."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import Any
+
+import strawberry
+
+from app.api.context import Info
+from app.api.errors import BadUserInput
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_cursor,
+    decode_int_cursor,
+    encode_cursor,
+    page_size,
+)
+from app.api.permissions import parse_id, require_project_access
+from app.logs import events, models, service
+from app.logs.types import (
+    LOG_CURSOR,
+    ApiKey,
+    ApiKeyInput,
+    CreatedApiKey,
+    IngestResult,
+    Log,
+    LogFilter,
+    LogInput,
+    Project,
+    ProjectInput,
+    ProjectUpdate,
+    log_cursor,
+)
+from app.pubsub import RESYNC
+
+CATCH_UP_PAGE = 500
+PROJECT_CURSOR = "project"
+
+
+def filter_spec(filter: LogFilter | None) -> service.LogFilterSpec:
+    if filter is None:
+        return service.LogFilterSpec()
+    return service.LogFilterSpec(
+        level=filter.level.value if filter.level else None,
+        since=filter.since,
+        until=filter.until,
+        search=filter.search or None,
+        api_key_id=parse_id(filter.api_key_id, "apiKeyId") if filter.api_key_id else None,
+    )
+
+
+async def logs_page(
+    info: Info,
+    *,
+    project_id: uuid.UUID,
+    filter: LogFilter | None,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> Connection[Log]:
+    ctx = info.context
+    await require_project_access(ctx, ctx.session, project_id)
+    size = page_size(first, last)
+    backwards = last is not None
+    rows, total = await service.list_logs(
+        ctx.session,
+        project_id=project_id,
+        spec=filter_spec(filter),
+        after=decode_int_cursor(LOG_CURSOR, after),
+        before=decode_int_cursor(LOG_CURSOR, before),
+        limit=size,
+        backwards=backwards,
+    )
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: log_cursor(row.seq),
+        to_node=Log.from_model,
+        total_count=total,
+        backwards=backwards,
+        has_more_before=after is not None,
+        has_more_after=before is not None,
+    )
+
+
+async def projects_of(info: Info, *, owner_id: uuid.UUID, first: int | None, after: str | None) -> Connection[Project]:
+    ctx = info.context
+    if await ctx.require_user_id() != owner_id:
+        return build_connection([], size=0, cursor_of=str, to_node=Project.from_model, total_count=0)
+    size = page_size(first)
+    position = decode_cursor(PROJECT_CURSOR, after)
+    keyset = None
+    if position is not None:
+        stamp, _, raw_id = position.partition("|")
+        try:
+            keyset = (datetime.fromisoformat(stamp), uuid.UUID(raw_id))
+        except ValueError:
+            raise BadUserInput("malformed cursor", cursor=after) from None
+    rows, total = await service.list_projects(ctx.session, owner_id=owner_id, after=keyset, limit=size)
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: encode_cursor(PROJECT_CURSOR, f"{row.created_at.isoformat()}|{row.id}"),
+        to_node=Project.from_model,
+        total_count=total,
+        has_more_before=after is not None,
+    )
+
+
+async def _owned_project(info: Info, project_id: strawberry.ID) -> models.Project:
+    ctx = info.context
+    pid = parse_id(project_id, "projectId")
+    await require_project_access(ctx, ctx.session, pid)
+    return await service.get_project_or_raise(ctx.session, project_id=pid)
+
+
+def _items(inputs: list[LogInput]) -> list[service.LogItem]:
+    return [
+        service.LogItem(
+            log=item.log, level=item.level.value, attributes=item.attributes, idempotency_key=item.idempotency_key
+        )
+        for item in inputs
+    ]
+
+
+async def ingest(info: Info, inputs: list[LogInput]) -> service.IngestOutcome:
+    ctx = info.context
+    settings = ctx.deps.settings
+    items = _items(inputs)
+    service.validate_items(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
+    api_key = await ctx.require_api_key()
+    outcome = await service.ingest(ctx.session, api_key=api_key, items=items)
+    if (event := outcome.event()) is not None:
+        ctx.publish_after_commit(events.project_channel(api_key.project_id), event)
+    return outcome
+
+
+@strawberry.type
+class LogsQuery:
+    @strawberry.field
+    async def project(self, info: Info, id: strawberry.ID) -> Project | None:
+        return Project.from_model(await _owned_project(info, id))
+
+    @strawberry.field
+    async def projects(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Project]:
+        owner_id = await info.context.require_user_id()
+        return await projects_of(info, owner_id=owner_id, first=first, after=after)
+
+    @strawberry.field
+    async def logs(
+        self,
+        info: Info,
+        project_id: strawberry.ID,
+        filter: LogFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Log]:
+        pid = parse_id(project_id, "projectId")
+        return await logs_page(info, project_id=pid, filter=filter, first=first, after=after, last=last, before=before)
+
+
+@strawberry.type
+class LogsMutation:
+    @strawberry.mutation
+    async def create_project(self, info: Info, input: ProjectInput) -> Project:
+        ctx = info.context
+        owner_id = await ctx.require_user_id()
+        row = await service.create_project(ctx.session, owner_id=owner_id, name=input.name, description=input.description)
+        return Project.from_model(row)
+
+    @strawberry.mutation
+    async def update_project(self, info: Info, id: strawberry.ID, input: ProjectUpdate) -> Project:
+        project = await _owned_project(info, id)
+        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        row = await service.update_project(info.context.session, project=project, changes=changes)
+        return Project.from_model(row)
+
+    @strawberry.mutation
+    async def delete_project(self, info: Info, id: strawberry.ID) -> bool:
+        project = await _owned_project(info, id)
+        await service.delete_project(info.context.session, project_id=project.id)
+        return True
+
+    @strawberry.mutation
+    async def create_api_key(self, info: Info, input: ApiKeyInput) -> CreatedApiKey:
+        project = await _owned_project(info, input.project_id)
+        row, secret = await service.create_api_key(
+            info.context.session,
+            project_id=project.id,
+            label=input.label,
+            description=input.description,
+            expires_at=input.expires_at,
+        )
+        return CreatedApiKey(api_key=ApiKey.from_model(row), secret=secret)
+
+    @strawberry.mutation
+    async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
+        ctx = info.context
+        key = await service.get_api_key_or_raise(ctx.session, key_id=parse_id(id))
+        await require_project_access(ctx, ctx.session, key.project_id)
+        return ApiKey.from_model(await service.revoke_api_key(ctx.session, key=key))
+
+    @strawberry.mutation(description="Store one log (ApiKey auth). A repeated idempotencyKey returns the stored log.")
+    async def ingest_log(self, info: Info, input: LogInput) -> Log:
+        outcome = await ingest(info, [input])
+        if outcome.inserted:
+            return Log.from_model(outcome.inserted[0])
+        row = await info.context.session.get(models.Log, outcome.ids[0])
+        assert row is not None
+        return Log.from_model(row)
+
+    @strawberry.mutation(description="Store up to 1000 logs at once (ApiKey auth), all or nothing.")
+    async def ingest_logs(self, info: Info, inputs: list[LogInput]) -> IngestResult:
+        outcome = await ingest(info, inputs)
+        return IngestResult(
+            accepted=len(outcome.inserted),
+            duplicates=outcome.duplicates,
+            ids=[strawberry.ID(str(i)) for i in outcome.ids],
+        )
+
+
+@strawberry.type
+class LogsSubscription:
+    @strawberry.subscription(
+        description="Every log of the project after `after` (a Log.cursor), then live ones, in order, "
+        "with no gap and no duplicate."
+    )
+    async def log_added(
+        self, info: Info, project_id: strawberry.ID, after: str | None = None, filter: LogFilter | None = None
+    ) -> AsyncGenerator[Log, None]:
+        ctx = info.context
+        pid = parse_id(project_id, "projectId")
+        spec = filter_spec(filter)
+        last = decode_int_cursor(LOG_CURSOR, after)
+        async with ctx.deps.db.session() as session:
+            await require_project_access(ctx, session, pid)
+        async with ctx.deps.hub.subscribe(events.project_channel(pid)) as live:
+            if last is None:
+                # Start from "now": the subscription is already confirmed, so nothing is lost.
+                async with ctx.deps.db.session() as session:
+                    last = await service.head_seq(session, project_id=pid)
+            cursor = last
+            catch_up = after is not None
+            while True:
+                if catch_up:
+                    async for row in _catch_up(ctx, pid, spec, cursor):
+                        if isinstance(row, int):
+                            cursor = row
+                            continue
+                        cursor = row.seq
+                        ctx.new_event_scope()
+                        yield Log.from_model(row)
+                    catch_up = False
+                message = await live.get()
+                if message is RESYNC:
+                    catch_up = True
+                    continue
+                rows = events.rows_after(message, cursor)
+                if rows is None:
+                    catch_up = True
+                    continue
+                for row in rows:
+                    cursor = row.seq
+                    if spec.matches(row):
+                        ctx.new_event_scope()
+                        yield Log.from_model(row)
+                cursor = max(cursor, int(message["last"]))
+
+
+async def _catch_up(
+    ctx: Any, project_id: uuid.UUID, spec: service.LogFilterSpec, cursor: int
+) -> AsyncGenerator[models.Log | int, None]:
+    """Matching logs after `cursor` from PostgreSQL, page by page, then the head seq (an int)."""
+    while True:
+        async with ctx.deps.db.session() as session:
+            rows, head = await service.logs_since(
+                session, project_id=project_id, after_seq=cursor, spec=spec, limit=CATCH_UP_PAGE
+            )
+        for row in rows:
+            yield row
+        if len(rows) < CATCH_UP_PAGE:
+            yield max(head, rows[-1].seq if rows else cursor)
+            return
+        cursor = rows[-1].seq
+        await asyncio.sleep(0)

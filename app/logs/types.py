@@ -1,0 +1,202 @@
+"""GraphQL types of the logs domain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+
+from app.api.context import Info
+from app.api.pagination import Connection, encode_cursor
+from app.api.scalars import JSON, utc
+from app.logs import models
+
+if TYPE_CHECKING:
+    from app.accounts.types import User
+
+LOG_CURSOR = "log"
+
+
+@strawberry.enum
+class LogLevel(Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+def log_cursor(seq: int) -> str:
+    return encode_cursor(LOG_CURSOR, seq)
+
+
+@strawberry.type(name="Project")
+class Project:
+    id: strawberry.ID
+    name: str
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+    row: strawberry.Private[models.Project]
+
+    @classmethod
+    def from_model(cls, row: models.Project) -> Project:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            description=row.description,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> Annotated[User, strawberry.lazy("app.accounts.types")]:
+        from app.accounts import models as accounts_models
+        from app.accounts.types import User
+
+        user = await info.context.loaders.by_id(accounts_models.User).load(self.row.owner_id)
+        assert user is not None  # owner_id is a NOT NULL foreign key
+        return User.from_model(user)
+
+    @strawberry.field
+    async def api_keys(self, info: Info) -> list[ApiKey]:
+        rows = await info.context.loaders.children(models.ApiKey, "project_id").load(self.row.id)
+        return [ApiKey.from_model(row) for row in rows]
+
+    @strawberry.field
+    async def logs(
+        self,
+        info: Info,
+        filter: LogFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Log]:
+        from app.logs.resolvers import logs_page
+
+        return await logs_page(info, project_id=self.row.id, filter=filter, first=first, after=after, last=last, before=before)
+
+
+@strawberry.type(name="ApiKey")
+class ApiKey:
+    id: strawberry.ID
+    label: str
+    description: str | None
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    project_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, row: models.ApiKey) -> ApiKey:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            label=row.label,
+            description=row.description,
+            prefix=row.prefix,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            last_used_at=utc(row.last_used_at),
+            expires_at=utc(row.expires_at),
+            revoked_at=utc(row.revoked_at),
+            project_id=row.project_id,
+        )
+
+    @strawberry.field
+    async def project(self, info: Info) -> Project:
+        row = await info.context.loaders.by_id(models.Project).load(self.project_id)
+        assert row is not None
+        return Project.from_model(row)
+
+
+@strawberry.type
+class CreatedApiKey:
+    api_key: ApiKey
+    secret: str = strawberry.field(description="Shown once; Lodge keeps only its SHA-256.")
+
+
+@strawberry.type(name="Log")
+class Log:
+    id: strawberry.ID
+    log: str
+    level: LogLevel
+    attributes: JSON | None
+    created_at: datetime
+    cursor: str
+    project_id: strawberry.Private[uuid.UUID]
+    api_key_id: strawberry.Private[uuid.UUID | None]
+
+    @classmethod
+    def from_model(cls, row: models.Log) -> Log:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            log=row.log,
+            level=LogLevel(row.level),
+            attributes=row.attributes,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            cursor=log_cursor(row.seq),
+            project_id=row.project_id,
+            api_key_id=row.api_key_id,
+        )
+
+    @strawberry.field
+    async def project(self, info: Info) -> Project:
+        row = await info.context.loaders.by_id(models.Project).load(self.project_id)
+        assert row is not None
+        return Project.from_model(row)
+
+    @strawberry.field
+    async def api_key(self, info: Info) -> ApiKey | None:
+        if self.api_key_id is None:
+            return None
+        row = await info.context.loaders.by_id(models.ApiKey).load(self.api_key_id)
+        return ApiKey.from_model(row) if row else None
+
+
+@strawberry.type
+class IngestResult:
+    accepted: int
+    duplicates: int
+    ids: list[strawberry.ID]
+
+
+@strawberry.input
+class ProjectInput:
+    name: str
+    description: str | None = None
+
+
+@strawberry.input
+class ProjectUpdate:
+    name: str | None = strawberry.UNSET
+    description: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class ApiKeyInput:
+    project_id: strawberry.ID
+    label: str
+    description: str | None = None
+    expires_at: datetime | None = None
+
+
+@strawberry.input
+class LogInput:
+    log: str
+    level: LogLevel = LogLevel.INFO
+    attributes: JSON | None = None
+    idempotency_key: str | None = None
+
+
+@strawberry.input
+class LogFilter:
+    level: LogLevel | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    search: str | None = None
+    api_key_id: strawberry.ID | None = None

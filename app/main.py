@@ -1,0 +1,138 @@
+"""The ASGI application: `create_app(deps)`, or `create_app_from_env()` for `uvicorn --factory`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+
+from app.accounts.security import decode_access_token
+from app.api.context import Context
+from app.api.errors import LodgeError
+from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.api.schema import create_schema
+from app.db import create_database, resolve_database_url
+from app.deps import Deps
+from app.logs.http import ingest_endpoint
+from app.pubsub import Hub
+from app.settings import Settings
+
+log = logging.getLogger("lodge")
+
+
+class LodgeGraphQL(GraphQL[Context, None]):
+    def __init__(self, deps: Deps) -> None:
+        settings = deps.settings
+        protocols = [GRAPHQL_TRANSPORT_WS_PROTOCOL]
+        if settings.legacy_graphql_ws:
+            protocols.append(GRAPHQL_WS_PROTOCOL)
+        super().__init__(
+            create_schema(settings),
+            subscription_protocols=protocols,
+            connection_init_wait_timeout=timedelta(seconds=settings.connection_init_timeout_seconds),
+            allowed_origins=settings.websocket_origins,
+        )
+        self.deps = deps
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None = None) -> Context:  # type: ignore[override]
+        return Context(deps=self.deps, request=request, response=response if isinstance(response, Response) else None)
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """Refuse a connection whose `connection_init` carries a bad token (4403), not at first use."""
+        try:
+            creds = context.credentials
+        except LodgeError as exc:
+            raise ConnectionRejectionError({"message": exc.message}) from None
+        if creds is not None and creds.scheme == "bearer":
+            if decode_access_token(creds.value, secret=self.deps.secret_key) is None:
+                raise ConnectionRejectionError({"message": "invalid or expired access token"})
+        return None
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    deps: Deps = request.app.state.deps
+    checks: dict[str, str] = {}
+    try:
+        async with deps.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = f"down: {type(exc).__name__}"
+    checks["broker"] = "ok" if await deps.hub.ping() else "down"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+
+
+def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
+    url = database_url or resolve_database_url(settings)
+    return Deps(
+        settings=settings,
+        db=create_database(url, settings),
+        hub=Hub(settings.broadcast_url, queue_size=settings.subscriber_queue_size),
+        secret_key=settings.resolved_secret_key(),
+    )
+
+
+def create_app(deps: Deps) -> Starlette:
+    settings = deps.settings
+    graphql_app = LodgeGraphQL(deps)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await deps.hub.connect()
+        try:
+            yield
+        finally:
+            await deps.hub.disconnect()
+            await deps.db.dispose()
+
+    middleware = [Middleware(RequestIdMiddleware), Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+                expose_headers=["x-request-id"],
+            )
+        )
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql_app),
+            Route("/ingest", ingest_endpoint, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.deps = deps
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    settings = Settings()
+    from app.cli import configure_logging
+
+    configure_logging(settings.log_level)
+    return create_app(build_deps(settings))

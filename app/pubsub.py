@@ -1,0 +1,330 @@
+"""The event bus: broadcaster with Lodge's own Redis backend, and a per-process fan-out hub.
+
+PostgreSQL is the source of truth; a bus message only says "something new" (and may carry the new
+rows to save a read). Subscribers must therefore survive lost messages: the hub tells them to
+resynchronise from the database whenever it cannot promise that nothing was missed (their queue
+overflowed, or the broker connection was re-established).
+
+This is the only module that imports broadcaster. It works around four faults of broadcaster 0.3.1:
+
+* its Redis backend starts listening before SUBSCRIBE completes, so with redis-py 8 it receives
+  nothing; `RedisBackend` here confirms each SUBSCRIBE before `subscribe` returns;
+* its listener dies silently when the Redis connection drops; `RedisBackend` reconnects, subscribes
+  again and emits a RESYNC event;
+* `Broadcast.subscribe` races when two subscribers join one channel at once (one gets nothing,
+  leaving raises KeyError); `Hub` holds exactly one bus subscription per channel, under a lock;
+* per-subscriber queues are unbounded; `Hub` gives each subscriber a bounded queue and, on
+  overflow, drops its backlog and asks it to resynchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from broadcaster import Broadcast, Event
+from broadcaster._backends.base import BroadcastBackend
+from broadcaster._backends.memory import MemoryBackend
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+
+RESYNC_CHANNEL = "lodge:resync"
+
+
+class RedisBackend(BroadcastBackend):
+    """Redis pub/sub that confirms subscriptions and survives dropped connections."""
+
+    def __init__(self, url: str, *, reconnect_delay: float = 0.2, max_reconnect_delay: float = 5.0) -> None:
+        self._url = url
+        self._client: aioredis.Redis = aioredis.Redis.from_url(url)
+        self._pubsub: Any = None
+        self._channels: set[str] = set()
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._reconnect_delay = reconnect_delay
+        self._max_reconnect_delay = max_reconnect_delay
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def connect(self) -> None:
+        await self._open()
+        self._reader = asyncio.create_task(self._read_forever(), name="lodge-redis-reader")
+
+    async def disconnect(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._close_pubsub()
+        await self._client.aclose()
+
+    async def _open(self) -> None:
+        pubsub = self._client.pubsub()
+        # A pub/sub connection with no channel is still a connection: subscribe to a private
+        # channel so that redis-py keeps reading and a dropped connection is noticed at once.
+        await pubsub.subscribe(RESYNC_CHANNEL, *self._channels)
+        self._pubsub = pubsub
+        self._connected.set()
+
+    async def _close_pubsub(self) -> None:
+        self._connected.clear()
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = None
+
+    async def _read_forever(self) -> None:
+        delay = self._reconnect_delay
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                delay = self._reconnect_delay
+            except (RedisConnectionError, RedisTimeoutError, OSError, AttributeError) as exc:
+                log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
+                await self._close_pubsub()
+                while True:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._max_reconnect_delay)
+                    try:
+                        await self._open()
+                        break
+                    except (RedisError, OSError) as retry_exc:
+                        log.warning("redis reconnect failed: %s", retry_exc)
+                self.reconnects += 1
+                log.info("redis pub/sub reconnected; subscribers resynchronise from PostgreSQL")
+                await self._queue.put(Event(RESYNC_CHANNEL, ""))
+                continue
+            if message is None:
+                continue
+            kind = message["type"]
+            channel = _text(message["channel"])
+            if kind == "subscribe":
+                if channel in self._confirmed:
+                    self._confirmed[channel].set()
+            elif kind == "message" and channel != RESYNC_CHANNEL:
+                await self._queue.put(Event(channel, _text(message["data"])))
+
+    async def subscribe(self, channel: str) -> None:
+        if channel == RESYNC_CHANNEL:
+            return
+        self._channels.add(channel)
+        confirmed = self._confirmed[channel] = asyncio.Event()
+        await self._connected.wait()
+        await self._pubsub.subscribe(channel)
+        # Returning before Redis confirms would let a publish slip between a subscriber's database
+        # read and its first live message.
+        await asyncio.wait_for(confirmed.wait(), timeout=10)
+
+    async def unsubscribe(self, channel: str) -> None:
+        if channel == RESYNC_CHANNEL:
+            return
+        self._channels.discard(channel)
+        self._confirmed.pop(channel, None)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, message: Any) -> None:
+        await self._client.publish(channel, message)
+
+    async def next_published(self) -> Event:
+        return await self._queue.get()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping()) and self.connected
+        except (RedisError, OSError):
+            return False
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class _Resync:
+    """Queue marker: the subscriber may have missed messages and must read the database."""
+
+    def __repr__(self) -> str:
+        return "RESYNC"
+
+
+RESYNC = _Resync()
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber's bounded view of a channel."""
+
+    channel: str
+    maxsize: int
+    _items: deque[Any] = field(default_factory=deque)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    overflows: int = 0
+    high_water: int = 0
+
+    def offer(self, item: Any) -> None:
+        if item is RESYNC or len(self._items) >= self.maxsize:
+            if item is not RESYNC:
+                self.overflows += 1
+            # Everything queued is now redundant: one read of the database replaces it.
+            self._items.clear()
+            self._items.append(RESYNC)
+        else:
+            self._items.append(item)
+            self.high_water = max(self.high_water, len(self._items))
+        self._wakeup.set()
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            yield await self.get()
+
+
+class Hub:
+    """Per-process fan-out: one bus subscription per channel, many bounded local subscribers.
+
+    Messages are JSON; each is decoded once and the same object is handed to every subscriber.
+    """
+
+    def __init__(self, url: str, *, queue_size: int = 1000) -> None:
+        self.url = url
+        self._backend: BroadcastBackend = _backend_for(url)
+        self._broadcast = Broadcast(backend=self._backend)
+        self._queue_size = queue_size
+        self._local: dict[str, set[Subscription]] = {}
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._resync_pump: asyncio.Task[None] | None = None
+        self.published = 0
+        self.publish_failures = 0
+
+    async def connect(self) -> None:
+        await self._broadcast.connect()
+        ready = asyncio.Event()
+        self._resync_pump = asyncio.create_task(self._pump(RESYNC_CHANNEL, ready), name="lodge-hub-resync")
+        await ready.wait()
+
+    async def disconnect(self) -> None:
+        tasks = [*self._pumps.values(), *([self._resync_pump] if self._resync_pump else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._pumps.clear()
+        await self._broadcast.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        backend = self._backend
+        return backend.connected if isinstance(backend, RedisBackend) else True
+
+    @property
+    def reconnects(self) -> int:
+        backend = self._backend
+        return backend.reconnects if isinstance(backend, RedisBackend) else 0
+
+    async def ping(self) -> bool:
+        backend = self._backend
+        return await backend.ping() if isinstance(backend, RedisBackend) else True
+
+    async def publish(self, channel: str, payload: Any) -> bool:
+        """Publish after commit. A broker failure is logged, not raised: the data is already stored."""
+        try:
+            await self._broadcast.publish(channel, json.dumps(payload, separators=(",", ":"), default=str))
+        except (RedisError, OSError) as exc:
+            self.publish_failures += 1
+            log.warning("publish to %s failed (%s); subscribers will catch up from PostgreSQL", channel, exc)
+            return False
+        self.published += 1
+        return True
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        """Yield once the bus subscription for `channel` is confirmed, so nothing published later is missed."""
+        sub = Subscription(channel=channel, maxsize=self._queue_size)
+        lock = self._locks.setdefault(channel, asyncio.Lock())
+        async with lock:
+            members = self._local.setdefault(channel, set())
+            members.add(sub)
+            if channel not in self._pumps:
+                ready = asyncio.Event()
+                pump = asyncio.create_task(self._pump(channel, ready), name=f"lodge-hub:{channel}")
+                self._pumps[channel] = pump
+                waiter = asyncio.create_task(ready.wait())
+                await asyncio.wait({waiter, pump}, return_when=asyncio.FIRST_COMPLETED)
+                if not ready.is_set():
+                    waiter.cancel()
+                    self._pumps.pop(channel, None)
+                    members.discard(sub)
+                    pump.result()  # re-raise why the bus subscription failed
+        try:
+            yield sub
+        finally:
+            async with lock:
+                members = self._local.get(channel, set())
+                members.discard(sub)
+                if not members:
+                    self._local.pop(channel, None)
+                    pump = self._pumps.pop(channel, None)
+                    if pump is not None:
+                        pump.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await pump
+
+    def subscribers(self, channel: str) -> set[Subscription]:
+        return set(self._local.get(channel, ()))
+
+    async def _pump(self, channel: str, ready: asyncio.Event) -> None:
+        async with self._broadcast.subscribe(channel) as bus:
+            ready.set()
+            while True:
+                event = await bus.get()
+                if channel == RESYNC_CHANNEL:
+                    for members in list(self._local.values()):
+                        for sub in list(members):
+                            sub.offer(RESYNC)
+                    continue
+                try:
+                    item = json.loads(event.message)
+                except ValueError:
+                    log.warning("dropping a malformed message on %s", channel)
+                    continue
+                for sub in list(self._local.get(channel, ())):
+                    sub.offer(item)
+
+
+def _backend_for(url: str) -> BroadcastBackend:
+    scheme = urlparse(url).scheme
+    if scheme in ("redis", "rediss"):
+        return RedisBackend(url)
+    if scheme == "memory":
+        return MemoryBackend(url)
+    raise ValueError(f"unsupported BROADCAST_URL scheme {scheme!r}: use memory:// or redis://")

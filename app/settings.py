@@ -1,0 +1,83 @@
+"""Lodge's configuration: one pydantic-settings class, read once by the CLI or the app factory."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "development", "please-change"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development",
+        validation_alias="LODGE_ENV",
+        description="Outside development a placeholder SECRET_KEY is refused.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="postgresql+asyncpg://... ; unset means an embedded PostgreSQL under LODGE_DATA_DIR.",
+    )
+    broadcast_url: str = Field("memory://", description="memory:// (one process) or redis://host:port/db.")
+    secret_key: str | None = Field(
+        None,
+        description="Signs access tokens. Unset with the embedded database: generated once and kept in LODGE_DATA_DIR.",
+    )
+    data_dir: Path = Field(Path(".lodge"), validation_alias="LODGE_DATA_DIR")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+
+    db_pool_size: int = Field(10, validation_alias="LODGE_DB_POOL_SIZE")
+    db_max_overflow: int = Field(10, validation_alias="LODGE_DB_MAX_OVERFLOW")
+    db_statement_cache_size: int = Field(
+        100,
+        validation_alias="LODGE_DB_STATEMENT_CACHE_SIZE",
+        description="Set 0 behind PgBouncer in transaction mode.",
+    )
+    migrate_on_start: bool = Field(True, validation_alias="LODGE_MIGRATE_ON_START")
+
+    access_token_ttl_seconds: int = Field(900, validation_alias="LODGE_ACCESS_TOKEN_TTL")
+    max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias="LODGE_MAX_BODY_BYTES")
+    max_query_depth: int = Field(12, validation_alias="LODGE_MAX_QUERY_DEPTH")
+    max_query_tokens: int = Field(5000, validation_alias="LODGE_MAX_QUERY_TOKENS")
+    max_aliases: int = Field(30, validation_alias="LODGE_MAX_ALIASES")
+    max_log_bytes: int = Field(256 * 1024, validation_alias="LODGE_MAX_LOG_BYTES")
+    max_batch_size: int = Field(1000, validation_alias="LODGE_MAX_BATCH_SIZE")
+    subscriber_queue_size: int = Field(
+        1000,
+        validation_alias="LODGE_SUBSCRIBER_QUEUE_SIZE",
+        description="Events buffered per subscriber; past it the subscriber catches up from PostgreSQL.",
+    )
+
+    cors_origins: list[str] = Field(default_factory=list, validation_alias="LODGE_CORS_ORIGINS")
+    websocket_origins: list[str] = Field(
+        default_factory=list,
+        validation_alias="LODGE_WEBSOCKET_ORIGINS",
+        description="Browser origins allowed to open websockets; empty allows same-origin and non-browser clients.",
+    )
+    legacy_graphql_ws: bool = Field(False, validation_alias="LODGE_LEGACY_GRAPHQL_WS")
+    connection_init_timeout_seconds: float = Field(5.0, validation_alias="LODGE_CONNECTION_INIT_TIMEOUT")
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.environment != "development" and (self.secret_key or "").strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("SECRET_KEY must be set to a real secret outside development (LODGE_ENV)")
+        return self
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or one generated once and kept under the data directory."""
+        if self.secret_key and self.secret_key.strip().lower() not in PLACEHOLDER_SECRETS:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
