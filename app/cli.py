@@ -46,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=None if args.reload else args.workers,
         reload=args.reload,
         log_level=settings.log_level.lower(),
+        ws="websockets-sansio",
         ws_max_size=settings.max_body_bytes,
     )
     return 0

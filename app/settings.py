@@ -13,7 +13,7 @@ PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
     environment: Literal["development", "test", "production"] = Field(
         "development",

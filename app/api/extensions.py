@@ -38,7 +38,11 @@ class OperationScopeExtension(SchemaExtension):
             yield
             result = self.execution_context.result
             if result is not None and not result.errors:
-                await session.commit()
+                try:
+                    await session.commit()
+                except Exception as exc:
+                    log.exception("commit failed (request %s)", scope.request_id)
+                    raise CommitFailed(scope.request_id) from exc
                 for channel, payload in scope.events:
                     await ctx.deps.hub.publish(channel, payload)
             else:
@@ -46,6 +50,13 @@ class OperationScopeExtension(SchemaExtension):
         finally:
             await session.close()
             ctx.close_scope(token)
+
+
+class CommitFailed(LodgeError):
+    code = INTERNAL
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__("Internal server error: nothing was saved", requestId=request_id)
 
 
 class ErrorPolicy(SchemaExtension):
@@ -66,11 +77,10 @@ class ErrorPolicy(SchemaExtension):
         original = error.original_error
         if isinstance(original, LodgeError):
             return error
-        if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
-            return error
-        if original is None:
-            if not (error.extensions or {}).get("code"):
-                error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}
+        if error.path is None:
+            # Before execution: a malformed document, a failed validation rule or limit, a variable
+            # of the wrong type. All are the client's to fix.
+            error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}
             return error
         ctx: Context = self.execution_context.context
         request_id = ctx.request_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -33,9 +34,9 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
         subscription=Subscription,
         extensions=[
             ErrorPolicy,
-            QueryDepthLimiter(max_depth=settings.max_query_depth),
-            MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-            MaxAliasesLimiter(max_alias_count=settings.max_aliases),
+            partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
+            partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
+            partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
             OperationScopeExtension,
         ],
     )

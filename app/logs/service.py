@@ -257,7 +257,7 @@ async def ingest(session: AsyncSession, *, api_key: models.ApiKey, items: Sequen
                 models.Log.idempotency_key.in_(missing),  # type: ignore[union-attr]
             )
         )
-        by_key.update({key: log_id for key, log_id in existing.tuples()})
+        by_key.update({key: log_id for key, log_id in existing.all()})
 
     ids: list[uuid.UUID] = []
     fresh = iter(inserted)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from tests.support import LiveServer
+
+
+async def test_health_and_readiness(server: LiveServer) -> None:
+    assert (await server.http.get("/healthz")).json() == {"status": "ok"}
+    ready = await server.http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["database"] == "ok" and ready.json()["broker"] == "ok"
+
+
+async def test_graphiql_for_browsers(server: LiveServer) -> None:
+    page = await server.http.get("/graphql", headers={"accept": "text/html"})
+    assert page.status_code == 200 and "graphiql" in page.text.lower()
+
+
+async def test_request_id_is_echoed(server: LiveServer) -> None:
+    response = await server.http.post("/graphql", json={"query": "{ me { id } }"}, headers={"x-request-id": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert len((await server.http.get("/healthz")).headers["x-request-id"]) == 32
+
+
+async def test_deep_query_is_refused(server: LiveServer) -> None:
+    levels = ["projects", "nodes", "owner"] * 10
+    nested = "{ me { " + " { ".join(levels) + " { id" + " }" * (len(levels) + 2)
+    assert nested.count("{") == nested.count("}") >= 30
+    body = await server.gql(nested)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "depth" in body["errors"][0]["message"]
+
+
+async def test_too_many_aliases_and_syntax_errors(server: LiveServer) -> None:
+    aliases = "{ " + " ".join(f"a{i}: me {{ id }}" for i in range(40)) + " }"
+    assert (await server.gql(aliases))["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert (await server.gql("{ me { id "))["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert (await server.gql("{ nope }"))["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_body_limit(server: LiveServer) -> None:
+    limit = server.deps.settings.max_body_bytes
+    response = await server.http.post("/graphql", content=b"x" * (limit + 1), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert (await server.http.get("/healthz")).status_code == 200

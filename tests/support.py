@@ -1,0 +1,222 @@
+"""Helpers the tests share: a live server, a GraphQL client, a graphql-transport-ws client, factories."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from starlette.applications import Starlette
+
+from app.deps import Deps
+from app.main import create_app
+from app.settings import Settings
+
+REQUIRE_SERVICES = os.environ.get("LODGE_REQUIRE_SERVICES") == "1"
+TIMEOUT = 20.0
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip for lack of a server, unless CI says every server must be there."""
+    if not condition:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"LODGE_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A real uvicorn serving a real app on a loopback port."""
+
+    app: Starlette
+    deps: Deps
+    port: int
+    http: httpx.AsyncClient
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    async def gql(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        api_key: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        if api_key:
+            headers["authorization"] = f"ApiKey {api_key}"
+        response = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def data(self, query: str, variables: dict[str, Any] | None = None, **auth: str | None) -> dict[str, Any]:
+        body = await self.gql(query, variables, **auth)
+        assert not body.get("errors"), body["errors"]
+        data: dict[str, Any] = body["data"]
+        return data
+
+    async def error_code(self, query: str, variables: dict[str, Any] | None = None, **auth: str | None) -> str:
+        body = await self.gql(query, variables, **auth)
+        assert body.get("errors"), f"expected an error, got {body}"
+        code: str = body["errors"][0]["extensions"]["code"]
+        return code
+
+
+@contextlib.asynccontextmanager
+async def live_server(settings: Settings, database_url: str) -> AsyncIterator[LiveServer]:
+    from app.main import build_deps
+
+    deps = build_deps(settings, database_url)
+    app = create_app(deps)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as http:
+            yield LiveServer(app=app, deps=deps, port=port, http=http)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+class GraphQLWS:
+    """A graphql-transport-ws client over a real websocket."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self._ids = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, url: str, *, authorization: str | None = None, **kwargs: Any
+    ) -> AsyncIterator[GraphQLWS]:
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"], open_timeout=TIMEOUT, **kwargs) as ws:
+            client = cls(ws)
+            payload = {"authorization": authorization} if authorization else {}
+            await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+            ack = await client.receive()
+            assert ack["type"] == "connection_ack", ack
+            yield client
+
+    async def receive(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        while True:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout)
+            message: dict[str, Any] = json.loads(raw)
+            if message["type"] == "ping":
+                await self.ws.send(json.dumps({"type": "pong"}))
+                continue
+            return message
+
+    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        self._ids += 1
+        op_id = str(self._ids)
+        await self.ws.send(
+            json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": variables or {}}})
+        )
+        return op_id
+
+    async def next_data(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        message = await self.receive(timeout)
+        assert message["type"] == "next", message
+        assert not message["payload"].get("errors"), message["payload"]["errors"]
+        data: dict[str, Any] = message["payload"]["data"]
+        return data
+
+
+# -- factories: plain functions over the public API, so invariants hold in test data ----------
+
+def unique_email() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+PASSWORD = "correct horse battery staple"
+
+
+async def new_user(server: LiveServer, email: str | None = None) -> str:
+    data = await server.data(
+        "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }",
+        {"input": {"email": email or unique_email(), "password": PASSWORD, "name": "Test"}},
+    )
+    token: str = data["register"]["accessToken"]
+    return token
+
+
+async def new_project(server: LiveServer, token: str, name: str = "p") -> str:
+    data = await server.data(
+        "mutation($input: ProjectInput!) { createProject(input: $input) { id } }",
+        {"input": {"name": name}},
+        token=token,
+    )
+    project_id: str = data["createProject"]["id"]
+    return project_id
+
+
+async def new_api_key(server: LiveServer, token: str, project_id: str, **extra: Any) -> tuple[str, str]:
+    data = await server.data(
+        "mutation($input: ApiKeyInput!) { createApiKey(input: $input) { apiKey { id } secret } }",
+        {"input": {"projectId": project_id, "label": "test", **extra}},
+        token=token,
+    )
+    return data["createApiKey"]["apiKey"]["id"], data["createApiKey"]["secret"]
+
+
+@dataclass
+class Tenant:
+    token: str
+    project_id: str
+    key_id: str
+    secret: str
+
+
+async def new_tenant(server: LiveServer) -> Tenant:
+    token = await new_user(server)
+    project_id = await new_project(server, token)
+    key_id, secret = await new_api_key(server, token, project_id)
+    return Tenant(token=token, project_id=project_id, key_id=key_id, secret=secret)
+
+
+INGEST_LOGS = "mutation($inputs: [LogInput!]!) { ingestLogs(inputs: $inputs) { accepted duplicates ids } }"
+LOG_ADDED = """
+subscription($projectId: ID!, $after: String, $filter: LogFilter) {
+  logAdded(projectId: $projectId, after: $after, filter: $filter) { id log level cursor }
+}
+"""
+
+
+async def ingest(server: LiveServer, secret: str, logs: list[str], **fields: Any) -> list[str]:
+    data = await server.data(INGEST_LOGS, {"inputs": [{"log": text, **fields} for text in logs]}, api_key=secret)
+    ids: list[str] = data["ingestLogs"]["ids"]
+    return ids
