@@ -86,7 +86,7 @@ def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
     return Deps(
         settings=settings,
         db=create_database(url, settings),
-        hub=Hub(settings.broadcast_url, queue_size=settings.subscriber_queue_size),
+        hub=Hub(settings.broadcast_url, queue_bytes=settings.subscriber_queue_bytes),
         secret_key=settings.resolved_secret_key(),
     )
 

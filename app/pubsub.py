@@ -13,8 +13,8 @@ This is the only module that imports broadcaster. It works around four faults of
   again and emits a RESYNC event;
 * `Broadcast.subscribe` races when two subscribers join one channel at once (one gets nothing,
   leaving raises KeyError); `Hub` holds exactly one bus subscription per channel, under a lock;
-* per-subscriber queues are unbounded; `Hub` gives each subscriber a bounded queue and, on
-  overflow, drops its backlog and asks it to resynchronise.
+* per-subscriber queues are unbounded; `Hub` bounds each subscriber's queue (in bytes of
+  messages) and, on overflow, drops its backlog and asks it to resynchronise.
 """
 
 from __future__ import annotations
@@ -169,32 +169,37 @@ RESYNC = _Resync()
 
 @dataclass(eq=False)
 class Subscription:
-    """One subscriber's bounded view of a channel."""
+    """One subscriber's view of a channel, bounded by the bytes of the messages it holds."""
 
     channel: str
-    maxsize: int
-    _items: deque[Any] = field(default_factory=deque)
+    max_bytes: int
+    _items: deque[tuple[Any, int]] = field(default_factory=deque)
+    _bytes: int = 0
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     overflows: int = 0
     high_water: int = 0
 
-    def offer(self, item: Any) -> None:
-        if item is RESYNC or len(self._items) >= self.maxsize:
+    def offer(self, item: Any, size: int = 0) -> None:
+        if item is RESYNC or (self._items and self._bytes + size > self.max_bytes):
             if item is not RESYNC:
                 self.overflows += 1
             # Everything queued is now redundant: one read of the database replaces it.
             self._items.clear()
-            self._items.append(RESYNC)
+            self._items.append((RESYNC, 0))
+            self._bytes = 0
         else:
-            self._items.append(item)
-            self.high_water = max(self.high_water, len(self._items))
+            self._items.append((item, size))
+            self._bytes += size
+            self.high_water = max(self.high_water, self._bytes)
         self._wakeup.set()
 
     async def get(self) -> Any:
         while not self._items:
             self._wakeup.clear()
             await self._wakeup.wait()
-        return self._items.popleft()
+        item, size = self._items.popleft()
+        self._bytes -= size
+        return item
 
     def __len__(self) -> int:
         return len(self._items)
@@ -213,11 +218,11 @@ class Hub:
     Messages are JSON; each is decoded once and the same object is handed to every subscriber.
     """
 
-    def __init__(self, url: str, *, queue_size: int = 1000) -> None:
+    def __init__(self, url: str, *, queue_bytes: int = 1 << 20) -> None:
         self.url = url
         self._backend: BroadcastBackend = _backend_for(url)
         self._broadcast = Broadcast(backend=self._backend)
-        self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
         self._local: dict[str, set[Subscription]] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -269,7 +274,7 @@ class Hub:
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         """Yield once the bus subscription for `channel` is confirmed, so nothing published later is missed."""
-        sub = Subscription(channel=channel, maxsize=self._queue_size)
+        sub = Subscription(channel=channel, max_bytes=self._queue_bytes)
         lock = self._locks.setdefault(channel, asyncio.Lock())
         async with lock:
             members = self._local.setdefault(channel, set())
@@ -317,8 +322,9 @@ class Hub:
                 except ValueError:
                     log.warning("dropping a malformed message on %s", channel)
                     continue
+                size = len(event.message)
                 for sub in list(self._local.get(channel, ())):
-                    sub.offer(item)
+                    sub.offer(item, size)
 
 
 def _backend_for(url: str) -> BroadcastBackend:

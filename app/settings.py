@@ -48,10 +48,10 @@ class Settings(BaseSettings):
     max_aliases: int = Field(30, validation_alias="LODGE_MAX_ALIASES")
     max_log_bytes: int = Field(256 * 1024, validation_alias="LODGE_MAX_LOG_BYTES")
     max_batch_size: int = Field(1000, validation_alias="LODGE_MAX_BATCH_SIZE")
-    subscriber_queue_size: int = Field(
-        1000,
-        validation_alias="LODGE_SUBSCRIBER_QUEUE_SIZE",
-        description="Events buffered per subscriber; past it the subscriber catches up from PostgreSQL.",
+    subscriber_queue_bytes: int = Field(
+        1 << 20,
+        validation_alias="LODGE_SUBSCRIBER_QUEUE_BYTES",
+        description="Bus messages buffered per subscriber; past it the subscriber catches up from PostgreSQL.",
     )
 
     cors_origins: list[str] = Field(default_factory=list, validation_alias="LODGE_CORS_ORIGINS")

@@ -1,0 +1,144 @@
+"""The bus against real Redis: each test covers one fault of broadcaster 0.3.1 as shipped."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis import asyncio as aioredis
+
+from app.pubsub import RESYNC, Hub
+from tests.conftest import make_settings
+from tests.support import LOG_ADDED, GraphQLWS, LiveServer, ingest, live_server, need, new_tenant
+
+
+@pytest.fixture
+def redis(redis_url: str | None) -> str:
+    need(redis_url is not None, "TEST_REDIS_URL is not set")
+    assert redis_url is not None
+    return redis_url
+
+
+@pytest.fixture
+async def hub(redis: str) -> AsyncIterator[Hub]:
+    hub = Hub(redis, queue_bytes=1 << 20)
+    await hub.connect()
+    yield hub
+    await hub.disconnect()
+
+
+
+
+async def test_messages_published_through_redis_are_received(hub: Hub, redis: str) -> None:
+    # broadcaster's RedisBackend with redis-py 8 receives nothing: it listens before SUBSCRIBE completes.
+    channel = f"test:{uuid.uuid4()}"
+    async with hub.subscribe(channel) as sub:
+        client = aioredis.Redis.from_url(redis)
+        try:
+            receivers = await client.publish(channel, '{"n": 1}')
+        finally:
+            await client.aclose()
+        assert receivers == 1  # subscribe() returned only once Redis had confirmed it
+        assert await asyncio.wait_for(sub.get(), 10) == {"n": 1}
+
+
+async def test_listener_survives_a_killed_connection(hub: Hub, redis: str) -> None:
+    # broadcaster's listener dies silently when its connection drops, and never reconnects.
+    channel = f"test:{uuid.uuid4()}"
+    async with hub.subscribe(channel) as sub:
+        admin = aioredis.Redis.from_url(redis)
+        try:
+            killed = await admin.client_kill_filter(_type="pubsub")
+            assert killed >= 1
+            assert await asyncio.wait_for(sub.get(), 10) is RESYNC  # "you may have missed something"
+            await hub.publish(channel, {"after": "kill"})
+            assert await asyncio.wait_for(sub.get(), 10) == {"after": "kill"}
+        finally:
+            await admin.aclose()
+    assert hub.reconnects >= 1
+
+
+async def test_two_subscribers_joining_at_once_both_receive(hub: Hub) -> None:
+    # broadcaster's Broadcast.subscribe: one of two simultaneous joiners gets nothing, and leaving raises KeyError.
+    channel = f"test:{uuid.uuid4()}"
+    a_in, b_in, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    received: dict[str, object] = {}
+
+    async def member(name: str, joined: asyncio.Event) -> None:
+        async with hub.subscribe(channel) as sub:
+            joined.set()
+            received[name] = await asyncio.wait_for(sub.get(), 10)
+            await done.wait()
+
+    tasks = [asyncio.create_task(member("a", a_in)), asyncio.create_task(member("b", b_in))]
+    await asyncio.wait_for(asyncio.gather(a_in.wait(), b_in.wait()), 10)
+    await hub.publish(channel, {"hello": "both"})
+    async with asyncio.timeout(10):
+        while len(received) < 2:
+            await asyncio.sleep(0.005)
+    done.set()
+    await asyncio.gather(*tasks)  # leaving raises nothing
+    assert received == {"a": {"hello": "both"}, "b": {"hello": "both"}}
+    assert hub.subscribers(channel) == set()
+
+
+async def test_overflowing_subscriber_is_bounded_and_told_to_resync(redis: str) -> None:
+    # broadcaster's per-subscriber queues grow without bound.
+    hub = Hub(redis, queue_bytes=1000)
+    await hub.connect()
+    try:
+        channel = f"test:{uuid.uuid4()}"
+        async with hub.subscribe(channel) as sub:
+            for n in range(500):
+                await hub.publish(channel, {"n": n, "pad": "x" * 50})
+            await hub.publish(channel, {"last": True})
+            async with asyncio.timeout(10):
+                while sub.overflows == 0 or len(sub) == 0:
+                    await asyncio.sleep(0.005)
+            assert sub.high_water <= 1000
+            items = []
+            async with asyncio.timeout(10):
+                while not items or items[-1] != {"last": True}:
+                    items.append(await sub.get())
+            assert RESYNC in items and len(items) < 30
+    finally:
+        await hub.disconnect()
+
+
+async def test_a_log_ingested_on_one_instance_reaches_a_subscriber_on_another(
+    database_url: str, redis: str, server: LiveServer
+) -> None:
+    async with live_server(make_settings(broadcast_url=redis, secret_key=server.deps.secret_key), database_url) as b:
+        t = await new_tenant(server)
+        async with GraphQLWS.connect(b.ws_url, authorization=f"Bearer {t.token}") as ws:
+            await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+            async with asyncio.timeout(10):
+                while not b.deps.hub.subscribers(f"logs:{t.project_id}"):
+                    await asyncio.sleep(0.005)
+            await ingest(server, t.secret, ["from instance A"])
+            assert (await ws.next_data())["logAdded"]["log"] == "from instance A"
+
+
+async def test_live_tail_survives_client_kill_without_losing_logs(server: LiveServer, redis: str) -> None:
+    need(server.deps.settings.broadcast_url.startswith("redis"), "the shared server is not on Redis")
+    t = await new_tenant(server)
+    async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
+        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+        async with asyncio.timeout(10):
+            while not server.deps.hub.subscribers(f"logs:{t.project_id}"):
+                await asyncio.sleep(0.005)
+        await ingest(server, t.secret, ["before the kill"])
+        assert (await ws.next_data())["logAdded"]["log"] == "before the kill"
+
+        admin = aioredis.Redis.from_url(redis)
+        try:
+            assert await admin.client_kill_filter(_type="pubsub") >= 1
+        finally:
+            await admin.aclose()
+        after = [f"after {i}" for i in range(20)]
+        for text in after:
+            await ingest(server, t.secret, [text])
+        got = [(await ws.next_data())["logAdded"]["log"] for _ in after]
+        assert got == after
