@@ -41,8 +41,9 @@ async def load_demo(settings: Settings, database_url: str) -> None:
                     ]
                 )
             ]
-            await logs.ingest(session, api_key=key, items=items)
             await session.commit()
+        async with db.autocommit() as conn:
+            await logs.ingest(conn, api_key=key, items=items)
         print("demo data loaded:")
         print(f"  user     {DEMO_EMAIL} / {DEMO_PASSWORD}")
         print(f"  project  {project.id}")

@@ -74,7 +74,7 @@ async def readyz(request: Request) -> JSONResponse:
         async with deps.db.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"
     checks["broker"] = "ok" if await deps.hub.ping() else "down"
     ready = all(value == "ok" for value in checks.values())

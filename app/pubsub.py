@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+import orjson
 from broadcaster import Broadcast, Event
 from broadcaster._backends.base import BroadcastBackend
 from broadcaster._backends.memory import MemoryBackend
@@ -215,7 +215,8 @@ class Subscription:
 class Hub:
     """Per-process fan-out: one bus subscription per channel, many bounded local subscribers.
 
-    Messages are JSON; each is decoded once and the same object is handed to every subscriber.
+    Messages are JSON (orjson: UUIDs and datetimes encode natively); each is decoded once and the
+    same object is handed to every subscriber.
     """
 
     def __init__(self, url: str, *, queue_bytes: int = 1 << 20) -> None:
@@ -263,7 +264,7 @@ class Hub:
     async def publish(self, channel: str, payload: Any) -> bool:
         """Publish after commit. A broker failure is logged, not raised: the data is already stored."""
         try:
-            await self._broadcast.publish(channel, json.dumps(payload, separators=(",", ":"), default=str))
+            await self._broadcast.publish(channel, orjson.dumps(payload, default=str).decode())
         except (RedisError, OSError) as exc:
             self.publish_failures += 1
             log.warning("publish to %s failed (%s); subscribers will catch up from PostgreSQL", channel, exc)
@@ -318,8 +319,8 @@ class Hub:
                             sub.offer(RESYNC)
                     continue
                 try:
-                    item = json.loads(event.message)
-                except ValueError:
+                    item = orjson.loads(event.message)
+                except orjson.JSONDecodeError:
                     log.warning("dropping a malformed message on %s", channel)
                     continue
                 size = len(event.message)

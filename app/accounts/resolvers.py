@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import strawberry
 
-from app.accounts import service
+from app.accounts import models, service
 from app.accounts.security import issue_access_token
 from app.accounts.types import AuthPayload, User
 from app.api.context import Info
-from app.accounts import models
 
 
 @strawberry.input

@@ -1,4 +1,4 @@
-"""Schema extensions: one transaction per operation, publish after commit, error policy.
+"""One transaction per operation with publish after commit, and the error policy.
 
 The transaction wraps execution (`on_execute`), not the whole operation: over websockets strawberry
 sends a result before `on_operation` finishes, and a client must never see a mutation succeed that
@@ -8,7 +8,7 @@ was then rolled back.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from graphql import GraphQLError, OperationType
@@ -59,40 +59,40 @@ class CommitFailed(LodgeError):
         super().__init__("Internal server error: nothing was saved", requestId=request_id)
 
 
-class ErrorPolicy(SchemaExtension):
-    """Every error leaves with an `extensions.code`; unexpected ones are masked as INTERNAL."""
+def shape_errors(errors: list[GraphQLError], execution_context: Any) -> None:
+    """Give every error an `extensions.code`; mask unexpected ones as INTERNAL (in place).
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is not None and getattr(result, "errors", None):
-            result.errors = [self._shape(error) for error in result.errors]
+    strawberry calls `Schema.process_errors` on every path that produces errors (parsing, limits,
+    validation, execution, each subscription event), which an extension hook does not see.
+    """
+    for index, error in enumerate(errors):
+        errors[index] = _shape(error, execution_context)
 
-    def on_stream_result(self, result: Any) -> Iterator[None]:  # type: ignore[override]
-        if getattr(result, "errors", None):
-            result.errors = [self._shape(error) for error in result.errors]
-        yield
 
-    def _shape(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        if isinstance(original, LodgeError):
-            return error
-        if error.path is None:
-            # Before execution: a malformed document, a failed validation rule or limit, a variable
-            # of the wrong type. All are the client's to fix.
-            error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}
-            return error
-        ctx: Context = self.execution_context.context
-        request_id = ctx.request_id
+def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
+    original = error.original_error
+    if isinstance(original, LodgeError):
+        return error
+    if error.path is None:
+        # Before execution: a malformed document, a failed validation rule or limit, a variable
+        # of the wrong type. All are the client's to fix.
+        error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}
+        return error
+    ctx = getattr(execution_context, "context", None)
+    request_id = ctx.request_id if isinstance(ctx, Context) else ""
+    operation = getattr(execution_context, "operation_name", None) or "anonymous operation"
+    if original is not None:
         log.error(
             "unexpected error in %s (request %s)",
-            self.execution_context.operation_name or "anonymous operation",
+            operation,
             request_id,
             exc_info=(type(original), original, original.__traceback__),
         )
-        return GraphQLError(
-            "Internal server error",
-            nodes=error.nodes,
-            path=error.path,
-            extensions={"code": INTERNAL, "requestId": request_id},
-        )
+    else:
+        log.error("unexpected error in %s (request %s): %s", operation, request_id, error.message)
+    return GraphQLError(
+        "Internal server error",
+        nodes=error.nodes,
+        path=error.path,
+        extensions={"code": INTERNAL, "requestId": request_id},
+    )

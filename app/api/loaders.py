@@ -68,7 +68,7 @@ class Loaders:
     ) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[list[M]]]]:
         async def load(keys: Sequence[uuid.UUID]) -> list[list[M]]:
             fk = getattr(model, column)
-            order = getattr(model, "created_at")
+            order = model.created_at
             async with self._reader() as session:
                 rows = (await session.execute(select(model).where(fk.in_(keys)).order_by(order))).scalars().all()
             grouped: dict[uuid.UUID, list[M]] = defaultdict(list)

@@ -6,11 +6,18 @@ from functools import partial
 from typing import Any
 
 import strawberry
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.tools import merge_types
 
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
-from app.api.extensions import ErrorPolicy, OperationScopeExtension
+from app.api.extensions import OperationScopeExtension, shape_errors
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.settings import Settings
 
@@ -21,22 +28,29 @@ Subscription = merge_types("Subscription", (LogsSubscription,))
 
 class LodgeSchema(strawberry.Schema):
     def process_errors(self, errors: Any, execution_context: Any = None) -> None:
-        # ErrorPolicy logs what deserves it (unexpected errors, with their request id); client
-        # mistakes are not server errors.
-        return None
+        # Logs what deserves it (unexpected errors, with their request id): client mistakes are
+        # not server errors.
+        shape_errors(errors, execution_context)
 
 
 def create_schema(settings: Settings | None = None) -> LodgeSchema:
     settings = settings or Settings()
+    # The limiters build their validation rule classes when constructed. Build them once, so that
+    # every request validates with the same rules and ValidationCache can hit.
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
     return LodgeSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
-            ErrorPolicy,
-            partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
+            # Clients send the same few documents again and again: parse and validate each once.
+            partial(ParserCache, maxsize=1024),
+            partial(ValidationCache, maxsize=1024),
+            partial(AddValidationRules, limit_rules),
             partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
-            partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
             OperationScopeExtension,
         ],
     )

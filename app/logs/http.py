@@ -55,12 +55,11 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
     try:
         secret = _secret(request)
         body = await request.body()
-        async with deps.db.sessionmaker() as session:
-            key = await service.authenticate_api_key(session, secret=secret)
+        async with deps.db.autocommit() as conn:
+            key = await service.authenticate_api_key(conn, secret=secret)
             items = _parse(body)
-            service.validate_items(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
-            outcome = await service.ingest(session, api_key=key, items=items)
-            await session.commit()
+            size = service.validate_items(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
+            outcome = await service.ingest(conn, api_key=key, items=items, approx_bytes=size)
     except LodgeError as exc:
         return JSONResponse(
             {"error": {"message": exc.message, **exc.extensions, "requestId": request_id}},

@@ -12,12 +12,14 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BigInteger, DateTime, Text, and_, column, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api.errors import BadUserInput, NotFound, Unauthenticated
 from app.logs import models
@@ -32,10 +34,6 @@ MAX_EVENT_ROWS_BYTES = 512 * 1024
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def project_lock_key(project_id: uuid.UUID) -> int:
-    return (project_id.int >> 64) - (1 << 63)
 
 
 # -- projects ------------------------------------------------------------------------------------
@@ -151,7 +149,7 @@ _AUTHENTICATE = text(
 )
 
 
-async def authenticate_api_key(session: AsyncSession, *, secret: str) -> models.ApiKey:
+async def authenticate_api_key(session: AsyncSession | AsyncConnection, *, secret: str) -> models.ApiKey:
     row = (await session.execute(_AUTHENTICATE, {"hash": hash_secret(secret)})).mappings().first()
     if row is None:
         raise Unauthenticated("unknown API key")
@@ -180,61 +178,78 @@ class LogItem:
 @dataclass
 class IngestOutcome:
     ids: list[uuid.UUID]
-    inserted: list[models.Log]
+    inserted: list[dict[str, Any]]  # stored rows, in seq order
     duplicates: int
     prev_seq: int
+    approx_bytes: int
+    existing: dict[str, models.Log] = field(default_factory=dict)  # earlier logs, by idempotency key
 
     def event(self) -> dict[str, Any] | None:
         """The bus message announcing this batch, or None when nothing new was stored."""
         if not self.inserted:
             return None
-        rows: list[dict[str, Any]] | None = [log_to_event(row) for row in self.inserted]
-        if len(json.dumps(rows, default=str)) > MAX_EVENT_ROWS_BYTES:
-            rows = None
-        return {"prev": self.prev_seq, "last": self.inserted[-1].seq, "logs": rows}
+        rows = self.inserted if self.approx_bytes <= MAX_EVENT_ROWS_BYTES else None
+        return {"prev": self.prev_seq, "last": self.inserted[-1]["seq"], "logs": rows}
+
+    def first_log(self) -> models.Log:
+        """The log stored for the first item: new, or the earlier one with its idempotency key."""
+        if self.inserted and self.inserted[0]["id"] == self.ids[0]:
+            return row_to_log(self.inserted[0])
+        return next(log for log in self.existing.values() if log.id == self.ids[0])
 
 
-def validate_items(items: Sequence[LogItem], *, max_batch: int, max_bytes: int) -> None:
+def item_size(item: LogItem) -> int:
+    return len(item.log.encode()) + (len(json.dumps(item.attributes)) if item.attributes is not None else 0)
+
+
+def validate_items(items: Sequence[LogItem], *, max_batch: int, max_bytes: int) -> int:
+    """Refuse the whole batch on any bad item; return its approximate size in bytes."""
     if len(items) > max_batch:
         raise BadUserInput(f"at most {max_batch} logs per call, got {len(items)}", limit=max_batch)
+    total = 0
     for index, item in enumerate(items):
         if item.level not in models.LOG_LEVELS:
             raise BadUserInput(f"unknown level {item.level!r}", index=index)
         if item.attributes is not None and not isinstance(item.attributes, dict):
             raise BadUserInput("attributes must be a JSON object", index=index)
-        size = len(item.log.encode()) + (len(json.dumps(item.attributes)) if item.attributes is not None else 0)
+        size = item_size(item)
         if size > max_bytes:
             raise BadUserInput(f"log {index} is {size} bytes; the limit is {max_bytes}", index=index, limit=max_bytes)
         if item.idempotency_key is not None and not 0 < len(item.idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise BadUserInput(f"idempotencyKey must be 1..{MAX_IDEMPOTENCY_KEY} characters", index=index)
+        total += size + 200
+    return total
 
 
-_INSERT = text(
-    """
-    WITH prev AS (
-        SELECT coalesce(max(seq), 0) AS seq FROM logs WHERE project_id = :project_id
-    ), input AS (
-        SELECT * FROM unnest(CAST(:logs AS text[]), CAST(:levels AS text[]), CAST(:attributes AS text[]),
-                             CAST(:keys AS text[])) WITH ORDINALITY AS t(log, level, attributes, idempotency_key, ord)
-    ), ins AS (
-        INSERT INTO logs (project_id, api_key_id, log, level, attributes, idempotency_key)
-        SELECT :project_id, :api_key_id, log, level, CAST(attributes AS jsonb), idempotency_key FROM input ORDER BY ord
-        ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING id, seq, project_id, api_key_id, log, level, attributes, idempotency_key, created_at
-    )
-    SELECT (SELECT seq FROM prev) AS prev, ins.* FROM ins ORDER BY seq
-    """
+_INGEST = text(
+    "SELECT * FROM ingest_logs(:project_id, :api_key_id, :logs, :levels, :attributes, :keys)"
+).columns(
+    column("prev", BigInteger),
+    column("id", PG_UUID(as_uuid=True)),
+    column("seq", BigInteger),
+    column("project_id", PG_UUID(as_uuid=True)),
+    column("api_key_id", PG_UUID(as_uuid=True)),
+    column("log", Text),
+    column("level", Text),
+    column("attributes", JSONB),
+    column("idempotency_key", Text),
+    column("created_at", DateTime(timezone=True)),
 )
 
 
-async def ingest(session: AsyncSession, *, api_key: models.ApiKey, items: Sequence[LogItem]) -> IngestOutcome:
-    """Store `items` for the key's project; idempotency keys seen before return the stored log's id."""
+async def ingest(
+    conn: AsyncConnection, *, api_key: models.ApiKey, items: Sequence[LogItem], approx_bytes: int = 0
+) -> IngestOutcome:
+    """Store `items` for the key's project in one statement on an autocommit connection.
+
+    The `ingest_logs` function (see the foundation migration) holds the project's lock only while
+    the database works, then commits. Idempotency keys seen before return the stored log's id.
+    """
     project_id = api_key.project_id
     if not items:
-        return IngestOutcome(ids=[], inserted=[], duplicates=0, prev_seq=0)
-    await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": project_lock_key(project_id)})
-    result = await session.execute(
-        _INSERT,
+        return IngestOutcome(ids=[], inserted=[], duplicates=0, prev_seq=0, approx_bytes=0)
+    result = await conn.execute(
+        _INGEST,
         {
             "project_id": project_id,
             "api_key_id": api_key.id,
@@ -244,51 +259,52 @@ async def ingest(session: AsyncSession, *, api_key: models.ApiKey, items: Sequen
             "keys": [item.idempotency_key for item in items],
         },
     )
-    rows = result.mappings().all()
-    prev_seq = int(rows[0]["prev"]) if rows else 0
-    inserted = [models.Log.model_construct(**{k: v for k, v in row.items() if k != "prev"}) for row in rows]
+    inserted = [dict(row) for row in result.mappings()]
+    prev_seq = int(inserted[0].pop("prev")) if inserted else 0
+    for row in inserted[1:]:
+        del row["prev"]
 
-    by_key = {log.idempotency_key: log.id for log in inserted if log.idempotency_key is not None}
+    by_key = {row["idempotency_key"]: row["id"] for row in inserted if row["idempotency_key"] is not None}
     missing = {item.idempotency_key for item in items if item.idempotency_key and item.idempotency_key not in by_key}
+    existing: dict[str, models.Log] = {}
     if missing:
-        existing = await session.execute(
-            select(models.Log.idempotency_key, models.Log.id).where(
+        rows = await conn.execute(
+            select(models.Log.__table__).where(  # type: ignore[attr-defined]
                 models.Log.project_id == project_id,  # type: ignore[arg-type]
                 models.Log.idempotency_key.in_(missing),  # type: ignore[union-attr]
             )
         )
-        by_key.update({key: log_id for key, log_id in existing.all()})
+        existing = {row["idempotency_key"]: row_to_log(dict(row)) for row in rows.mappings()}
+        by_key.update({key: log.id for key, log in existing.items()})
 
     ids: list[uuid.UUID] = []
     fresh = iter(inserted)
-    inserted_keys = {log.idempotency_key for log in inserted if log.idempotency_key is not None}
+    inserted_keys = set(by_key) - missing
     seen: set[str] = set()
     for item in items:
         key = item.idempotency_key
         if key is None or (key in inserted_keys and key not in seen):
-            ids.append(next(fresh).id)
+            ids.append(next(fresh)["id"])
         else:
             ids.append(by_key[key])
         if key is not None:
             seen.add(key)
-    return IngestOutcome(ids=ids, inserted=inserted, duplicates=len(items) - len(inserted), prev_seq=prev_seq)
+    return IngestOutcome(
+        ids=ids,
+        inserted=inserted,
+        duplicates=len(items) - len(inserted),
+        prev_seq=prev_seq,
+        approx_bytes=approx_bytes,
+        existing=existing,
+    )
 
 
-def log_to_event(row: models.Log) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "seq": row.seq,
-        "project_id": str(row.project_id),
-        "api_key_id": str(row.api_key_id) if row.api_key_id else None,
-        "log": row.log,
-        "level": row.level,
-        "attributes": row.attributes,
-        "idempotency_key": row.idempotency_key,
-        "created_at": row.created_at.isoformat(),
-    }
+def row_to_log(row: dict[str, Any]) -> models.Log:
+    return models.Log.model_construct(**row)
 
 
 def log_from_event(data: dict[str, Any]) -> models.Log:
+    """A bus message row (JSON: ids and times as strings) back into a model."""
     return models.Log.model_construct(
         id=uuid.UUID(data["id"]),
         seq=data["seq"],

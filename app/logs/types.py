@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
 from app.api.context import Info
 from app.api.pagination import Connection, encode_cursor
 from app.api.scalars import JSON, utc
-from app.logs import models
+from app.logs import models, service
 
 if TYPE_CHECKING:
     from app.accounts.types import User
@@ -191,6 +191,24 @@ class LogInput:
     level: LogLevel = LogLevel.INFO
     attributes: JSON | None = None
     idempotency_key: str | None = None
+
+
+def _log_item_from_input(cls: type, value: Any, context: Any) -> service.LogItem:
+    """Build the service's LogItem straight from graphql-core's coerced value.
+
+    strawberry's generic input conversion costs ~60 us per object; a batch of 1000 logs spent more
+    time there than in PostgreSQL. graphql-core has already checked every field and type.
+    """
+    level = value.get("level", LogLevel.INFO)
+    return service.LogItem(
+        log=value["log"],
+        level=level.value if isinstance(level, LogLevel) else str(level),
+        attributes=value.get("attributes"),
+        idempotency_key=value.get("idempotencyKey"),
+    )
+
+
+LogInput.__strawberry_definition__.from_input = _log_item_from_input  # type: ignore[attr-defined]
 
 
 @strawberry.input

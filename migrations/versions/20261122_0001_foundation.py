@@ -22,6 +22,41 @@ EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"
 TABLES_WITH_UPDATED_AT = ("users", "projects", "api_keys")
 
 
+# Called in autocommit mode, so the per-project lock is held for the database's own work only and
+# never while Python waits on anything: a project's logs commit in seq order, which is what lets
+# live tail resume with no gap. `prev` is the project's head seq before this batch; each statement
+# of a plpgsql function takes a new snapshot, so it is read after the lock is granted.
+INGEST_LOGS_FUNCTION = """
+CREATE FUNCTION ingest_logs(
+    p_project_id uuid, p_api_key_id uuid, p_logs text[], p_levels text[], p_attributes text[], p_keys text[]
+) RETURNS TABLE (
+    prev bigint, id uuid, seq bigint, project_id uuid, api_key_id uuid, log text, level text,
+    attributes jsonb, idempotency_key text, created_at timestamptz
+) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_prev bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_project_id::text, 7));
+    SELECT coalesce(max(l.seq), 0) INTO v_prev FROM logs l WHERE l.project_id = p_project_id;
+    RETURN QUERY
+        WITH ins AS (
+            INSERT INTO logs AS l (project_id, api_key_id, log, level, attributes, idempotency_key)
+            SELECT p_project_id, p_api_key_id, t.log, t.level, t.attributes::jsonb, t.idempotency_key
+            FROM unnest(p_logs, p_levels, p_attributes, p_keys)
+                 WITH ORDINALITY AS t(log, level, attributes, idempotency_key, ord)
+            ORDER BY t.ord
+            ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING l.id, l.seq, l.project_id, l.api_key_id, l.log, l.level, l.attributes,
+                      l.idempotency_key, l.created_at
+        )
+        SELECT v_prev, ins.id, ins.seq, ins.project_id, ins.api_key_id, ins.log, ins.level,
+               ins.attributes, ins.idempotency_key, ins.created_at
+        FROM ins ORDER BY ins.seq;
+END $$
+"""
+
+
 def _uuid_pk() -> sa.Column:
     return sa.Column("id", postgresql.UUID(as_uuid=True), server_default=sa.text("gen_random_uuid()"), nullable=False)
 
@@ -141,6 +176,8 @@ def upgrade() -> None:
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
 
+    op.execute(INGEST_LOGS_FUNCTION)
+
     for table in TABLES_WITH_UPDATED_AT:
         op.execute(
             f"CREATE TRIGGER trg_{table}_updated_at BEFORE UPDATE ON {table} "
@@ -149,6 +186,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION ingest_logs(uuid, uuid, text[], text[], text[], text[])")
     op.drop_table("logs")
     op.drop_table("api_keys")
     op.drop_table("projects")

@@ -1,0 +1,127 @@
+"""Shared by the benchmarks: a throwaway database, a `lodge serve` subprocess, a tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.asynccontextmanager
+async def bench_database() -> AsyncIterator[str]:
+    name = f"lodge_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(_dsn(SERVER_URL))
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    try:
+        yield make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        conn = await asyncpg.connect(_dsn(SERVER_URL))
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def lodge_server(database_url: str, *, port: int = 8765, broadcast_url: str = "memory://", **env: str) -> AsyncIterator[str]:
+    """`lodge serve` with one worker in its own process, as in production."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "BROADCAST_URL": broadcast_url,
+        "SECRET_KEY": "bench-" + uuid.uuid4().hex,
+        "LODGE_ENV": "production",
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=environment
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{base}/readyz")).status_code == 200:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("lodge serve did not become ready")
+                await asyncio.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class Tenant:
+    token: str
+    project_id: str
+    secret: str
+
+
+async def gql(client: httpx.AsyncClient, query: str, variables: dict[str, object] | None = None, **headers: str) -> dict:
+    response = await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+    body = response.json()
+    if body.get("errors"):
+        raise RuntimeError(body["errors"])
+    return body["data"]
+
+
+async def new_tenant(client: httpx.AsyncClient) -> Tenant:
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    data = await gql(
+        client,
+        "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }",
+        {"i": {"email": email, "password": "benchmark password"}},
+    )
+    token = data["register"]["accessToken"]
+    auth = {"authorization": f"Bearer {token}"}
+    project = (await gql(client, 'mutation { createProject(input: {name: "bench"}) { id } }', **auth))["createProject"]["id"]
+    key = await gql(
+        client,
+        "mutation($i: ApiKeyInput!) { createApiKey(input: $i) { secret } }",
+        {"i": {"projectId": project, "label": "bench"}},
+        **auth,
+    )
+    return Tenant(token=token, project_id=project, secret=key["createApiKey"]["secret"])
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
