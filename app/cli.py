@@ -47,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reload=args.reload,
         log_level=settings.log_level.lower(),
         ws="websockets-sansio",
+        ws_per_message_deflate=settings.websocket_compression,
         ws_max_size=settings.max_body_bytes,
     )
     return 0

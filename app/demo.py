@@ -25,7 +25,9 @@ async def load_demo(settings: Settings, database_url: str) -> None:
                 print(f"demo data already loaded: sign in as {DEMO_EMAIL} / {DEMO_PASSWORD}")
                 return
             user = await accounts.create_user(session, email=DEMO_EMAIL, password=DEMO_PASSWORD, name="Demo User")
-            project = await logs.create_project(session, owner_id=user.id, name="Demo project", description="Loaded by --demo")
+            project = await logs.create_project(
+                session, owner_id=user.id, name="Demo project", description="Loaded by --demo"
+            )
             key, secret = await logs.create_api_key(
                 session, project_id=project.id, label="demo", description="printed once", expires_at=None
             )
@@ -43,7 +45,7 @@ async def load_demo(settings: Settings, database_url: str) -> None:
             ]
             await session.commit()
         async with db.autocommit() as conn:
-            await logs.ingest(conn, api_key=key, items=items)
+            await logs.ingest(conn, api_key=key, batch=logs.prepare_batch(items, max_batch=1000, max_bytes=1 << 20))
         print("demo data loaded:")
         print(f"  user     {DEMO_EMAIL} / {DEMO_PASSWORD}")
         print(f"  project  {project.id}")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -50,6 +51,13 @@ class LodgeGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None = None) -> Context:  # type: ignore[override]
         return Context(deps=self.deps, request=request, response=response if isinstance(response, Response) else None)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> str:
+        # orjson: several times faster than json, and every subscriber's frame is encoded.
+        return orjson.dumps(data, default=str).decode()
 
     async def on_ws_connect(self, context: Context) -> Any:
         """Refuse a connection whose `connection_init` carries a bad token (4403), not at first use."""

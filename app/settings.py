@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="Browser origins allowed to open websockets; empty allows same-origin and non-browser clients.",
     )
     legacy_graphql_ws: bool = Field(False, validation_alias="LODGE_LEGACY_GRAPHQL_WS")
+    websocket_compression: bool = Field(
+        False,
+        validation_alias="LODGE_WS_COMPRESSION",
+        description="permessage-deflate on websockets: less bandwidth, much more CPU per delivered frame.",
+    )
     connection_init_timeout_seconds: float = Field(5.0, validation_alias="LODGE_CONNECTION_INIT_TIMEOUT")
 
     @model_validator(mode="after")

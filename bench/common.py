@@ -52,7 +52,9 @@ async def bench_database() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def lodge_server(database_url: str, *, port: int = 8765, broadcast_url: str = "memory://", **env: str) -> AsyncIterator[str]:
+async def lodge_server(
+    database_url: str, *, port: int = 8765, broadcast_url: str = "memory://", **env: str
+) -> AsyncIterator[str]:
     """`lodge serve` with one worker in its own process, as in production."""
     environment = {
         **os.environ,
@@ -63,9 +65,7 @@ async def lodge_server(database_url: str, *, port: int = 8765, broadcast_url: st
         "LOG_LEVEL": "WARNING",
         **env,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=environment
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=environment)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -93,7 +93,9 @@ class Tenant:
     secret: str
 
 
-async def gql(client: httpx.AsyncClient, query: str, variables: dict[str, object] | None = None, **headers: str) -> dict:
+async def gql(
+    client: httpx.AsyncClient, query: str, variables: dict[str, object] | None = None, **headers: str
+) -> dict:
     response = await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
     body = response.json()
     if body.get("errors"):
@@ -110,7 +112,9 @@ async def new_tenant(client: httpx.AsyncClient) -> Tenant:
     )
     token = data["register"]["accessToken"]
     auth = {"authorization": f"Bearer {token}"}
-    project = (await gql(client, 'mutation { createProject(input: {name: "bench"}) { id } }', **auth))["createProject"]["id"]
+    project = (await gql(client, 'mutation { createProject(input: {name: "bench"}) { id } }', **auth))["createProject"][
+        "id"
+    ]
     key = await gql(
         client,
         "mutation($i: ApiKeyInput!) { createApiKey(input: $i) { secret } }",

@@ -19,7 +19,10 @@ INGEST_LOG = "mutation($input: LogInput!) { ingestLog(input: $input) { id } }"
 
 
 def batch(n: int, tag: str) -> list[dict[str, object]]:
-    return [{"log": f"{tag} request served in {i % 250} ms", "level": "INFO", "attributes": {"route": "/checkout", "i": i}} for i in range(n)]
+    return [
+        {"log": f"{tag} request served in {i % 250} ms", "level": "INFO", "attributes": {"route": "/checkout", "i": i}}
+        for i in range(n)
+    ]
 
 
 async def run_for(seconds: float, concurrency: int, work: "callable") -> tuple[int, float]:
@@ -54,7 +57,9 @@ async def main(seconds: float) -> None:
                 return int(r.json()["accepted"])
 
             async def single() -> int:
-                r = await client.post("/graphql", json={"query": INGEST_LOG, "variables": {"input": {"log": "one"}}}, headers=key)
+                r = await client.post(
+                    "/graphql", json={"query": INGEST_LOG, "variables": {"input": {"log": "one"}}}, headers=key
+                )
                 assert "errors" not in r.json()
                 return 1
 
@@ -66,7 +71,9 @@ async def main(seconds: float) -> None:
                 ("ingestLog (single)", single, 32),
             ):
                 count, elapsed = await run_for(seconds, concurrency, work)
-                print(f"{name:22s} {count / elapsed:10.0f} logs/s   ({count} logs in {elapsed:.1f}s, {concurrency} concurrent clients)")
+                print(
+                    f"{name:22s} {count / elapsed:10.0f} logs/s   ({count} logs in {elapsed:.1f}s, {concurrency} concurrent clients)"
+                )
 
 
 if __name__ == "__main__":

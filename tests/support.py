@@ -18,6 +18,7 @@ import uvicorn
 import websockets
 from starlette.applications import Starlette
 
+from app.api.pagination import encode_cursor
 from app.deps import Deps
 from app.main import create_app
 from app.settings import Settings
@@ -70,7 +71,9 @@ class LiveServer:
             headers["authorization"] = f"Bearer {token}"
         if api_key:
             headers["authorization"] = f"ApiKey {api_key}"
-        response = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -95,7 +98,15 @@ async def live_server(settings: Settings, database_url: str) -> AsyncIterator[Li
     deps = build_deps(settings, database_url)
     app = create_app(deps)
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws="websockets-sansio")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_per_message_deflate=settings.websocket_compression,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -120,9 +131,7 @@ class GraphQLWS:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def connect(
-        cls, url: str, *, authorization: str | None = None, **kwargs: Any
-    ) -> AsyncIterator[GraphQLWS]:
+    async def connect(cls, url: str, *, authorization: str | None = None, **kwargs: Any) -> AsyncIterator[GraphQLWS]:
         async with websockets.connect(url, subprotocols=["graphql-transport-ws"], open_timeout=TIMEOUT, **kwargs) as ws:
             client = cls(ws)
             payload = {"authorization": authorization} if authorization else {}
@@ -157,6 +166,7 @@ class GraphQLWS:
 
 
 # -- factories: plain functions over the public API, so invariants hold in test data ----------
+
 
 def unique_email() -> str:
     return f"user-{uuid.uuid4().hex[:12]}@example.com"
@@ -208,6 +218,9 @@ async def new_tenant(server: LiveServer) -> Tenant:
     return Tenant(token=token, project_id=project_id, key_id=key_id, secret=secret)
 
 
+# A subscription without `after` starts at the project's head when the server has set it up,
+# which a client cannot observe; tests on fresh projects replay from the very start instead.
+FROM_START = encode_cursor("log", 0)
 INGEST_LOGS = "mutation($inputs: [LogInput!]!) { ingestLogs(inputs: $inputs) { accepted duplicates ids } }"
 LOG_ADDED = """
 subscription($projectId: ID!, $after: String, $filter: LogFilter) {

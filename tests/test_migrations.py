@@ -42,7 +42,9 @@ async def test_upgrade_downgrade_upgrade_and_no_drift(server_url: str) -> None:
             triggers = {
                 row[0]
                 for row in await conn.execute(
-                    text("SELECT event_object_table FROM information_schema.triggers WHERE trigger_name LIKE '%updated_at'")
+                    text(
+                        "SELECT event_object_table FROM information_schema.triggers WHERE trigger_name LIKE '%updated_at'"
+                    )
                 )
             }
         await engine.dispose()
@@ -55,7 +57,9 @@ async def test_upgrade_downgrade_upgrade_and_no_drift(server_url: str) -> None:
 async def test_updated_at_is_kept_by_the_database(database_url: str) -> None:
     engine = create_async_engine(database_url)
     async with engine.begin() as conn:
-        user_id = (await conn.execute(text("INSERT INTO users (discord_id) VALUES (gen_random_uuid()::text) RETURNING id"))).scalar()
+        user_id = (
+            await conn.execute(text("INSERT INTO users (discord_id) VALUES (gen_random_uuid()::text) RETURNING id"))
+        ).scalar()
         before = (await conn.execute(text("SELECT updated_at FROM users WHERE id = :id"), {"id": user_id})).scalar()
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE users SET name = 'x' WHERE id = :id"), {"id": user_id})

@@ -11,7 +11,7 @@ from redis import asyncio as aioredis
 
 from app.pubsub import RESYNC, Hub
 from tests.conftest import make_settings
-from tests.support import LOG_ADDED, GraphQLWS, LiveServer, ingest, live_server, need, new_tenant
+from tests.support import FROM_START, LOG_ADDED, GraphQLWS, LiveServer, ingest, live_server, need, new_tenant
 
 
 @pytest.fixture
@@ -27,8 +27,6 @@ async def hub(redis: str) -> AsyncIterator[Hub]:
     await hub.connect()
     yield hub
     await hub.disconnect()
-
-
 
 
 async def test_messages_published_through_redis_are_received(hub: Hub, redis: str) -> None:
@@ -113,7 +111,7 @@ async def test_a_log_ingested_on_one_instance_reaches_a_subscriber_on_another(
     async with live_server(make_settings(broadcast_url=redis, secret_key=server.deps.secret_key), database_url) as b:
         t = await new_tenant(server)
         async with GraphQLWS.connect(b.ws_url, authorization=f"Bearer {t.token}") as ws:
-            await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+            await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
             async with asyncio.timeout(10):
                 while not b.deps.hub.subscribers(f"logs:{t.project_id}"):
                     await asyncio.sleep(0.005)
@@ -125,7 +123,7 @@ async def test_live_tail_survives_client_kill_without_losing_logs(server: LiveSe
     need(server.deps.settings.broadcast_url.startswith("redis"), "the shared server is not on Redis")
     t = await new_tenant(server)
     async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
-        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
         async with asyncio.timeout(10):
             while not server.deps.hub.subscribers(f"logs:{t.project_id}"):
                 await asyncio.sleep(0.005)

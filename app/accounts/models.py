@@ -19,9 +19,7 @@ class User(SQLModel, table=True):
         CheckConstraint(f"email IS NULL OR email ~* '{EMAIL_PATTERN}'", name="email_format"),
         # Emails are stored lower-cased, so a plain partial unique index is case-insensitive.
         CheckConstraint("email IS NULL OR email = lower(email)", name="email_lowercase"),
-        CheckConstraint(
-            "email IS NOT NULL OR discord_id IS NOT NULL OR clerk_id IS NOT NULL", name="has_identity"
-        ),
+        CheckConstraint("email IS NOT NULL OR discord_id IS NOT NULL OR clerk_id IS NOT NULL", name="has_identity"),
         Index("uq_users_email_live", "email", unique=True, postgresql_where=text("deleted_at IS NULL")),
     )
 
@@ -36,9 +34,7 @@ class User(SQLModel, table=True):
     discord_id: str | None = text_col(unique=True)
     clerk_id: str | None = text_col(unique=True)
     avatar_url: str | None = text_col()
-    is_active: bool = Field(
-        default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true"))
-    )
+    is_active: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true")))
     email_verified_at: datetime | None = timestamp()
     last_login_at: datetime | None = timestamp()
     created_at: datetime = created_at()

@@ -38,7 +38,9 @@ class AccountsQuery:
 class AccountsMutation:
     @strawberry.mutation
     async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
-        user = await service.create_user(info.context.session, email=input.email, password=input.password, name=input.name)
+        user = await service.create_user(
+            info.context.session, email=input.email, password=input.password, name=input.name
+        )
         return _payload(info, user)
 
     @strawberry.mutation

@@ -56,8 +56,6 @@ def decode_access_token(token: str, *, secret: str) -> TokenClaims | None:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
         if claims.get("typ") != "access":
             return None
-        return TokenClaims(
-            user_id=uuid.UUID(claims["sub"]), expires_at=datetime.fromtimestamp(claims["exp"], UTC)
-        )
+        return TokenClaims(user_id=uuid.UUID(claims["sub"]), expires_at=datetime.fromtimestamp(claims["exp"], UTC))
     except (jwt.PyJWTError, ValueError):
         return None

@@ -39,9 +39,7 @@ _INSERT_USER = text(
 )
 
 
-async def create_user(
-    session: AsyncSession, *, email: str, password: str, name: str | None
-) -> models.User:
+async def create_user(session: AsyncSession, *, email: str, password: str, name: str | None) -> models.User:
     """Sign up. A live user with the same email is a CONFLICT (checked by the unique index, not a read)."""
     email = normalise_email(email)
     check_password(password)

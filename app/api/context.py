@@ -63,9 +63,7 @@ class Context:
         from app.api.loaders import Loaders
 
         request_id = getattr(self.request.state, "request_id", None) or uuid.uuid4().hex
-        scope = OperationScope(
-            session=session, loaders=Loaders(self.deps.db, session), request_id=request_id
-        )
+        scope = OperationScope(session=session, loaders=Loaders(self.deps.db, session), request_id=request_id)
         return _scope.set(scope)
 
     def close_scope(self, token: Any) -> None:

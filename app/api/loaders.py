@@ -63,9 +63,7 @@ class Loaders:
 
         return load
 
-    def _batch_children(
-        self, model: type[M], column: str
-    ) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[list[M]]]]:
+    def _batch_children(self, model: type[M], column: str) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[list[M]]]]:
         async def load(keys: Sequence[uuid.UUID]) -> list[list[M]]:
             fk = getattr(model, column)
             order = model.created_at

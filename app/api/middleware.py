@@ -75,7 +75,11 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
-            {"errors": [{"message": f"request body over {self.max_bytes} bytes", "extensions": {"code": "BAD_USER_INPUT"}}]}
+            {
+                "errors": [
+                    {"message": f"request body over {self.max_bytes} bytes", "extensions": {"code": "BAD_USER_INPUT"}}
+                ]
+            }
         ).encode()
         await send(
             {

@@ -50,7 +50,9 @@ def page_size(first: int | None, last: int | None = None) -> int:
     if value is None:
         return DEFAULT_PAGE
     if value < 0 or value > MAX_PAGE:
-        raise BadUserInput(f"page size must be between 0 and {MAX_PAGE}", argument="first" if first is not None else "last")
+        raise BadUserInput(
+            f"page size must be between 0 and {MAX_PAGE}", argument="first" if first is not None else "last"
+        )
     return value
 
 

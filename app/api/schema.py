@@ -18,6 +18,7 @@ from strawberry.tools import merge_types
 
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
 from app.api.extensions import OperationScopeExtension, shape_errors
+from app.api.sharing import SharingExecutor
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.settings import Settings
 
@@ -42,6 +43,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
     ]
     return LodgeSchema(
+        execution_context_class=SharingExecutor,
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

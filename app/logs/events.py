@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from app.api.sharing import SharedEvent
 from app.logs import models, service
 
 
@@ -17,11 +18,21 @@ def project_channel(project_id: uuid.UUID) -> str:
     return f"logs:{project_id}"
 
 
-def rows_after(message: dict[str, Any], cursor: int) -> list[models.Log] | None:
-    """Rows of `message` newer than `cursor`; None when the subscriber must catch up from the database."""
+def rows_after(message: dict[str, Any], cursor: int) -> list[tuple[models.Log, SharedEvent]] | None:
+    """Rows of `message` newer than `cursor`; None when the subscriber must catch up from the database.
+
+    The hub hands one decoded message to every subscriber, so each row is turned into a model and
+    a `SharedEvent` once (cached on the message) and executed once per distinct document.
+    """
     last = int(message["last"])
     if last <= cursor:
         return []
     if int(message["prev"]) > cursor or message.get("logs") is None:
         return None
-    return [row for row in map(service.log_from_event, message["logs"]) if row.seq > cursor]
+    shared = message.get("_shared")
+    if shared is None:
+        from app.logs.types import Log
+
+        models_ = [service.log_from_event(row) for row in message["logs"]]
+        shared = message["_shared"] = [(row, SharedEvent(Log.from_model(row))) for row in models_]
+    return [pair for pair in shared if pair[0].seq > cursor]

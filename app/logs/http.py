@@ -6,9 +6,9 @@ The batch is stored all or nothing; the answer is a JSON summary or a JSON error
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -35,8 +35,8 @@ def _parse(body: bytes) -> list[service.LogItem]:
         if not line.strip():
             continue
         try:
-            data: Any = json.loads(line)
-        except ValueError:
+            data: Any = orjson.loads(line)
+        except orjson.JSONDecodeError:
             raise BadUserInput(f"line {number} is not valid JSON", line=number) from None
         if not isinstance(data, dict) or not isinstance(data.get("log"), str):
             raise BadUserInput(f"line {number} needs a string `log`", line=number)
@@ -44,7 +44,11 @@ def _parse(body: bytes) -> list[service.LogItem]:
         key = data.get("idempotencyKey")
         if not isinstance(level, str) or (key is not None and not isinstance(key, str)):
             raise BadUserInput(f"line {number}: `level` and `idempotencyKey` must be strings", line=number)
-        items.append(service.LogItem(log=data["log"], level=level.upper(), attributes=data.get("attributes"), idempotency_key=key))
+        items.append(
+            service.LogItem(
+                log=data["log"], level=level.upper(), attributes=data.get("attributes"), idempotency_key=key
+            )
+        )
     return items
 
 
@@ -58,8 +62,8 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
         async with deps.db.autocommit() as conn:
             key = await service.authenticate_api_key(conn, secret=secret)
             items = _parse(body)
-            size = service.validate_items(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
-            outcome = await service.ingest(conn, api_key=key, items=items, approx_bytes=size)
+            batch = service.prepare_batch(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
+            outcome = await service.ingest(conn, api_key=key, batch=batch)
     except LodgeError as exc:
         return JSONResponse(
             {"error": {"message": exc.message, **exc.extensions, "requestId": request_id}},

@@ -61,9 +61,7 @@ class Log(SQLModel, table=True):
 
     id: uuid.UUID = uuid_pk()
     # Strictly increasing; commits of one project are serialised so seq order is commit order.
-    seq: int = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=True), nullable=False, unique=True)
-    )
+    seq: int = Field(default=None, sa_column=Column(BigInteger, Identity(always=True), nullable=False, unique=True))
     project_id: uuid.UUID = uuid_fk("projects.id", ondelete="CASCADE")
     api_key_id: uuid.UUID | None = uuid_fk("api_keys.id", ondelete="SET NULL", nullable=True)
     log: str = text_col(nullable=False)

@@ -128,10 +128,10 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
     creds = ctx.credentials
     if creds is None or creds.scheme != "apikey":
         raise Unauthenticated("an API key is required: send `Authorization: ApiKey <secret>` or `X-API-Key`")
-    size = service.validate_items(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
+    batch = service.prepare_batch(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
     async with ctx.deps.db.autocommit() as conn:
         api_key = await service.authenticate_api_key(conn, secret=creds.value)
-        outcome = await service.ingest(conn, api_key=api_key, items=items, approx_bytes=size)
+        outcome = await service.ingest(conn, api_key=api_key, batch=batch)
     if (event := outcome.event()) is not None:
         await ctx.deps.hub.publish(events.project_channel(api_key.project_id), event)
     return outcome
@@ -169,7 +169,9 @@ class LogsMutation:
     async def create_project(self, info: Info, input: ProjectInput) -> Project:
         ctx = info.context
         owner_id = await ctx.require_user_id()
-        row = await service.create_project(ctx.session, owner_id=owner_id, name=input.name, description=input.description)
+        row = await service.create_project(
+            ctx.session, owner_id=owner_id, name=input.name, description=input.description
+        )
         return Project.from_model(row)
 
     @strawberry.mutation
@@ -259,11 +261,11 @@ class LogsSubscription:
                 if rows is None:
                     catch_up = True
                     continue
-                for row in rows:
+                for row, event in rows:
                     cursor = row.seq
                     if spec.matches(row):
                         ctx.new_event_scope()
-                        yield Log.from_model(row)
+                        yield event  # type: ignore[misc]  # a SharedEvent wrapping a Log
                 cursor = max(cursor, int(message["last"]))
 
 

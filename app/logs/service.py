@@ -8,7 +8,6 @@ once a subscriber has seen `seq = n`, every log of the project with a smaller se
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -16,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import BigInteger, DateTime, Text, and_, column, delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -38,6 +37,7 @@ def hash_secret(secret: str) -> str:
 
 # -- projects ------------------------------------------------------------------------------------
 
+
 async def create_project(
     session: AsyncSession, *, owner_id: uuid.UUID, name: str, description: str | None
 ) -> models.Project:
@@ -55,9 +55,7 @@ async def get_project_or_raise(session: AsyncSession, *, project_id: uuid.UUID) 
     return project
 
 
-async def update_project(
-    session: AsyncSession, *, project: models.Project, changes: dict[str, Any]
-) -> models.Project:
+async def update_project(session: AsyncSession, *, project: models.Project, changes: dict[str, Any]) -> models.Project:
     if "name" in changes:
         changes["name"] = _required(changes["name"], "name")
     for name, value in changes.items():
@@ -90,6 +88,7 @@ def _required(value: str | None, field: str) -> str:
 
 
 # -- API keys ------------------------------------------------------------------------------------
+
 
 async def create_api_key(
     session: AsyncSession,
@@ -167,6 +166,7 @@ async def list_api_keys(session: AsyncSession, *, project_id: uuid.UUID) -> Sequ
 
 # -- ingestion -----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LogItem:
     log: str
@@ -198,53 +198,53 @@ class IngestOutcome:
         return next(log for log in self.existing.values() if log.id == self.ids[0])
 
 
-def item_size(item: LogItem) -> int:
-    return len(item.log.encode()) + (len(json.dumps(item.attributes)) if item.attributes is not None else 0)
+@dataclass
+class Batch:
+    """Validated items, with each one's attributes already encoded as JSON text."""
+
+    items: Sequence[LogItem]
+    attributes_json: list[str | None]
+    approx_bytes: int
 
 
-def validate_items(items: Sequence[LogItem], *, max_batch: int, max_bytes: int) -> int:
-    """Refuse the whole batch on any bad item; return its approximate size in bytes."""
+def prepare_batch(items: Sequence[LogItem], *, max_batch: int, max_bytes: int) -> Batch:
+    """Refuse the whole batch on any bad item (nothing is written)."""
     if len(items) > max_batch:
         raise BadUserInput(f"at most {max_batch} logs per call, got {len(items)}", limit=max_batch)
+    encoded: list[str | None] = []
     total = 0
     for index, item in enumerate(items):
         if item.level not in models.LOG_LEVELS:
             raise BadUserInput(f"unknown level {item.level!r}", index=index)
         if item.attributes is not None and not isinstance(item.attributes, dict):
             raise BadUserInput("attributes must be a JSON object", index=index)
-        size = item_size(item)
+        attributes = orjson.dumps(item.attributes).decode() if item.attributes is not None else None
+        size = len(item.log.encode()) + (len(attributes) if attributes is not None else 0)
         if size > max_bytes:
             raise BadUserInput(f"log {index} is {size} bytes; the limit is {max_bytes}", index=index, limit=max_bytes)
         if item.idempotency_key is not None and not 0 < len(item.idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise BadUserInput(f"idempotencyKey must be 1..{MAX_IDEMPOTENCY_KEY} characters", index=index)
+        encoded.append(attributes)
         total += size + 200
-    return total
+    return Batch(items=items, attributes_json=encoded, approx_bytes=total)
 
 
-_INGEST = text(
-    "SELECT * FROM ingest_logs(:project_id, :api_key_id, :logs, :levels, :attributes, :keys)"
-).columns(
+_INGEST = text("SELECT * FROM ingest_logs(:project_id, :api_key_id, :logs, :levels, :attributes, :keys)").columns(
     column("prev", BigInteger),
     column("id", PG_UUID(as_uuid=True)),
     column("seq", BigInteger),
-    column("project_id", PG_UUID(as_uuid=True)),
-    column("api_key_id", PG_UUID(as_uuid=True)),
-    column("log", Text),
-    column("level", Text),
-    column("attributes", JSONB),
     column("idempotency_key", Text),
     column("created_at", DateTime(timezone=True)),
 )
 
 
-async def ingest(
-    conn: AsyncConnection, *, api_key: models.ApiKey, items: Sequence[LogItem], approx_bytes: int = 0
-) -> IngestOutcome:
-    """Store `items` for the key's project in one statement on an autocommit connection.
+async def ingest(conn: AsyncConnection, *, api_key: models.ApiKey, batch: Batch) -> IngestOutcome:
+    """Store a batch for the key's project in one statement on an autocommit connection.
 
     The `ingest_logs` function (see the foundation migration) holds the project's lock only while
     the database works, then commits. Idempotency keys seen before return the stored log's id.
     """
+    items = batch.items
     project_id = api_key.project_id
     if not items:
         return IngestOutcome(ids=[], inserted=[], duplicates=0, prev_seq=0, approx_bytes=0)
@@ -255,17 +255,16 @@ async def ingest(
             "api_key_id": api_key.id,
             "logs": [item.log for item in items],
             "levels": [item.level for item in items],
-            "attributes": [json.dumps(item.attributes) if item.attributes is not None else None for item in items],
+            "attributes": batch.attributes_json,
             "keys": [item.idempotency_key for item in items],
         },
     )
-    inserted = [dict(row) for row in result.mappings()]
-    prev_seq = int(inserted[0].pop("prev")) if inserted else 0
-    for row in inserted[1:]:
-        del row["prev"]
-
-    by_key = {row["idempotency_key"]: row["id"] for row in inserted if row["idempotency_key"] is not None}
-    missing = {item.idempotency_key for item in items if item.idempotency_key and item.idempotency_key not in by_key}
+    returned = result.all()
+    prev_seq = int(returned[0].prev) if returned else 0
+    inserted_keys = {row.idempotency_key for row in returned if row.idempotency_key is not None}
+    missing = {
+        item.idempotency_key for item in items if item.idempotency_key and item.idempotency_key not in inserted_keys
+    }
     existing: dict[str, models.Log] = {}
     if missing:
         rows = await conn.execute(
@@ -275,26 +274,43 @@ async def ingest(
             )
         )
         existing = {row["idempotency_key"]: row_to_log(dict(row)) for row in rows.mappings()}
-        by_key.update({key: log.id for key, log in existing.items()})
 
+    # Rows come back in input order: pair each with the item it stores.
     ids: list[uuid.UUID] = []
-    fresh = iter(inserted)
-    inserted_keys = set(by_key) - missing
-    seen: set[str] = set()
+    inserted: list[dict[str, Any]] = []
+    fresh = iter(returned)
+    seen: dict[str, uuid.UUID] = {}
     for item in items:
         key = item.idempotency_key
-        if key is None or (key in inserted_keys and key not in seen):
-            ids.append(next(fresh)["id"])
-        else:
-            ids.append(by_key[key])
+        if key is not None and key in seen:
+            ids.append(seen[key])
+            continue
+        if key is not None and key in existing:
+            ids.append(existing[key].id)
+            continue
+        row = next(fresh)
+        ids.append(row.id)
         if key is not None:
-            seen.add(key)
+            seen[key] = row.id
+        inserted.append(
+            {
+                "id": row.id,
+                "seq": row.seq,
+                "project_id": project_id,
+                "api_key_id": api_key.id,
+                "log": item.log,
+                "level": item.level,
+                "attributes": item.attributes,
+                "idempotency_key": key,
+                "created_at": row.created_at,
+            }
+        )
     return IngestOutcome(
         ids=ids,
         inserted=inserted,
         duplicates=len(items) - len(inserted),
         prev_seq=prev_seq,
-        approx_bytes=approx_bytes,
+        approx_bytes=batch.approx_bytes,
         existing=existing,
     )
 
@@ -319,6 +335,7 @@ def log_from_event(data: dict[str, Any]) -> models.Log:
 
 
 # -- reading -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LogFilterSpec:
@@ -385,9 +402,7 @@ async def logs_since(
 ) -> tuple[Sequence[models.Log], int]:
     """Up to `limit` matching logs after `after_seq`, and the project's head seq in the same snapshot."""
     table = models.Log
-    head = (
-        select(func.coalesce(func.max(table.seq), 0)).where(table.project_id == project_id).scalar_subquery()
-    )
+    head = select(func.coalesce(func.max(table.seq), 0)).where(table.project_id == project_id).scalar_subquery()
     query = (
         select(table, head.label("head"))
         .where(table.project_id == project_id, table.seq > after_seq, *spec.clauses())  # type: ignore[arg-type]
@@ -405,4 +420,3 @@ async def head_seq(session: AsyncSession, *, project_id: uuid.UUID) -> int:
     table = models.Log
     head = await session.scalar(select(func.coalesce(func.max(table.seq), 0)).where(table.project_id == project_id))  # type: ignore[arg-type]
     return int(head or 0)
-

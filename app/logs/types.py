@@ -78,7 +78,9 @@ class Project:
     ) -> Connection[Log]:
         from app.logs.resolvers import logs_page
 
-        return await logs_page(info, project_id=self.row.id, filter=filter, first=first, after=after, last=last, before=before)
+        return await logs_page(
+            info, project_id=self.row.id, filter=filter, first=first, after=after, last=last, before=before
+        )
 
 
 @strawberry.type(name="ApiKey")

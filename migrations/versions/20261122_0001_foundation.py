@@ -25,14 +25,13 @@ TABLES_WITH_UPDATED_AT = ("users", "projects", "api_keys")
 # Called in autocommit mode, so the per-project lock is held for the database's own work only and
 # never while Python waits on anything: a project's logs commit in seq order, which is what lets
 # live tail resume with no gap. `prev` is the project's head seq before this batch; each statement
-# of a plpgsql function takes a new snapshot, so it is read after the lock is granted.
+# of a plpgsql function takes a new snapshot, so it is read after the lock is granted. Rows come
+# back in input order (seq follows ordinality), without the text the caller already has.
 INGEST_LOGS_FUNCTION = """
 CREATE FUNCTION ingest_logs(
     p_project_id uuid, p_api_key_id uuid, p_logs text[], p_levels text[], p_attributes text[], p_keys text[]
-) RETURNS TABLE (
-    prev bigint, id uuid, seq bigint, project_id uuid, api_key_id uuid, log text, level text,
-    attributes jsonb, idempotency_key text, created_at timestamptz
-) LANGUAGE plpgsql AS $$
+) RETURNS TABLE (prev bigint, id uuid, seq bigint, idempotency_key text, created_at timestamptz)
+LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     v_prev bigint;
@@ -47,12 +46,9 @@ BEGIN
                  WITH ORDINALITY AS t(log, level, attributes, idempotency_key, ord)
             ORDER BY t.ord
             ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-            RETURNING l.id, l.seq, l.project_id, l.api_key_id, l.log, l.level, l.attributes,
-                      l.idempotency_key, l.created_at
+            RETURNING l.id, l.seq, l.idempotency_key, l.created_at
         )
-        SELECT v_prev, ins.id, ins.seq, ins.project_id, ins.api_key_id, ins.log, ins.level,
-               ins.attributes, ins.idempotency_key, ins.created_at
-        FROM ins ORDER BY ins.seq;
+        SELECT v_prev, ins.id, ins.seq, ins.idempotency_key, ins.created_at FROM ins ORDER BY ins.seq;
 END $$
 """
 
@@ -118,9 +114,7 @@ def upgrade() -> None:
         _ts("created_at", nullable=False, now=True),
         _ts("updated_at", nullable=False, now=True),
         sa.PrimaryKeyConstraint("id", name="pk_projects"),
-        sa.ForeignKeyConstraint(
-            ["owner_id"], ["users.id"], name="fk_projects_owner_id_users", ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name="fk_projects_owner_id_users", ondelete="CASCADE"),
     )
     op.create_index("ix_projects_owner_id", "projects", ["owner_id"])
 

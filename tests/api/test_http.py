@@ -38,7 +38,9 @@ async def test_too_many_aliases_and_syntax_errors(server: LiveServer) -> None:
 
 async def test_body_limit(server: LiveServer) -> None:
     limit = server.deps.settings.max_body_bytes
-    response = await server.http.post("/graphql", content=b"x" * (limit + 1), headers={"content-type": "application/json"})
+    response = await server.http.post(
+        "/graphql", content=b"x" * (limit + 1), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert (await server.http.get("/healthz")).status_code == 200

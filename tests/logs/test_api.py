@@ -26,7 +26,9 @@ async def count_logs(server: LiveServer, t: Tenant) -> int:
 
 async def test_ingest_and_read_back_in_order(server: LiveServer) -> None:
     t = await new_tenant(server)
-    one = (await server.data(INGEST_ONE, {"input": {"log": "hello", "level": "WARN", "attributes": {"a": 1}}}, api_key=t.secret))
+    one = await server.data(
+        INGEST_ONE, {"input": {"log": "hello", "level": "WARN", "attributes": {"a": 1}}}, api_key=t.secret
+    )
     assert one["ingestLog"]["level"] == "WARN" and one["ingestLog"]["attributes"] == {"a": 1}
     ids = await ingest(server, t.secret, [f"line {i}" for i in range(10)])
     assert len(ids) == 10
@@ -50,7 +52,9 @@ async def test_ingest_and_read_back_in_order(server: LiveServer) -> None:
     tail = (await server.data(LOGS, {"projectId": t.project_id, "last": 2}, token=t.token))["logs"]
     assert [e["node"]["log"] for e in tail["edges"]] == ["line 8", "line 9"]
     assert tail["pageInfo"]["hasPreviousPage"] is True
-    before = (await server.data(LOGS, {"projectId": t.project_id, "last": 2, "before": tail["pageInfo"]["startCursor"]}, token=t.token))
+    before = await server.data(
+        LOGS, {"projectId": t.project_id, "last": 2, "before": tail["pageInfo"]["startCursor"]}, token=t.token
+    )
     assert [e["node"]["log"] for e in before["logs"]["edges"]] == ["line 6", "line 7"]
 
 
@@ -59,18 +63,24 @@ async def test_cursors_are_stable_under_concurrent_inserts(server: LiveServer) -
     await ingest(server, t.secret, ["a", "b", "c"])
     first = (await server.data(LOGS, {"projectId": t.project_id, "first": 2}, token=t.token))["logs"]
     await ingest(server, t.secret, ["d"])
-    rest = (await server.data(LOGS, {"projectId": t.project_id, "after": first["pageInfo"]["endCursor"]}, token=t.token))
+    rest = await server.data(LOGS, {"projectId": t.project_id, "after": first["pageInfo"]["endCursor"]}, token=t.token)
     assert [e["node"]["log"] for e in rest["logs"]["edges"]] == ["c", "d"]
 
 
 async def test_filters(server: LiveServer) -> None:
     t = await new_tenant(server)
     other_key, other_secret = await new_api_key(server, t.token, t.project_id)
-    await server.data(INGEST_LOGS, {"inputs": [
-        {"log": "Disk almost FULL", "level": "WARN"},
-        {"log": "all good", "level": "INFO"},
-        {"log": "100% done_now", "level": "ERROR"},
-    ]}, api_key=t.secret)
+    await server.data(
+        INGEST_LOGS,
+        {
+            "inputs": [
+                {"log": "Disk almost FULL", "level": "WARN"},
+                {"log": "all good", "level": "INFO"},
+                {"log": "100% done_now", "level": "ERROR"},
+            ]
+        },
+        api_key=t.secret,
+    )
     await ingest(server, other_secret, ["from the other key"], level="ERROR")
 
     async def logs(filter: dict[str, Any]) -> list[str]:
@@ -90,14 +100,26 @@ async def test_filters(server: LiveServer) -> None:
 
 async def test_idempotency_keys_deduplicate(server: LiveServer) -> None:
     t = await new_tenant(server)
-    first = await server.data(INGEST_LOGS, {"inputs": [
-        {"log": "a", "idempotencyKey": "k1"}, {"log": "b", "idempotencyKey": "k2"}, {"log": "a again", "idempotencyKey": "k1"},
-    ]}, api_key=t.secret)
+    first = await server.data(
+        INGEST_LOGS,
+        {
+            "inputs": [
+                {"log": "a", "idempotencyKey": "k1"},
+                {"log": "b", "idempotencyKey": "k2"},
+                {"log": "a again", "idempotencyKey": "k1"},
+            ]
+        },
+        api_key=t.secret,
+    )
     result = first["ingestLogs"]
     assert result["accepted"] == 2 and result["duplicates"] == 1
     assert result["ids"][0] == result["ids"][2] != result["ids"][1]
 
-    again = (await server.data(INGEST_LOGS, {"inputs": [{"log": "b", "idempotencyKey": "k2"}, {"log": "c"}]}, api_key=t.secret))["ingestLogs"]
+    again = (
+        await server.data(
+            INGEST_LOGS, {"inputs": [{"log": "b", "idempotencyKey": "k2"}, {"log": "c"}]}, api_key=t.secret
+        )
+    )["ingestLogs"]
     assert again["accepted"] == 1 and again["duplicates"] == 1 and again["ids"][0] == result["ids"][1]
     single = await server.data(INGEST_ONE, {"input": {"log": "ignored", "idempotencyKey": "k1"}}, api_key=t.secret)
     assert single["ingestLog"]["id"] == result["ids"][0] and single["ingestLog"]["log"] == "a"
@@ -115,7 +137,9 @@ async def test_bad_api_keys_are_unauthenticated_and_write_nothing(server: LiveSe
     async with server.deps.db.session() as session:
         from sqlalchemy import text
 
-        await session.execute(text("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = :id"), {"id": expiring_id})
+        await session.execute(
+            text("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = :id"), {"id": expiring_id}
+        )
         await session.commit()
 
     query = {"inputs": [{"log": "x"}]}
@@ -154,7 +178,10 @@ async def test_only_the_owner_reads_a_project(server: LiveServer) -> None:
     other = await new_tenant(server)
     assert await server.error_code(LOGS, {"projectId": t.project_id}, api_key=other.secret) == "FORBIDDEN"
     assert await server.error_code(LOGS, {"projectId": "not-a-uuid"}, token=t.token) == "BAD_USER_INPUT"
-    assert await server.error_code(LOGS, {"projectId": t.project_id, "after": "garbage!"}, token=t.token) == "BAD_USER_INPUT"
+    assert (
+        await server.error_code(LOGS, {"projectId": t.project_id, "after": "garbage!"}, token=t.token)
+        == "BAD_USER_INPUT"
+    )
     assert await server.error_code(LOGS, {"projectId": t.project_id, "first": 501}, token=t.token) == "BAD_USER_INPUT"
 
 
@@ -165,13 +192,21 @@ async def test_project_crud(server: LiveServer) -> None:
     assert await server.error_code(update, {"id": t.project_id, "input": {"name": "x"}}, token=stranger) == "FORBIDDEN"
     updated = await server.data(update, {"id": t.project_id, "input": {"description": "d"}}, token=t.token)
     assert updated["updateProject"] == {"name": "p", "description": "d"}
-    assert await server.error_code(update, {"id": t.project_id, "input": {"name": "  "}}, token=t.token) == "BAD_USER_INPUT"
+    assert (
+        await server.error_code(update, {"id": t.project_id, "input": {"name": "  "}}, token=t.token)
+        == "BAD_USER_INPUT"
+    )
     listed = await server.data("{ projects { totalCount nodes { id apiKeys { id prefix } } } }", token=t.token)
     assert listed["projects"]["totalCount"] == 1
     assert listed["projects"]["nodes"][0]["apiKeys"][0]["id"] == t.key_id
     await ingest(server, t.secret, ["bye"])
-    assert (await server.data("mutation($id: ID!) { deleteProject(id: $id) }", {"id": t.project_id}, token=t.token))["deleteProject"]
-    assert await server.error_code("query($id: ID!) { project(id: $id) { id } }", {"id": t.project_id}, token=t.token) == "NOT_FOUND"
+    assert (await server.data("mutation($id: ID!) { deleteProject(id: $id) }", {"id": t.project_id}, token=t.token))[
+        "deleteProject"
+    ]
+    assert (
+        await server.error_code("query($id: ID!) { project(id: $id) { id } }", {"id": t.project_id}, token=t.token)
+        == "NOT_FOUND"
+    )
     assert await server.error_code(INGEST_LOGS, {"inputs": [{"log": "x"}]}, api_key=t.secret) == "UNAUTHENTICATED"
 
 
@@ -183,10 +218,14 @@ async def test_api_key_secret_is_only_stored_hashed(server: LiveServer) -> None:
         row = (await session.execute(text("SELECT * FROM api_keys WHERE id = :id"), {"id": t.key_id})).mappings().one()
     assert t.secret not in json.dumps({k: str(v) for k, v in row.items()})
     assert t.secret.startswith(row["prefix"])
-    used = await server.data("query($id: ID!) { project(id: $id) { apiKeys { lastUsedAt } } }", {"id": t.project_id}, token=t.token)
+    used = await server.data(
+        "query($id: ID!) { project(id: $id) { apiKeys { lastUsedAt } } }", {"id": t.project_id}, token=t.token
+    )
     assert used["project"]["apiKeys"][0]["lastUsedAt"] is None
     await ingest(server, t.secret, ["touch"])
-    used = await server.data("query($id: ID!) { project(id: $id) { apiKeys { lastUsedAt } } }", {"id": t.project_id}, token=t.token)
+    used = await server.data(
+        "query($id: ID!) { project(id: $id) { apiKeys { lastUsedAt } } }", {"id": t.project_id}, token=t.token
+    )
     assert used["project"]["apiKeys"][0]["lastUsedAt"] is not None
 
 
@@ -198,7 +237,9 @@ async def test_ndjson_ingest(server: LiveServer) -> None:
     assert response.json()["accepted"] == 5
     assert await count_logs(server, t) == 5
 
-    malformed = await server.http.post("/ingest", content='{"log": "ok"}\n{not json', headers={"authorization": f"ApiKey {t.secret}"})
+    malformed = await server.http.post(
+        "/ingest", content='{"log": "ok"}\n{not json', headers={"authorization": f"ApiKey {t.secret}"}
+    )
     assert malformed.status_code == 400
     assert malformed.json()["error"]["code"] == "BAD_USER_INPUT" and malformed.json()["error"]["line"] == 2
     missing = await server.http.post("/ingest", content='{"log": "ok"}')

@@ -10,13 +10,13 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import make_settings
-from tests.support import LOG_ADDED, GraphQLWS, LiveServer, ingest, live_server, new_tenant, new_user
+from tests.support import FROM_START, LOG_ADDED, GraphQLWS, LiveServer, ingest, live_server, new_tenant, new_user
 
 
 async def test_live_logs_arrive_in_order(server: LiveServer) -> None:
     t = await new_tenant(server)
     async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
-        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
         await _wait_for_subscriber(server, t.project_id)
         await ingest(server, t.secret, ["one", "two"])
         await ingest(server, t.secret, ["three"])
@@ -27,7 +27,7 @@ async def test_live_logs_arrive_in_order(server: LiveServer) -> None:
 async def test_filter_applies_to_live_logs(server: LiveServer) -> None:
     t = await new_tenant(server)
     async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
-        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "filter": {"level": "ERROR"}})
+        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START, "filter": {"level": "ERROR"}})
         await _wait_for_subscriber(server, t.project_id)
         await ingest(server, t.secret, ["quiet"], level="INFO")
         await ingest(server, t.secret, ["loud"], level="ERROR")
@@ -37,7 +37,7 @@ async def test_filter_applies_to_live_logs(server: LiveServer) -> None:
 async def test_resume_after_disconnect_gets_exactly_the_missed_logs(server: LiveServer) -> None:
     t = await new_tenant(server)
     async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
-        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
         await _wait_for_subscriber(server, t.project_id)
         await ingest(server, t.secret, ["before"])
         cursor = (await ws.next_data())["logAdded"]["cursor"]
@@ -58,12 +58,12 @@ async def test_subscription_to_another_users_project_is_forbidden(server: LiveSe
     t = await new_tenant(server)
     stranger = await new_user(server)
     async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {stranger}") as ws:
-        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
         message = await ws.receive()
         errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
         assert errors[0]["extensions"]["code"] == "FORBIDDEN"
     async with GraphQLWS.connect(server.ws_url) as ws:
-        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
         message = await ws.receive()
         errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
         assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
@@ -100,8 +100,10 @@ async def test_slow_subscriber_keeps_memory_bounded_and_catches_up(database_url:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
         sock.connect(("127.0.0.1", server.port))
-        async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}", max_queue=4, sock=sock, compression=None) as ws:
-            await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+        async with GraphQLWS.connect(
+            server.ws_url, authorization=f"Bearer {t.token}", max_queue=4, sock=sock, compression=None
+        ) as ws:
+            await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
             await _wait_for_subscriber(server, t.project_id)
             # The client reads nothing while every log is ingested: its TCP window fills up, the
             # server's send blocks, and the hub must drop the backlog rather than grow it.
@@ -121,3 +123,21 @@ async def _wait_for_subscriber(server: LiveServer, project_id: str, count: int =
     async with asyncio.timeout(10):
         while len(server.deps.hub.subscribers(f"logs:{project_id}")) < count:
             await asyncio.sleep(0.005)
+
+
+async def test_without_after_only_new_logs_arrive(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    await ingest(server, t.secret, ["old"])
+    async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
+        await ws.subscribe(LOG_ADDED, {"projectId": t.project_id})
+        # When the subscription starts is the server's business: keep logging until one arrives.
+        for attempt in range(50):
+            await ingest(server, t.secret, [f"new {attempt}"])
+            try:
+                first = (await ws.next_data(timeout=0.5))["logAdded"]["log"]
+                break
+            except TimeoutError:
+                continue
+        else:
+            pytest.fail("no live log arrived")
+    assert first.startswith("new ")

@@ -1,0 +1,65 @@
+"""Execute a subscription event once for every subscriber that asked the same thing.
+
+A live event is usually delivered to many subscribers with the same document and variables.
+graphql-core executes the selection set once per subscriber; for an event wrapped in
+`SharedEvent` this executor computes the result once per (document, variables) and hands the
+same result to every subscriber. Only wrap events whose rendering does not depend on who
+receives them (permissions are checked before the event is yielded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from graphql import ExecutionResult
+from graphql.execution import Executor
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+
+class SharedEvent:
+    __slots__ = ("_results", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._results: dict[tuple[int, str], asyncio.Future[Any]] = {}
+
+
+class SharingExecutor(StrawberryGraphQLCoreExecutionContext):
+    _shared: SharedEvent | None = None
+    _share_key: tuple[int, str] | None = None
+
+    def build_per_event_executor(self, payload: Any) -> Executor:
+        if isinstance(payload, SharedEvent):
+            if self._share_key is None:
+                # Document and variables are fixed for the life of a subscription: key them once.
+                self._share_key = (id(self.operation), json.dumps(self.variable_values, sort_keys=True, default=str))
+            executor = super().build_per_event_executor(payload.value)
+            executor._shared = payload  # type: ignore[attr-defined]
+            return executor
+        return super().build_per_event_executor(payload)
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        shared = self._shared
+        if shared is None:
+            return super().execute_operation(serially)
+        key = self._share_key
+        assert key is not None
+        future = shared._results.get(key)
+        if future is None:
+            result = super().execute_operation(serially)
+            if self.is_awaitable(result):
+                future = asyncio.ensure_future(result)
+            else:
+                future = asyncio.get_running_loop().create_future()
+                future.set_result(result)
+            shared._results[key] = future
+        # shield: one subscriber leaving must not cancel the result the others are waiting for.
+        return _await_shared(future)
+
+
+async def _await_shared(future: asyncio.Future[Any]) -> ExecutionResult:
+    result: ExecutionResult = await asyncio.shield(future)
+    # Each subscriber gets its own envelope (strawberry processes errors in place).
+    return ExecutionResult(data=result.data, errors=list(result.errors) if result.errors else None)

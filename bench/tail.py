@@ -1,0 +1,125 @@
+"""Live-tail delivery latency on one worker: commit (the log's createdAt) to receipt by a subscriber.
+
+Run by hand: `uv run python -m bench.tail [--seconds 10]`. Subscribers run in a separate process
+(websockets over loopback, graphql-transport-ws); logs are ingested one by one at a steady rate.
+Record results in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import time
+from datetime import datetime
+
+import httpx
+import websockets
+
+from bench.common import bench_database, lodge_server, machine, new_tenant, percentile
+
+SUBSCRIPTION = "subscription($p: ID!) { logAdded(projectId: $p) { id log level createdAt cursor } }"
+INGEST_LOG = "mutation($input: LogInput!) { ingestLog(input: $input) { id } }"
+
+
+async def _subscribers(
+    url: str, token: str, project_id: str, count: int, seconds: float, ready: mp.Event, out: mp.Queue
+) -> None:
+    latencies: list[float] = []
+    received = 0
+    stop = asyncio.Event()
+
+    warmed: set[int] = set()
+
+    async def one(n: int) -> None:
+        nonlocal received
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"], max_size=None, open_timeout=60) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+            await ws.recv()
+            await ws.send(
+                json.dumps(
+                    {"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION, "variables": {"p": project_id}}}
+                )
+            )
+            connected.append(1)
+            while not stop.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 1)
+                except TimeoutError:
+                    continue
+                now = time.time()
+                message = json.loads(raw)
+                if message.get("type") != "next":
+                    continue
+                log = message["payload"]["data"]["logAdded"]
+                if log["log"].startswith("warm-up"):
+                    warmed.add(n)
+                    continue
+                latencies.append(now - datetime.fromisoformat(log["createdAt"]).timestamp())
+                received += 1
+
+    connected: list[int] = []
+    tasks = [asyncio.create_task(one(n)) for n in range(count)]
+    # Measure only once every subscription is live on the server: each has received a warm-up log.
+    while len(warmed) < count:
+        await asyncio.sleep(0.05)
+    ready.set()
+    await asyncio.sleep(seconds + 2)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    out.put((received, latencies))
+
+
+def _subscriber_process(*args: object) -> None:
+    asyncio.run(_subscribers(*args))  # type: ignore[arg-type]
+
+
+async def scenario(base: str, subscribers: int, rate: float, seconds: float) -> str:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        tenant = await new_tenant(client)
+        ctx = mp.get_context("spawn")
+        ready, out = ctx.Event(), ctx.Queue()
+        ws_url = base.replace("http", "ws") + "/graphql"
+        proc = ctx.Process(
+            target=_subscriber_process, args=(ws_url, tenant.token, tenant.project_id, subscribers, seconds, ready, out)
+        )
+        proc.start()
+        key = {"authorization": f"ApiKey {tenant.secret}"}
+        while not ready.is_set():
+            await client.post(
+                "/graphql", json={"query": INGEST_LOG, "variables": {"input": {"log": "warm-up"}}}, headers=key
+            )
+            await asyncio.sleep(0.2)
+        sent = 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed * rate) + 1
+            while sent < due:
+                await client.post(
+                    "/graphql", json={"query": INGEST_LOG, "variables": {"input": {"log": f"tail {sent}"}}}, headers=key
+                )
+                sent += 1
+            await asyncio.sleep(max(0.0, sent / rate - (time.perf_counter() - start)))
+        received, latencies = await asyncio.get_running_loop().run_in_executor(None, out.get)
+        proc.join()
+        expected = sent * subscribers
+        ms = [1000 * x for x in latencies]
+        return (
+            f"{subscribers:5d} subscribers x {rate:4.0f} logs/s: {received / seconds:7.0f} deliveries/s, "
+            f"received {received}/{expected}, latency p50 {percentile(ms, 50):6.1f} ms, "
+            f"p99 {percentile(ms, 99):6.1f} ms, max {max(ms, default=float('nan')):6.1f} ms"
+        )
+
+
+async def main(seconds: float) -> None:
+    print(f"machine: {machine()}")
+    async with bench_database() as url, lodge_server(url) as base:
+        for subscribers, rate in ((100, 50), (1000, 5)):
+            print(await scenario(base, subscribers, rate, seconds), flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10)
+    asyncio.run(main(parser.parse_args().seconds))
