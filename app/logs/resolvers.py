@@ -272,7 +272,7 @@ class LogsSubscription:
 async def _catch_up(
     ctx: Any, project_id: uuid.UUID, spec: service.LogFilterSpec, cursor: int
 ) -> AsyncGenerator[models.Log | int, None]:
-    """Matching logs after `cursor` from PostgreSQL, page by page, then the head seq (an int)."""
+    """Matching logs after `cursor` from PostgreSQL, page by page, then the new cursor (an int)."""
     while True:
         async with ctx.deps.db.session() as session:
             rows, head = await service.logs_since(
@@ -281,6 +281,7 @@ async def _catch_up(
         for row in rows:
             yield row
         if len(rows) < CATCH_UP_PAGE:
+            # A short page holds every matching log up to the head read before it.
             yield max(head, rows[-1].seq if rows else cursor)
             return
         cursor = rows[-1].seq

@@ -400,19 +400,22 @@ async def list_logs(
 async def logs_since(
     session: AsyncSession, *, project_id: uuid.UUID, after_seq: int, spec: LogFilterSpec, limit: int
 ) -> tuple[Sequence[models.Log], int]:
-    """Up to `limit` matching logs after `after_seq`, and the project's head seq in the same snapshot."""
+    """Up to `limit` matching logs after `after_seq`, and a head seq safe to move a cursor to.
+
+    The head is read first, in its own snapshot: every log at or below it is committed (commits
+    are serialised per project) and so visible to the rows query that follows. Reading it after
+    the rows would let a log committed in between move the cursor past it unseen.
+    """
+    head = await head_seq(session, project_id=project_id)
     table = models.Log
-    head = select(func.coalesce(func.max(table.seq), 0)).where(table.project_id == project_id).scalar_subquery()
     query = (
-        select(table, head.label("head"))
+        select(table)
         .where(table.project_id == project_id, table.seq > after_seq, *spec.clauses())  # type: ignore[arg-type]
         .order_by(table.seq)  # type: ignore[arg-type]
         .limit(limit)
     )
-    result = (await session.execute(query)).all()
-    if result:
-        return [row[0] for row in result], int(result[0][1])
-    return [], await head_seq(session, project_id=project_id)
+    rows = (await session.execute(query)).scalars().all()
+    return rows, head
 
 
 async def head_seq(session: AsyncSession, *, project_id: uuid.UUID) -> int:
