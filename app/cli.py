@@ -26,6 +26,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app import migrate
 
     settings = Settings()
+    if args.workers > 1 and settings.broadcast_url.startswith("memory"):
+        print(
+            "lodge serve: --workers > 1 needs BROADCAST_URL=redis://...; with memory:// a log ingested "
+            "by one worker never reaches the subscribers of another",
+            file=sys.stderr,
+        )
+        return 2
     url = _database_url(settings)
     # Workers (and --reload) import the app anew: hand them the resolved database rather than
     # letting each one start or look for the embedded server.

@@ -33,9 +33,7 @@ from broadcaster import Broadcast, Event
 from broadcaster._backends.base import BroadcastBackend
 from broadcaster._backends.memory import MemoryBackend
 from redis import asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +61,11 @@ class RedisBackend(BroadcastBackend):
         return self._connected.is_set()
 
     async def connect(self) -> None:
-        await self._open()
+        """Connect, or keep trying in the background: Lodge starts (and /readyz says 503) without Redis."""
+        try:
+            await self._open()
+        except (RedisError, OSError) as exc:
+            log.warning("redis is unreachable (%s); retrying in the background", exc)
         self._reader = asyncio.create_task(self._read_forever(), name="lodge-redis-reader")
 
     async def disconnect(self) -> None:
@@ -92,23 +94,24 @@ class RedisBackend(BroadcastBackend):
     async def _read_forever(self) -> None:
         delay = self._reconnect_delay
         while True:
+            if self._pubsub is None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_reconnect_delay)
+                try:
+                    await self._open()
+                except (RedisError, OSError) as exc:
+                    log.warning("redis reconnect failed: %s", exc)
+                    continue
+                self.reconnects += 1
+                log.info("redis pub/sub connected again; subscribers resynchronise from PostgreSQL")
+                await self._queue.put(Event(RESYNC_CHANNEL, ""))
+                continue
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
                 delay = self._reconnect_delay
-            except (RedisConnectionError, RedisTimeoutError, OSError, AttributeError) as exc:
+            except (RedisError, OSError) as exc:
                 log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
                 await self._close_pubsub()
-                while True:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._max_reconnect_delay)
-                    try:
-                        await self._open()
-                        break
-                    except (RedisError, OSError) as retry_exc:
-                        log.warning("redis reconnect failed: %s", retry_exc)
-                self.reconnects += 1
-                log.info("redis pub/sub reconnected; subscribers resynchronise from PostgreSQL")
-                await self._queue.put(Event(RESYNC_CHANNEL, ""))
                 continue
             if message is None:
                 continue
@@ -126,7 +129,9 @@ class RedisBackend(BroadcastBackend):
         self._channels.add(channel)
         confirmed = self._confirmed[channel] = asyncio.Event()
         await self._connected.wait()
-        await self._pubsub.subscribe(channel)
+        # If the connection drops now, the reconnect subscribes every channel again and confirms.
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.subscribe(channel)
         # Returning before Redis confirms would let a publish slip between a subscriber's database
         # read and its first live message.
         await asyncio.wait_for(confirmed.wait(), timeout=10)

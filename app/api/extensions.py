@@ -8,16 +8,26 @@ was then rolled back.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import GraphQLError, OperationType
 from strawberry.extensions import SchemaExtension
 
 from app.api.context import Context
-from app.api.errors import BAD_USER_INPUT, INTERNAL, LodgeError
+from app.api.errors import BAD_USER_INPUT, INTERNAL, BadUserInput, LodgeError
+from app.api.scalars import contains_nul
 
 log = logging.getLogger("lodge.api")
+
+
+class RefuseNulCharacters(SchemaExtension):
+    """PostgreSQL text and jsonb cannot hold U+0000: refuse it up front instead of failing a statement."""
+
+    def on_execute(self) -> Iterator[None]:
+        if contains_nul(self.execution_context.variables or {}):
+            raise BadUserInput("text may not contain the NUL character (U+0000)")
+        yield
 
 
 class OperationScopeExtension(SchemaExtension):

@@ -17,7 +17,7 @@ from strawberry.extensions import (
 from strawberry.tools import merge_types
 
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
-from app.api.extensions import OperationScopeExtension, shape_errors
+from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
 from app.api.sharing import SharingExecutor
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.settings import Settings
@@ -53,6 +53,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
             partial(ValidationCache, maxsize=1024),
             partial(AddValidationRules, limit_rules),
             partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
+            RefuseNulCharacters,
             OperationScopeExtension,
         ],
     )

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from app.api.errors import BadUserInput, LodgeError, Unauthenticated
+from app.api.scalars import contains_nul
 from app.deps import Deps
 from app.logs import events, service
 
@@ -38,6 +39,8 @@ def _parse(body: bytes) -> list[service.LogItem]:
             data: Any = orjson.loads(line)
         except orjson.JSONDecodeError:
             raise BadUserInput(f"line {number} is not valid JSON", line=number) from None
+        if contains_nul(data):
+            raise BadUserInput(f"line {number}: text may not contain the NUL character (U+0000)", line=number)
         if not isinstance(data, dict) or not isinstance(data.get("log"), str):
             raise BadUserInput(f"line {number} needs a string `log`", line=number)
         level = data.get("level", "INFO")

@@ -1,0 +1,126 @@
+"""What operators rely on: readiness, masked internal errors, CORS and origins, pool use, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import Settings
+from tests.conftest import create_database, drop_database, make_settings
+from tests.support import FROM_START, LOG_ADDED, GraphQLWS, LiveServer, ingest, live_server, new_tenant, new_user
+
+
+async def test_readyz_is_503_when_the_broker_is_down(database_url: str) -> None:
+    # Nothing listens on port 1: Lodge starts anyway and says it is not ready.
+    async with live_server(make_settings(broadcast_url="redis://127.0.0.1:1/0"), database_url) as server:
+        ready = await server.http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["broker"] == "down" and ready.json()["database"] == "ok"
+        assert (await server.http.get("/healthz")).status_code == 200
+
+
+async def test_unexpected_errors_are_masked_with_a_request_id(
+    server_url: str, server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = await new_user(server)
+    gone = await create_database(server_url)
+    await drop_database(server_url, gone)
+    # Same secret, a database that no longer exists: every statement fails unexpectedly.
+    settings = make_settings(secret_key=server.deps.secret_key)
+    async with live_server(settings, gone) as broken:
+        with caplog.at_level(logging.ERROR, logger="lodge.api"):
+            response = await broken.http.post(
+                "/graphql", json={"query": "{ me { id } }"}, headers={"authorization": f"Bearer {token}"}
+            )
+        error = response.json()["errors"][0]
+        assert error["message"] == "Internal server error"
+        assert error["extensions"]["code"] == "INTERNAL"
+        request_id = error["extensions"]["requestId"]
+        assert request_id == response.headers["x-request-id"]
+        assert any(request_id in record.getMessage() for record in caplog.records)
+        assert "does not exist" not in response.text  # the cause stays in the log
+        assert (await broken.http.get("/healthz")).status_code == 200
+        assert (await broken.http.get("/readyz")).status_code == 503
+
+
+async def test_nul_characters_are_bad_input_and_write_nothing(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    ingest_one = "mutation($input: LogInput!) { ingestLog(input: $input) { id } }"
+    for bad in ({"log": "a\x00b"}, {"log": "ok", "attributes": {"k": "v\x00"}}):
+        body = await server.gql(ingest_one, {"input": bad}, api_key=t.secret)
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    search = "query($p: ID!, $f: LogFilter) { logs(projectId: $p, filter: $f) { totalCount } }"
+    body = await server.gql(search, {"p": t.project_id, "f": {"search": "\x00"}}, token=t.token)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    response = await server.http.post("/ingest", content='{"log": "a\\u0000"}', headers={"x-api-key": t.secret})
+    assert response.status_code == 400
+    total = await server.data(search, {"p": t.project_id}, token=t.token)
+    assert total["logs"]["totalCount"] == 0
+
+
+async def test_cors_and_websocket_origins(database_url: str) -> None:
+    import websockets
+
+    settings = make_settings(cors_origins=["https://app.example"], websocket_origins=["https://app.example"])
+    async with live_server(settings, database_url) as server:
+        preflight = await server.http.options(
+            "/graphql",
+            headers={"origin": "https://app.example", "access-control-request-method": "POST"},
+        )
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        refused = await server.http.options(
+            "/graphql", headers={"origin": "https://evil.example", "access-control-request-method": "POST"}
+        )
+        assert "access-control-allow-origin" not in refused.headers
+
+        with pytest.raises(websockets.InvalidStatus):
+            async with websockets.connect(
+                server.ws_url, subprotocols=["graphql-transport-ws"], origin="https://evil.example"
+            ):
+                pass
+        async with GraphQLWS.connect(server.ws_url, origin="https://app.example"):
+            pass
+
+
+async def test_idle_subscribers_do_not_hold_pool_connections(database_url: str) -> None:
+    settings = make_settings(db_pool_size=2, db_max_overflow=0)
+    async with live_server(settings, database_url) as server:
+        t = await new_tenant(server)
+        async with asyncio.TaskGroup() as group:
+            clients = []
+            for _ in range(15):
+                client = GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}")
+                ws = await client.__aenter__()
+                clients.append((client, ws))
+                await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
+            query = "query($p: ID!) { logs(projectId: $p) { totalCount } }"
+            results = [group.create_task(server.data(query, {"p": t.project_id}, token=t.token)) for _ in range(10)]
+        assert all(r.result()["logs"]["totalCount"] == 0 for r in results)
+        await ingest(server, t.secret, ["to everyone"])
+        for _, ws in clients:
+            assert (await ws.next_data())["logAdded"]["log"] == "to everyone"
+        for client, _ in clients:
+            await client.__aexit__(None, None, None)
+
+
+async def test_subscription_events_never_see_stale_rows(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    query = "subscription($p: ID!, $a: String) { logAdded(projectId: $p, after: $a) { log project { name } } }"
+    rename = "mutation($id: ID!, $n: String!) { updateProject(id: $id, input: {name: $n}) { name } }"
+    async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
+        await ws.subscribe(query, {"p": t.project_id, "a": FROM_START})
+        await ingest(server, t.secret, ["first"])
+        assert (await ws.next_data())["logAdded"]["project"]["name"] == "p"
+        await server.data(rename, {"id": t.project_id, "n": "renamed"}, token=t.token)
+        await ingest(server, t.secret, ["second"])
+        assert (await ws.next_data())["logAdded"]["project"]["name"] == "renamed"
+
+
+def test_placeholder_secrets_are_refused_outside_development() -> None:
+    for secret in (None, "change-me", "secret"):
+        with pytest.raises(ValidationError):
+            Settings(_env_file=None, environment="production", secret_key=secret)  # type: ignore[call-arg]
+    assert Settings(_env_file=None, environment="development").environment == "development"  # type: ignore[call-arg]

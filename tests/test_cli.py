@@ -1,0 +1,111 @@
+"""The `lodge` command as a newcomer runs it: zero-config serve on the embedded PostgreSQL, and friends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "BROADCAST_URL", "SECRET_KEY", "LODGE_"))
+    }
+    return {**env, "LODGE_DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", **extra}
+
+
+def lodge(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_serve_with_no_configuration(tmp_path: Path) -> None:
+    port = free_port()
+    env = _env(tmp_path / "lodge")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--demo",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output = ""
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(90):
+            while "GraphiQL at" not in output:
+                line = await proc.stdout.readline()
+                assert line, f"lodge serve exited early:\n{output}"
+                output += line.decode()
+        secret = re.search(r"API key\s+(\S+)", output)
+        assert secret, output
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.1)
+            page = await http.get("/graphql", headers={"accept": "text/html"})
+            assert "graphiql" in page.text.lower()
+
+            # The printed demo key works, and the demo logs are there.
+            ingest = await http.post("/ingest", content='{"log": "hello"}', headers={"x-api-key": secret.group(1)})
+            assert ingest.json()["accepted"] == 1
+
+            # create-user works beside the running server, on the same embedded database.
+            created = await asyncio.to_thread(
+                lodge, "create-user", "--email", "ops@example.com", "--password", "a long enough password", env=env
+            )
+            assert created.returncode == 0, created.stderr
+            login = await http.post(
+                "/graphql",
+                json={
+                    "query": 'mutation { login(email: "ops@example.com", password: "a long enough password") { user { email } } }'
+                },
+            )
+            assert login.json()["data"]["login"]["user"]["email"] == "ops@example.com"
+            demo = await http.post(
+                "/graphql",
+                json={
+                    "query": 'mutation { login(email: "demo@lodge.dev", password: "lodge-demo-password") { accessToken } }'
+                },
+            )
+            token = demo.json()["data"]["login"]["accessToken"]
+            logs = await http.post(
+                "/graphql",
+                json={"query": "{ projects { nodes { logs { totalCount } } } }"},
+                headers={"authorization": f"Bearer {token}"},
+            )
+            assert logs.json()["data"]["projects"]["nodes"][0]["logs"]["totalCount"] == 6
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 60)
+    assert code == 0
+    # The embedded PostgreSQL stopped with Lodge, and its data stays for the next start.
+    assert not (tmp_path / "lodge" / "postgres" / "postmaster.pid").exists()
+    assert (tmp_path / "lodge" / "postgres" / "PG_VERSION").exists()
+
+
+def test_several_workers_need_a_shared_bus(tmp_path: Path) -> None:
+    result = lodge("serve", "--workers", "2", env=_env(tmp_path, BROADCAST_URL="memory://"))
+    assert result.returncode == 2 and "redis" in result.stderr
+
+
+def test_export_schema_matches_the_checked_in_file(tmp_path: Path) -> None:
+    result = lodge("export-schema", env=_env(tmp_path))
+    assert result.returncode == 0
+    assert result.stdout == (ROOT / "schema.graphql").read_text()
