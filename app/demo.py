@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from app.accounts import models as accounts_models
 from app.accounts import service as accounts
@@ -19,7 +20,7 @@ async def load_demo(settings: Settings, database_url: str) -> None:
     try:
         async with db.sessionmaker() as session:
             existing = await session.scalar(
-                select(accounts_models.User.id).where(accounts_models.User.email == DEMO_EMAIL)  # type: ignore[arg-type]
+                select(col(accounts_models.User.id)).where(col(accounts_models.User.email) == DEMO_EMAIL)
             )
             if existing is not None:
                 print(f"demo data already loaded: sign in as {DEMO_EMAIL} / {DEMO_PASSWORD}")

@@ -49,7 +49,7 @@ class LodgeGraphQL(GraphQL[Context, None]):
         )
         self.deps = deps
 
-    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None = None) -> Context:  # type: ignore[override]
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None = None) -> Context:
         return Context(deps=self.deps, request=request, response=response if isinstance(response, Response) else None)
 
     def decode_json(self, data: str | bytes) -> object:

@@ -153,7 +153,8 @@ class RedisBackend(BroadcastBackend):
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._client.ping()) and self.connected
+            pong = await self._client.ping()  # type: ignore[misc]
+            return bool(pong) and self.connected
         except (RedisError, OSError):
             return False
 
@@ -304,11 +305,11 @@ class Hub:
                 members.discard(sub)
                 if not members:
                     self._local.pop(channel, None)
-                    pump = self._pumps.pop(channel, None)
-                    if pump is not None:
-                        pump.cancel()
+                    leaving = self._pumps.pop(channel) if channel in self._pumps else None
+                    if leaving is not None:
+                        leaving.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await pump
+                            await leaving
 
     def subscribers(self, channel: str) -> set[Subscription]:
         return set(self._local.get(channel, ()))

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -94,13 +95,14 @@ class Tenant:
 
 
 async def gql(
-    client: httpx.AsyncClient, query: str, variables: dict[str, object] | None = None, **headers: str
-) -> dict:
+    client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None, **headers: str
+) -> dict[str, Any]:
     response = await client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
-    body = response.json()
+    body: dict[str, Any] = response.json()
     if body.get("errors"):
         raise RuntimeError(body["errors"])
-    return body["data"]
+    data: dict[str, Any] = body["data"]
+    return data
 
 
 async def new_tenant(client: httpx.AsyncClient) -> Tenant:
@@ -112,9 +114,8 @@ async def new_tenant(client: httpx.AsyncClient) -> Tenant:
     )
     token = data["register"]["accessToken"]
     auth = {"authorization": f"Bearer {token}"}
-    project = (await gql(client, 'mutation { createProject(input: {name: "bench"}) { id } }', **auth))["createProject"][
-        "id"
-    ]
+    created = await gql(client, 'mutation { createProject(input: {name: "bench"}) { id } }', None, **auth)
+    project = created["createProject"]["id"]
     key = await gql(
         client,
         "mutation($i: ApiKeyInput!) { createApiKey(input: $i) { secret } }",

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -25,7 +26,7 @@ def batch(n: int, tag: str) -> list[dict[str, object]]:
     ]
 
 
-async def run_for(seconds: float, concurrency: int, work: "callable") -> tuple[int, float]:
+async def run_for(seconds: float, concurrency: int, work: Callable[[], Awaitable[int]]) -> tuple[int, float]:
     done = 0
     deadline = time.perf_counter() + seconds
 

@@ -13,9 +13,11 @@ import json
 import multiprocessing as mp
 import time
 from datetime import datetime
+from typing import Any
 
 import httpx
 import websockets
+from websockets.typing import Subprotocol
 
 from bench.common import bench_database, lodge_server, machine, new_tenant, percentile
 
@@ -23,9 +25,7 @@ SUBSCRIPTION = "subscription($p: ID!) { logAdded(projectId: $p) { id log level c
 INGEST_LOG = "mutation($input: LogInput!) { ingestLog(input: $input) { id } }"
 
 
-async def _subscribers(
-    url: str, token: str, project_id: str, count: int, seconds: float, ready: mp.Event, out: mp.Queue
-) -> None:
+async def _subscribers(url: str, token: str, project_id: str, count: int, seconds: float, ready: Any, out: Any) -> None:
     latencies: list[float] = []
     received = 0
     stop = asyncio.Event()
@@ -34,7 +34,9 @@ async def _subscribers(
 
     async def one(n: int) -> None:
         nonlocal received
-        async with websockets.connect(url, subprotocols=["graphql-transport-ws"], max_size=None, open_timeout=60) as ws:
+        async with websockets.connect(
+            url, subprotocols=[Subprotocol("graphql-transport-ws")], max_size=None, open_timeout=60
+        ) as ws:
             await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
             await ws.recv()
             await ws.send(

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 import websockets
 from starlette.applications import Starlette
+from websockets.typing import Subprotocol
 
 from app.api.pagination import encode_cursor
 from app.deps import Deps
@@ -24,6 +25,7 @@ from app.main import create_app
 from app.settings import Settings
 
 REQUIRE_SERVICES = os.environ.get("LODGE_REQUIRE_SERVICES") == "1"
+TRANSPORT_WS = Subprotocol("graphql-transport-ws")
 TIMEOUT = 20.0
 
 
@@ -132,7 +134,7 @@ class GraphQLWS:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(cls, url: str, *, authorization: str | None = None, **kwargs: Any) -> AsyncIterator[GraphQLWS]:
-        async with websockets.connect(url, subprotocols=["graphql-transport-ws"], open_timeout=TIMEOUT, **kwargs) as ws:
+        async with websockets.connect(url, subprotocols=[TRANSPORT_WS], open_timeout=TIMEOUT, **kwargs) as ws:
             client = cls(ws)
             payload = {"authorization": authorization} if authorization else {}
             await ws.send(json.dumps({"type": "connection_init", "payload": payload}))

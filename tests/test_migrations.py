@@ -65,4 +65,4 @@ async def test_updated_at_is_kept_by_the_database(database_url: str) -> None:
         await conn.execute(text("UPDATE users SET name = 'x' WHERE id = :id"), {"id": user_id})
         after = (await conn.execute(text("SELECT updated_at FROM users WHERE id = :id"), {"id": user_id})).scalar()
     await engine.dispose()
-    assert after > before
+    assert before is not None and after is not None and after > before

@@ -96,7 +96,7 @@ async def test_overflowing_subscriber_is_bounded_and_told_to_resync(redis: str) 
                 while sub.overflows == 0 or len(sub) == 0:
                     await asyncio.sleep(0.005)
             assert sub.high_water <= 1000
-            items = []
+            items: list[object] = []
             async with asyncio.timeout(10):
                 while not items or items[-1] != {"last": True}:
                     items.append(await sub.get())

@@ -25,7 +25,7 @@ def _payload(info: Info, user: models.User) -> AuthPayload:
 
 @strawberry.type
 class AccountsQuery:
-    @strawberry.field(description="The signed-in user, or null for anonymous callers.")
+    @strawberry.field(description="The signed-in user, or null for anonymous callers.")  # type: ignore[untyped-decorator]
     async def me(self, info: Info) -> User | None:
         user_id = await info.context.user_id()
         if user_id is None:

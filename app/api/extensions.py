@@ -11,8 +11,9 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from graphql import GraphQLError, OperationType
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from app.api.context import Context
 from app.api.errors import BAD_USER_INPUT, INTERNAL, BadUserInput, LodgeError
@@ -31,7 +32,7 @@ class RefuseNulCharacters(SchemaExtension):
 
 
 class OperationScopeExtension(SchemaExtension):
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_execute(self) -> AsyncIterator[None]:
         ctx: Context = self.execution_context.context
         if self.execution_context.operation_type == OperationType.SUBSCRIPTION:
             token = ctx.open_scope(None)

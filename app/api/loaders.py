@@ -66,7 +66,7 @@ class Loaders:
     def _batch_children(self, model: type[M], column: str) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[list[M]]]]:
         async def load(keys: Sequence[uuid.UUID]) -> list[list[M]]:
             fk = getattr(model, column)
-            order = model.created_at
+            order = model.created_at  # type: ignore[attr-defined]  # every child table has one
             async with self._reader() as session:
                 rows = (await session.execute(select(model).where(fk.in_(keys)).order_by(order))).scalars().all()
             grouped: dict[uuid.UUID, list[M]] = defaultdict(list)

@@ -30,7 +30,7 @@ class SharingExecutor(StrawberryGraphQLCoreExecutionContext):
     _shared: SharedEvent | None = None
     _share_key: tuple[int, str] | None = None
 
-    def build_per_event_executor(self, payload: Any) -> Executor:
+    def build_per_event_executor(self, payload: Any) -> Executor[Any]:
         if isinstance(payload, SharedEvent):
             if self._share_key is None:
                 # Document and variables are fixed for the life of a subscription: key them once.

@@ -206,12 +206,12 @@ class LogsMutation:
         await require_project_access(ctx, ctx.session, key.project_id)
         return ApiKey.from_model(await service.revoke_api_key(ctx.session, key=key))
 
-    @strawberry.mutation(description="Store one log (ApiKey auth). A repeated idempotencyKey returns the stored log.")
+    @strawberry.mutation(description="Store one log (ApiKey auth). A repeated idempotencyKey returns the stored log.")  # type: ignore[untyped-decorator]
     async def ingest_log(self, info: Info, input: LogInput) -> Log:
         outcome = await ingest(info, [input])  # type: ignore[list-item]  # LogInput arrives as a LogItem
         return Log.from_model(outcome.first_log())
 
-    @strawberry.mutation(description="Store up to 1000 logs at once (ApiKey auth), all or nothing.")
+    @strawberry.mutation(description="Store up to 1000 logs at once (ApiKey auth), all or nothing.")  # type: ignore[untyped-decorator]
     async def ingest_logs(self, info: Info, inputs: list[LogInput]) -> IngestResult:
         outcome = await ingest(info, inputs)  # type: ignore[arg-type]  # LogInputs arrive as LogItems
         return IngestResult(
@@ -226,7 +226,7 @@ class LogsSubscription:
     @strawberry.subscription(
         description="Every log of the project after `after` (a Log.cursor), then live ones, in order, "
         "with no gap and no duplicate."
-    )
+    )  # type: ignore[untyped-decorator]
     async def log_added(
         self, info: Info, project_id: strawberry.ID, after: str | None = None, filter: LogFilter | None = None
     ) -> AsyncGenerator[Log, None]:

@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import BigInteger, DateTime, Text, and_, column, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlmodel import col
 
 from app.api.errors import BadUserInput, NotFound, Unauthenticated
 from app.logs import models
@@ -76,7 +77,9 @@ async def list_projects(
     query = select(table).where(table.owner_id == owner_id)  # type: ignore[arg-type]
     if after is not None:
         query = query.where(func.row(table.created_at, table.id) > func.row(*after))
-    rows = (await session.execute(query.order_by(table.created_at, table.id).limit(limit + 1))).scalars().all()
+    rows = (
+        (await session.execute(query.order_by(col(table.created_at), col(table.id)).limit(limit + 1))).scalars().all()
+    )
     total = await session.scalar(select(func.count()).select_from(table).where(table.owner_id == owner_id))  # type: ignore[arg-type]
     return rows, int(total or 0)
 

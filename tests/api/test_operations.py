@@ -7,10 +7,21 @@ import logging
 
 import pytest
 from pydantic import ValidationError
+from websockets.typing import Origin
 
 from app.settings import Settings
 from tests.conftest import create_database, drop_database, make_settings
-from tests.support import FROM_START, LOG_ADDED, GraphQLWS, LiveServer, ingest, live_server, new_tenant, new_user
+from tests.support import (
+    FROM_START,
+    LOG_ADDED,
+    TRANSPORT_WS,
+    GraphQLWS,
+    LiveServer,
+    ingest,
+    live_server,
+    new_tenant,
+    new_user,
+)
 
 
 async def test_readyz_is_503_when_the_broker_is_down(database_url: str) -> None:
@@ -78,7 +89,7 @@ async def test_cors_and_websocket_origins(database_url: str) -> None:
 
         with pytest.raises(websockets.InvalidStatus):
             async with websockets.connect(
-                server.ws_url, subprotocols=["graphql-transport-ws"], origin="https://evil.example"
+                server.ws_url, subprotocols=[TRANSPORT_WS], origin=Origin("https://evil.example")
             ):
                 pass
         async with GraphQLWS.connect(server.ws_url, origin="https://app.example"):
@@ -122,5 +133,5 @@ async def test_subscription_events_never_see_stale_rows(server: LiveServer) -> N
 def test_placeholder_secrets_are_refused_outside_development() -> None:
     for secret in (None, "change-me", "secret"):
         with pytest.raises(ValidationError):
-            Settings(_env_file=None, environment="production", secret_key=secret)  # type: ignore[call-arg]
-    assert Settings(_env_file=None, environment="development").environment == "development"  # type: ignore[call-arg]
+            Settings(_env_file=None, environment="production", secret_key=secret)
+    assert Settings(_env_file=None, environment="development").environment == "development"

@@ -7,10 +7,21 @@ import json
 import socket
 
 import pytest
+from websockets.typing import Subprotocol
 
 from app.settings import Settings
 from tests.conftest import make_settings
-from tests.support import FROM_START, LOG_ADDED, GraphQLWS, LiveServer, ingest, live_server, new_tenant, new_user
+from tests.support import (
+    FROM_START,
+    LOG_ADDED,
+    TRANSPORT_WS,
+    GraphQLWS,
+    LiveServer,
+    ingest,
+    live_server,
+    new_tenant,
+    new_user,
+)
 
 
 async def test_live_logs_arrive_in_order(server: LiveServer) -> None:
@@ -73,7 +84,7 @@ async def test_subscription_to_another_users_project_is_forbidden(server: LiveSe
 async def test_bad_token_in_connection_init_is_refused(server: LiveServer) -> None:
     import websockets
 
-    async with websockets.connect(server.ws_url, subprotocols=["graphql-transport-ws"]) as raw:
+    async with websockets.connect(server.ws_url, subprotocols=[TRANSPORT_WS]) as raw:
         await raw.send(json.dumps({"type": "connection_init", "payload": {"authorization": "Bearer nope"}}))
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(raw.recv(), 10)
@@ -83,7 +94,7 @@ async def test_bad_token_in_connection_init_is_refused(server: LiveServer) -> No
 async def test_legacy_protocol_is_off_by_default(server: LiveServer) -> None:
     import websockets
 
-    async with websockets.connect(server.ws_url, subprotocols=["graphql-ws"]) as raw:
+    async with websockets.connect(server.ws_url, subprotocols=[Subprotocol("graphql-ws")]) as raw:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await raw.send(json.dumps({"type": "connection_init"}))
             await asyncio.wait_for(raw.recv(), 10)
