@@ -45,13 +45,16 @@ class RedisBackend(BroadcastBackend):
 
     def __init__(self, url: str, *, reconnect_delay: float = 0.2, max_reconnect_delay: float = 5.0) -> None:
         self._url = url
-        self._client: aioredis.Redis = aioredis.Redis.from_url(url)
+        self._client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=5)
         self._pubsub: Any = None
         self._channels: set[str] = set()
         self._confirmed: dict[str, asyncio.Event] = {}
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        # Channels re-subscribed after a reconnect whose confirmation has not arrived yet; RESYNC
+        # is emitted only once all have, or a publish could slip in between.
+        self._awaiting: set[str] | None = None
         self._reconnect_delay = reconnect_delay
         self._max_reconnect_delay = max_reconnect_delay
         self.reconnects = 0
@@ -102,9 +105,7 @@ class RedisBackend(BroadcastBackend):
                 except (RedisError, OSError) as exc:
                     log.warning("redis reconnect failed: %s", exc)
                     continue
-                self.reconnects += 1
-                log.info("redis pub/sub connected again; subscribers resynchronise from PostgreSQL")
-                await self._queue.put(Event(RESYNC_CHANNEL, ""))
+                self._awaiting = {RESYNC_CHANNEL, *self._channels}
                 continue
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
@@ -120,6 +121,13 @@ class RedisBackend(BroadcastBackend):
             if kind == "subscribe":
                 if channel in self._confirmed:
                     self._confirmed[channel].set()
+                if self._awaiting is not None:
+                    self._awaiting.discard(channel)
+                    if not self._awaiting:
+                        self._awaiting = None
+                        self.reconnects += 1
+                        log.info("redis pub/sub connected again; subscribers resynchronise from PostgreSQL")
+                        await self._queue.put(Event(RESYNC_CHANNEL, ""))
             elif kind == "message" and channel != RESYNC_CHANNEL:
                 await self._queue.put(Event(channel, _text(message["data"])))
 
@@ -128,13 +136,18 @@ class RedisBackend(BroadcastBackend):
             return
         self._channels.add(channel)
         confirmed = self._confirmed[channel] = asyncio.Event()
-        await self._connected.wait()
-        # If the connection drops now, the reconnect subscribes every channel again and confirms.
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.subscribe(channel)
-        # Returning before Redis confirms would let a publish slip between a subscriber's database
-        # read and its first live message.
-        await asyncio.wait_for(confirmed.wait(), timeout=10)
+        try:
+            await self._connected.wait()
+            # If the connection drops now, the reconnect subscribes every channel again and confirms.
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.subscribe(channel)
+            # Returning before Redis confirms would let a publish slip between a subscriber's
+            # database read and its first live message.
+            await confirmed.wait()
+        except BaseException:
+            self._channels.discard(channel)
+            self._confirmed.pop(channel, None)
+            raise
 
     async def unsubscribe(self, channel: str) -> None:
         if channel == RESYNC_CHANNEL:
@@ -225,14 +238,16 @@ class Hub:
     same object is handed to every subscriber.
     """
 
-    def __init__(self, url: str, *, queue_bytes: int = 1 << 20) -> None:
+    def __init__(self, url: str, *, queue_bytes: int = 1 << 20, confirm_timeout: float = 3.0) -> None:
         self.url = url
         self._backend: BroadcastBackend = _backend_for(url)
         self._broadcast = Broadcast(backend=self._backend)
         self._queue_bytes = queue_bytes
         self._local: dict[str, set[Subscription]] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._lock = asyncio.Lock()
+        self._confirm_timeout = confirm_timeout
         self._resync_pump: asyncio.Task[None] | None = None
         self.published = 0
         self.publish_failures = 0
@@ -270,8 +285,9 @@ class Hub:
     async def publish(self, channel: str, payload: Any) -> bool:
         """Publish after commit. A broker failure is logged, not raised: the data is already stored."""
         try:
-            await self._broadcast.publish(channel, orjson.dumps(payload, default=str).decode())
-        except (RedisError, OSError) as exc:
+            message = orjson.dumps(payload, default=str).decode()
+            await asyncio.wait_for(self._broadcast.publish(channel, message), timeout=5)
+        except (RedisError, OSError, TimeoutError) as exc:
             self.publish_failures += 1
             log.warning("publish to %s failed (%s); subscribers will catch up from PostgreSQL", channel, exc)
             return False
@@ -280,36 +296,42 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
-        """Yield once the bus subscription for `channel` is confirmed, so nothing published later is missed."""
+        """Yield once the bus subscription for `channel` is confirmed, so nothing published later is missed.
+
+        With the broker down it yields after `confirm_timeout` anyway: the subscriber then reads
+        PostgreSQL on its own schedule, and gets RESYNC once the broker is back.
+        """
         sub = Subscription(channel=channel, max_bytes=self._queue_bytes)
-        lock = self._locks.setdefault(channel, asyncio.Lock())
-        async with lock:
-            members = self._local.setdefault(channel, set())
-            members.add(sub)
-            if channel not in self._pumps:
-                ready = asyncio.Event()
-                pump = asyncio.create_task(self._pump(channel, ready), name=f"lodge-hub:{channel}")
-                self._pumps[channel] = pump
-                waiter = asyncio.create_task(ready.wait())
-                await asyncio.wait({waiter, pump}, return_when=asyncio.FIRST_COMPLETED)
-                if not ready.is_set():
-                    waiter.cancel()
-                    self._pumps.pop(channel, None)
-                    members.discard(sub)
-                    pump.result()  # re-raise why the bus subscription failed
         try:
+            async with self._lock:
+                self._local.setdefault(channel, set()).add(sub)
+                if channel not in self._pumps:
+                    ready = self._ready[channel] = asyncio.Event()
+                    self._pumps[channel] = asyncio.create_task(self._pump(channel, ready), name=f"lodge-hub:{channel}")
+            ready = self._ready[channel]
+            try:
+                await asyncio.wait_for(ready.wait(), self._confirm_timeout)
+            except TimeoutError:
+                log.warning("bus subscription to %s not confirmed yet; the subscriber polls meanwhile", channel)
             yield sub
         finally:
-            async with lock:
-                members = self._local.get(channel, set())
-                members.discard(sub)
-                if not members:
-                    self._local.pop(channel, None)
-                    leaving = self._pumps.pop(channel) if channel in self._pumps else None
-                    if leaving is not None:
-                        leaving.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await leaving
+            await self._leave(channel, sub)
+
+    async def _leave(self, channel: str, sub: Subscription) -> None:
+        async with self._lock:
+            members = self._local.get(channel, set())
+            members.discard(sub)
+            if members:
+                return
+            self._local.pop(channel, None)
+            self._ready.pop(channel, None)
+            pump = self._pumps.pop(channel) if channel in self._pumps else None
+            if pump is not None:
+                # Still under the lock: a newcomer must not subscribe while this one unsubscribes.
+                pump.cancel()
+                # broadcaster 0.3.1 raises KeyError when a subscription is cancelled before it is confirmed.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
 
     def subscribers(self, channel: str) -> set[Subscription]:
         return set(self._local.get(channel, ()))

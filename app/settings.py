@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description="Bus messages buffered per subscriber; past it the subscriber catches up from PostgreSQL.",
     )
 
+    tail_poll_seconds: float = Field(
+        10.0,
+        validation_alias="LODGE_TAIL_POLL_SECONDS",
+        description="An idle live tail checks PostgreSQL this often, in case a bus message was lost.",
+    )
+
     cors_origins: list[str] = Field(default_factory=list, validation_alias="LODGE_CORS_ORIGINS")
     websocket_origins: list[str] = Field(
         default_factory=list,

@@ -140,3 +140,21 @@ async def test_live_tail_survives_client_kill_without_losing_logs(server: LiveSe
             await ingest(server, t.secret, [text])
         got = [(await ws.next_data())["logAdded"]["log"] for _ in after]
         assert got == after
+
+
+async def test_subscribing_without_a_broker_degrades_and_cleans_up() -> None:
+    hub = Hub("redis://127.0.0.1:1/0", confirm_timeout=0.2)
+    await hub.connect()
+    try:
+        assert not await hub.ping()
+        async with hub.subscribe("test:offline") as sub:
+            assert len(sub) == 0  # yielded anyway: the subscriber polls PostgreSQL meanwhile
+        waiting = asyncio.create_task(hub.subscribe("test:cancelled").__aenter__())
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert hub.subscribers("test:offline") == set() and hub.subscribers("test:cancelled") == set()
+        assert not hub._pumps
+    finally:
+        await hub.disconnect()

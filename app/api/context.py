@@ -9,6 +9,8 @@ task, and subscription resolvers open a fresh scope per event, so no scope is ev
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -69,19 +71,29 @@ class Context:
     def close_scope(self, token: Any) -> None:
         _scope.reset(token)
 
-    def new_event_scope(self) -> None:
-        """Fresh loaders for one subscription event: rows loaded for an earlier event are stale."""
+    @asynccontextmanager
+    async def event_scope(self) -> AsyncIterator[None]:
+        """A scope for one subscription event: fresh loaders (rows of an earlier event are stale)
+        and a session that connects only if the event's fields need it and is closed as soon as
+        the event has been executed, so an idle or slow subscriber never pins a pool connection."""
         from app.api.loaders import Loaders
 
         current = _scope.get()
         request_id = current.request_id if current else uuid.uuid4().hex
-        _scope.set(OperationScope(session=None, loaders=Loaders(self.deps.db, None), request_id=request_id))
+        async with self.deps.db.sessionmaker() as session:
+            token = _scope.set(
+                OperationScope(session=session, loaders=Loaders(self.deps.db, session), request_id=request_id)
+            )
+            try:
+                yield
+            finally:
+                _scope.reset(token)
 
     @property
     def session(self) -> AsyncSession:
         session = self.scope.session
         if session is None:
-            raise RuntimeError("subscriptions read through short sessions (deps.db.session())")
+            raise RuntimeError("outside an event scope: wrap a subscription's yield in ctx.event_scope()")
         return session
 
     @property

@@ -58,6 +58,9 @@ class OperationScopeExtension(SchemaExtension):
                     await ctx.deps.hub.publish(channel, payload)
             else:
                 await session.rollback()
+                if result is not None and self.execution_context.operation_type == OperationType.MUTATION:
+                    # Nothing was saved: fields that had succeeded must not look as if they were.
+                    result.data = None
         finally:
             await session.close()
             ctx.close_scope(token)
@@ -84,7 +87,7 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
     original = error.original_error
     if isinstance(original, LodgeError):
         return error
-    if error.path is None:
+    if error.path is None and (original is None or isinstance(original, GraphQLError) or error.nodes):
         # Before execution: a malformed document, a failed validation rule or limit, a variable
         # of the wrong type. All are the client's to fix.
         error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}

@@ -78,9 +78,12 @@ def decode_int_cursor(kind: str, cursor: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise BadUserInput("malformed cursor", cursor=cursor) from None
+    if not 0 <= number < 2**63:
+        raise BadUserInput("malformed cursor", cursor=cursor)
+    return number
 
 
 def build_connection(

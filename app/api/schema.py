@@ -20,6 +20,7 @@ from app.accounts.resolvers import AccountsMutation, AccountsQuery
 from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
 from app.api.sharing import SharingExecutor
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
+from app.logs.rules import IngestStandsAlone
 from app.settings import Settings
 
 Query = merge_types("Query", (AccountsQuery, LogsQuery))
@@ -41,6 +42,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
     limit_rules = [
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+        IngestStandsAlone,
     ]
     return LodgeSchema(
         execution_context_class=SharingExecutor,

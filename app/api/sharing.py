@@ -13,7 +13,7 @@ import asyncio
 import json
 from typing import Any
 
-from graphql import ExecutionResult
+from graphql import ExecutionResult, FieldNode, VariableNode, Visitor, visit
 from graphql.execution import Executor
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -34,11 +34,35 @@ class SharingExecutor(StrawberryGraphQLCoreExecutionContext):
         if isinstance(payload, SharedEvent):
             if self._share_key is None:
                 # Document and variables are fixed for the life of a subscription: key them once.
-                self._share_key = (id(self.operation), json.dumps(self.variable_values, sort_keys=True, default=str))
+                self._share_key = (id(self.operation), self._rendering_variables())
             executor = super().build_per_event_executor(payload.value)
             executor._shared = payload  # type: ignore[attr-defined]
             return executor
         return super().build_per_event_executor(payload)
+
+    def _rendering_variables(self) -> str:
+        """The variables that shape an event's rendering: those used below the root field.
+
+        The root field's own arguments (a resume cursor, a filter) decide which events a
+        subscriber gets, not how an event renders, and differ between clients.
+        """
+        names: set[str] = set()
+
+        class Collect(Visitor):
+            def enter_variable(self, node: VariableNode, *_: Any) -> None:
+                names.add(node.name.value)
+
+        for selection in self.operation.selection_set.selections:
+            if isinstance(selection, FieldNode):
+                for part in (selection.selection_set, *(selection.directives or ())):
+                    if part is not None:
+                        visit(part, Collect())
+            else:
+                visit(selection, Collect())
+        for fragment in self.fragment_definitions.values():
+            visit(fragment, Collect())
+        used = {name: self.variable_values.coerced.get(name) for name in sorted(names)}
+        return json.dumps(used, sort_keys=True, default=str)
 
     def execute_operation(self, serially: bool | None = None) -> Any:
         shared = self._shared

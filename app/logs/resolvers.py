@@ -21,6 +21,7 @@ from app.api.pagination import (
     page_size,
 )
 from app.api.permissions import parse_id, require_project_access
+from app.api.scalars import utc
 from app.logs import events, models, service
 from app.logs.types import (
     LOG_CURSOR,
@@ -47,8 +48,8 @@ def filter_spec(filter: LogFilter | None) -> service.LogFilterSpec:
         return service.LogFilterSpec()
     return service.LogFilterSpec(
         level=filter.level.value if filter.level else None,
-        since=filter.since,
-        until=filter.until,
+        since=utc(filter.since),  # a time without an offset is taken as UTC
+        until=utc(filter.until),
         search=filter.search or None,
         api_key_id=parse_id(filter.api_key_id, "apiKeyId") if filter.api_key_id else None,
     )
@@ -234,26 +235,37 @@ class LogsSubscription:
         pid = parse_id(project_id, "projectId")
         spec = filter_spec(filter)
         last = decode_int_cursor(LOG_CURSOR, after)
+        poll = ctx.deps.settings.tail_poll_seconds
         async with ctx.deps.db.session() as session:
             await require_project_access(ctx, session, pid)
         async with ctx.deps.hub.subscribe(events.project_channel(pid)) as live:
             if last is None:
-                # Start from "now": the subscription is already confirmed, so nothing is lost.
+                # Start from "now": the bus subscription is confirmed, so nothing later is lost.
                 async with ctx.deps.db.session() as session:
                     last = await service.head_seq(session, project_id=pid)
             cursor = last
             catch_up = after is not None
             while True:
                 if catch_up:
+                    # Access is checked again whenever the database is read: a revoked key or a
+                    # lost ownership ends the stream.
+                    async with ctx.deps.db.session() as session:
+                        await require_project_access(ctx, session, pid)
                     async for row in _catch_up(ctx, pid, spec, cursor):
                         if isinstance(row, int):
                             cursor = row
                             continue
                         cursor = row.seq
-                        ctx.new_event_scope()
-                        yield Log.from_model(row)
+                        async with ctx.event_scope():
+                            yield Log.from_model(row)
                     catch_up = False
-                message = await live.get()
+                try:
+                    message = await asyncio.wait_for(live.get(), poll if ctx.deps.hub.connected else min(poll, 1.0))
+                except TimeoutError:
+                    # A bus message can be lost without a trace (a crash between commit and
+                    # publish, a broker outage): PostgreSQL is asked now and then anyway.
+                    catch_up = await _has_news(ctx, pid, cursor)
+                    continue
                 if message is RESYNC:
                     catch_up = True
                     continue
@@ -264,9 +276,15 @@ class LogsSubscription:
                 for row, event in rows:
                     cursor = row.seq
                     if spec.matches(row):
-                        ctx.new_event_scope()
-                        yield event  # type: ignore[misc]  # a SharedEvent wrapping a Log
+                        async with ctx.event_scope():
+                            yield event  # type: ignore[misc]  # a SharedEvent wrapping a Log
                 cursor = max(cursor, int(message["last"]))
+
+
+async def _has_news(ctx: Any, project_id: uuid.UUID, cursor: int) -> bool:
+    async with ctx.deps.db.session() as session:
+        await require_project_access(ctx, session, project_id)
+        return await service.head_seq(session, project_id=project_id) > cursor
 
 
 async def _catch_up(

@@ -245,3 +245,31 @@ async def test_ndjson_ingest(server: LiveServer) -> None:
     missing = await server.http.post("/ingest", content='{"log": "ok"}')
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "UNAUTHENTICATED"
     assert await count_logs(server, t) == 5
+
+
+async def test_a_failed_mutation_saves_and_shows_nothing(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    both = """mutation($id: ID!) {
+      a: createProject(input: {name: "never"}) { id }
+      b: updateProject(id: $id, input: {name: "x"}) { id }
+    }"""
+    body = await server.gql(both, {"id": "00000000-0000-0000-0000-000000000000"}, token=t.token)
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    listed = await server.data("{ projects { nodes { name } } }", token=t.token)
+    assert [p["name"] for p in listed["projects"]["nodes"]] == ["p"]
+
+
+async def test_ingestion_stands_alone_in_its_mutation(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    mixed = 'mutation { ingestLog(input: {log: "x"}) { id } createProject(input: {name: "y"}) { id } }'
+    assert await server.error_code(mixed, api_key=t.secret) == "BAD_USER_INPUT"
+    assert await count_logs(server, t) == 0
+
+
+async def test_out_of_range_cursor_is_bad_input(server: LiveServer) -> None:
+    import base64
+
+    t = await new_tenant(server)
+    huge = base64.urlsafe_b64encode(f"log:{2**70}".encode()).decode().rstrip("=")
+    assert await server.error_code(LOGS, {"projectId": t.project_id, "after": huge}, token=t.token) == "BAD_USER_INPUT"

@@ -152,3 +152,52 @@ async def test_without_after_only_new_logs_arrive(server: LiveServer) -> None:
         else:
             pytest.fail("no live log arrived")
     assert first.startswith("new ")
+
+
+async def test_a_lost_bus_message_is_recovered_by_polling(database_url: str, redis_url: str | None) -> None:
+    from sqlalchemy import text
+
+    settings = make_settings(broadcast_url=redis_url or "memory://", tail_poll_seconds=0.3)
+    async with live_server(settings, database_url) as server:
+        t = await new_tenant(server)
+        async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
+            await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
+            await ingest(server, t.secret, ["announced"])
+            assert (await ws.next_data())["logAdded"]["log"] == "announced"
+            # Stored but never announced, as after a crash between commit and publish.
+            async with server.deps.db.autocommit() as conn:
+                await conn.execute(
+                    text("SELECT * FROM ingest_logs(:p, :k, ARRAY['silent'], ARRAY['INFO'], ARRAY[NULL], ARRAY[NULL])"),
+                    {"p": t.project_id, "k": t.key_id},
+                )
+            assert (await ws.next_data(timeout=10))["logAdded"]["log"] == "silent"
+
+
+async def test_resuming_clients_with_different_cursors_share_live_events(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    ids = await ingest(server, t.secret, ["one", "two"])
+    assert len(ids) == 2
+    first = await server.data(
+        "query($p: ID!) { logs(projectId: $p) { edges { cursor } } }", {"p": t.project_id}, token=t.token
+    )
+    cursors = [edge["cursor"] for edge in first["logs"]["edges"]]
+    async with (
+        GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as a,
+        GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as b,
+    ):
+        await a.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": cursors[0]})
+        await b.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": cursors[1]})
+        assert (await a.next_data())["logAdded"]["log"] == "two"
+        await ingest(server, t.secret, ["three"])
+        assert (await a.next_data())["logAdded"]["log"] == "three"
+        assert (await b.next_data())["logAdded"]["log"] == "three"
+
+
+async def test_filter_times_without_an_offset_are_utc(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
+        await ws.subscribe(
+            LOG_ADDED, {"projectId": t.project_id, "after": FROM_START, "filter": {"since": "2020-01-01T00:00:00"}}
+        )
+        await ingest(server, t.secret, ["after 2020"])
+        assert (await ws.next_data())["logAdded"]["log"] == "after 2020"
