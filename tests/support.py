@@ -235,3 +235,10 @@ async def ingest(server: LiveServer, secret: str, logs: list[str], **fields: Any
     data = await server.data(INGEST_LOGS, {"inputs": [{"log": text, **fields} for text in logs]}, api_key=secret)
     ids: list[str] = data["ingestLogs"]["ids"]
     return ids
+
+
+async def wait_for_subscriber(server: LiveServer, project_id: str, count: int = 1) -> None:
+    """The hub lists the subscription (no sleeping for a message: poll the hub with a deadline)."""
+    async with asyncio.timeout(10):
+        while len(server.deps.hub.subscribers(f"logs:{project_id}")) < count:
+            await asyncio.sleep(0.005)

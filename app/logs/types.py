@@ -32,6 +32,12 @@ def log_cursor(seq: int) -> str:
     return encode_cursor(LOG_CURSOR, seq)
 
 
+async def load_project(info: Info, project_id: uuid.UUID) -> Project:
+    row = await info.context.loaders.by_id(models.Project).load(project_id)
+    assert row is not None  # a NOT NULL foreign key
+    return Project.from_model(row)
+
+
 @strawberry.type(name="Project")
 class Project:
     id: strawberry.ID
@@ -111,9 +117,7 @@ class ApiKey:
 
     @strawberry.field
     async def project(self, info: Info) -> Project:
-        row = await info.context.loaders.by_id(models.Project).load(self.project_id)
-        assert row is not None
-        return Project.from_model(row)
+        return await load_project(info, self.project_id)
 
 
 @strawberry.type
@@ -148,9 +152,7 @@ class Log:
 
     @strawberry.field
     async def project(self, info: Info) -> Project:
-        row = await info.context.loaders.by_id(models.Project).load(self.project_id)
-        assert row is not None
-        return Project.from_model(row)
+        return await load_project(info, self.project_id)
 
     @strawberry.field
     async def api_key(self, info: Info) -> ApiKey | None:

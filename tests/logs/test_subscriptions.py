@@ -21,6 +21,7 @@ from tests.support import (
     live_server,
     new_tenant,
     new_user,
+    wait_for_subscriber,
 )
 
 
@@ -28,7 +29,7 @@ async def test_live_logs_arrive_in_order(server: LiveServer) -> None:
     t = await new_tenant(server)
     async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
         await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
-        await _wait_for_subscriber(server, t.project_id)
+        await wait_for_subscriber(server, t.project_id)
         await ingest(server, t.secret, ["one", "two"])
         await ingest(server, t.secret, ["three"])
         got = [(await ws.next_data())["logAdded"]["log"] for _ in range(3)]
@@ -39,7 +40,7 @@ async def test_filter_applies_to_live_logs(server: LiveServer) -> None:
     t = await new_tenant(server)
     async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
         await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START, "filter": {"level": "ERROR"}})
-        await _wait_for_subscriber(server, t.project_id)
+        await wait_for_subscriber(server, t.project_id)
         await ingest(server, t.secret, ["quiet"], level="INFO")
         await ingest(server, t.secret, ["loud"], level="ERROR")
         assert (await ws.next_data())["logAdded"]["log"] == "loud"
@@ -49,7 +50,7 @@ async def test_resume_after_disconnect_gets_exactly_the_missed_logs(server: Live
     t = await new_tenant(server)
     async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {t.token}") as ws:
         await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
-        await _wait_for_subscriber(server, t.project_id)
+        await wait_for_subscriber(server, t.project_id)
         await ingest(server, t.secret, ["before"])
         cursor = (await ws.next_data())["logAdded"]["cursor"]
 
@@ -115,7 +116,7 @@ async def test_slow_subscriber_keeps_memory_bounded_and_catches_up(database_url:
             server.ws_url, authorization=f"Bearer {t.token}", max_queue=4, sock=sock, compression=None
         ) as ws:
             await ws.subscribe(LOG_ADDED, {"projectId": t.project_id, "after": FROM_START})
-            await _wait_for_subscriber(server, t.project_id)
+            await wait_for_subscriber(server, t.project_id)
             # The client reads nothing while every log is ingested: its TCP window fills up, the
             # server's send blocks, and the hub must drop the backlog rather than grow it.
             for start in range(0, total, batch):
@@ -127,13 +128,6 @@ async def test_slow_subscriber_keeps_memory_bounded_and_catches_up(database_url:
             for _ in range(total):
                 got.append((await ws.next_data(timeout=30))["logAdded"]["log"])
         assert got == [f"log {i} {pad}" for i in range(total)]
-
-
-async def _wait_for_subscriber(server: LiveServer, project_id: str, count: int = 1) -> None:
-    """The subscription is live once the hub lists it (no sleeping: poll the hub with a deadline)."""
-    async with asyncio.timeout(10):
-        while len(server.deps.hub.subscribers(f"logs:{project_id}")) < count:
-            await asyncio.sleep(0.005)
 
 
 async def test_without_after_only_new_logs_arrive(server: LiveServer) -> None:
