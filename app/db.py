@@ -37,6 +37,7 @@ metadata: MetaData = SQLModel.metadata
 def import_models() -> MetaData:
     """Import every domain's models so that `metadata` knows all tables (alembic, tests)."""
     from app.accounts import models as _accounts  # noqa: F401
+    from app.audit import models as _audit  # noqa: F401
     from app.logs import models as _logs  # noqa: F401
 
     return metadata

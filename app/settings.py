@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     migrate_on_start: bool = Field(True, validation_alias="LODGE_MIGRATE_ON_START")
 
     access_token_ttl_seconds: int = Field(900, validation_alias="LODGE_ACCESS_TOKEN_TTL")
+    refresh_token_ttl_seconds: int = Field(30 * 24 * 3600, validation_alias="LODGE_REFRESH_TOKEN_TTL")
+    session_ttl_seconds: int = Field(
+        7 * 24 * 3600, validation_alias="LODGE_SESSION_TTL", description="Default lifetime of createSession tokens."
+    )
+    session_sweep_seconds: float = Field(
+        300.0, validation_alias="LODGE_SESSION_SWEEP_SECONDS", description="How often expired sessions are deleted."
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias="LODGE_MAX_BODY_BYTES")
     max_query_depth: int = Field(12, validation_alias="LODGE_MAX_QUERY_DEPTH")
     max_query_tokens: int = Field(5000, validation_alias="LODGE_MAX_QUERY_TOKENS")

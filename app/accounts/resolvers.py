@@ -1,26 +1,61 @@
-"""Sign-up, sign-in and `me` (issue #3 completes accounts)."""
+"""Sign-up and sign-in, tokens and sessions, users, Discord and Clerk identities, roles."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
+
 import strawberry
 
-from app.accounts import models, service
+from app.accounts import credentials, models, roles, service
+from app.accounts.events import session_channel, user_channel
 from app.accounts.security import issue_access_token
-from app.accounts.types import AuthPayload, User
+from app.accounts.types import (
+    AuthPayload,
+    ClerkUserInput,
+    DiscordUserInput,
+    RegisterInput,
+    Role,
+    RoleInput,
+    Session,
+    SessionPayload,
+    UpdateMeInput,
+    User,
+)
 from app.api.context import Info
+from app.api.errors import BadUserInput
+from app.api.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from app.api.permissions import parse_id, require_permission
+
+USER_CURSOR = "user"
 
 
-@strawberry.input
-class RegisterInput:
-    email: str
-    password: str
-    name: str | None = None
-
-
-def _payload(info: Info, user: models.User) -> AuthPayload:
+async def _auth_payload(info: Info, user: models.User) -> AuthPayload:
     deps = info.context.deps
     token = issue_access_token(user.id, secret=deps.secret_key, ttl_seconds=deps.settings.access_token_ttl_seconds)
-    return AuthPayload(access_token=token.token, expires_at=token.expires_at, user=User.from_model(user))
+    refresh = await credentials.issue_refresh_token(
+        info.context.session, user_id=user.id, ttl_seconds=deps.settings.refresh_token_ttl_seconds
+    )
+    return AuthPayload(
+        access_token=token.token, refresh_token=refresh, expires_at=token.expires_at, user=User.from_model(user)
+    )
+
+
+async def _visible_user(info: Info, user_id: uuid.UUID) -> models.User:
+    """Yourself, or anyone with `users:admin`."""
+    await require_permission(info.context, "users:admin", owner_id=user_id)
+    return await service.get_user_or_raise(info.context.session, user_id=user_id)
+
+
+def _keyset(after: str | None) -> tuple[datetime, uuid.UUID] | None:
+    position = decode_cursor(USER_CURSOR, after)
+    if position is None:
+        return None
+    stamp, _, raw_id = position.partition("|")
+    try:
+        return datetime.fromisoformat(stamp), uuid.UUID(raw_id)
+    except ValueError:
+        raise BadUserInput("malformed cursor", cursor=after) from None
 
 
 @strawberry.type
@@ -33,17 +68,151 @@ class AccountsQuery:
         user = await service.get_active_user(info.context.session, user_id=user_id)
         return User.from_model(user) if user else None
 
+    @strawberry.field
+    async def user(self, info: Info, id: strawberry.ID) -> User | None:
+        return User.from_model(await _visible_user(info, parse_id(id)))
+
+    @strawberry.field(description="Live users, searched in email and names (users:admin).")  # type: ignore[untyped-decorator]
+    async def users(
+        self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None
+    ) -> Connection[User]:
+        await require_permission(info.context, "users:admin")
+        size = page_size(first)
+        rows, total = await service.list_users(info.context.session, search=search, after=_keyset(after), limit=size)
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: encode_cursor(USER_CURSOR, f"{row.created_at.isoformat()}|{row.id}"),
+            to_node=User.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field
+    async def roles(self, info: Info) -> list[Role]:
+        await require_permission(info.context, "users:admin")
+        return [Role.from_model(row) for row in await roles.list_roles(info.context.session)]
+
 
 @strawberry.type
 class AccountsMutation:
     @strawberry.mutation
     async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
-        user = await service.create_user(
-            info.context.session, email=input.email, password=input.password, name=input.name
-        )
-        return _payload(info, user)
+        session = info.context.session
+        user = await service.create_user(session, email=input.email, password=input.password, name=input.name)
+        return await _auth_payload(info, user)
 
     @strawberry.mutation
     async def login(self, info: Info, email: str, password: str) -> AuthPayload:
         user = await service.authenticate(info.context.session, email=email, password=password)
-        return _payload(info, user)
+        return await _auth_payload(info, user)
+
+    @strawberry.mutation(description="Rotates: the token given is spent; reusing a spent one revokes its login.")  # type: ignore[untyped-decorator]
+    async def refresh(self, info: Info, refresh_token: str) -> AuthPayload:
+        ctx = info.context
+        deps = ctx.deps
+        user_id, rotated = await credentials.rotate_refresh_token(
+            ctx.session, deps.db, token=refresh_token, ttl_seconds=deps.settings.refresh_token_ttl_seconds
+        )
+        user = await service.get_user_or_raise(ctx.session, user_id=user_id)
+        token = issue_access_token(user.id, secret=deps.secret_key, ttl_seconds=deps.settings.access_token_ttl_seconds)
+        return AuthPayload(
+            access_token=token.token, refresh_token=rotated, expires_at=token.expires_at, user=User.from_model(user)
+        )
+
+    @strawberry.mutation(description="Revokes the refresh token and every token of its login.")  # type: ignore[untyped-decorator]
+    async def logout(self, info: Info, refresh_token: str) -> bool:
+        return await credentials.revoke_refresh_family(info.context.session, token=refresh_token)
+
+    @strawberry.mutation
+    async def update_me(self, info: Info, input: UpdateMeInput) -> User:
+        ctx = info.context
+        user_id = await ctx.require_user_id()
+        user = await service.get_user_or_raise(ctx.session, user_id=user_id)
+        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        return User.from_model(await service.update_user(ctx.session, user=user, changes=changes))
+
+    @strawberry.mutation(description="Soft delete: the user disappears, their sessions and tokens die with them.")  # type: ignore[untyped-decorator]
+    async def delete_user(self, info: Info, id: strawberry.ID) -> bool:
+        ctx = info.context
+        user = await _visible_user(info, parse_id(id))
+        ended = await credentials.end_all_credentials(ctx.session, user_id=user.id)
+        await service.soft_delete_user(ctx.session, user=user)
+        ctx.publish_after_commit(user_channel(user.id), {"ended": "user"})
+        for session_id in ended:
+            ctx.publish_after_commit(session_channel(session_id), {"ended": "session"})
+        return True
+
+    @strawberry.mutation(description="Find or create by Discord id (users:admin).")  # type: ignore[untyped-decorator]
+    async def upsert_discord_user(self, info: Info, input: DiscordUserInput) -> User:
+        await require_permission(info.context, "users:admin")
+        user = await service.upsert_discord_user(
+            info.context.session,
+            discord_id=input.discord_id,
+            username=input.username,
+            global_name=input.global_name,
+            avatar_url=input.avatar_url,
+        )
+        return User.from_model(user)
+
+    @strawberry.mutation(description="Find or create by Clerk id (users:admin).")  # type: ignore[untyped-decorator]
+    async def upsert_clerk_user(self, info: Info, input: ClerkUserInput) -> User:
+        await require_permission(info.context, "users:admin")
+        user = await service.upsert_clerk_user(
+            info.context.session,
+            clerk_id=input.clerk_id,
+            email=input.email,
+            first_name=input.first_name,
+            last_name=input.last_name,
+        )
+        return User.from_model(user)
+
+    @strawberry.mutation(description="An opaque bearer token for a user, for trusted backends (users:admin).")  # type: ignore[untyped-decorator]
+    async def create_session(
+        self, info: Info, user_id: strawberry.ID, ttl_seconds: int | None = None
+    ) -> SessionPayload:
+        ctx = info.context
+        await require_permission(ctx, "users:admin")
+        user = await service.get_user_or_raise(ctx.session, user_id=parse_id(user_id, "userId"))
+        row, token = await credentials.create_session(
+            ctx.session, user_id=user.id, ttl_seconds=ttl_seconds or ctx.deps.settings.session_ttl_seconds
+        )
+        return SessionPayload(token=token, session=Session.from_model(row))
+
+    @strawberry.mutation
+    async def delete_session(self, info: Info, id: strawberry.ID) -> bool:
+        ctx = info.context
+        row = await credentials.get_session_or_raise(ctx.session, session_id=parse_id(id))
+        await require_permission(ctx, "users:admin", owner_id=row.user_id)
+        await credentials.delete_session(ctx.session, session_id=row.id)
+        ctx.publish_after_commit(session_channel(row.id), {"ended": "session"})
+        return True
+
+    @strawberry.mutation
+    async def delete_expired_sessions(self, info: Info) -> int:
+        await require_permission(info.context, "users:admin")
+        return await credentials.delete_expired_sessions(info.context.session)
+
+    @strawberry.mutation
+    async def create_role(self, info: Info, input: RoleInput) -> Role:
+        await require_permission(info.context, "users:admin")
+        row = await roles.create_role(
+            info.context.session, name=input.name, description=input.description, permissions=input.permissions
+        )
+        return Role.from_model(row)
+
+    @strawberry.mutation
+    async def assign_role(self, info: Info, user_id: strawberry.ID, role_id: strawberry.ID) -> User:
+        ctx = info.context
+        admin = await require_permission(ctx, "users:admin")
+        user = await service.get_user_or_raise(ctx.session, user_id=parse_id(user_id, "userId"))
+        await roles.assign_role(ctx.session, user_id=user.id, role_id=parse_id(role_id, "roleId"), assigned_by=admin)
+        return User.from_model(user)
+
+    @strawberry.mutation
+    async def revoke_role(self, info: Info, user_id: strawberry.ID, role_id: strawberry.ID) -> User:
+        ctx = info.context
+        await require_permission(ctx, "users:admin")
+        user = await service.get_user_or_raise(ctx.session, user_id=parse_id(user_id, "userId"))
+        await roles.revoke_role(ctx.session, user_id=user.id, role_id=parse_id(role_id, "roleId"))
+        return User.from_model(user)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.accounts import models
 from app.accounts.security import hash_password, verify_password
@@ -78,4 +83,121 @@ async def authenticate(session: AsyncSession, *, email: str, password: str) -> m
         update(models.User).where(models.User.id == user.id).values(last_login_at=func.now())  # type: ignore[arg-type]
     )
     await session.refresh(user)
+    return user
+
+
+async def update_user(session: AsyncSession, *, user: models.User, changes: dict[str, Any]) -> models.User:
+    if "email" in changes and changes["email"] is not None:
+        changes["email"] = normalise_email(changes["email"])
+    if "password" in changes:
+        password = changes.pop("password")
+        if password is not None:
+            check_password(password)
+            changes["password_hash"] = await hash_password(password)
+    statement = update(models.User).where(col(models.User.id) == user.id).values(**changes)
+    try:
+        async with session.begin_nested():
+            await session.execute(statement)
+    except IntegrityError:
+        raise Conflict("a user with this email already exists", field="email") from None
+    await session.refresh(user)
+    return user
+
+
+async def list_users(
+    session: AsyncSession, *, search: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> tuple[Sequence[models.User], int]:
+    table = models.User
+    where: list[Any] = [col(table.deleted_at).is_(None)]
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append(
+            or_(
+                *(
+                    col(c).ilike(pattern, escape="\\")
+                    for c in (table.email, table.name, table.username, table.global_name)
+                )
+            )
+        )
+    query = select(table).where(*where)
+    if after is not None:
+        query = query.where(func.row(col(table.created_at), col(table.id)) > func.row(*after))
+    rows = (
+        (await session.execute(query.order_by(col(table.created_at), col(table.id)).limit(limit + 1))).scalars().all()
+    )
+    total = await session.scalar(select(func.count()).select_from(table).where(*where))
+    return rows, int(total or 0)
+
+
+async def soft_delete_user(session: AsyncSession, *, user: models.User) -> None:
+    """Hide the user, free their email, and end every session and refresh token (see credentials)."""
+    await session.execute(
+        update(models.User).where(col(models.User.id) == user.id).values(deleted_at=func.now(), is_active=False)
+    )
+
+
+_UPSERT_DISCORD = text(
+    """
+    INSERT INTO users (discord_id, username, global_name, avatar_url)
+    VALUES (:discord_id, :username, :global_name, :avatar_url)
+    ON CONFLICT (discord_id) DO UPDATE SET
+        username = coalesce(EXCLUDED.username, users.username),
+        global_name = coalesce(EXCLUDED.global_name, users.global_name),
+        avatar_url = coalesce(EXCLUDED.avatar_url, users.avatar_url)
+    RETURNING id
+    """
+)
+
+_UPSERT_CLERK = text(
+    """
+    INSERT INTO users (clerk_id, email, first_name, last_name)
+    VALUES (:clerk_id, :email, :first_name, :last_name)
+    ON CONFLICT (clerk_id) DO UPDATE SET
+        email = coalesce(EXCLUDED.email, users.email),
+        first_name = coalesce(EXCLUDED.first_name, users.first_name),
+        last_name = coalesce(EXCLUDED.last_name, users.last_name)
+    RETURNING id
+    """
+)
+
+
+async def upsert_discord_user(
+    session: AsyncSession, *, discord_id: str, username: str | None, global_name: str | None, avatar_url: str | None
+) -> models.User:
+    """Find or create by Discord id in one statement: concurrent calls for one id make one user."""
+    if not discord_id.strip():
+        raise BadUserInput("discordId must not be empty", field="discordId")
+    params = {
+        "discord_id": discord_id.strip(),
+        "username": username,
+        "global_name": global_name,
+        "avatar_url": avatar_url,
+    }
+    user_id = await session.scalar(_UPSERT_DISCORD, params)
+    return await _fresh(session, user_id)
+
+
+async def upsert_clerk_user(
+    session: AsyncSession, *, clerk_id: str, email: str | None, first_name: str | None, last_name: str | None
+) -> models.User:
+    if not clerk_id.strip():
+        raise BadUserInput("clerkId must not be empty", field="clerkId")
+    params = {
+        "clerk_id": clerk_id.strip(),
+        "email": normalise_email(email) if email else None,
+        "first_name": first_name,
+        "last_name": last_name,
+    }
+    try:
+        async with session.begin_nested():
+            user_id = await session.scalar(_UPSERT_CLERK, params)
+    except IntegrityError:
+        raise Conflict("another user already has this email", field="email") from None
+    return await _fresh(session, user_id)
+
+
+async def _fresh(session: AsyncSession, user_id: uuid.UUID | None) -> models.User:
+    assert user_id is not None
+    user = await session.get(models.User, user_id, populate_existing=True)
+    assert user is not None
     return user

@@ -27,6 +27,8 @@ class User:
     discord_id: str | None
     clerk_id: str | None
     avatar_url: str | None
+    first_name: str | None
+    last_name: str | None
     is_active: bool
     email_verified_at: datetime | None
     last_login_at: datetime | None
@@ -45,6 +47,8 @@ class User:
             discord_id=row.discord_id,
             clerk_id=row.clerk_id,
             avatar_url=row.avatar_url,
+            first_name=row.first_name,
+            last_name=row.last_name,
             is_active=row.is_active,
             email_verified_at=utc(row.email_verified_at),
             last_login_at=utc(row.last_login_at),
@@ -52,6 +56,11 @@ class User:
             updated_at=utc(row.updated_at),  # type: ignore[arg-type]
             user_id=row.id,
         )
+
+    @strawberry.field
+    async def roles(self, info: Info) -> list[Role]:
+        rows = await info.context.loaders.roles_of_user().load(self.user_id)
+        return [Role.from_model(row) for row in rows]
 
     @strawberry.field
     async def projects(
@@ -62,8 +71,94 @@ class User:
         return await projects_of(info, owner_id=self.user_id, first=first, after=after)
 
 
+@strawberry.type(name="Role")
+class Role:
+    id: strawberry.ID
+    name: str
+    description: str | None
+    permissions: list[str]
+
+    @classmethod
+    def from_model(cls, row: models.Role) -> Role:
+        return cls(
+            id=strawberry.ID(str(row.id)), name=row.name, description=row.description, permissions=list(row.permissions)
+        )
+
+
 @strawberry.type
 class AuthPayload:
     access_token: str
-    expires_at: datetime
+    refresh_token: str = strawberry.field(description="Single use: `refresh` rotates it.")
+    expires_at: datetime = strawberry.field(description="When the access token expires.")
     user: User
+
+
+@strawberry.type(name="Session")
+class Session:
+    id: strawberry.ID
+    expires_at: datetime
+    created_at: datetime
+    user_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, row: models.Session) -> Session:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            expires_at=utc(row.expires_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            user_id=row.user_id,
+        )
+
+    @strawberry.field
+    async def user(self, info: Info) -> User:
+        row = await info.context.loaders.by_id(models.User).load(self.user_id)
+        assert row is not None
+        return User.from_model(row)
+
+
+@strawberry.type
+class SessionPayload:
+    token: str = strawberry.field(description="Shown once; use it as `Authorization: Bearer <token>`.")
+    session: Session
+
+
+@strawberry.input
+class RegisterInput:
+    email: str
+    password: str
+    name: str | None = None
+
+
+@strawberry.input
+class UpdateMeInput:
+    name: str | None = strawberry.UNSET
+    first_name: str | None = strawberry.UNSET
+    last_name: str | None = strawberry.UNSET
+    username: str | None = strawberry.UNSET
+    global_name: str | None = strawberry.UNSET
+    avatar_url: str | None = strawberry.UNSET
+    email: str | None = strawberry.UNSET
+    password: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class DiscordUserInput:
+    discord_id: str
+    username: str | None = None
+    global_name: str | None = None
+    avatar_url: str | None = None
+
+
+@strawberry.input
+class ClerkUserInput:
+    clerk_id: str
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@strawberry.input
+class RoleInput:
+    name: str
+    description: str | None = None
+    permissions: list[str]

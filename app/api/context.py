@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,8 +26,18 @@ from app.api.errors import LodgeError, Unauthenticated
 
 if TYPE_CHECKING:
     from app.api.loaders import Loaders
+    from app.audit.recorder import AuditEntry
     from app.deps import Deps
     from app.logs.models import ApiKey
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is calling: a user, through an access token or an opaque session."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID | None
+    expires_at: datetime  # when this credential stops working
 
 
 @dataclass
@@ -35,6 +46,10 @@ class OperationScope:
     loaders: Loaders
     request_id: str
     events: list[tuple[str, Any]] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    viewer: Viewer | None = None
+    viewer_known: bool = False
+    permissions: frozenset[str] | None = None
 
 
 _scope: ContextVar[OperationScope | None] = ContextVar("lodge_operation_scope", default=None)
@@ -129,23 +144,78 @@ class Context:
             raise Unauthenticated("the Authorization header must be `Bearer <token>` or `ApiKey <secret>`")
         return Credentials(scheme, value.strip())
 
-    async def user_id(self) -> uuid.UUID | None:
-        """The signed-in user's id, or None when the caller is anonymous or uses an API key."""
+    @asynccontextmanager
+    async def reader(self, session: AsyncSession | None = None) -> AsyncIterator[AsyncSession]:
+        """The session given, else the operation's, else a short one (connection_init).
+
+        Code already holding a session passes it: taking a second connection while holding one
+        deadlocks a small pool under load."""
+        scope = _scope.get()
+        if session is not None:
+            yield session
+        elif scope is not None and scope.session is not None:
+            yield scope.session
+        else:
+            async with self.deps.db.session() as session:
+                yield session
+
+    async def viewer(self, session: AsyncSession | None = None) -> Viewer | None:
+        """The signed-in user (checked live against the database), or None for anonymous and API keys."""
+        scope = _scope.get()
+        if scope is not None and scope.viewer_known:
+            return scope.viewer
+        viewer = await self._authenticate(session)
+        if scope is not None:
+            scope.viewer, scope.viewer_known = viewer, True
+        return viewer
+
+    async def _authenticate(self, given: AsyncSession | None) -> Viewer | None:
+        from app.accounts import credentials, service
         from app.accounts.security import decode_access_token
 
         creds = self.credentials
         if creds is None or creds.scheme != "bearer":
             return None
-        claims = decode_access_token(creds.value, secret=self.deps.secret_key)
-        if claims is None:
-            raise Unauthenticated("the access token is invalid or expired")
-        return claims.user_id
+        async with self.reader(given) as session:
+            if creds.value.startswith(credentials.SESSION_PREFIX):
+                found = await credentials.find_session(session, token=creds.value)
+                if found is None:
+                    raise Unauthenticated("the session is invalid or expired")
+                return Viewer(user_id=found.user_id, session_id=found.session_id, expires_at=found.expires_at)
+            claims = decode_access_token(creds.value, secret=self.deps.secret_key)
+            if claims is None:
+                raise Unauthenticated("the access token is invalid or expired")
+            if await service.get_active_user(session, user_id=claims.user_id) is None:
+                raise Unauthenticated("this account is no longer active")
+            return Viewer(user_id=claims.user_id, session_id=None, expires_at=claims.expires_at)
 
-    async def require_user_id(self) -> uuid.UUID:
-        user_id = await self.user_id()
+    async def user_id(self, session: AsyncSession | None = None) -> uuid.UUID | None:
+        """The signed-in user's id, or None when the caller is anonymous or uses an API key."""
+        viewer = await self.viewer(session)
+        return viewer.user_id if viewer else None
+
+    async def require_user_id(self, session: AsyncSession | None = None) -> uuid.UUID:
+        user_id = await self.user_id(session)
         if user_id is None:
-            raise Unauthenticated("sign in: send `Authorization: Bearer <access token>`")
+            raise Unauthenticated("sign in: send `Authorization: Bearer <access token or session token>`")
         return user_id
+
+    async def permissions(self, session: AsyncSession | None = None) -> frozenset[str]:
+        """The signed-in user's permission strings (from their roles), read once per operation."""
+        from app.accounts import roles
+
+        scope = _scope.get()
+        if scope is not None and scope.permissions is not None:
+            return scope.permissions
+        user_id = await self.user_id(session)
+        if user_id is None:
+            found: frozenset[str] = frozenset()
+        else:
+            async with self.reader(session) as reader:
+                found = await roles.permissions_of(reader, user_id=user_id)
+        if scope is not None:
+            scope.permissions = found
+        return found
 
     async def require_api_key(self) -> ApiKey:
         from app.logs import service as logs_service
@@ -158,4 +228,4 @@ class Context:
 
 Info = _Info[Context, None]
 
-__all__ = ["Context", "Credentials", "Info", "LodgeError", "OperationScope"]
+__all__ = ["Context", "Credentials", "Info", "LodgeError", "OperationScope", "Viewer"]

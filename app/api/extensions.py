@@ -18,6 +18,7 @@ from strawberry.types.graphql import OperationType
 from app.api.context import Context
 from app.api.errors import BAD_USER_INPUT, INTERNAL, BadUserInput, LodgeError
 from app.api.scalars import contains_nul
+from app.audit import recorder as audit
 
 log = logging.getLogger("lodge.api")
 
@@ -50,6 +51,8 @@ class OperationScopeExtension(SchemaExtension):
             result = self.execution_context.result
             if result is not None and not result.errors:
                 try:
+                    if scope.audit:
+                        await audit.write(session, ctx=ctx, entries=scope.audit)
                     await session.commit()
                 except Exception as exc:
                     log.exception("commit failed (request %s)", scope.request_id)
@@ -61,6 +64,12 @@ class OperationScopeExtension(SchemaExtension):
                 if result is not None and self.execution_context.operation_type == OperationType.MUTATION:
                     # Nothing was saved: fields that had succeeded must not look as if they were.
                     result.data = None
+                if scope.audit:
+                    # The attempt is recorded all the same, alone in a transaction of its own.
+                    first = result.errors[0].message if result is not None and result.errors else "error"
+                    audit.mark_rolled_back(scope.audit, first)
+                    await audit.write(session, ctx=ctx, entries=scope.audit)
+                    await session.commit()
         finally:
             await session.close()
             ctx.close_scope(token)

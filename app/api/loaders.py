@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 from strawberry.dataloader import DataLoader
 
 from app.db import Database
@@ -28,6 +28,7 @@ class Loaders:
         self._session = session
         self._by_id: dict[type[Any], DataLoader[uuid.UUID, Any]] = {}
         self._grouped: dict[tuple[type[Any], str], DataLoader[uuid.UUID, list[Any]]] = {}
+        self._custom: dict[str, DataLoader[uuid.UUID, list[Any]]] = {}
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[AsyncSession]:
@@ -51,6 +52,29 @@ class Loaders:
         if loader is None:
             loader = DataLoader(load_fn=self._batch_children(model, column))
             self._grouped[key] = loader
+        return loader
+
+    def roles_of_user(self) -> DataLoader[uuid.UUID, list[Any]]:
+        from app.accounts import models
+
+        loader = self._custom.get("roles_of_user")
+        if loader is None:
+
+            async def load(keys: Sequence[uuid.UUID]) -> list[list[Any]]:
+                query = (
+                    select(col(models.UserRole.user_id), models.Role)
+                    .join(models.Role, col(models.Role.id) == col(models.UserRole.role_id))
+                    .where(col(models.UserRole.user_id).in_(keys))
+                    .order_by(col(models.Role.name))
+                )
+                async with self._reader() as session:
+                    rows = (await session.execute(query)).all()
+                grouped: dict[uuid.UUID, list[Any]] = defaultdict(list)
+                for user_id, role in rows:
+                    grouped[user_id].append(role)
+                return [grouped.get(key, []) for key in keys]
+
+            loader = self._custom["roles_of_user"] = DataLoader(load_fn=load)
         return loader
 
     def _batch_by_id(self, model: type[M]) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[M | None]]]:

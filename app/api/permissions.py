@@ -1,4 +1,8 @@
-"""Who may do what. Every resolver goes through these checks; issue #3 extends them with roles."""
+"""Who may do what: one check used by every resolver of every domain.
+
+Permission strings are `domain:verb` (`gateway:admin`, `users:admin`, `audit:read`, ...); a role
+holding `*` may do anything. Owners may always read and change their own rows.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.roles import SUPERUSER
 from app.api.context import Context
 from app.api.errors import BadUserInput, Forbidden
 
@@ -17,8 +22,25 @@ def parse_id(value: str, field: str = "id") -> uuid.UUID:
         raise BadUserInput(f"{field} is not a valid id", field=field) from None
 
 
+async def has_permission(ctx: Context, permission: str, session: AsyncSession | None = None) -> bool:
+    granted = await ctx.permissions(session)
+    return SUPERUSER in granted or permission in granted
+
+
+async def require_permission(
+    ctx: Context, permission: str, *, owner_id: uuid.UUID | None = None, session: AsyncSession | None = None
+) -> uuid.UUID:
+    """The caller's user id, if they hold `permission` or own the row (`owner_id`); else FORBIDDEN."""
+    user_id = await ctx.require_user_id(session)
+    if owner_id is not None and owner_id == user_id:
+        return user_id
+    if not await has_permission(ctx, permission, session):
+        raise Forbidden(f"this needs the `{permission}` permission", permission=permission)
+    return user_id
+
+
 async def require_project_access(ctx: Context, session: AsyncSession, project_id: uuid.UUID) -> None:
-    """The project's owner, or an API key of that very project, may read and write its logs."""
+    """The project's owner, `projects:admin`, or an API key of that very project."""
     from app.logs import service
 
     creds = ctx.credentials
@@ -27,7 +49,6 @@ async def require_project_access(ctx: Context, session: AsyncSession, project_id
         if key.project_id != project_id:
             raise Forbidden("this API key belongs to another project")
         return
-    user_id = await ctx.require_user_id()
+    await ctx.require_user_id(session)
     project = await service.get_project_or_raise(session, project_id=project_id)
-    if project.owner_id != user_id:
-        raise Forbidden("only the project's owner may do this")
+    await require_permission(ctx, "projects:admin", owner_id=project.owner_id, session=session)

@@ -19,13 +19,16 @@ from strawberry.tools import merge_types
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
 from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
 from app.api.sharing import SharingExecutor
+from app.audit.recorder import audit_mutations
+from app.audit.resolvers import AuditQuery
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.logs.rules import IngestStandsAlone
 from app.settings import Settings
 
-Query = merge_types("Query", (AccountsQuery, LogsQuery))
+Query = merge_types("Query", (AccountsQuery, AuditQuery, LogsQuery))
 Mutation = merge_types("Mutation", (AccountsMutation, LogsMutation))
 Subscription = merge_types("Subscription", (LogsSubscription,))
+audit_mutations(Mutation)
 
 
 class LodgeSchema(strawberry.Schema):

@@ -1,0 +1,176 @@
+"""Refresh tokens (rotated, with theft detection) and opaque sessions. Functions flush; the caller
+owns the transaction, except where a revocation must survive the caller's error (see `refresh`)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.accounts import models
+from app.api.errors import BadUserInput, NotFound, Unauthenticated
+from app.db import Database
+
+REFRESH_PREFIX = "lodge_rt_"
+SESSION_PREFIX = "lodge_sess_"
+MAX_SESSION_TTL = 90 * 24 * 3600
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# -- refresh tokens --------------------------------------------------------------------------------
+
+
+async def issue_refresh_token(
+    session: AsyncSession, *, user_id: uuid.UUID, ttl_seconds: int, family_id: uuid.UUID | None = None
+) -> str:
+    token = REFRESH_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        models.RefreshToken(
+            user_id=user_id,
+            family_id=family_id or uuid.uuid4(),
+            token_hash=_hash(token),
+            expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
+        )
+    )
+    await session.flush()
+    return token
+
+
+_ROTATE = text(
+    """
+    UPDATE refresh_tokens t SET revoked_at = now()
+    FROM users u
+    WHERE t.token_hash = :hash AND t.revoked_at IS NULL AND t.expires_at > now()
+      AND u.id = t.user_id AND u.deleted_at IS NULL AND u.is_active
+    RETURNING t.user_id, t.family_id
+    """
+)
+
+
+async def rotate_refresh_token(
+    session: AsyncSession, db: Database, *, token: str, ttl_seconds: int
+) -> tuple[uuid.UUID, str]:
+    """Spend `token` for a new one of the same family, in one conditional UPDATE.
+
+    Presenting a token that was already rotated means someone else holds the family: every token
+    of the family is revoked at once, on its own connection so the caller's error cannot roll the
+    revocation back.
+    """
+    row = (await session.execute(_ROTATE, {"hash": _hash(token)})).first()
+    if row is not None:
+        new = await issue_refresh_token(session, user_id=row.user_id, ttl_seconds=ttl_seconds, family_id=row.family_id)
+        return row.user_id, new
+    async with db.autocommit() as conn:
+        family = await conn.scalar(
+            select(col(models.RefreshToken.family_id)).where(
+                col(models.RefreshToken.token_hash) == _hash(token),
+                col(models.RefreshToken.revoked_at).is_not(None),
+            )
+        )
+        if family is not None:
+            await conn.execute(
+                update(models.RefreshToken)
+                .where(col(models.RefreshToken.family_id) == family, col(models.RefreshToken.revoked_at).is_(None))
+                .values(revoked_at=func.now())
+            )
+            raise Unauthenticated("this refresh token was already used: every token of its login is revoked")
+    raise Unauthenticated("the refresh token is invalid, expired or revoked")
+
+
+async def revoke_refresh_family(session: AsyncSession, *, token: str) -> bool:
+    """Logout: the token and every token rotated from the same login stop working."""
+    family = await session.scalar(
+        select(col(models.RefreshToken.family_id)).where(col(models.RefreshToken.token_hash) == _hash(token))
+    )
+    if family is None:
+        return False
+    await session.execute(
+        update(models.RefreshToken)
+        .where(col(models.RefreshToken.family_id) == family, col(models.RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=func.now())
+    )
+    return True
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+async def create_session(session: AsyncSession, *, user_id: uuid.UUID, ttl_seconds: int) -> tuple[models.Session, str]:
+    if not 0 < ttl_seconds <= MAX_SESSION_TTL:
+        raise BadUserInput(f"ttlSeconds must be between 1 and {MAX_SESSION_TTL}", field="ttlSeconds")
+    token = SESSION_PREFIX + secrets.token_urlsafe(32)
+    row = models.Session(
+        user_id=user_id, token_hash=_hash(token), expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+    )
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    return row, token
+
+
+@dataclass(frozen=True)
+class SessionIdentity:
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    expires_at: datetime
+
+
+async def find_session(session: AsyncSession, *, token: str) -> SessionIdentity | None:
+    """The live session for `token`, if its user is live too."""
+    row = (
+        await session.execute(
+            select(col(models.Session.id), col(models.Session.user_id), col(models.Session.expires_at))
+            .join(models.User, col(models.User.id) == col(models.Session.user_id))
+            .where(
+                col(models.Session.token_hash) == _hash(token),
+                col(models.Session.expires_at) > func.now(),
+                col(models.User.deleted_at).is_(None),
+                col(models.User.is_active),
+            )
+        )
+    ).first()
+    return SessionIdentity(row.id, row.user_id, row.expires_at) if row else None
+
+
+async def get_session_or_raise(session: AsyncSession, *, session_id: uuid.UUID) -> models.Session:
+    row = await session.get(models.Session, session_id)
+    if row is None:
+        raise NotFound("session not found", id=str(session_id))
+    return row
+
+
+async def delete_session(session: AsyncSession, *, session_id: uuid.UUID) -> None:
+    await session.execute(delete(models.Session).where(col(models.Session.id) == session_id))
+
+
+async def delete_expired_sessions(session: AsyncSession) -> int:
+    result = await session.execute(delete(models.Session).where(col(models.Session.expires_at) <= func.now()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def end_all_credentials(session: AsyncSession, *, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """A deleted user's sessions go and refresh tokens are revoked; returns the ended session ids."""
+    ended = (
+        (
+            await session.execute(
+                delete(models.Session).where(col(models.Session.user_id) == user_id).returning(col(models.Session.id))
+            )
+        )
+        .scalars()
+        .all()
+    )
+    await session.execute(
+        update(models.RefreshToken)
+        .where(col(models.RefreshToken.user_id) == user_id, col(models.RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=func.now())
+    )
+    return list(ended)

@@ -1,0 +1,168 @@
+"""One audit row per mutation field, written in the operation's transaction.
+
+`audit_mutations(Mutation)` puts `AuditField` on every mutation field of the schema, so no
+resolver writes audit rows itself. The field extension records what was attempted and how it
+ended; `OperationScopeExtension` writes the rows: with the operation's own commit, or, when the
+operation failed and was rolled back, alone in a transaction of their own (success = false).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.extensions import FieldExtension
+
+from app.api.errors import LodgeError
+from app.audit import models
+
+SENSITIVE = frozenset({"password", "refresh_token", "secret", "token"})
+# Where `noun.verb` from the field name would read badly.
+ACTIONS: dict[str, tuple[str, str]] = {
+    "register": ("user.register", "user"),
+    "login": ("user.login", "user"),
+    "logout": ("user.logout", "user"),
+    "refresh": ("user.refresh", "user"),
+    "update_me": ("user.update", "user"),
+    "ingest_log": ("log.ingest", "log"),
+    "ingest_logs": ("log.ingest", "log"),
+    "upsert_discord_user": ("user.upsert_discord", "user"),
+    "upsert_clerk_user": ("user.upsert_clerk", "user"),
+    "assign_role": ("role.assign", "user"),
+    "revoke_role": ("role.revoke", "user"),
+    "delete_expired_sessions": ("session.delete_expired", "session"),
+}
+
+
+def action_for(python_name: str) -> tuple[str, str]:
+    """`create_project` -> (`project.create`, `project`)."""
+    if python_name in ACTIONS:
+        return ACTIONS[python_name]
+    verb, _, noun = python_name.partition("_")
+    noun = noun or verb
+    return f"{noun}.{verb}", noun
+
+
+@dataclass
+class AuditEntry:
+    action: str
+    resource_type: str
+    resource_id: str | None
+    details: dict[str, Any] | None
+    success: bool = True
+    error_message: str | None = None
+
+
+class AuditField(FieldExtension):
+    def __init__(self, action: str, resource_type: str) -> None:
+        self.action = action
+        self.resource_type = resource_type
+
+    async def resolve_async(
+        self, next_: Callable[..., Awaitable[Any]], source: Any, info: strawberry.Info, **kwargs: Any
+    ) -> Any:
+        entry = AuditEntry(
+            action=self.action,
+            resource_type=self.resource_type,
+            resource_id=_id_in(kwargs),
+            details={"arguments": _jsonable(kwargs)} if kwargs else None,
+        )
+        info.context.scope.audit.append(entry)
+        try:
+            result = await next_(source, info, **kwargs)
+        except Exception as exc:
+            entry.success = False
+            entry.error_message = exc.message if isinstance(exc, LodgeError) else "internal error"
+            raise
+        entry.resource_id = _id_of(result) or entry.resource_id
+        return result
+
+
+def audit_mutations(mutation: type) -> None:
+    for field in mutation.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+        if not any(isinstance(ext, AuditField) for ext in field.extensions):
+            field.extensions.append(AuditField(*action_for(field.python_name)))
+
+
+async def write(session: AsyncSession, *, ctx: Any, entries: list[AuditEntry]) -> None:
+    viewer = ctx.scope.viewer
+    client = getattr(ctx.request, "client", None)
+    session.add_all(
+        models.AuditLog(
+            user_id=viewer.user_id if viewer else None,
+            action=entry.action,
+            resource_type=entry.resource_type,
+            resource_id=entry.resource_id,
+            details=entry.details,
+            ip_address=client.host if client and _is_ip(client.host) else None,
+            user_agent=ctx.request.headers.get("user-agent"),
+            session_id=str(viewer.session_id) if viewer and viewer.session_id else None,
+            request_id=ctx.request_id,
+            success=entry.success,
+            error_message=entry.error_message,
+        )
+        for entry in entries
+    )
+    await session.flush()
+
+
+def mark_rolled_back(entries: list[AuditEntry], reason: str) -> None:
+    for entry in entries:
+        if entry.success:
+            entry.success = False
+            entry.error_message = f"rolled back with the operation: {reason}"
+
+
+def _id_in(kwargs: dict[str, Any]) -> str | None:
+    for key in ("id", "user_id", "project_id", "workflow_id", "execution_id", "vendor_id", "guild_id"):
+        if kwargs.get(key):
+            return str(kwargs[key])
+    return None
+
+
+def _id_of(result: Any) -> str | None:
+    for attr in ("id", "user", "api_key", "session", "request_log", "reservation"):
+        value = getattr(result, attr, None)
+        if attr == "id" and value is not None:
+            return str(value)
+        if value is not None and getattr(value, "id", None) is not None:
+            return str(value.id)
+    return None
+
+
+def _is_ip(host: str) -> bool:
+    return bool(re.fullmatch(r"[0-9a-fA-F:.]+", host))
+
+
+def _jsonable(value: Any, key: str = "") -> Any:
+    if key in SENSITIVE:
+        return "[redacted]"
+    if value is strawberry.UNSET:
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _jsonable(getattr(value, f.name), f.name)
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) is not strawberry.UNSET
+        }
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value] if len(value) <= 20 else {"count": len(value)}
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "…"
+    if isinstance(value, uuid.UUID | datetime):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return str(value)

@@ -1,0 +1,79 @@
+"""GraphQL types of the audit trail."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+
+from app.api.context import Info
+from app.api.scalars import JSON, utc
+from app.audit import models
+
+if TYPE_CHECKING:
+    from app.accounts.types import User
+
+
+@strawberry.type(name="AuditLog")
+class AuditLog:
+    id: strawberry.ID
+    action: str
+    resource_type: str | None
+    resource_id: str | None
+    details: JSON | None
+    ip_address: str | None
+    user_agent: str | None
+    session_id: str | None
+    request_id: str | None
+    timestamp: datetime
+    success: bool
+    error_message: str | None
+    user_id: strawberry.Private[uuid.UUID | None]
+
+    @classmethod
+    def from_model(cls, row: models.AuditLog) -> AuditLog:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            action=row.action,
+            resource_type=row.resource_type,
+            resource_id=row.resource_id,
+            details=row.details,
+            ip_address=str(row.ip_address) if row.ip_address is not None else None,
+            user_agent=row.user_agent,
+            session_id=row.session_id,
+            request_id=row.request_id,
+            timestamp=utc(row.created_at),  # type: ignore[arg-type]
+            success=row.success,
+            error_message=row.error_message,
+            user_id=row.user_id,
+        )
+
+    @strawberry.field
+    async def user(self, info: Info) -> Annotated[User, strawberry.lazy("app.accounts.types")] | None:
+        from app.accounts import models as accounts_models
+        from app.accounts.types import User
+
+        if self.user_id is None:
+            return None
+        row = await info.context.loaders.by_id(accounts_models.User).load(self.user_id)
+        return User.from_model(row) if row else None
+
+
+@strawberry.type
+class AuditStat:
+    action: str
+    count: int
+    success_rate: float
+
+
+@strawberry.input
+class AuditLogFilter:
+    user_id: strawberry.ID | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    success: bool | None = None
