@@ -88,7 +88,7 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
-    from app.accounts import service
+    from app.accounts import roles, service
     from app.api.errors import LodgeError
     from app.db import create_database
 
@@ -99,8 +99,11 @@ def cmd_create_user(args: argparse.Namespace) -> int:
         try:
             async with db.sessionmaker() as session:
                 user = await service.create_user(session, email=args.email, password=args.password, name=args.name)
+                if args.admin:
+                    role = await roles.ensure_superuser_role(session)
+                    await roles.assign_role(session, user_id=user.id, role_id=role.id, assigned_by=None)
                 await session.commit()
-            print(f"created user {user.id} <{user.email}>")
+            print(f"created {'superuser' if args.admin else 'user'} {user.id} <{user.email}>")
         finally:
             await db.dispose()
 
@@ -138,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     cu.add_argument("--email", required=True)
     cu.add_argument("--password", required=True)
     cu.add_argument("--name")
+    cu.add_argument("--admin", action="store_true", help="give the user the `admin` role (permission `*`)")
     cu.set_defaults(func=cmd_create_user)
     return p
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,12 +17,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from app.accounts.security import decode_access_token
+from app.accounts import watchdog
 from app.api.context import Context
 from app.api.errors import LodgeError
 from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -33,6 +35,7 @@ from app.pubsub import Hub
 from app.settings import Settings
 
 log = logging.getLogger("lodge")
+WATCHDOG = "lodge_ws_watchdog"
 
 
 class LodgeGraphQL(GraphQL[Context, None]):
@@ -59,15 +62,28 @@ class LodgeGraphQL(GraphQL[Context, None]):
         # orjson: several times faster than json, and every subscriber's frame is encoded.
         return orjson.dumps(data, default=str).decode()
 
-    async def on_ws_connect(self, context: Context) -> Any:
-        """Refuse a connection whose `connection_init` carries a bad token (4403), not at first use."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        scope.setdefault("state", {})
         try:
-            creds = context.credentials
+            await super().__call__(scope, receive, send)
+        finally:
+            watchdog = scope["state"].pop(WATCHDOG, None)
+            if watchdog is not None:
+                watchdog.cancel()
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """Refuse a bad credential in `connection_init` (4403), and close the connection (4403)
+        when the credential later expires or is revoked."""
+        try:
+            viewer = await context.viewer()
         except LodgeError as exc:
             raise ConnectionRejectionError({"message": exc.message}) from None
-        if creds is not None and creds.scheme == "bearer":
-            if decode_access_token(creds.value, secret=self.deps.secret_key) is None:
-                raise ConnectionRejectionError({"message": "invalid or expired access token"})
+        if viewer is not None and isinstance(context.request, WebSocket):
+            task = asyncio.create_task(watchdog.watch(context, context.request, viewer), name="lodge-ws-watchdog")
+            context.request.scope["state"][WATCHDOG] = task
         return None
 
 
@@ -89,6 +105,22 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
 
 
+async def sweep_sessions(deps: Deps) -> None:
+    """Delete expired sessions now and then (they stop working at expiry either way)."""
+    from app.accounts import credentials
+
+    while True:
+        await asyncio.sleep(deps.settings.session_sweep_seconds)
+        try:
+            async with deps.db.sessionmaker() as session:
+                removed = await credentials.delete_expired_sessions(session)
+                await session.commit()
+            if removed:
+                log.info("deleted %d expired sessions", removed)
+        except Exception:
+            log.warning("session sweep failed", exc_info=True)
+
+
 def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
     url = database_url or resolve_database_url(settings)
     return Deps(
@@ -106,9 +138,13 @@ def create_app(deps: Deps) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await deps.hub.connect()
+        sweeper = asyncio.create_task(sweep_sessions(deps), name="lodge-session-sweeper")
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await deps.hub.disconnect()
             await deps.db.dispose()
 

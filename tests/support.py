@@ -242,3 +242,19 @@ async def wait_for_subscriber(server: LiveServer, project_id: str, count: int = 
     async with asyncio.timeout(10):
         while len(server.deps.hub.subscribers(f"logs:{project_id}")) < count:
             await asyncio.sleep(0.005)
+
+
+async def new_admin(server: LiveServer, permissions: tuple[str, ...] = ("*",)) -> tuple[str, str]:
+    """A signed-in user holding a role with `permissions`; returns (access token, user id)."""
+    from app.accounts import roles
+
+    token = await new_user(server)
+    me = await server.data("{ me { id } }", token=token)
+    user_id = uuid.UUID(me["me"]["id"])
+    async with server.deps.db.session() as session:
+        role = await roles.create_role(
+            session, name=f"role-{uuid.uuid4().hex[:8]}", description=None, permissions=list(permissions)
+        )
+        await roles.assign_role(session, user_id=user_id, role_id=role.id, assigned_by=None)
+        await session.commit()
+    return token, str(user_id)

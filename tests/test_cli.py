@@ -8,11 +8,12 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
 
-from tests.support import free_port
+from tests.support import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,3 +110,26 @@ def test_export_schema_matches_the_checked_in_file(tmp_path: Path) -> None:
     result = lodge("export-schema", env=_env(tmp_path))
     assert result.returncode == 0
     assert result.stdout == (ROOT / "schema.graphql").read_text()
+
+
+async def test_create_user_admin_makes_a_superuser(tmp_path: Path, database_url: str, server: LiveServer) -> None:
+    email = f"root-{uuid.uuid4().hex[:8]}@example.com"
+    env = _env(tmp_path, DATABASE_URL=database_url)
+    result = await asyncio.to_thread(
+        lodge, "create-user", "--email", email, "--password", "a long enough password", "--admin", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    token = (
+        await server.data(
+            'mutation($e: String!) { login(email: $e, password: "a long enough password") { accessToken } }',
+            {"e": email},
+        )
+    )["login"]["accessToken"]
+    role = await server.data(
+        'mutation { createRole(input: {name: "%s", permissions: ["*"]}) { id } }' % email, token=token
+    )
+    assert role["createRole"]["id"]
+    again = await asyncio.to_thread(
+        lodge, "create-user", "--email", email, "--password", "a long enough password", env=env
+    )
+    assert again.returncode == 1 and "CONFLICT" in again.stderr

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -45,7 +45,7 @@ class AuditFilterSpec:
         return out
 
 
-def list_query(spec: AuditFilterSpec, *, before: tuple[datetime, uuid.UUID] | None, limit: int) -> Any:
+def list_query(spec: AuditFilterSpec, *, before: tuple[datetime, uuid.UUID] | None, limit: int) -> Select[Any]:
     """Newest first, keyset on (created_at, id)."""
     t = models.AuditLog
     query = select(t).where(*spec.clauses())
