@@ -200,3 +200,46 @@ async def test_websocket_closes_with_4403_when_its_token_expires(server: LiveSer
             raise AssertionError("the connection stayed open")
         except websockets.ConnectionClosed as closed:
             assert closed.rcvd is not None and closed.rcvd.code == 4403
+
+
+async def test_update_me_and_the_user_directory(server: LiveServer) -> None:
+    admin, _ = await new_admin(server, ("users:admin",))
+    token = await new_user(server)
+    handle = f"handle-{uuid.uuid4().hex[:8]}"
+    updated = await server.data(
+        "mutation($i: UpdateMeInput!) { updateMe(input: $i) { id username name } }",
+        {"i": {"username": handle, "name": "Renamed"}},
+        token=token,
+    )
+    user_id = updated["updateMe"]["id"]
+    assert updated["updateMe"]["username"] == handle
+    taken = await server.gql(
+        "mutation($i: UpdateMeInput!) { updateMe(input: $i) { id } }", {"i": {"email": "not an email"}}, token=token
+    )
+    assert taken["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+    found = await server.data(
+        "query($s: String) { users(search: $s) { totalCount nodes { id } } }", {"s": handle}, token=admin
+    )
+    assert found["users"]["totalCount"] == 1 and found["users"]["nodes"][0]["id"] == user_id
+    assert await server.error_code("{ users { totalCount } }", token=token) == "FORBIDDEN"
+    assert (await server.data("query($id: ID!) { user(id: $id) { id } }", {"id": user_id}, token=token))["user"][
+        "id"
+    ] == user_id
+    other = await new_user(server)
+    assert (
+        await server.error_code("query($id: ID!) { user(id: $id) { id } }", {"id": user_id}, token=other) == "FORBIDDEN"
+    )
+
+
+async def test_clerk_users_find_or_create_and_keep_emails_unique(server: LiveServer) -> None:
+    admin, _ = await new_admin(server, ("users:admin",))
+    upsert = "mutation($i: ClerkUserInput!) { upsertClerkUser(input: $i) { id email firstName } }"
+    clerk_id = f"user_{uuid.uuid4().hex}"
+    email = unique_email()
+    first = await server.data(upsert, {"i": {"clerkId": clerk_id, "email": email, "firstName": "Ada"}}, token=admin)
+    again = await server.data(upsert, {"i": {"clerkId": clerk_id, "firstName": "Augusta"}}, token=admin)
+    assert first["upsertClerkUser"]["id"] == again["upsertClerkUser"]["id"]
+    assert again["upsertClerkUser"] == {"id": first["upsertClerkUser"]["id"], "email": email, "firstName": "Augusta"}
+    clash = await server.gql(upsert, {"i": {"clerkId": f"user_{uuid.uuid4().hex}", "email": email}}, token=admin)
+    assert clash["errors"][0]["extensions"]["code"] == "CONFLICT"
