@@ -121,6 +121,21 @@ async def sweep_sessions(deps: Deps) -> None:
             log.warning("session sweep failed", exc_info=True)
 
 
+async def sweep_reservations(deps: Deps) -> None:
+    """Return the holds of flows nobody completed before `expiresAt` (any number of instances)."""
+    from app.gateway import service
+
+    while True:
+        await asyncio.sleep(deps.settings.reservation_sweep_seconds)
+        try:
+            async with deps.db.autocommit() as conn:
+                released = await service.release_expired(conn)
+            if released:
+                log.info("released %d expired reservations", released)
+        except Exception:
+            log.warning("reservation sweep failed", exc_info=True)
+
+
 def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
     url = database_url or resolve_database_url(settings)
     return Deps(
@@ -138,13 +153,17 @@ def create_app(deps: Deps) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await deps.hub.connect()
-        sweeper = asyncio.create_task(sweep_sessions(deps), name="lodge-session-sweeper")
+        sweepers = [
+            asyncio.create_task(sweep_sessions(deps), name="lodge-session-sweeper"),
+            asyncio.create_task(sweep_reservations(deps), name="lodge-reservation-sweeper"),
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for sweeper in sweepers:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             await deps.hub.disconnect()
             await deps.db.dispose()
 

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="Bus messages buffered per subscriber; past it the subscriber catches up from PostgreSQL.",
     )
 
+    reservation_sweep_seconds: float = Field(
+        5.0,
+        validation_alias="LODGE_RESERVATION_SWEEP_SECONDS",
+        description="How often expired gateway reservations are released.",
+    )
     tail_poll_seconds: float = Field(
         10.0,
         validation_alias="LODGE_TAIL_POLL_SECONDS",

@@ -77,6 +77,29 @@ class Loaders:
             loader = self._custom["roles_of_user"] = DataLoader(load_fn=load)
         return loader
 
+    def services_of_project(self) -> DataLoader[uuid.UUID, list[Any]]:
+        from app.gateway import models
+
+        loader = self._custom.get("services_of_project")
+        if loader is None:
+
+            async def load(keys: Sequence[uuid.UUID]) -> list[list[Any]]:
+                query = (
+                    select(col(models.ProjectService.project_id), models.Service)
+                    .join(models.Service, col(models.Service.id) == col(models.ProjectService.service_id))
+                    .where(col(models.ProjectService.project_id).in_(keys))
+                    .order_by(col(models.Service.name))
+                )
+                async with self._reader() as session:
+                    rows = (await session.execute(query)).all()
+                grouped: dict[uuid.UUID, list[Any]] = defaultdict(list)
+                for project_id, service in rows:
+                    grouped[project_id].append(service)
+                return [grouped.get(key, []) for key in keys]
+
+            loader = self._custom["services_of_project"] = DataLoader(load_fn=load)
+        return loader
+
     def _batch_by_id(self, model: type[M]) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[M | None]]]:
         async def load(keys: Sequence[uuid.UUID]) -> list[M | None]:
             table_id = model.id  # type: ignore[attr-defined]

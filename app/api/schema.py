@@ -21,12 +21,13 @@ from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, sha
 from app.api.sharing import SharingExecutor
 from app.audit.recorder import audit_mutations
 from app.audit.resolvers import AuditQuery
+from app.gateway.resolvers import GatewayMutation, GatewayQuery
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.logs.rules import IngestStandsAlone
 from app.settings import Settings
 
-Query = merge_types("Query", (AccountsQuery, AuditQuery, LogsQuery))
-Mutation = merge_types("Mutation", (AccountsMutation, LogsMutation))
+Query = merge_types("Query", (AccountsQuery, AuditQuery, LogsQuery, GatewayQuery))
+Mutation = merge_types("Mutation", (AccountsMutation, LogsMutation, GatewayMutation))
 Subscription = merge_types("Subscription", (LogsSubscription,))
 audit_mutations(Mutation)
 

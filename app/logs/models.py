@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, Identity, Index, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKeyConstraint, Identity, Index, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 from app.columns import created_at, text_col, timestamp, updated_at, uuid_fk, uuid_pk
@@ -22,15 +22,24 @@ class Project(SQLModel, table=True):
     name: str = text_col(nullable=False)
     description: str | None = text_col()
     owner_id: uuid.UUID = uuid_fk("users.id", ondelete="CASCADE", index=True)
+    client_id: uuid.UUID | None = uuid_fk("clients.id", ondelete="SET NULL", nullable=True, index=True)
     created_at: datetime = created_at()
     updated_at: datetime = updated_at()
 
 
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
+    __table_args__ = (
+        # A key's environment must be one of its project's.
+        ForeignKeyConstraint(
+            ["environment_id", "project_id"], ["environments.id", "environments.project_id"], ondelete="CASCADE"
+        ),
+        Index("ix_api_keys_environment_id", "environment_id"),
+    )
 
     id: uuid.UUID = uuid_pk()
     project_id: uuid.UUID = uuid_fk("projects.id", ondelete="CASCADE", index=True)
+    environment_id: uuid.UUID | None = Field(default=None, sa_column=Column(UUID(as_uuid=True), nullable=True))
     label: str = text_col(nullable=False)
     description: str | None = text_col()
     prefix: str = text_col(nullable=False)

@@ -197,6 +197,7 @@ class LogsMutation:
             label=input.label,
             description=input.description,
             expires_at=input.expires_at,
+            environment_id=parse_id(input.environment_id, "environmentId") if input.environment_id else None,
         )
         return CreatedApiKey(api_key=ApiKey.from_model(row), secret=secret)
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import BigInteger, DateTime, Text, and_, column, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
@@ -100,12 +101,14 @@ async def create_api_key(
     label: str,
     description: str | None,
     expires_at: datetime | None,
+    environment_id: uuid.UUID | None = None,
 ) -> tuple[models.ApiKey, str]:
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise BadUserInput("expiresAt must be in the future", field="expiresAt")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = models.ApiKey(
         project_id=project_id,
+        environment_id=environment_id,
         label=_required(label, "label"),
         description=description,
         prefix=secret[:PREFIX_LENGTH],
@@ -113,7 +116,12 @@ async def create_api_key(
         expires_at=expires_at,
     )
     session.add(key)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        # The composite foreign key (environment_id, project_id): not an environment of this project.
+        raise BadUserInput("environmentId is not an environment of this project", field="environmentId") from None
     await session.refresh(key)
     return key, secret
 

@@ -16,6 +16,7 @@ from app.logs import models, service
 
 if TYPE_CHECKING:
     from app.accounts.types import User
+    from app.gateway.types import Client, Environment, Service
 
 LOG_CURSOR = "log"
 
@@ -73,6 +74,31 @@ class Project:
         return [ApiKey.from_model(row) for row in rows]
 
     @strawberry.field
+    async def client(self, info: Info) -> Annotated[Client, strawberry.lazy("app.gateway.types")] | None:
+        from app.gateway import models as gateway_models
+        from app.gateway.types import Client
+
+        if self.row.client_id is None:
+            return None
+        row = await info.context.loaders.by_id(gateway_models.Client).load(self.row.client_id)
+        return Client.from_model(row) if row else None
+
+    @strawberry.field
+    async def environments(self, info: Info) -> list[Annotated[Environment, strawberry.lazy("app.gateway.types")]]:
+        from app.gateway import models as gateway_models
+        from app.gateway.types import Environment
+
+        rows = await info.context.loaders.children(gateway_models.Environment, "project_id").load(self.row.id)
+        return [Environment.from_model(row) for row in rows]
+
+    @strawberry.field
+    async def services(self, info: Info) -> list[Annotated[Service, strawberry.lazy("app.gateway.types")]]:
+        from app.gateway.types import Service
+
+        rows = await info.context.loaders.services_of_project().load(self.row.id)
+        return [Service.from_model(row) for row in rows]
+
+    @strawberry.field
     async def logs(
         self,
         info: Info,
@@ -100,6 +126,7 @@ class ApiKey:
     expires_at: datetime | None
     revoked_at: datetime | None
     project_id: strawberry.Private[uuid.UUID]
+    environment_id: strawberry.Private[uuid.UUID | None]
 
     @classmethod
     def from_model(cls, row: models.ApiKey) -> ApiKey:
@@ -113,7 +140,18 @@ class ApiKey:
             expires_at=utc(row.expires_at),
             revoked_at=utc(row.revoked_at),
             project_id=row.project_id,
+            environment_id=row.environment_id,
         )
+
+    @strawberry.field
+    async def environment(self, info: Info) -> Annotated[Environment, strawberry.lazy("app.gateway.types")] | None:
+        from app.gateway import models as gateway_models
+        from app.gateway.types import Environment
+
+        if self.environment_id is None:
+            return None
+        row = await info.context.loaders.by_id(gateway_models.Environment).load(self.environment_id)
+        return Environment.from_model(row) if row else None
 
     @strawberry.field
     async def project(self, info: Info) -> Project:
@@ -184,6 +222,7 @@ class ProjectUpdate:
 @strawberry.input
 class ApiKeyInput:
     project_id: strawberry.ID
+    environment_id: strawberry.ID | None = None
     label: str
     description: str | None = None
     expires_at: datetime | None = None

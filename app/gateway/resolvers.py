@@ -1,0 +1,242 @@
+"""Gateway administration (gateway:admin, or a project's owner for its environments) and the
+gateway's own calls, authenticated by an environment's API key."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import strawberry
+
+from app.api.context import Info
+from app.api.errors import BadUserInput, Forbidden
+from app.api.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from app.api.permissions import has_permission, parse_id, require_permission
+from app.api.scalars import utc
+from app.gateway import models, service
+from app.gateway.types import (
+    Client,
+    ClientInput,
+    Environment,
+    EnvironmentService,
+    FlowStart,
+    RequestLog,
+    Reservation,
+    Service,
+    ServiceInput,
+)
+from app.logs import service as logs_service
+from app.logs.types import Project
+
+ADMIN = "gateway:admin"
+
+
+def _keyset(kind: str, after: str | None) -> tuple[datetime, str] | None:
+    position = decode_cursor(kind, after)
+    if position is None:
+        return None
+    stamp, _, key = position.partition("|")
+    try:
+        return datetime.fromisoformat(stamp), key
+    except ValueError:
+        raise BadUserInput("malformed cursor", cursor=after) from None
+
+
+async def _project_owner_or_admin(info: Info, project_id: uuid.UUID) -> None:
+    project = await logs_service.get_project_or_raise(info.context.session, project_id=project_id)
+    await require_permission(info.context, ADMIN, owner_id=project.owner_id)
+
+
+async def _environment(info: Info, environment_id: strawberry.ID) -> models.Environment:
+    env: models.Environment = await service.get_or_raise(
+        info.context.session, models.Environment, parse_id(environment_id, "environmentId"), "environment"
+    )
+    return env
+
+
+@strawberry.type
+class GatewayQuery:
+    @strawberry.field
+    async def client(self, info: Info, id: strawberry.ID) -> Client | None:
+        await require_permission(info.context, ADMIN)
+        return Client.from_model(
+            await service.get_or_raise(info.context.session, models.Client, parse_id(id), "client")
+        )
+
+    @strawberry.field
+    async def clients(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Client]:
+        from sqlalchemy import func, select
+        from sqlmodel import col
+
+        await require_permission(info.context, ADMIN)
+        size = page_size(first)
+        t = models.Client
+        query = select(t)
+        if (position := _keyset("client", after)) is not None:
+            query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(position[0], uuid.UUID(position[1])))
+        session = info.context.session
+        rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(size + 1))).scalars().all()
+        total = int(await session.scalar(select(func.count()).select_from(t)) or 0)
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: encode_cursor("client", f"{row.created_at.isoformat()}|{row.id}"),
+            to_node=Client.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(description="Request logs; with an API key, only its own environment's.")  # type: ignore[untyped-decorator]
+    async def request_logs(
+        self,
+        info: Info,
+        environment_id: strawberry.ID | None = None,
+        service_id: strawberry.ID | None = None,
+        start_point: strawberry.ID | None = None,
+        since: datetime | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[RequestLog]:
+        ctx = info.context
+        wanted = parse_id(environment_id, "environmentId") if environment_id else None
+        creds = ctx.credentials
+        environments: list[uuid.UUID] | None
+        if creds is not None and creds.scheme == "apikey":
+            own = service.environment_of(await ctx.require_api_key())
+            if wanted is not None and wanted != own:
+                raise Forbidden("an API key sees only its own environment's request logs")
+            environments = [own]
+        elif wanted is not None:
+            env = await service.get_or_raise(ctx.session, models.Environment, wanted, "environment")
+            await _project_owner_or_admin(info, env.project_id)
+            environments = [wanted]
+        elif await has_permission(ctx, ADMIN):
+            environments = None
+        else:
+            environments = await _owned_environments(info)
+        size = page_size(first)
+        spec = service.RequestLogSpec(
+            environment_ids=environments,
+            service_id=parse_id(service_id, "serviceId") if service_id else None,
+            start_point=str(start_point) if start_point else None,
+            since=utc(since),
+        )
+        rows, total = await service.list_request_logs(
+            ctx.session, spec=spec, after=_keyset("request_log", after), limit=size
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: encode_cursor("request_log", f"{row.created_at.isoformat()}|{row.id}"),
+            to_node=RequestLog.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+
+async def _owned_environments(info: Info) -> list[uuid.UUID]:
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from app.logs import models as logs_models
+
+    user_id = await info.context.require_user_id()
+    query = (
+        select(col(models.Environment.id))
+        .join(logs_models.Project, col(logs_models.Project.id) == col(models.Environment.project_id))
+        .where(col(logs_models.Project.owner_id) == user_id)
+    )
+    return list((await info.context.session.execute(query)).scalars().all())
+
+
+@strawberry.type
+class GatewayMutation:
+    @strawberry.mutation
+    async def create_client(self, info: Info, input: ClientInput) -> Client:
+        await require_permission(info.context, ADMIN)
+        return Client.from_model(await service.create_client(info.context.session, name=input.name, email=input.email))
+
+    @strawberry.mutation
+    async def create_service(self, info: Info, input: ServiceInput) -> Service:
+        await require_permission(info.context, ADMIN)
+        row = await service.create_service(info.context.session, name=input.name, description=input.description)
+        return Service.from_model(row)
+
+    @strawberry.mutation
+    async def add_project_service(self, info: Info, project_id: strawberry.ID, service_id: strawberry.ID) -> Project:
+        await require_permission(info.context, ADMIN)
+        session = info.context.session
+        project = await logs_service.get_project_or_raise(session, project_id=parse_id(project_id, "projectId"))
+        await service.add_project_service(session, project_id=project.id, service_id=parse_id(service_id, "serviceId"))
+        return Project.from_model(project)
+
+    @strawberry.mutation(description="The name is never updatable: keys are handed out for it.")  # type: ignore[untyped-decorator]
+    async def create_environment(self, info: Info, project_id: strawberry.ID, name: str) -> Environment:
+        pid = parse_id(project_id, "projectId")
+        await _project_owner_or_admin(info, pid)
+        return Environment.from_model(await service.create_environment(info.context.session, project_id=pid, name=name))
+
+    @strawberry.mutation(description="Sets a service's request quota in an environment (gateway:admin).")  # type: ignore[untyped-decorator]
+    async def enable_environment_service(
+        self, info: Info, environment_id: strawberry.ID, service_id: strawberry.ID, available_requests: int
+    ) -> EnvironmentService:
+        await require_permission(info.context, ADMIN)
+        env = await _environment(info, environment_id)
+        row = await service.enable_environment_service(
+            info.context.session,
+            environment_id=env.id,
+            service_id=parse_id(service_id, "serviceId"),
+            available=available_requests,
+        )
+        return EnvironmentService.from_model(row)
+
+    @strawberry.mutation
+    async def adjust_available_requests(
+        self, info: Info, environment_id: strawberry.ID, service_id: strawberry.ID, delta: int
+    ) -> EnvironmentService:
+        await require_permission(info.context, ADMIN)
+        row = await service.adjust_available(
+            info.context.session,
+            environment_id=parse_id(environment_id, "environmentId"),
+            service_id=parse_id(service_id, "serviceId"),
+            delta=delta,
+        )
+        return EnvironmentService.from_model(row)
+
+    @strawberry.mutation(description="Record one request (ApiKey); outside a flow it spends one request.")  # type: ignore[untyped-decorator]
+    async def record_request(
+        self, info: Info, service: str, endpoint: str | None = None, start_point: strawberry.ID | None = None
+    ) -> RequestLog:
+        from app.gateway import service as gateway
+
+        ctx = info.context
+        key = await ctx.require_api_key()
+        row = await gateway.record_request(
+            ctx.session,
+            key=key,
+            service=service,
+            endpoint=endpoint,
+            start_point=str(start_point) if start_point else None,
+        )
+        return RequestLog.from_model(row)
+
+    @strawberry.mutation(description="Hold `amount` requests for a multi-step flow (ApiKey).")  # type: ignore[untyped-decorator]
+    async def start_flow(
+        self, info: Info, service: str, endpoint: str | None = None, amount: int = 1, ttl_seconds: int = 300
+    ) -> FlowStart:
+        from app.gateway import service as gateway
+
+        ctx = info.context
+        key = await ctx.require_api_key()
+        reservation = await gateway.start_flow(
+            ctx.session, key=key, service=service, endpoint=endpoint, amount=amount, ttl_seconds=ttl_seconds
+        )
+        start = await gateway.get_or_raise(ctx.session, models.RequestLog, reservation.start_point, "request log")
+        return FlowStart(request_log=RequestLog.from_model(start), reservation=Reservation.from_model(reservation))
+
+    @strawberry.mutation(description="Spend (success) or release the flow's hold; the reservation is deleted.")  # type: ignore[untyped-decorator]
+    async def complete_flow(self, info: Info, reservation_id: strawberry.ID, success: bool) -> EnvironmentService:
+        ctx = info.context
+        key = await ctx.require_api_key()
+        row = await service.complete_flow(ctx.session, key=key, reservation_id=str(reservation_id), success=success)
+        return EnvironmentService.from_model(row)

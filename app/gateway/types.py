@@ -1,0 +1,232 @@
+"""GraphQL types of the gateway domain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import strawberry
+from sqlmodel import SQLModel
+
+from app.api.context import Info
+from app.api.scalars import utc
+from app.gateway import models
+
+if TYPE_CHECKING:
+    from app.logs.types import ApiKey, Project
+
+ProjectType = Annotated["Project", strawberry.lazy("app.logs.types")]
+ApiKeyType = Annotated["ApiKey", strawberry.lazy("app.logs.types")]
+
+
+M = TypeVar("M", bound=SQLModel)
+
+
+async def load(info: Info, model: type[M], key: Any) -> M:
+    row = await info.context.loaders.by_id(model).load(key)
+    assert row is not None  # followed along a NOT NULL foreign key
+    return row
+
+
+@strawberry.type(name="Client")
+class Client:
+    id: strawberry.ID
+    name: str
+    email: str | None
+    created_at: datetime
+    updated_at: datetime
+    client_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, row: models.Client) -> Client:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            email=row.email,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            client_id=row.id,
+        )
+
+    @strawberry.field
+    async def projects(self, info: Info) -> list[ProjectType]:
+        from app.logs import models as logs_models
+        from app.logs.types import Project
+
+        rows = await info.context.loaders.children(logs_models.Project, "client_id").load(self.client_id)
+        return [Project.from_model(row) for row in rows]
+
+
+@strawberry.type(name="Service")
+class Service:
+    id: strawberry.ID
+    name: str
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_model(cls, row: models.Service) -> Service:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            description=row.description,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+        )
+
+
+@strawberry.type(name="Environment")
+class Environment:
+    id: strawberry.ID
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    row: strawberry.Private[models.Environment]
+
+    @classmethod
+    def from_model(cls, row: models.Environment) -> Environment:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def project(self, info: Info) -> ProjectType:
+        from app.logs.types import load_project
+
+        return await load_project(info, self.row.project_id)
+
+    @strawberry.field
+    async def api_keys(self, info: Info) -> list[ApiKeyType]:
+        from app.logs import models as logs_models
+        from app.logs.types import ApiKey
+
+        rows = await info.context.loaders.children(logs_models.ApiKey, "environment_id").load(self.row.id)
+        return [ApiKey.from_model(row) for row in rows]
+
+    @strawberry.field
+    async def services(self, info: Info) -> list[EnvironmentService]:
+        rows = await info.context.loaders.children(models.EnvironmentService, "environment_id").load(self.row.id)
+        return [EnvironmentService.from_model(row) for row in rows]
+
+
+@strawberry.type(name="EnvironmentService")
+class EnvironmentService:
+    available_requests: int
+    reserved_requests: int
+    row: strawberry.Private[models.EnvironmentService]
+
+    @classmethod
+    def from_model(cls, row: models.EnvironmentService) -> EnvironmentService:
+        return cls(available_requests=row.available_requests, reserved_requests=row.reserved_requests, row=row)
+
+    @strawberry.field
+    async def environment(self, info: Info) -> Environment:
+        return Environment.from_model(await load(info, models.Environment, self.row.environment_id))
+
+    @strawberry.field
+    async def service(self, info: Info) -> Service:
+        return Service.from_model(await load(info, models.Service, self.row.service_id))
+
+
+@strawberry.type(name="RequestLog")
+class RequestLog:
+    id: strawberry.ID
+    endpoint: str | None
+    status: str
+    created_at: datetime
+    row: strawberry.Private[models.RequestLog]
+
+    @classmethod
+    def from_model(cls, row: models.RequestLog) -> RequestLog:
+        return cls(
+            id=strawberry.ID(row.id),
+            endpoint=row.endpoint,
+            status=row.status,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def api_key(self, info: Info) -> ApiKeyType | None:
+        from app.logs import models as logs_models
+        from app.logs.types import ApiKey
+
+        if self.row.api_key_id is None:
+            return None
+        key = await info.context.loaders.by_id(logs_models.ApiKey).load(self.row.api_key_id)
+        return ApiKey.from_model(key) if key else None
+
+    @strawberry.field
+    async def environment(self, info: Info) -> Environment:
+        return Environment.from_model(await load(info, models.Environment, self.row.environment_id))
+
+    @strawberry.field
+    async def service(self, info: Info) -> Service:
+        return Service.from_model(await load(info, models.Service, self.row.service_id))
+
+    @strawberry.field(description="The first request of this request's flow, if it is a step of one.")  # type: ignore[untyped-decorator]
+    async def start_point(self, info: Info) -> RequestLog | None:
+        if self.row.start_point is None:
+            return None
+        start = await info.context.loaders.by_id(models.RequestLog).load(self.row.start_point)  # type: ignore[arg-type]
+        return RequestLog.from_model(start) if start else None
+
+    @strawberry.field(description="The steps of the flow this request starts, in order.")  # type: ignore[untyped-decorator]
+    async def steps(self, info: Info) -> list[RequestLog]:
+        rows = await info.context.loaders.children(models.RequestLog, "start_point").load(self.row.id)  # type: ignore[arg-type]
+        return [RequestLog.from_model(row) for row in rows]
+
+
+@strawberry.type(name="Reservation")
+class Reservation:
+    id: strawberry.ID
+    amount: int
+    expires_at: datetime
+    created_at: datetime
+    row: strawberry.Private[models.Reservation]
+
+    @classmethod
+    def from_model(cls, row: models.Reservation) -> Reservation:
+        return cls(
+            id=strawberry.ID(row.id),
+            amount=row.amount,
+            expires_at=utc(row.expires_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def environment(self, info: Info) -> Environment:
+        return Environment.from_model(await load(info, models.Environment, self.row.environment_id))
+
+    @strawberry.field
+    async def service(self, info: Info) -> Service:
+        return Service.from_model(await load(info, models.Service, self.row.service_id))
+
+    @strawberry.field
+    async def start_point(self, info: Info) -> RequestLog:
+        return RequestLog.from_model(await load(info, models.RequestLog, self.row.start_point))
+
+
+@strawberry.type
+class FlowStart:
+    request_log: RequestLog
+    reservation: Reservation
+
+
+@strawberry.input
+class ClientInput:
+    name: str
+    email: str | None = None
+
+
+@strawberry.input
+class ServiceInput:
+    name: str
+    description: str | None = None
