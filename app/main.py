@@ -82,8 +82,12 @@ class LodgeGraphQL(GraphQL[Context, None]):
         except LodgeError as exc:
             raise ConnectionRejectionError({"message": exc.message}) from None
         if viewer is not None and isinstance(context.request, WebSocket):
-            task = asyncio.create_task(watchdog.watch(context, context.request, viewer), name="lodge-ws-watchdog")
-            context.request.scope["state"][WATCHDOG] = task
+            state = context.request.scope["state"]
+            if (previous := state.get(WATCHDOG)) is not None:
+                previous.cancel()  # the legacy protocol accepts connection_init more than once
+            state[WATCHDOG] = asyncio.create_task(
+                watchdog.watch(context, context.request, viewer), name="lodge-ws-watchdog"
+            )
         return None
 
 

@@ -1,11 +1,12 @@
 """Refresh tokens (rotated, with theft detection) and opaque sessions. Functions flush; the caller
-owns the transaction, except where a revocation must survive the caller's error (see `refresh`)."""
+owns the transaction."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,6 @@ from sqlmodel import col
 
 from app.accounts import models
 from app.api.errors import BadUserInput, NotFound, Unauthenticated
-from app.db import Database
 
 REFRESH_PREFIX = "lodge_rt_"
 SESSION_PREFIX = "lodge_sess_"
@@ -56,34 +56,55 @@ _ROTATE = text(
 )
 
 
+async def _lock_family(session: AsyncSession, family_id: uuid.UUID) -> None:
+    """Rotation, theft detection and logout of one login take turns: a token minted by a rotation
+    still in flight is never missed by a revocation."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 11))"), {"f": str(family_id)})
+
+
 async def rotate_refresh_token(
-    session: AsyncSession, db: Database, *, token: str, ttl_seconds: int
+    session: AsyncSession,
+    *,
+    token: str,
+    ttl_seconds: int,
+    on_failure: Callable[[Callable[[AsyncSession], Awaitable[None]]], None],
 ) -> tuple[uuid.UUID, str]:
     """Spend `token` for a new one of the same family, in one conditional UPDATE.
 
-    Presenting a token that was already rotated means someone else holds the family: every token
-    of the family is revoked at once, on its own connection so the caller's error cannot roll the
-    revocation back.
+    Presenting a token that was already spent means someone else holds the family: every token of
+    the family is revoked. The operation fails, so that revocation is registered to run after its
+    rollback, in the same transaction as its audit row (`on_failure`).
     """
+    family = await session.scalar(
+        select(col(models.RefreshToken.family_id)).where(col(models.RefreshToken.token_hash) == _hash(token))
+    )
+    if family is None:
+        raise Unauthenticated("the refresh token is invalid, expired or revoked")
+    await _lock_family(session, family)
     row = (await session.execute(_ROTATE, {"hash": _hash(token)})).first()
     if row is not None:
         new = await issue_refresh_token(session, user_id=row.user_id, ttl_seconds=ttl_seconds, family_id=row.family_id)
         return row.user_id, new
-    async with db.autocommit() as conn:
-        family = await conn.scalar(
-            select(col(models.RefreshToken.family_id)).where(
-                col(models.RefreshToken.token_hash) == _hash(token),
-                col(models.RefreshToken.revoked_at).is_not(None),
-            )
-        )
-        if family is not None:
-            await conn.execute(
-                update(models.RefreshToken)
-                .where(col(models.RefreshToken.family_id) == family, col(models.RefreshToken.revoked_at).is_(None))
-                .values(revoked_at=func.now())
-            )
-            raise Unauthenticated("this refresh token was already used: every token of its login is revoked")
+    spent = await session.scalar(
+        select(col(models.RefreshToken.revoked_at)).where(col(models.RefreshToken.token_hash) == _hash(token))
+    )
+    if spent is not None:
+
+        async def revoke(failure_session: AsyncSession) -> None:
+            await revoke_family(failure_session, family_id=family)
+
+        on_failure(revoke)
+        raise Unauthenticated("this refresh token was already used: every token of its login is revoked")
     raise Unauthenticated("the refresh token is invalid, expired or revoked")
+
+
+async def revoke_family(session: AsyncSession, *, family_id: uuid.UUID) -> None:
+    await _lock_family(session, family_id)
+    await session.execute(
+        update(models.RefreshToken)
+        .where(col(models.RefreshToken.family_id) == family_id, col(models.RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=func.now())
+    )
 
 
 async def revoke_refresh_family(session: AsyncSession, *, token: str) -> bool:
@@ -93,11 +114,7 @@ async def revoke_refresh_family(session: AsyncSession, *, token: str) -> bool:
     )
     if family is None:
         return False
-    await session.execute(
-        update(models.RefreshToken)
-        .where(col(models.RefreshToken.family_id) == family, col(models.RefreshToken.revoked_at).is_(None))
-        .values(revoked_at=func.now())
-    )
+    await revoke_family(session, family_id=family)
     return True
 
 
@@ -174,3 +191,16 @@ async def end_all_credentials(session: AsyncSession, *, user_id: uuid.UUID) -> l
         .values(revoked_at=func.now())
     )
     return list(ended)
+
+
+async def end_other_logins(session: AsyncSession, *, user_id: uuid.UUID, keep_session: uuid.UUID | None) -> None:
+    """After a password change: every refresh token is revoked and every other session ends."""
+    await session.execute(
+        update(models.RefreshToken)
+        .where(col(models.RefreshToken.user_id) == user_id, col(models.RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=func.now())
+    )
+    query = delete(models.Session).where(col(models.Session.user_id) == user_id)
+    if keep_session is not None:
+        query = query.where(col(models.Session.id) != keep_session)
+    await session.execute(query)

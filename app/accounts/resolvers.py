@@ -23,9 +23,9 @@ from app.accounts.types import (
     User,
 )
 from app.api.context import Info
-from app.api.errors import BadUserInput
+from app.api.errors import BadUserInput, NotFound
 from app.api.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
-from app.api.permissions import parse_id, require_permission
+from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 
 USER_CURSOR = "user"
 
@@ -112,7 +112,10 @@ class AccountsMutation:
         ctx = info.context
         deps = ctx.deps
         user_id, rotated = await credentials.rotate_refresh_token(
-            ctx.session, deps.db, token=refresh_token, ttl_seconds=deps.settings.refresh_token_ttl_seconds
+            ctx.session,
+            token=refresh_token,
+            ttl_seconds=deps.settings.refresh_token_ttl_seconds,
+            on_failure=ctx.scope.on_failure.append,
         )
         user = await service.get_user_or_raise(ctx.session, user_id=user_id)
         token = issue_access_token(user.id, secret=deps.secret_key, ttl_seconds=deps.settings.access_token_ttl_seconds)
@@ -129,8 +132,16 @@ class AccountsMutation:
         ctx = info.context
         user_id = await ctx.require_user_id()
         user = await service.get_user_or_raise(ctx.session, user_id=user_id)
-        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
-        return User.from_model(await service.update_user(ctx.session, user=user, changes=changes))
+        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET and k != "current_password"}
+        new_password = "password" in changes
+        updated = await service.update_user(
+            ctx.session, user=user, changes=dict(changes), current_password=input.current_password
+        )
+        if new_password:
+            viewer = await ctx.viewer()
+            keep = viewer.session_id if viewer else None
+            await credentials.end_other_logins(ctx.session, user_id=user.id, keep_session=keep)
+        return User.from_model(updated)
 
     @strawberry.mutation(description="Soft delete: the user disappears, their sessions and tokens die with them.")  # type: ignore[untyped-decorator]
     async def delete_user(self, info: Info, id: strawberry.ID) -> bool:
@@ -172,18 +183,22 @@ class AccountsMutation:
         self, info: Info, user_id: strawberry.ID, ttl_seconds: int | None = None
     ) -> SessionPayload:
         ctx = info.context
-        await require_permission(ctx, "users:admin")
         user = await service.get_user_or_raise(ctx.session, user_id=parse_id(user_id, "userId"))
-        row, token = await credentials.create_session(
-            ctx.session, user_id=user.id, ttl_seconds=ttl_seconds or ctx.deps.settings.session_ttl_seconds
-        )
+        # Acting as someone is holding their permissions: no more than the caller's own.
+        await require_can_grant(ctx, await roles.permissions_of(ctx.session, user_id=user.id))
+        ttl = ttl_seconds if ttl_seconds is not None else ctx.deps.settings.session_ttl_seconds
+        row, token = await credentials.create_session(ctx.session, user_id=user.id, ttl_seconds=ttl)
         return SessionPayload(token=token, session=Session.from_model(row))
 
     @strawberry.mutation
     async def delete_session(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
-        row = await credentials.get_session_or_raise(ctx.session, session_id=parse_id(id))
-        await require_permission(ctx, "users:admin", owner_id=row.user_id)
+        session_id = parse_id(id)
+        row = await ctx.session.get(models.Session, session_id)
+        viewer = await ctx.require_user_id()
+        # Someone else's session looks exactly like a missing one to those who may not touch it.
+        if row is None or (row.user_id != viewer and not await has_permission(ctx, "users:admin")):
+            raise NotFound("session not found", id=str(session_id))
         await credentials.delete_session(ctx.session, session_id=row.id)
         ctx.publish_after_commit(session_channel(row.id), {"ended": "session"})
         return True
@@ -195,7 +210,7 @@ class AccountsMutation:
 
     @strawberry.mutation
     async def create_role(self, info: Info, input: RoleInput) -> Role:
-        await require_permission(info.context, "users:admin")
+        await require_can_grant(info.context, set(input.permissions))
         row = await roles.create_role(
             info.context.session, name=input.name, description=input.description, permissions=input.permissions
         )
@@ -204,15 +219,17 @@ class AccountsMutation:
     @strawberry.mutation
     async def assign_role(self, info: Info, user_id: strawberry.ID, role_id: strawberry.ID) -> User:
         ctx = info.context
-        admin = await require_permission(ctx, "users:admin")
+        role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(role_id, "roleId"))
+        admin = await require_can_grant(ctx, set(role.permissions))
         user = await service.get_user_or_raise(ctx.session, user_id=parse_id(user_id, "userId"))
-        await roles.assign_role(ctx.session, user_id=user.id, role_id=parse_id(role_id, "roleId"), assigned_by=admin)
+        await roles.assign_role(ctx.session, user_id=user.id, role_id=role.id, assigned_by=admin)
         return User.from_model(user)
 
     @strawberry.mutation
     async def revoke_role(self, info: Info, user_id: strawberry.ID, role_id: strawberry.ID) -> User:
         ctx = info.context
-        await require_permission(ctx, "users:admin")
+        role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(role_id, "roleId"))
+        await require_can_grant(ctx, set(role.permissions))
         user = await service.get_user_or_raise(ctx.session, user_id=parse_id(user_id, "userId"))
-        await roles.revoke_role(ctx.session, user_id=user.id, role_id=parse_id(role_id, "roleId"))
+        await roles.revoke_role(ctx.session, user_id=user.id, role_id=role.id)
         return User.from_model(user)

@@ -86,14 +86,30 @@ async def authenticate(session: AsyncSession, *, email: str, password: str) -> m
     return user
 
 
-async def update_user(session: AsyncSession, *, user: models.User, changes: dict[str, Any]) -> models.User:
-    if "email" in changes and changes["email"] is not None:
-        changes["email"] = normalise_email(changes["email"])
+async def update_user(
+    session: AsyncSession, *, user: models.User, changes: dict[str, Any], current_password: str | None
+) -> models.User:
+    """Change a user's own profile. A new email or password needs the current password; a new
+    password ends every other login (refresh tokens and sessions), a new email is unverified."""
+    sensitive = {"email", "password"} & set(changes)
+    if sensitive and user.password_hash is not None:
+        if current_password is None or not await verify_password(user.password_hash, current_password):
+            raise Unauthenticated("changing the email or password needs the current password", field="currentPassword")
+    if "email" in changes:
+        if changes["email"] is None:
+            if user.discord_id is None and user.clerk_id is None:
+                raise BadUserInput("an account without Discord or Clerk identity needs an email", field="email")
+        else:
+            changes["email"] = normalise_email(changes["email"])
+        changes["email_verified_at"] = None
     if "password" in changes:
         password = changes.pop("password")
-        if password is not None:
-            check_password(password)
-            changes["password_hash"] = await hash_password(password)
+        if password is None:
+            raise BadUserInput("the password cannot be removed", field="password")
+        check_password(password)
+        changes["password_hash"] = await hash_password(password)
+    if not changes:
+        return user
     statement = update(models.User).where(col(models.User.id) == user.id).values(**changes)
     try:
         async with session.begin_nested():
@@ -141,6 +157,9 @@ _UPSERT_DISCORD = text(
     INSERT INTO users (discord_id, username, global_name, avatar_url)
     VALUES (:discord_id, :username, :global_name, :avatar_url)
     ON CONFLICT (discord_id) DO UPDATE SET
+        -- Find or create: a Discord user deleted here and seen again by the bot comes back.
+        deleted_at = NULL,
+        is_active = true,
         username = coalesce(EXCLUDED.username, users.username),
         global_name = coalesce(EXCLUDED.global_name, users.global_name),
         avatar_url = coalesce(EXCLUDED.avatar_url, users.avatar_url)
@@ -153,6 +172,8 @@ _UPSERT_CLERK = text(
     INSERT INTO users (clerk_id, email, first_name, last_name)
     VALUES (:clerk_id, :email, :first_name, :last_name)
     ON CONFLICT (clerk_id) DO UPDATE SET
+        deleted_at = NULL,
+        is_active = true,
         email = coalesce(EXCLUDED.email, users.email),
         first_name = coalesce(EXCLUDED.first_name, users.first_name),
         last_name = coalesce(EXCLUDED.last_name, users.last_name)

@@ -139,6 +139,9 @@ class UpdateMeInput:
     avatar_url: str | None = strawberry.UNSET
     email: str | None = strawberry.UNSET
     password: str | None = strawberry.UNSET
+    current_password: str | None = strawberry.field(
+        default=None, description="Needed to change the email or the password."
+    )
 
 
 @strawberry.input

@@ -24,27 +24,41 @@ CLOSE_FORBIDDEN = 4403
 
 
 async def watch(context: Context, websocket: WebSocket, viewer: Viewer) -> None:
+    try:
+        await _until_revoked(context, viewer)
+    except asyncio.CancelledError:
+        raise  # the connection ended first
+    except Exception:
+        log.warning("websocket watchdog failed; closing the connection", exc_info=True)
+    with contextlib.suppress(Exception):
+        await websocket.close(code=CLOSE_FORBIDDEN, reason="credential expired or revoked")
+
+
+async def _until_revoked(context: Context, viewer: Viewer) -> None:
     hub = context.deps.hub
     channels = [user_channel(viewer.user_id)]
     if viewer.session_id is not None:
         channels.append(session_channel(viewer.session_id))
     async with contextlib.AsyncExitStack() as stack:
         subs = [await stack.enter_async_context(hub.subscribe(channel)) for channel in channels]
+        # A revocation committed before the subscriptions were confirmed was not heard: look now.
+        if not await _still_valid(context):
+            return
         while True:
             remaining = (viewer.expires_at - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
-                break
+                return
             getters = [asyncio.create_task(sub.get()) for sub in subs]
-            done, pending = await asyncio.wait(getters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
+            try:
+                done, _ = await asyncio.wait(getters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in getters:
+                    task.cancel()
             if not done:
-                break  # expired
+                return  # expired
             if all(task.result() is RESYNC for task in done) and await _still_valid(context):
                 continue  # the broker reconnected: nothing was announced, the credential holds
-            break
-    with contextlib.suppress(Exception):
-        await websocket.close(code=CLOSE_FORBIDDEN, reason="credential expired or revoked")
+            return
 
 
 async def _still_valid(context: Context) -> bool:
@@ -52,3 +66,6 @@ async def _still_valid(context: Context) -> bool:
         return await context._authenticate(None) is not None
     except LodgeError:
         return False
+    except Exception:
+        log.warning("could not re-check a websocket's credential", exc_info=True)
+        return True

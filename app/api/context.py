@@ -9,7 +9,7 @@ task, and subscription resolvers open a fresh scope per event, so no scope is ev
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -47,6 +47,9 @@ class OperationScope:
     request_id: str
     events: list[tuple[str, Any]] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
+    # Work that must happen even though the operation fails: run after its rollback, in the
+    # transaction that records its audit rows.
+    on_failure: list[Callable[[AsyncSession], Awaitable[None]]] = field(default_factory=list)
     viewer: Viewer | None = None
     viewer_known: bool = False
     permissions: frozenset[str] | None = None

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import GraphQLError
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -56,23 +57,36 @@ class OperationScopeExtension(SchemaExtension):
                     await session.commit()
                 except Exception as exc:
                     log.exception("commit failed (request %s)", scope.request_id)
+                    await self._record_failure(session, ctx, "the commit failed")
                     raise CommitFailed(scope.request_id) from exc
                 for channel, payload in scope.events:
                     await ctx.deps.hub.publish(channel, payload)
             else:
-                await session.rollback()
+                first = result.errors[0].message if result is not None and result.errors else "error"
+                await self._record_failure(session, ctx, first)
                 if result is not None and self.execution_context.operation_type == OperationType.MUTATION:
                     # Nothing was saved: fields that had succeeded must not look as if they were.
                     result.data = None
-                if scope.audit:
-                    # The attempt is recorded all the same, alone in a transaction of its own.
-                    first = result.errors[0].message if result is not None and result.errors else "error"
-                    audit.mark_rolled_back(scope.audit, first)
-                    await audit.write(session, ctx=ctx, entries=scope.audit)
-                    await session.commit()
         finally:
             await session.close()
             ctx.close_scope(token)
+
+    async def _record_failure(self, session: AsyncSession, ctx: Context, reason: str) -> None:
+        """Roll back, then record the attempt (and run what must survive it) in a transaction of its own."""
+        await session.rollback()
+        scope = ctx.scope
+        if not scope.audit and not scope.on_failure:
+            return
+        try:
+            for hook in scope.on_failure:
+                await hook(session)
+            if scope.audit:
+                audit.mark_rolled_back(scope.audit, reason)
+                await audit.write(session, ctx=ctx, entries=scope.audit)
+            await session.commit()
+        except Exception:
+            log.exception("could not record a failed operation (request %s)", scope.request_id)
+            await session.rollback()
 
 
 class CommitFailed(LodgeError):

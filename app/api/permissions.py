@@ -52,3 +52,16 @@ async def require_project_access(ctx: Context, session: AsyncSession, project_id
     await ctx.require_user_id(session)
     project = await service.get_project_or_raise(session, project_id=project_id)
     await require_permission(ctx, "projects:admin", owner_id=project.owner_id, session=session)
+
+
+async def require_can_grant(ctx: Context, permissions: frozenset[str] | set[str]) -> uuid.UUID:
+    """Nobody hands out more than they hold: granting `*` needs `*`, any other permission needs
+    it too (and `users:admin` to grant anything at all)."""
+    user_id = await require_permission(ctx, "users:admin")
+    held = await ctx.permissions()
+    if SUPERUSER in held:
+        return user_id
+    beyond = set(permissions) - set(held)
+    if beyond:
+        raise Forbidden(f"you cannot grant permissions you do not hold: {', '.join(sorted(beyond))}")
+    return user_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
+import ipaddress
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +24,8 @@ from strawberry.extensions import FieldExtension
 from app.api.errors import LodgeError
 from app.audit import models
 
-SENSITIVE = frozenset({"password", "refresh_token", "secret", "token"})
+# Any argument whose name contains one of these is redacted, whatever its case or nesting.
+SENSITIVE = ("password", "secret", "token", "authorization", "apikey", "api_key")
 # Where `noun.verb` from the field name would read badly.
 ACTIONS: dict[str, tuple[str, str]] = {
     "register": ("user.register", "user"),
@@ -59,6 +60,7 @@ class AuditEntry:
     details: dict[str, Any] | None
     success: bool = True
     error_message: str | None = None
+    user_id: uuid.UUID | None = None  # who it was about when no viewer is known (login, register)
 
 
 class AuditField(FieldExtension):
@@ -83,6 +85,9 @@ class AuditField(FieldExtension):
             entry.error_message = exc.message if isinstance(exc, LodgeError) else "internal error"
             raise
         entry.resource_id = _id_of(result) or entry.resource_id
+        user = getattr(result, "user", None)
+        if user is not None and getattr(user, "user_id", None) is not None:
+            entry.user_id = user.user_id
         return result
 
 
@@ -97,12 +102,12 @@ async def write(session: AsyncSession, *, ctx: Any, entries: list[AuditEntry]) -
     client = getattr(ctx.request, "client", None)
     session.add_all(
         models.AuditLog(
-            user_id=viewer.user_id if viewer else None,
+            user_id=viewer.user_id if viewer else entry.user_id,
             action=entry.action,
             resource_type=entry.resource_type,
             resource_id=entry.resource_id,
             details=entry.details,
-            ip_address=client.host if client and _is_ip(client.host) else None,
+            ip_address=_ip(client.host) if client else None,
             user_agent=ctx.request.headers.get("user-agent"),
             session_id=str(viewer.session_id) if viewer and viewer.session_id else None,
             request_id=ctx.request_id,
@@ -138,12 +143,15 @@ def _id_of(result: Any) -> str | None:
     return None
 
 
-def _is_ip(host: str) -> bool:
-    return bool(re.fullmatch(r"[0-9a-fA-F:.]+", host))
+def _ip(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 def _jsonable(value: Any, key: str = "") -> Any:
-    if key in SENSITIVE:
+    if any(word in key.lower() for word in SENSITIVE):
         return "[redacted]"
     if value is strawberry.UNSET:
         return None
@@ -158,6 +166,7 @@ def _jsonable(value: Any, key: str = "") -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value] if len(value) <= 20 else {"count": len(value)}
     if isinstance(value, str):
+        value = value.replace("\x00", "")  # jsonb cannot hold U+0000
         return value if len(value) <= 200 else value[:200] + "…"
     if isinstance(value, uuid.UUID | datetime):
         return str(value)

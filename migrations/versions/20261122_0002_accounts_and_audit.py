@@ -24,7 +24,8 @@ depends_on: str | Sequence[str] | None = None
 AUDIT_APPEND_ONLY = """
 CREATE FUNCTION audit_logs_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.user_id IS NULL AND OLD.user_id IS NOT NULL
+    -- pg_trigger_depth() > 1: inside the foreign key's own action, never a direct UPDATE.
+    IF TG_OP = 'UPDATE' AND pg_trigger_depth() > 1 AND NEW.user_id IS NULL AND OLD.user_id IS NOT NULL
        AND to_jsonb(NEW) - 'user_id' = to_jsonb(OLD) - 'user_id' THEN
         RETURN NEW;
     END IF;

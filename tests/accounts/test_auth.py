@@ -96,19 +96,29 @@ async def test_permissions_owners_and_superusers(server: LiveServer) -> None:
         "name"
     ] == "still mine"
 
-    limited, _ = await new_admin(server, ("users:admin",))
-    assert (await server.data(create_role % uuid.uuid4().hex, token=limited))["createRole"]["id"]
+    limited, limited_id = await new_admin(server, ("users:admin",))
     assert await server.error_code("{ auditLogs { totalCount } }", token=limited) == "FORBIDDEN"
+    # users:admin manages users, but hands out nothing it does not hold itself.
+    same = 'mutation { createRole(input: {name: "%s", permissions: ["users:admin"]}) { id } }'
+    assert (await server.data(same % uuid.uuid4().hex, token=limited))["createRole"]["id"]
+    assert await server.error_code(create_role % uuid.uuid4().hex, token=limited) == "FORBIDDEN"
 
-    root, _ = await new_admin(server)
-    assert (await server.data(rename, {"id": project_id, "n": "by root"}, token=root))["updateProject"][
-        "name"
-    ] == "by root"
+    root, root_id = await new_admin(server)
+    renamed = await server.data(rename, {"id": project_id, "n": "by root"}, token=root)
+    assert renamed["updateProject"]["name"] == "by root"
+    star_role = 'mutation { createRole(input: {name: "%s", permissions: ["*"]}) { id } }' % uuid.uuid4().hex
+    star = await server.data(star_role, token=root)
+    assign = "mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { id } }"
+    assert (
+        await server.error_code(assign, {"u": limited_id, "r": star["createRole"]["id"]}, token=limited) == "FORBIDDEN"
+    )
+    impersonate = "mutation($u: ID!) { createSession(userId: $u) { token } }"
+    assert await server.error_code(impersonate, {"u": root_id}, token=limited) == "FORBIDDEN"
     assert (await server.data("{ auditLogs(first: 1) { totalCount } }", token=root))["auditLogs"]["totalCount"] > 0
 
 
 async def test_roles_can_be_assigned_and_revoked(server: LiveServer) -> None:
-    admin, _ = await new_admin(server, ("users:admin",))
+    admin, _ = await new_admin(server, ("users:admin", "audit:read"))
     user = await new_user(server)
     user_id = (await server.data(ME, token=user))["me"]["id"]
     role = await server.data(
@@ -213,10 +223,11 @@ async def test_update_me_and_the_user_directory(server: LiveServer) -> None:
     )
     user_id = updated["updateMe"]["id"]
     assert updated["updateMe"]["username"] == handle
-    taken = await server.gql(
-        "mutation($i: UpdateMeInput!) { updateMe(input: $i) { id } }", {"i": {"email": "not an email"}}, token=token
-    )
-    assert taken["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    update_me = "mutation($i: UpdateMeInput!) { updateMe(input: $i) { id } }"
+    no_proof = await server.gql(update_me, {"i": {"email": unique_email()}}, token=token)
+    assert no_proof["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    malformed = await server.gql(update_me, {"i": {"email": "not an email", "currentPassword": PASSWORD}}, token=token)
+    assert malformed["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
     found = await server.data(
         "query($s: String) { users(search: $s) { totalCount nodes { id } } }", {"s": handle}, token=admin
@@ -243,3 +254,18 @@ async def test_clerk_users_find_or_create_and_keep_emails_unique(server: LiveSer
     assert again["upsertClerkUser"] == {"id": first["upsertClerkUser"]["id"], "email": email, "firstName": "Augusta"}
     clash = await server.gql(upsert, {"i": {"clerkId": f"user_{uuid.uuid4().hex}", "email": email}}, token=admin)
     assert clash["errors"][0]["extensions"]["code"] == "CONFLICT"
+
+
+async def test_a_new_password_ends_the_other_logins(server: LiveServer) -> None:
+    email = unique_email()
+    await new_user(server, email)
+    first = (await server.data(LOGIN, {"e": email, "p": PASSWORD}))["login"]
+    second = (await server.data(LOGIN, {"e": email, "p": PASSWORD}))["login"]
+    change = "mutation($i: UpdateMeInput!) { updateMe(input: $i) { id } }"
+    new_password = "an entirely new passphrase"
+    await server.data(
+        change, {"i": {"password": new_password, "currentPassword": PASSWORD}}, token=second["accessToken"]
+    )
+    assert await server.error_code(REFRESH, {"t": first["refreshToken"]}) == "UNAUTHENTICATED"
+    assert await server.error_code(LOGIN, {"e": email, "p": PASSWORD}) == "UNAUTHENTICATED"
+    assert (await server.data(LOGIN, {"e": email, "p": new_password}))["login"]["accessToken"]
