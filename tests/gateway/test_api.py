@@ -1,0 +1,237 @@
+"""Gateway accounting under concurrency: holds never oversell, a reservation is spent once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from app.gateway import service as gateway
+from tests.support import LiveServer, new_admin, new_api_key, new_project, new_user
+
+START = "mutation($s: String!, $a: Int, $t: Int) { startFlow(service: $s, amount: $a, ttlSeconds: $t) { requestLog { id } reservation { id amount } } }"
+COMPLETE = "mutation($r: ID!, $ok: Boolean!) { completeFlow(reservationId: $r, success: $ok) { availableRequests reservedRequests } }"
+RECORD = 'mutation($s: String!, $p: ID) { recordRequest(service: $s, endpoint: "/v1/pay", startPoint: $p) { id status startPoint { id } } }'
+QUOTA = """query($e: ID!) { requestLogs(environmentId: $e, first: 0) { totalCount } }"""
+
+
+@dataclass
+class Gateway:
+    admin: str
+    owner: str
+    project_id: str
+    environment_id: str
+    service_id: str
+    service: str
+    key: str
+
+
+async def new_gateway(server: LiveServer, available: int = 100) -> Gateway:
+    admin, _ = await new_admin(server, ("gateway:admin",))
+    owner = await new_user(server)
+    project_id = await new_project(server, owner)
+    name = f"payments-{uuid.uuid4().hex[:8]}"
+    service_id = (
+        await server.data("mutation($n: String!) { createService(input: {name: $n}) { id } }", {"n": name}, token=admin)
+    )["createService"]["id"]
+    await server.data(
+        "mutation($p: ID!, $s: ID!) { addProjectService(projectId: $p, serviceId: $s) { id services { name } } }",
+        {"p": project_id, "s": service_id},
+        token=admin,
+    )
+    env = await server.data(
+        'mutation($p: ID!) { createEnvironment(projectId: $p, name: "production") { id } }',
+        {"p": project_id},
+        token=owner,
+    )
+    environment_id = env["createEnvironment"]["id"]
+    await server.data(
+        "mutation($e: ID!, $s: ID!, $n: Int!) { enableEnvironmentService(environmentId: $e, serviceId: $s, availableRequests: $n) { availableRequests } }",
+        {"e": environment_id, "s": service_id, "n": available},
+        token=admin,
+    )
+    _, key = await new_api_key(server, owner, project_id, environmentId=environment_id)
+    return Gateway(admin, owner, project_id, environment_id, service_id, name, key)
+
+
+async def quota(server: LiveServer, g: Gateway) -> dict[str, Any]:
+    data = await server.data(
+        "query($p: ID!) { project(id: $p) { environments { services { availableRequests reservedRequests } } } }",
+        {"p": g.project_id},
+        token=g.owner,
+    )
+    result: dict[str, Any] = data["project"]["environments"][0]["services"][0]
+    return result
+
+
+async def reservations(server: LiveServer, g: Gateway) -> int:
+    async with server.deps.db.session() as session:
+        count = await session.scalar(
+            text("SELECT count(*) FROM reservations WHERE environment_id = :e"), {"e": g.environment_id}
+        )
+    return int(count or 0)
+
+
+async def test_500_concurrent_flows_never_oversell(server: LiveServer) -> None:
+    g = await new_gateway(server, available=100)
+    results = await asyncio.gather(*(server.gql(START, {"s": g.service}, api_key=g.key) for _ in range(500)))
+    codes = Counter("ok" if not r.get("errors") else r["errors"][0]["extensions"]["code"] for r in results)
+    assert codes == {"ok": 100, "QUOTA_EXHAUSTED": 400}
+    assert await quota(server, g) == {"availableRequests": 100, "reservedRequests": 100}
+
+    held = [r["data"]["startFlow"]["reservation"]["id"] for r in results if not r.get("errors")]
+    await asyncio.gather(*(server.data(COMPLETE, {"r": rid, "ok": True}, api_key=g.key) for rid in held))
+    assert await quota(server, g) == {"availableRequests": 0, "reservedRequests": 0}
+    assert await reservations(server, g) == 0
+
+
+async def test_a_reservation_is_spent_once(server: LiveServer) -> None:
+    g = await new_gateway(server, available=10)
+    rid = (await server.data(START, {"s": g.service, "a": 3}, api_key=g.key))["startFlow"]["reservation"]["id"]
+    results = await asyncio.gather(*(server.gql(COMPLETE, {"r": rid, "ok": True}, api_key=g.key) for _ in range(200)))
+    codes = Counter("ok" if not r.get("errors") else r["errors"][0]["extensions"]["code"] for r in results)
+    assert codes == {"ok": 1, "NOT_FOUND": 199}
+    assert await quota(server, g) == {"availableRequests": 7, "reservedRequests": 0}
+
+
+async def test_mixed_outcomes_end_at_initial_minus_successes(server: LiveServer) -> None:
+    g = await new_gateway(server, available=1000)
+    started = await asyncio.gather(
+        *(server.data(START, {"s": g.service, "a": 1 + n % 4}, api_key=g.key) for n in range(120))
+    )
+    flows = [(s["startFlow"]["reservation"]["id"], s["startFlow"]["reservation"]["amount"]) for s in started]
+    outcomes = [(rid, amount, n % 3 != 0) for n, (rid, amount) in enumerate(flows)]
+    await asyncio.gather(*(server.data(COMPLETE, {"r": rid, "ok": ok}, api_key=g.key) for rid, _, ok in outcomes))
+    spent = sum(amount for _, amount, ok in outcomes if ok)
+    assert await quota(server, g) == {"availableRequests": 1000 - spent, "reservedRequests": 0}
+
+
+async def test_expired_holds_are_released_once_by_concurrent_sweepers(server: LiveServer) -> None:
+    g = await new_gateway(server, available=50)
+    for _ in range(20):
+        await server.data(START, {"s": g.service, "a": 2}, api_key=g.key)
+    assert await quota(server, g) == {"availableRequests": 50, "reservedRequests": 40}
+    async with server.deps.db.session() as session:
+        await session.execute(
+            text("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE environment_id = :e"),
+            {"e": g.environment_id},
+        )
+        await session.commit()
+
+    async def sweep() -> int:
+        async with server.deps.db.autocommit() as conn:
+            return await gateway.release_expired(conn, batch=7)
+
+    released = 0
+    while True:
+        counts = await asyncio.gather(sweep(), sweep(), sweep())
+        released += sum(counts)
+        if not any(counts):
+            break
+    assert released == 20
+    assert await quota(server, g) == {"availableRequests": 50, "reservedRequests": 0}
+    assert await reservations(server, g) == 0
+
+
+async def test_flows_record_their_steps_in_order(server: LiveServer) -> None:
+    g = await new_gateway(server, available=10)
+    start = (await server.data(START, {"s": g.service}, api_key=g.key))["startFlow"]
+    start_id = start["requestLog"]["id"]
+    steps = [
+        (await server.data(RECORD, {"s": g.service, "p": start_id}, api_key=g.key))["recordRequest"] for _ in range(3)
+    ]
+    assert all(step["startPoint"]["id"] == start_id for step in steps)
+    flow = await server.data(
+        "query($p: ID!) { requestLogs(startPoint: $p) { nodes { id status steps { id } } } }",
+        {"p": start_id},
+        api_key=g.key,
+    )
+    nodes = flow["requestLogs"]["nodes"]
+    assert [n["id"] for n in nodes] == [start_id] + [s["id"] for s in steps]
+    assert [s["id"] for s in nodes[0]["steps"]] == [s["id"] for s in steps]
+    # Steps of a flow are covered by its hold; a request outside a flow spends one.
+    assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 1}
+    await server.data(RECORD, {"s": g.service, "p": None}, api_key=g.key)
+    assert await quota(server, g) == {"availableRequests": 9, "reservedRequests": 1}
+    await server.data(COMPLETE, {"r": start["reservation"]["id"], "ok": True}, api_key=g.key)
+    assert await quota(server, g) == {"availableRequests": 8, "reservedRequests": 0}
+
+
+async def test_keys_stay_inside_their_environment(server: LiveServer) -> None:
+    g = await new_gateway(server)
+    other_name = f"search-{uuid.uuid4().hex[:8]}"
+    await server.data(
+        "mutation($n: String!) { createService(input: {name: $n}) { id } }", {"n": other_name}, token=g.admin
+    )
+    assert await server.error_code(START, {"s": other_name}, api_key=g.key) == "FORBIDDEN"
+    other = await new_gateway(server)
+    assert await server.error_code(QUOTA, {"e": other.environment_id}, api_key=g.key) == "FORBIDDEN"
+    mine = await server.data("{ requestLogs { totalCount } }", api_key=g.key)
+    assert mine["requestLogs"]["totalCount"] == 0
+    # A key without an environment is no gateway key.
+    _, plain = await new_api_key(server, g.owner, g.project_id)
+    assert await server.error_code(START, {"s": g.service}, api_key=plain) == "FORBIDDEN"
+
+
+async def test_the_database_refuses_a_service_of_another_project(server: LiveServer) -> None:
+    g = await new_gateway(server)
+    foreign = (
+        await server.data(
+            "mutation($n: String!) { createService(input: {name: $n}) { id } }",
+            {"n": f"x-{uuid.uuid4().hex[:8]}"},
+            token=g.admin,
+        )
+    )["createService"]["id"]
+    enable = "mutation($e: ID!, $s: ID!) { enableEnvironmentService(environmentId: $e, serviceId: $s, availableRequests: 5) { availableRequests } }"
+    assert await server.error_code(enable, {"e": g.environment_id, "s": foreign}, token=g.admin) == "BAD_USER_INPUT"
+    async with server.deps.db.session() as session:
+        count = await session.scalar(
+            text("SELECT count(*) FROM environment_services WHERE service_id = :s"), {"s": foreign}
+        )
+    assert count == 0
+
+
+async def test_admin_rules_and_bad_input(server: LiveServer) -> None:
+    g = await new_gateway(server)
+    enable = "mutation($e: ID!, $s: ID!, $n: Int!) { enableEnvironmentService(environmentId: $e, serviceId: $s, availableRequests: $n) { availableRequests } }"
+    # The owner manages environments and keys, but grants no quota to itself.
+    assert (
+        await server.error_code(enable, {"e": g.environment_id, "s": g.service_id, "n": 10**6}, token=g.owner)
+        == "FORBIDDEN"
+    )
+    adjust = "mutation($e: ID!, $s: ID!, $d: Int!) { adjustAvailableRequests(environmentId: $e, serviceId: $s, delta: $d) { availableRequests } }"
+    assert (await server.data(adjust, {"e": g.environment_id, "s": g.service_id, "d": -40}, token=g.admin))[
+        "adjustAvailableRequests"
+    ]["availableRequests"] == 60
+    await server.data(START, {"s": g.service, "a": 50}, api_key=g.key)
+    assert (
+        await server.error_code(adjust, {"e": g.environment_id, "s": g.service_id, "d": -20}, token=g.admin)
+        == "BAD_USER_INPUT"
+    )
+
+    assert await server.error_code(START, {"s": g.service, "a": 0}, api_key=g.key) == "BAD_USER_INPUT"
+    assert await server.error_code(START, {"s": g.service, "a": -3}, api_key=g.key) == "BAD_USER_INPUT"
+    assert await server.error_code(START, {"s": g.service, "t": 0}, api_key=g.key) == "BAD_USER_INPUT"
+    assert await server.error_code(START, {"s": g.service, "t": 10**7}, api_key=g.key) == "BAD_USER_INPUT"
+    assert await server.error_code(START, {"s": "no-such-service"}, api_key=g.key) == "NOT_FOUND"
+    assert await server.error_code(START, {"s": g.service, "a": 11}, api_key=g.key) == "QUOTA_EXHAUSTED"
+    key_id = await server.data("{ requestLogs(first: 1) { nodes { apiKey { id } } } }", api_key=g.key)
+    revoke = "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }"
+    await server.data(revoke, {"id": key_id["requestLogs"]["nodes"][0]["apiKey"]["id"]}, token=g.owner)
+    assert await server.error_code(START, {"s": g.service}, api_key=g.key) == "UNAUTHENTICATED"
+    assert await quota(server, g) == {"availableRequests": 60, "reservedRequests": 50}
+
+    dup = 'mutation($p: ID!) { createEnvironment(projectId: $p, name: "production") { id } }'
+    assert await server.error_code(dup, {"p": g.project_id}, token=g.owner) == "CONFLICT"
+    async with server.deps.db.session() as session:
+        try:
+            await session.execute(
+                text("UPDATE environments SET name = 'renamed' WHERE id = :e"), {"e": g.environment_id}
+            )
+            raise AssertionError("an environment was renamed")
+        except Exception as exc:  # noqa: BLE001
+            assert "cannot be changed" in str(exc)
