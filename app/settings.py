@@ -32,8 +32,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".lodge"), validation_alias="LODGE_DATA_DIR")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
-    db_pool_size: int = Field(10, validation_alias="LODGE_DB_POOL_SIZE")
-    db_max_overflow: int = Field(10, validation_alias="LODGE_DB_MAX_OVERFLOW")
+    db_pool_size: int = Field(20, validation_alias="LODGE_DB_POOL_SIZE")
+    db_max_overflow: int = Field(
+        0,
+        validation_alias="LODGE_DB_MAX_OVERFLOW",
+        description="Connections beyond the pool are opened and closed per use: under load, a queue is cheaper.",
+    )
     db_statement_cache_size: int = Field(
         100,
         validation_alias="LODGE_DB_STATEMENT_CACHE_SIZE",

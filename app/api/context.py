@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -220,13 +220,18 @@ class Context:
             scope.permissions = found
         return found
 
-    async def require_api_key(self) -> ApiKey:
-        from app.logs import service as logs_service
-
+    def api_key_secret(self) -> str:
         creds = self.credentials
         if creds is None or creds.scheme != "apikey":
             raise Unauthenticated("an API key is required: send `Authorization: ApiKey <secret>` or `X-API-Key`")
-        return await logs_service.authenticate_api_key(self.session, secret=creds.value)
+        return creds.value
+
+    async def require_api_key(self, conn: AsyncSession | AsyncConnection | None = None) -> ApiKey:
+        """The caller's API key, checked on `conn` (an autocommit connection) or the operation's session."""
+        from app.logs import service as logs_service
+
+        secret = self.api_key_secret()
+        return await logs_service.authenticate_api_key(conn if conn is not None else self.session, secret=secret)
 
 
 Info = _Info[Context, None]

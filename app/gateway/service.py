@@ -159,12 +159,17 @@ def environment_of(key: logs_models.ApiKey) -> uuid.UUID:
     return key.environment_id
 
 
-async def _why_refused(session: AsyncSession, *, environment_id: uuid.UUID, service: str) -> LodgeError:
+async def _why_refused(conn: AsyncConnection | AsyncSession, *, environment_id: uuid.UUID, service: str) -> LodgeError:
     """After a conditional statement changed nothing: say why (the decision was already atomic)."""
-    service_id = await session.scalar(select(col(models.Service.id)).where(col(models.Service.name) == service))
+    service_id = await conn.scalar(select(col(models.Service.id)).where(col(models.Service.name) == service))
     if service_id is None:
         return NotFound(f"unknown service {service!r}", service=service)
-    enabled = await session.get(models.EnvironmentService, (environment_id, service_id))
+    enabled = await conn.scalar(
+        select(col(models.EnvironmentService.service_id)).where(
+            col(models.EnvironmentService.environment_id) == environment_id,
+            col(models.EnvironmentService.service_id) == service_id,
+        )
+    )
     if enabled is None:
         return Forbidden(f"service {service!r} is not enabled in this environment", service=service)
     return QuotaExhausted(f"not enough requests left for {service!r}", service=service)
@@ -192,17 +197,24 @@ _RECORD = text(
     SELECT CAST(:api_key_id AS uuid), CAST(:environment_id AS uuid), service_id, CAST(:endpoint AS text),
            CAST(:start_point AS text), 'recorded'
     FROM allowed
-    RETURNING id
+    RETURNING *
     """
 )
 
 
 async def record_request(
-    session: AsyncSession, *, key: logs_models.ApiKey, service: str, endpoint: str | None, start_point: str | None
+    conn: AsyncConnection | AsyncSession,
+    *,
+    key: logs_models.ApiKey,
+    service: str,
+    endpoint: str | None,
+    start_point: str | None,
 ) -> models.RequestLog:
     environment_id = environment_of(key)
     if start_point is not None:
-        start = await session.get(models.RequestLog, start_point)
+        start = (
+            await conn.execute(select(models.RequestLog.__table__).where(col(models.RequestLog.id) == start_point))  # type: ignore[attr-defined]
+        ).first()
         if start is None or start.environment_id != environment_id or start.start_point is not None:
             raise NotFound("no flow starts at this request log in this environment", startPoint=start_point)
     params = {
@@ -212,11 +224,10 @@ async def record_request(
         "endpoint": endpoint,
         "start_point": start_point,
     }
-    log_id = await session.scalar(_RECORD, params)
-    if log_id is None:
-        raise await _why_refused(session, environment_id=environment_id, service=service)
-    row: models.RequestLog = await get_or_raise(session, models.RequestLog, log_id, "request log")
-    return row
+    row = (await conn.execute(_RECORD, params)).mappings().first()
+    if row is None:
+        raise await _why_refused(conn, environment_id=environment_id, service=service)
+    return models.RequestLog.model_construct(**row)
 
 
 _START = text(
@@ -232,20 +243,32 @@ _START = text(
         INSERT INTO request_logs (api_key_id, environment_id, service_id, endpoint, status)
         SELECT CAST(:api_key_id AS uuid), environment_id, service_id, CAST(:endpoint AS text), 'flow_started'
         FROM held
-        RETURNING id, environment_id, service_id
+        RETURNING *
     )
-    INSERT INTO reservations (environment_id, service_id, start_point, amount, expires_at)
-    SELECT environment_id, service_id, id, CAST(:amount AS integer),
-           now() + make_interval(secs => CAST(:ttl AS double precision))
-    FROM started
-    RETURNING id
+    , held_for AS (
+        INSERT INTO reservations (environment_id, service_id, start_point, amount, expires_at)
+        SELECT environment_id, service_id, id, CAST(:amount AS integer),
+               now() + make_interval(secs => CAST(:ttl AS double precision))
+        FROM started
+        RETURNING *
+    )
+    SELECT held_for.*, started.api_key_id AS log_api_key_id, started.endpoint AS log_endpoint,
+           started.status AS log_status, started.created_at AS log_created_at
+    FROM held_for JOIN started ON started.id = held_for.start_point
     """
 )
 
 
 async def start_flow(
-    session: AsyncSession, *, key: logs_models.ApiKey, service: str, endpoint: str | None, amount: int, ttl_seconds: int
-) -> models.Reservation:
+    conn: AsyncConnection | AsyncSession,
+    *,
+    key: logs_models.ApiKey,
+    service: str,
+    endpoint: str | None,
+    amount: int,
+    ttl_seconds: int,
+) -> tuple[models.Reservation, models.RequestLog]:
+    """Take the hold, log the flow's first request and create the reservation in one statement."""
     environment_id = environment_of(key)
     if not 0 < amount <= MAX_AMOUNT:
         raise BadUserInput(f"amount must be between 1 and {MAX_AMOUNT}", field="amount")
@@ -259,11 +282,21 @@ async def start_flow(
         "amount": amount,
         "ttl": ttl_seconds,
     }
-    reservation_id = await session.scalar(_START, params)
-    if reservation_id is None:
-        raise await _why_refused(session, environment_id=environment_id, service=service)
-    row: models.Reservation = await get_or_raise(session, models.Reservation, reservation_id, "reservation")
-    return row
+    row = (await conn.execute(_START, params)).mappings().first()
+    if row is None:
+        raise await _why_refused(conn, environment_id=environment_id, service=service)
+    reservation = models.Reservation.model_construct(**{k: v for k, v in row.items() if not k.startswith("log_")})
+    log = models.RequestLog.model_construct(
+        id=row["start_point"],
+        api_key_id=row["log_api_key_id"],
+        environment_id=row["environment_id"],
+        service_id=row["service_id"],
+        endpoint=row["log_endpoint"],
+        start_point=None,
+        status=row["log_status"],
+        created_at=row["log_created_at"],
+    )
+    return reservation, log
 
 
 _COMPLETE = text(
@@ -282,23 +315,22 @@ _COMPLETE = text(
         available_requests = es.available_requests - CASE WHEN CAST(:success AS boolean) THEN spent.amount ELSE 0 END
     FROM spent
     WHERE es.environment_id = spent.environment_id AND es.service_id = spent.service_id
-    RETURNING es.environment_id, es.service_id
+    RETURNING es.*
     """
 )
 
 
 async def complete_flow(
-    session: AsyncSession, *, key: logs_models.ApiKey, reservation_id: str, success: bool
+    conn: AsyncConnection | AsyncSession, *, key: logs_models.ApiKey, reservation_id: str, success: bool
 ) -> models.EnvironmentService:
     """Spend (success) or release the hold; the DELETE that returns the reservation is the one
     and only completion: a second one finds nothing (NOT_FOUND) and changes nothing."""
     environment_id = environment_of(key)
-    row = (
-        await session.execute(_COMPLETE, {"id": reservation_id, "environment_id": environment_id, "success": success})
-    ).first()
+    params = {"id": reservation_id, "environment_id": environment_id, "success": success}
+    row = (await conn.execute(_COMPLETE, params)).mappings().first()
     if row is None:
         raise NotFound("no running flow holds this reservation", reservationId=reservation_id)
-    return await get_environment_service(session, environment_id=row.environment_id, service_id=row.service_id)
+    return models.EnvironmentService.model_construct(**row)
 
 
 _SWEEP = text(

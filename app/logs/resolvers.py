@@ -11,7 +11,7 @@ from typing import Any
 import strawberry
 
 from app.api.context import Info
-from app.api.errors import BadUserInput, Unauthenticated
+from app.api.errors import BadUserInput
 from app.api.pagination import (
     Connection,
     build_connection,
@@ -126,12 +126,10 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
     lock must never be held while this process serves other requests (see `service.ingest`)."""
     ctx = info.context
     settings = ctx.deps.settings
-    creds = ctx.credentials
-    if creds is None or creds.scheme != "apikey":
-        raise Unauthenticated("an API key is required: send `Authorization: ApiKey <secret>` or `X-API-Key`")
+    ctx.api_key_secret()
     batch = service.prepare_batch(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
     async with ctx.deps.db.autocommit() as conn:
-        api_key = await service.authenticate_api_key(conn, secret=creds.value)
+        api_key = await ctx.require_api_key(conn)
         outcome = await service.ingest(conn, api_key=api_key, batch=batch)
     if (event := outcome.event()) is not None:
         await ctx.deps.hub.publish(events.project_channel(api_key.project_id), event)

@@ -1,4 +1,4 @@
-"""A validation rule for ingestion mutations."""
+"""A validation rule for the mutations that commit on their own."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, ValidationRule
 
-INGEST_FIELDS = frozenset({"ingestLog", "ingestLogs"})
+# Fields that commit on their own, in one statement, to hold hot locks as briefly as possible.
+SELF_COMMITTING = frozenset({"ingestLog", "ingestLogs"})
 
 
 class IngestStandsAlone(ValidationRule):
@@ -17,5 +18,6 @@ class IngestStandsAlone(ValidationRule):
         if node.operation != OperationType.MUTATION:
             return
         fields = [sel for sel in node.selection_set.selections if isinstance(sel, FieldNode)]
-        if len(node.selection_set.selections) > 1 and any(f.name.value in INGEST_FIELDS for f in fields):
-            self.report_error(GraphQLError("ingestLog and ingestLogs must be the only field of their mutation", node))
+        alone = sorted({f.name.value for f in fields} & SELF_COMMITTING)
+        if len(node.selection_set.selections) > 1 and alone:
+            self.report_error(GraphQLError(f"{', '.join(alone)} must be the only field of its mutation", node))

@@ -233,5 +233,5 @@ async def test_admin_rules_and_bad_input(server: LiveServer) -> None:
                 text("UPDATE environments SET name = 'renamed' WHERE id = :e"), {"e": g.environment_id}
             )
             raise AssertionError("an environment was renamed")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             assert "cannot be changed" in str(exc)
