@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import FieldExtension
 
@@ -98,25 +99,29 @@ def audit_mutations(mutation: type) -> None:
 
 
 async def write(session: AsyncSession, *, ctx: Any, entries: list[AuditEntry]) -> None:
+    """One multi-row INSERT (Core, not the ORM unit of work: this runs for every mutation)."""
     viewer = ctx.scope.viewer
     client = getattr(ctx.request, "client", None)
-    session.add_all(
-        models.AuditLog(
-            user_id=viewer.user_id if viewer else entry.user_id,
-            action=entry.action,
-            resource_type=entry.resource_type,
-            resource_id=entry.resource_id,
-            details=entry.details,
-            ip_address=_ip(client.host) if client else None,
-            user_agent=ctx.request.headers.get("user-agent"),
-            session_id=str(viewer.session_id) if viewer and viewer.session_id else None,
-            request_id=ctx.request_id,
-            success=entry.success,
-            error_message=entry.error_message,
-        )
+    ip = _ip(client.host) if client else None
+    user_agent = ctx.request.headers.get("user-agent")
+    session_id = str(viewer.session_id) if viewer and viewer.session_id else None
+    rows = [
+        {
+            "user_id": viewer.user_id if viewer else entry.user_id,
+            "action": entry.action,
+            "resource_type": entry.resource_type,
+            "resource_id": entry.resource_id,
+            "details": entry.details,
+            "ip_address": ip,
+            "user_agent": user_agent,
+            "session_id": session_id,
+            "request_id": ctx.request_id,
+            "success": entry.success,
+            "error_message": entry.error_message,
+        }
         for entry in entries
-    )
-    await session.flush()
+    ]
+    await session.execute(insert(models.AuditLog.__table__), rows)  # type: ignore[attr-defined]
 
 
 def mark_rolled_back(entries: list[AuditEntry], reason: str) -> None:

@@ -167,7 +167,7 @@ async def authenticate_api_key(session: AsyncSession | AsyncConnection, *, secre
         raise Unauthenticated("this API key was revoked")
     if row["expired"]:
         raise Unauthenticated("this API key has expired")
-    return models.ApiKey.model_validate({k: v for k, v in row.items() if k != "expired"})
+    return models.ApiKey.model_construct(**{k: v for k, v in row.items() if k != "expired"})
 
 
 async def list_api_keys(session: AsyncSession, *, project_id: uuid.UUID) -> Sequence[models.ApiKey]:
