@@ -106,6 +106,22 @@ def shape_errors(errors: list[GraphQLError], execution_context: Any) -> None:
         errors[index] = _shape(error, execution_context)
 
 
+# character_not_in_repertoire (NUL in text), untranslatable_character (\u0000 in jsonb)
+TEXT_POSTGRES_REFUSES = frozenset({"22021", "22P05"})
+
+
+def _sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE behind an exception, through SQLAlchemy's and asyncpg's wrappers."""
+    seen = 0
+    while exc is not None and seen < 5:
+        state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+        if state:
+            return str(state)
+        exc = exc.__cause__ or getattr(exc, "orig", None)
+        seen += 1
+    return None
+
+
 def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
     original = error.original_error
     if isinstance(original, LodgeError):
@@ -115,6 +131,14 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
         # of the wrong type. All are the client's to fix.
         error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}
         return error
+    if _sqlstate(original) in TEXT_POSTGRES_REFUSES:
+        # U+0000 in an inline literal (variables are checked up front): the client's to fix.
+        return GraphQLError(
+            "text may not contain the NUL character (U+0000)",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": BAD_USER_INPUT},
+        )
     ctx = getattr(execution_context, "context", None)
     request_id = ctx.request_id if isinstance(ctx, Context) else ""
     operation = getattr(execution_context, "operation_name", None) or "anonymous operation"

@@ -135,3 +135,11 @@ def test_placeholder_secrets_are_refused_outside_development() -> None:
         with pytest.raises(ValidationError):
             Settings(_env_file=None, environment="production", secret_key=secret)
     assert Settings(_env_file=None, environment="development").environment == "development"
+
+
+async def test_nul_in_an_inline_literal_is_bad_input_too(server: LiveServer) -> None:
+    token = await new_user(server)
+    body = await server.gql('mutation { createProject(input: {name: "a\\u0000b"}) { id } }', token=token)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    listed = await server.data("{ projects { totalCount } }", token=token)
+    assert listed["projects"]["totalCount"] == 0
