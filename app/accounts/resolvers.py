@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 import strawberry
 
@@ -23,8 +22,8 @@ from app.accounts.types import (
     User,
 )
 from app.api.context import Info
-from app.api.errors import BadUserInput, NotFound
-from app.api.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from app.api.errors import NotFound
+from app.api.pagination import Connection, build_connection, decode_time_uuid_cursor, page_size, time_cursor
 from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 
 USER_CURSOR = "user"
@@ -47,17 +46,6 @@ async def _visible_user(info: Info, user_id: uuid.UUID) -> models.User:
     return await service.get_user_or_raise(info.context.session, user_id=user_id)
 
 
-def _keyset(after: str | None) -> tuple[datetime, uuid.UUID] | None:
-    position = decode_cursor(USER_CURSOR, after)
-    if position is None:
-        return None
-    stamp, _, raw_id = position.partition("|")
-    try:
-        return datetime.fromisoformat(stamp), uuid.UUID(raw_id)
-    except ValueError:
-        raise BadUserInput("malformed cursor", cursor=after) from None
-
-
 @strawberry.type
 class AccountsQuery:
     @strawberry.field(description="The signed-in user, or null for anonymous callers.")  # type: ignore[untyped-decorator]
@@ -78,11 +66,12 @@ class AccountsQuery:
     ) -> Connection[User]:
         await require_permission(info.context, "users:admin")
         size = page_size(first)
-        rows, total = await service.list_users(info.context.session, search=search, after=_keyset(after), limit=size)
+        keyset = decode_time_uuid_cursor(USER_CURSOR, after)
+        rows, total = await service.list_users(info.context.session, search=search, after=keyset, limit=size)
         return build_connection(
             rows,
             size=size,
-            cursor_of=lambda row: encode_cursor(USER_CURSOR, f"{row.created_at.isoformat()}|{row.id}"),
+            cursor_of=lambda row: time_cursor(USER_CURSOR, row.created_at, row.id),
             to_node=User.from_model,
             total_count=total,
             has_more_before=after is not None,

@@ -57,47 +57,37 @@ class Loaders:
     def roles_of_user(self) -> DataLoader[uuid.UUID, list[Any]]:
         from app.accounts import models
 
-        loader = self._custom.get("roles_of_user")
-        if loader is None:
-
-            async def load(keys: Sequence[uuid.UUID]) -> list[list[Any]]:
-                query = (
-                    select(col(models.UserRole.user_id), models.Role)
-                    .join(models.Role, col(models.Role.id) == col(models.UserRole.role_id))
-                    .where(col(models.UserRole.user_id).in_(keys))
-                    .order_by(col(models.Role.name))
-                )
-                async with self._reader() as session:
-                    rows = (await session.execute(query)).all()
-                grouped: dict[uuid.UUID, list[Any]] = defaultdict(list)
-                for user_id, role in rows:
-                    grouped[user_id].append(role)
-                return [grouped.get(key, []) for key in keys]
-
-            loader = self._custom["roles_of_user"] = DataLoader(load_fn=load)
-        return loader
+        return self.through(models.UserRole, "user_id", "role_id", models.Role, order="name")
 
     def services_of_project(self) -> DataLoader[uuid.UUID, list[Any]]:
         from app.gateway import models
 
-        loader = self._custom.get("services_of_project")
+        return self.through(models.ProjectService, "project_id", "service_id", models.Service, order="name")
+
+    def through(
+        self, link: type[SQLModel], key: str, target_key: str, target: type[M], *, order: str
+    ) -> DataLoader[uuid.UUID, list[M]]:
+        """Rows of `target` reached through the link table `link` (`link.key` -> `link.target_key`)."""
+        name = f"{link.__name__}.{key}->{target.__name__}"
+        loader = self._custom.get(name)
         if loader is None:
 
-            async def load(keys: Sequence[uuid.UUID]) -> list[list[Any]]:
+            async def load(keys: Sequence[uuid.UUID]) -> list[list[M]]:
+                link_key = col(getattr(link, key))
                 query = (
-                    select(col(models.ProjectService.project_id), models.Service)
-                    .join(models.Service, col(models.Service.id) == col(models.ProjectService.service_id))
-                    .where(col(models.ProjectService.project_id).in_(keys))
-                    .order_by(col(models.Service.name))
+                    select(link_key, target)
+                    .join(target, col(target.id) == col(getattr(link, target_key)))  # type: ignore[attr-defined]
+                    .where(link_key.in_(keys))
+                    .order_by(col(getattr(target, order)))
                 )
                 async with self._reader() as session:
                     rows = (await session.execute(query)).all()
-                grouped: dict[uuid.UUID, list[Any]] = defaultdict(list)
-                for project_id, service in rows:
-                    grouped[project_id].append(service)
-                return [grouped.get(key, []) for key in keys]
+                grouped: dict[uuid.UUID, list[M]] = defaultdict(list)
+                for owner, row in rows:
+                    grouped[owner].append(row)
+                return [grouped.get(k, []) for k in keys]
 
-            loader = self._custom["services_of_project"] = DataLoader(load_fn=load)
+            loader = self._custom[name] = DataLoader(load_fn=load)
         return loader
 
     def _batch_by_id(self, model: type[M]) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[M | None]]]:

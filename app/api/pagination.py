@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Generic, TypeVar
 
 import strawberry
@@ -113,3 +115,29 @@ def build_connection(
         ),
         total_count=total_count,
     )
+
+
+def time_cursor(kind: str, created_at: datetime, key: object) -> str:
+    """A keyset cursor over (created_at, id): stable under concurrent inserts."""
+    return encode_cursor(kind, f"{created_at.isoformat()}|{key}")
+
+
+def decode_time_cursor(kind: str, cursor: str | None) -> tuple[datetime, str] | None:
+    position = decode_cursor(kind, cursor)
+    if position is None:
+        return None
+    stamp, _, key = position.partition("|")
+    try:
+        return datetime.fromisoformat(stamp), key
+    except ValueError:
+        raise BadUserInput("malformed cursor", cursor=cursor) from None
+
+
+def decode_time_uuid_cursor(kind: str, cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    position = decode_time_cursor(kind, cursor)
+    if position is None:
+        return None
+    try:
+        return position[0], uuid.UUID(position[1])
+    except ValueError:
+        raise BadUserInput("malformed cursor", cursor=cursor) from None

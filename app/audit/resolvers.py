@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 import strawberry
 
 from app.api.context import Info
-from app.api.errors import BadUserInput
-from app.api.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from app.api.pagination import Connection, build_connection, decode_time_uuid_cursor, page_size, time_cursor
 from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
 from app.audit import service
@@ -32,17 +30,6 @@ def _spec(filter: AuditLogFilter | None) -> service.AuditFilterSpec:
     )
 
 
-def _before(after: str | None) -> tuple[datetime, uuid.UUID] | None:
-    position = decode_cursor(AUDIT_CURSOR, after)
-    if position is None:
-        return None
-    stamp, _, raw_id = position.partition("|")
-    try:
-        return datetime.fromisoformat(stamp), uuid.UUID(raw_id)
-    except ValueError:
-        raise BadUserInput("malformed cursor", cursor=after) from None
-
-
 @strawberry.type
 class AuditQuery:
     @strawberry.field(description="Newest first (audit:read).")  # type: ignore[untyped-decorator]
@@ -52,12 +39,12 @@ class AuditQuery:
         await require_permission(info.context, "audit:read")
         size = page_size(first)
         rows, total = await service.list_audit_logs(
-            info.context.session, spec=_spec(filter), before=_before(after), limit=size
+            info.context.session, spec=_spec(filter), before=decode_time_uuid_cursor(AUDIT_CURSOR, after), limit=size
         )
         return build_connection(
             rows,
             size=size,
-            cursor_of=lambda row: encode_cursor(AUDIT_CURSOR, f"{row.created_at.isoformat()}|{row.id}"),
+            cursor_of=lambda row: time_cursor(AUDIT_CURSOR, row.created_at, row.id),
             to_node=AuditLog.from_model,
             total_count=total,
             has_more_before=after is not None,

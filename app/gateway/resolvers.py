@@ -13,8 +13,15 @@ from datetime import datetime
 import strawberry
 
 from app.api.context import Info
-from app.api.errors import BadUserInput, Forbidden
-from app.api.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from app.api.errors import Forbidden
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_time_cursor,
+    decode_time_uuid_cursor,
+    page_size,
+    time_cursor,
+)
 from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.scalars import utc
 from app.gateway import models, service
@@ -33,17 +40,6 @@ from app.logs import service as logs_service
 from app.logs.types import Project
 
 ADMIN = "gateway:admin"
-
-
-def _keyset(kind: str, after: str | None) -> tuple[datetime, str] | None:
-    position = decode_cursor(kind, after)
-    if position is None:
-        return None
-    stamp, _, key = position.partition("|")
-    try:
-        return datetime.fromisoformat(stamp), key
-    except ValueError:
-        raise BadUserInput("malformed cursor", cursor=after) from None
 
 
 async def _project_owner_or_admin(info: Info, project_id: uuid.UUID) -> None:
@@ -76,15 +72,15 @@ class GatewayQuery:
         size = page_size(first)
         t = models.Client
         query = select(t)
-        if (position := _keyset("client", after)) is not None:
-            query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(position[0], uuid.UUID(position[1])))
+        if (position := decode_time_uuid_cursor("client", after)) is not None:
+            query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*position))
         session = info.context.session
         rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(size + 1))).scalars().all()
         total = int(await session.scalar(select(func.count()).select_from(t)) or 0)
         return build_connection(
             rows,
             size=size,
-            cursor_of=lambda row: encode_cursor("client", f"{row.created_at.isoformat()}|{row.id}"),
+            cursor_of=lambda row: time_cursor("client", row.created_at, row.id),
             to_node=Client.from_model,
             total_count=total,
             has_more_before=after is not None,
@@ -126,12 +122,12 @@ class GatewayQuery:
             since=utc(since),
         )
         rows, total = await service.list_request_logs(
-            ctx.session, spec=spec, after=_keyset("request_log", after), limit=size
+            ctx.session, spec=spec, after=decode_time_cursor("request_log", after), limit=size
         )
         return build_connection(
             rows,
             size=size,
-            cursor_of=lambda row: encode_cursor("request_log", f"{row.created_at.isoformat()}|{row.id}"),
+            cursor_of=lambda row: time_cursor("request_log", row.created_at, row.id),
             to_node=RequestLog.from_model,
             total_count=total,
             has_more_before=after is not None,

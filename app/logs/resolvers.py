@@ -5,20 +5,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator
-from datetime import datetime
 from typing import Any
 
 import strawberry
 
 from app.api.context import Info
-from app.api.errors import BadUserInput
 from app.api.pagination import (
     Connection,
     build_connection,
-    decode_cursor,
     decode_int_cursor,
-    encode_cursor,
+    decode_time_uuid_cursor,
     page_size,
+    time_cursor,
 )
 from app.api.permissions import parse_id, require_project_access
 from app.api.scalars import utc
@@ -95,19 +93,12 @@ async def projects_of(info: Info, *, owner_id: uuid.UUID, first: int | None, aft
     if await ctx.require_user_id() != owner_id:
         return build_connection([], size=0, cursor_of=str, to_node=Project.from_model, total_count=0)
     size = page_size(first)
-    position = decode_cursor(PROJECT_CURSOR, after)
-    keyset = None
-    if position is not None:
-        stamp, _, raw_id = position.partition("|")
-        try:
-            keyset = (datetime.fromisoformat(stamp), uuid.UUID(raw_id))
-        except ValueError:
-            raise BadUserInput("malformed cursor", cursor=after) from None
+    keyset = decode_time_uuid_cursor(PROJECT_CURSOR, after)
     rows, total = await service.list_projects(ctx.session, owner_id=owner_id, after=keyset, limit=size)
     return build_connection(
         rows,
         size=size,
-        cursor_of=lambda row: encode_cursor(PROJECT_CURSOR, f"{row.created_at.isoformat()}|{row.id}"),
+        cursor_of=lambda row: time_cursor(PROJECT_CURSOR, row.created_at, row.id),
         to_node=Project.from_model,
         total_count=total,
         has_more_before=after is not None,

@@ -235,3 +235,25 @@ async def test_admin_rules_and_bad_input(server: LiveServer) -> None:
             raise AssertionError("an environment was renamed")
         except Exception as exc:
             assert "cannot be changed" in str(exc)
+
+
+async def test_clients_page_by_keyset(server: LiveServer) -> None:
+    admin, _ = await new_admin(server, ("gateway:admin",))
+    names = [f"client-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    for name in names:
+        await server.data("mutation($n: String!) { createClient(input: {name: $n}) { id } }", {"n": name}, token=admin)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await server.data(
+            "query($a: String) { clients(first: 2, after: $a) { nodes { name } pageInfo { hasNextPage endCursor } } }",
+            {"a": after},
+            token=admin,
+        )
+        seen += [n["name"] for n in page["clients"]["nodes"]]
+        if not page["clients"]["pageInfo"]["hasNextPage"]:
+            break
+        after = page["clients"]["pageInfo"]["endCursor"]
+    assert [n for n in seen if n in names] == names
+    owner = await new_user(server)
+    assert await server.error_code("{ clients { totalCount } }", token=owner) == "FORBIDDEN"
