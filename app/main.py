@@ -133,7 +133,7 @@ async def sweep_reservations(deps: Deps) -> None:
         await asyncio.sleep(deps.settings.reservation_sweep_seconds)
         try:
             async with deps.db.autocommit() as conn:
-                released = await service.release_expired(conn)
+                released = await service.release_all_expired(conn)
             if released:
                 log.info("released %d expired reservations", released)
         except Exception:

@@ -53,6 +53,7 @@ class OperationScope:
     viewer: Viewer | None = None
     viewer_known: bool = False
     permissions: frozenset[str] | None = None
+    api_key: ApiKey | None = None
 
 
 _scope: ContextVar[OperationScope | None] = ContextVar("lodge_operation_scope", default=None)
@@ -231,7 +232,19 @@ class Context:
         from app.logs import service as logs_service
 
         secret = self.api_key_secret()
-        return await logs_service.authenticate_api_key(conn if conn is not None else self.session, secret=secret)
+        if conn is not None:
+            return await logs_service.authenticate_api_key(conn, secret=secret)
+        scope = self.scope
+        if scope.api_key is None:
+            scope.api_key = await logs_service.authenticate_api_key(self.session, secret=secret)
+        return scope.api_key
+
+    async def key_environment(self) -> uuid.UUID | None:
+        """The environment an environment key is confined to (None: not a key, or a project-wide one)."""
+        creds = self.credentials
+        if creds is None or creds.scheme != "apikey":
+            return None
+        return (await self.require_api_key()).environment_id
 
 
 Info = _Info[Context, None]

@@ -103,9 +103,10 @@ class Loaders:
     def _batch_children(self, model: type[M], column: str) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[list[M]]]]:
         async def load(keys: Sequence[uuid.UUID]) -> list[list[M]]:
             fk = getattr(model, column)
-            order = model.created_at  # type: ignore[attr-defined]  # every child table has one
+            # Creation order; the primary key breaks ties between rows of one instant.
+            order = (model.created_at, *model.__table__.primary_key.columns)  # type: ignore[attr-defined]
             async with self._reader() as session:
-                rows = (await session.execute(select(model).where(fk.in_(keys)).order_by(order))).scalars().all()
+                rows = (await session.execute(select(model).where(fk.in_(keys)).order_by(*order))).scalars().all()
             grouped: dict[uuid.UUID, list[M]] = defaultdict(list)
             for row in rows:
                 grouped[getattr(row, column)].append(row)

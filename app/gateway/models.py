@@ -115,7 +115,7 @@ class RequestLog(SQLModel, table=True):
     )
 
     id: str = Field(default=None, sa_column=Column(Text, primary_key=True, server_default=REQUEST_LOG_ID))
-    api_key_id: uuid.UUID | None = uuid_fk("api_keys.id", ondelete="SET NULL", nullable=True, index=True)
+    api_key_id: uuid.UUID = uuid_fk("api_keys.id", ondelete="CASCADE", index=True)
     environment_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     service_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
     endpoint: str | None = text_col()
@@ -124,7 +124,11 @@ class RequestLog(SQLModel, table=True):
         sa_column=Column(Text, ForeignKey("request_logs.id", ondelete="CASCADE"), nullable=True, index=True),
     )
     status: str = text_col(nullable=False)
-    created_at: datetime = created_at()
+    # clock_timestamp(), not now(): several steps recorded in one transaction keep their order.
+    created_at: datetime = Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
+    )
 
 
 class Reservation(SQLModel, table=True):

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
@@ -144,7 +144,13 @@ async def adjust_available(
     session: AsyncSession, *, environment_id: uuid.UUID, service_id: uuid.UUID, delta: int
 ) -> models.EnvironmentService:
     params = {"environment_id": environment_id, "service_id": service_id, "delta": delta}
-    if await session.scalar(_ADJUST, params) is None:
+    try:
+        changed = await session.scalar(_ADJUST, params)
+    except DBAPIError as exc:
+        if "22003" in str(getattr(exc.orig, "sqlstate", "")) or "out of range" in str(exc):
+            raise BadUserInput("availableRequests would leave the range of a 32-bit integer", delta=delta) from None
+        raise
+    if changed is None:
         await get_environment_service(session, environment_id=environment_id, service_id=service_id)
         raise BadUserInput("availableRequests may not drop below the requests held by running flows", delta=delta)
     return await get_environment_service(session, environment_id=environment_id, service_id=service_id)
@@ -178,25 +184,33 @@ async def _why_refused(conn: AsyncConnection | AsyncSession, *, environment_id: 
 _RECORD = text(
     """
     WITH svc AS (SELECT id FROM services WHERE name = CAST(:service AS text)),
-    quota AS (
-        -- A request outside a flow spends one request; a step of a flow is covered by its hold.
+    spent AS (
+        -- A request outside a flow spends one request.
         UPDATE environment_services es SET available_requests = es.available_requests - 1
-        WHERE CAST(:start_point AS text) IS NULL
-          AND es.environment_id = CAST(:environment_id AS uuid) AND es.service_id = (SELECT id FROM svc)
+        WHERE es.environment_id = CAST(:environment_id AS uuid) AND es.service_id = (SELECT id FROM svc)
           AND es.available_requests - es.reserved_requests >= 1
         RETURNING es.service_id
-    ),
-    allowed AS (
-        SELECT service_id FROM quota
-        UNION ALL
-        SELECT es.service_id FROM environment_services es
-        WHERE CAST(:start_point AS text) IS NOT NULL AND es.environment_id = CAST(:environment_id AS uuid)
-          AND es.service_id = (SELECT id FROM svc)
+    )
+    INSERT INTO request_logs (api_key_id, environment_id, service_id, endpoint, status)
+    SELECT CAST(:api_key_id AS uuid), CAST(:environment_id AS uuid), service_id, CAST(:endpoint AS text), 'recorded'
+    FROM spent
+    RETURNING *
+    """
+)
+
+_RECORD_STEP = text(
+    """
+    WITH flow AS (
+        -- A step is covered by its flow's hold: only while that hold is live, for that service.
+        SELECT r.service_id FROM reservations r JOIN services s ON s.id = r.service_id
+        WHERE r.start_point = CAST(:start_point AS text) AND r.environment_id = CAST(:environment_id AS uuid)
+          AND s.name = CAST(:service AS text) AND r.expires_at > now()
+        FOR SHARE OF r
     )
     INSERT INTO request_logs (api_key_id, environment_id, service_id, endpoint, start_point, status)
     SELECT CAST(:api_key_id AS uuid), CAST(:environment_id AS uuid), service_id, CAST(:endpoint AS text),
            CAST(:start_point AS text), 'recorded'
-    FROM allowed
+    FROM flow
     RETURNING *
     """
 )
@@ -210,13 +224,9 @@ async def record_request(
     endpoint: str | None,
     start_point: str | None,
 ) -> models.RequestLog:
+    """One conditional statement: a plain request spends one request; a step of a flow needs the
+    flow's reservation to be live (not completed, not expired) for the same service."""
     environment_id = environment_of(key)
-    if start_point is not None:
-        start = (
-            await conn.execute(select(models.RequestLog.__table__).where(col(models.RequestLog.id) == start_point))  # type: ignore[attr-defined]
-        ).first()
-        if start is None or start.environment_id != environment_id or start.start_point is not None:
-            raise NotFound("no flow starts at this request log in this environment", startPoint=start_point)
     params = {
         "service": service,
         "environment_id": environment_id,
@@ -224,9 +234,12 @@ async def record_request(
         "endpoint": endpoint,
         "start_point": start_point,
     }
-    row = (await conn.execute(_RECORD, params)).mappings().first()
+    row = (await conn.execute(_RECORD_STEP if start_point else _RECORD, params)).mappings().first()
     if row is None:
-        raise await _why_refused(conn, environment_id=environment_id, service=service)
+        refusal = await _why_refused(conn, environment_id=environment_id, service=service)
+        if start_point and not isinstance(refusal, NotFound | Forbidden):
+            refusal = NotFound("no running flow of this service starts at this request log", startPoint=start_point)
+        raise refusal
     return models.RequestLog.model_construct(**row)
 
 
@@ -302,7 +315,8 @@ async def start_flow(
 _COMPLETE = text(
     """
     WITH spent AS (
-        DELETE FROM reservations WHERE id = CAST(:id AS text) AND environment_id = CAST(:environment_id AS uuid)
+        DELETE FROM reservations
+        WHERE id = CAST(:id AS text) AND environment_id = CAST(:environment_id AS uuid) AND expires_at > now()
         RETURNING environment_id, service_id, start_point, amount
     ),
     marked AS (
@@ -329,7 +343,7 @@ async def complete_flow(
     params = {"id": reservation_id, "environment_id": environment_id, "success": success}
     row = (await conn.execute(_COMPLETE, params)).mappings().first()
     if row is None:
-        raise NotFound("no running flow holds this reservation", reservationId=reservation_id)
+        raise NotFound("no running flow holds this reservation (completed or expired)", reservationId=reservation_id)
     return models.EnvironmentService.model_construct(**row)
 
 
@@ -360,9 +374,19 @@ _SWEEP = text(
 
 
 async def release_expired(conn: AsyncConnection | AsyncSession, *, batch: int = 500) -> int:
-    """Release expired holds. SKIP LOCKED lets several instances sweep at once: each expired
-    reservation is taken by exactly one of them (or by a completeFlow that got there first)."""
+    """Release one batch of expired holds. SKIP LOCKED lets several instances sweep at once: each
+    expired reservation is taken by exactly one of them (or by a completeFlow that got there first)."""
     return int(await conn.scalar(_SWEEP, {"batch": batch}) or 0)
+
+
+async def release_all_expired(conn: AsyncConnection, *, batch: int = 500) -> int:
+    """Batches until none is full: a backlog never outlives one sweep."""
+    total = 0
+    while (released := await release_expired(conn, batch=batch)) > 0:
+        total += released
+        if released < batch:
+            break
+    return total
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -29,6 +29,12 @@ async def load(info: Info, model: type[M], key: Any) -> M:
     return row
 
 
+async def _hidden_from_key(info: Info, environment_id: uuid.UUID) -> bool:
+    """An environment key sees inside its own environment only."""
+    confined = await info.context.key_environment()
+    return confined is not None and confined != environment_id
+
+
 @strawberry.type(name="Client")
 class Client:
     id: strawberry.ID
@@ -51,9 +57,11 @@ class Client:
 
     @strawberry.field
     async def projects(self, info: Info) -> list[ProjectType]:
+        from app.api.permissions import require_permission
         from app.logs import models as logs_models
         from app.logs.types import Project
 
+        await require_permission(info.context, "gateway:admin")
         rows = await info.context.loaders.children(logs_models.Project, "client_id").load(self.client_id)
         return [Project.from_model(row) for row in rows]
 
@@ -106,11 +114,15 @@ class Environment:
         from app.logs import models as logs_models
         from app.logs.types import ApiKey
 
+        if await _hidden_from_key(info, self.row.id):
+            return []
         rows = await info.context.loaders.children(logs_models.ApiKey, "environment_id").load(self.row.id)
         return [ApiKey.from_model(row) for row in rows]
 
     @strawberry.field
     async def services(self, info: Info) -> list[EnvironmentService]:
+        if await _hidden_from_key(info, self.row.id):
+            return []
         rows = await info.context.loaders.children(models.EnvironmentService, "environment_id").load(self.row.id)
         return [EnvironmentService.from_model(row) for row in rows]
 
@@ -153,14 +165,11 @@ class RequestLog:
         )
 
     @strawberry.field
-    async def api_key(self, info: Info) -> ApiKeyType | None:
+    async def api_key(self, info: Info) -> ApiKeyType:
         from app.logs import models as logs_models
         from app.logs.types import ApiKey
 
-        if self.row.api_key_id is None:
-            return None
-        key = await info.context.loaders.by_id(logs_models.ApiKey).load(self.row.api_key_id)
-        return ApiKey.from_model(key) if key else None
+        return ApiKey.from_model(await load(info, logs_models.ApiKey, self.row.api_key_id))
 
     @strawberry.field
     async def environment(self, info: Info) -> Environment:

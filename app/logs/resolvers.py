@@ -18,7 +18,7 @@ from app.api.pagination import (
     page_size,
     time_cursor,
 )
-from app.api.permissions import parse_id, require_project_access
+from app.api.permissions import parse_id, require_permission, require_project_access
 from app.api.scalars import utc
 from app.logs import events, models, service
 from app.logs.types import (
@@ -105,9 +105,25 @@ async def projects_of(info: Info, *, owner_id: uuid.UUID, first: int | None, aft
     )
 
 
-async def _owned_project(info: Info, project_id: strawberry.ID) -> models.Project:
+async def _client(info: Info, client_id: strawberry.ID) -> uuid.UUID:
+    """Grouping projects under a client is the gateway administrators' business."""
+    from app.gateway import models as gateway_models
+    from app.gateway import service as gateway
+
+    await require_permission(info.context, "gateway:admin")
+    client = await gateway.get_or_raise(
+        info.context.session, gateway_models.Client, parse_id(client_id, "clientId"), "client"
+    )
+    return uuid.UUID(str(client.id))
+
+
+async def _owned_project(info: Info, project_id: strawberry.ID, *, write: bool = False) -> models.Project:
+    """Readable by its owner (and projects:admin) or its own API keys; changed only by people:
+    an API key may not mint or revoke keys, nor reach its siblings' environments."""
     ctx = info.context
     pid = parse_id(project_id, "projectId")
+    if write:
+        await ctx.require_user_id(ctx.session)
     await require_project_access(ctx, ctx.session, pid)
     return await service.get_project_or_raise(ctx.session, project_id=pid)
 
@@ -162,24 +178,32 @@ class LogsMutation:
         row = await service.create_project(
             ctx.session, owner_id=owner_id, name=input.name, description=input.description
         )
+        if input.client_id is not None:
+            row = await service.update_project(
+                ctx.session, project=row, changes={"client_id": await _client(info, input.client_id)}
+            )
         return Project.from_model(row)
 
     @strawberry.mutation
     async def update_project(self, info: Info, id: strawberry.ID, input: ProjectUpdate) -> Project:
-        project = await _owned_project(info, id)
+        project = await _owned_project(info, id, write=True)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        if "client_id" in changes:
+            changes["client_id"] = await _client(info, changes["client_id"]) if changes["client_id"] else None
+            if changes["client_id"] is None:
+                await require_permission(info.context, "gateway:admin")
         row = await service.update_project(info.context.session, project=project, changes=changes)
         return Project.from_model(row)
 
     @strawberry.mutation
     async def delete_project(self, info: Info, id: strawberry.ID) -> bool:
-        project = await _owned_project(info, id)
+        project = await _owned_project(info, id, write=True)
         await service.delete_project(info.context.session, project_id=project.id)
         return True
 
     @strawberry.mutation
     async def create_api_key(self, info: Info, input: ApiKeyInput) -> CreatedApiKey:
-        project = await _owned_project(info, input.project_id)
+        project = await _owned_project(info, input.project_id, write=True)
         row, secret = await service.create_api_key(
             info.context.session,
             project_id=project.id,
@@ -194,6 +218,7 @@ class LogsMutation:
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
         ctx = info.context
         key = await service.get_api_key_or_raise(ctx.session, key_id=parse_id(id))
+        await ctx.require_user_id(ctx.session)
         await require_project_access(ctx, ctx.session, key.project_id)
         return ApiKey.from_model(await service.revoke_api_key(ctx.session, key=key))
 

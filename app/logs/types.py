@@ -71,6 +71,9 @@ class Project:
     @strawberry.field
     async def api_keys(self, info: Info) -> list[ApiKey]:
         rows = await info.context.loaders.children(models.ApiKey, "project_id").load(self.row.id)
+        # An environment key sees its own environment's keys, never its siblings'.
+        if (confined := await info.context.key_environment()) is not None:
+            rows = [row for row in rows if row.environment_id == confined]
         return [ApiKey.from_model(row) for row in rows]
 
     @strawberry.field
@@ -89,6 +92,8 @@ class Project:
         from app.gateway.types import Environment
 
         rows = await info.context.loaders.children(gateway_models.Environment, "project_id").load(self.row.id)
+        if (confined := await info.context.key_environment()) is not None:
+            rows = [row for row in rows if row.id == confined]
         return [Environment.from_model(row) for row in rows]
 
     @strawberry.field
@@ -211,12 +216,16 @@ class IngestResult:
 class ProjectInput:
     name: str
     description: str | None = None
+    client_id: strawberry.ID | None = strawberry.field(default=None, description="Setting it needs gateway:admin.")
 
 
 @strawberry.input
 class ProjectUpdate:
     name: str | None = strawberry.UNSET
     description: str | None = strawberry.UNSET
+    client_id: strawberry.ID | None = strawberry.field(
+        default=strawberry.UNSET, description="Setting it needs gateway:admin."
+    )
 
 
 @strawberry.input

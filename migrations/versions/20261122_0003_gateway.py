@@ -120,15 +120,17 @@ def upgrade() -> None:
             server_default=sa.text("'rl_' || replace(gen_random_uuid()::text, '-', '')"),
             nullable=False,
         ),
-        sa.Column("api_key_id", sa.UUID(), nullable=True),
+        sa.Column("api_key_id", sa.UUID(), nullable=False),
         sa.Column("environment_id", sa.UUID(), nullable=False),
         sa.Column("service_id", sa.UUID(), nullable=False),
         sa.Column("endpoint", sa.Text(), nullable=True),
         sa.Column("start_point", sa.Text(), nullable=True),
         sa.Column("status", sa.Text(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("clock_timestamp()"), nullable=False
+        ),
         sa.ForeignKeyConstraint(
-            ["api_key_id"], ["api_keys.id"], name=op.f("fk_request_logs_api_key_id_api_keys"), ondelete="SET NULL"
+            ["api_key_id"], ["api_keys.id"], name=op.f("fk_request_logs_api_key_id_api_keys"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["environment_id", "service_id"],

@@ -38,7 +38,7 @@ async def test_a_successful_mutation_leaves_one_row(server: LiveServer) -> None:
     row = rows[0]
     assert row["resourceType"] == "project" and row["resourceId"] == project_id and row["success"] is True
     assert row["user"]["id"] == owner_id and row["ipAddress"] == "127.0.0.1" and row["requestId"]
-    assert row["details"] == {"arguments": {"input": {"name": "p", "description": None}}}
+    assert row["details"] == {"arguments": {"input": {"name": "p", "description": None, "client_id": None}}}
 
 
 async def test_a_failed_mutation_leaves_its_row_and_nothing_else(server: LiveServer) -> None:

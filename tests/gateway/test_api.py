@@ -257,3 +257,77 @@ async def test_clients_page_by_keyset(server: LiveServer) -> None:
     assert [n for n in seen if n in names] == names
     owner = await new_user(server)
     assert await server.error_code("{ clients { totalCount } }", token=owner) == "FORBIDDEN"
+
+
+async def test_steps_need_a_live_flow_of_their_service(server: LiveServer) -> None:
+    g = await new_gateway(server, available=10)
+    plain = (await server.data(RECORD, {"s": g.service, "p": None}, api_key=g.key))["recordRequest"]["id"]
+    assert await server.error_code(RECORD, {"s": g.service, "p": plain}, api_key=g.key) == "NOT_FOUND"
+    flow = (await server.data(START, {"s": g.service}, api_key=g.key))["startFlow"]
+    await server.data(COMPLETE, {"r": flow["reservation"]["id"], "ok": False}, api_key=g.key)
+    assert (
+        await server.error_code(RECORD, {"s": g.service, "p": flow["requestLog"]["id"]}, api_key=g.key) == "NOT_FOUND"
+    )
+    assert await quota(server, g) == {"availableRequests": 9, "reservedRequests": 0}
+
+
+async def test_an_expired_hold_cannot_be_completed(server: LiveServer) -> None:
+    g = await new_gateway(server, available=10)
+    rid = (await server.data(START, {"s": g.service, "a": 4}, api_key=g.key))["startFlow"]["reservation"]["id"]
+    async with server.deps.db.session() as session:
+        await session.execute(
+            text("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = :r"), {"r": rid}
+        )
+        await session.commit()
+    assert await server.error_code(COMPLETE, {"r": rid, "ok": True}, api_key=g.key) == "NOT_FOUND"
+    async with server.deps.db.autocommit() as conn:
+        assert await gateway.release_all_expired(conn) >= 1
+    assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 0}
+
+
+async def test_an_environment_key_stays_in_its_environment(server: LiveServer) -> None:
+    g = await new_gateway(server)
+    sibling = await server.data(
+        'mutation($p: ID!) { createEnvironment(projectId: $p, name: "staging") { id } }',
+        {"p": g.project_id},
+        token=g.owner,
+    )
+    sibling_id = sibling["createEnvironment"]["id"]
+    mint = "mutation($i: ApiKeyInput!) { createApiKey(input: $i) { secret } }"
+    stolen = {"i": {"projectId": g.project_id, "environmentId": sibling_id, "label": "x"}}
+    assert await server.error_code(mint, stolen, api_key=g.key) == "UNAUTHENTICATED"
+    await server.data(RECORD, {"s": g.service, "p": None}, api_key=g.key)
+    nested = await server.data(
+        "{ requestLogs { nodes { environment { project { environments { id } apiKeys { id } } } } } }", api_key=g.key
+    )
+    project = nested["requestLogs"]["nodes"][0]["environment"]["project"]
+    assert [e["id"] for e in project["environments"]] == [g.environment_id]
+    assert len(project["apiKeys"]) == 1
+
+
+async def test_quota_arithmetic_stays_in_range(server: LiveServer) -> None:
+    g = await new_gateway(server, available=10)
+    adjust = "mutation($e: ID!, $s: ID!, $d: Int!) { adjustAvailableRequests(environmentId: $e, serviceId: $s, delta: $d) { availableRequests } }"
+    assert (
+        await server.error_code(adjust, {"e": g.environment_id, "s": g.service_id, "d": 2**31 - 1}, token=g.admin)
+        == "BAD_USER_INPUT"
+    )
+    assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 0}
+
+
+async def test_clients_group_projects_for_gateway_admins_only(server: LiveServer) -> None:
+    g = await new_gateway(server)
+    client_id = (await server.data('mutation { createClient(input: {name: "Acme"}) { id } }', token=g.admin))[
+        "createClient"
+    ]["id"]
+    attach = "mutation($id: ID!, $c: ID) { updateProject(id: $id, input: {clientId: $c}) { client { name } } }"
+    assert await server.error_code(attach, {"id": g.project_id, "c": client_id}, token=g.owner) == "FORBIDDEN"
+    root, _ = await new_admin(server)
+    attached = await server.data(attach, {"id": g.project_id, "c": client_id}, token=root)
+    assert attached["updateProject"]["client"]["name"] == "Acme"
+    listed = await server.data(
+        "query($id: ID!) { client(id: $id) { projects { id } } }", {"id": client_id}, token=g.admin
+    )
+    assert [p["id"] for p in listed["client"]["projects"]] == [g.project_id]
+    peek = "query($id: ID!) { project(id: $id) { client { projects { id } } } }"
+    assert await server.error_code(peek, {"id": g.project_id}, token=g.owner) == "FORBIDDEN"
