@@ -22,6 +22,7 @@ from websockets.typing import Subprotocol
 from bench.common import bench_database, lodge_server, machine, new_tenant, percentile
 
 SUBSCRIPTION = "subscription($p: ID!) { logAdded(projectId: $p) { id log level createdAt cursor } }"
+GRACE = float(__import__("os").environ.get("TAIL_GRACE", "2"))
 INGEST_LOG = "mutation($input: LogInput!) { ingestLog(input: $input) { id } }"
 
 
@@ -31,6 +32,7 @@ async def _subscribers(url: str, token: str, project_id: str, count: int, second
     stop = asyncio.Event()
 
     warmed: set[int] = set()
+    per: dict[int, int] = {}
 
     async def one(n: int) -> None:
         nonlocal received
@@ -60,6 +62,7 @@ async def _subscribers(url: str, token: str, project_id: str, count: int, second
                     continue
                 latencies.append(now - datetime.fromisoformat(log["createdAt"]).timestamp())
                 received += 1
+                per[n] = per.get(n, 0) + 1
 
     connected: list[int] = []
     tasks = [asyncio.create_task(one(n)) for n in range(count)]
@@ -67,9 +70,12 @@ async def _subscribers(url: str, token: str, project_id: str, count: int, second
     while len(warmed) < count:
         await asyncio.sleep(0.05)
     ready.set()
-    await asyncio.sleep(seconds + 2)
+    await asyncio.sleep(seconds + GRACE)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
+    import sys
+    counts = sorted(per.get(n, 0) for n in range(count))
+    print('per-subscriber min/median/max', counts[0], counts[len(counts) // 2], counts[-1], file=sys.stderr)
     out.put((received, latencies))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -43,8 +43,10 @@ class Viewer:
 @dataclass
 class OperationScope:
     session: AsyncSession | None
-    loaders: Loaders
+    loaders: Loaders | None  # None until first used (subscription events)
     request_id: str
+    # Subscription events open their session only if a field asks for it (most never do).
+    lazy_session: async_sessionmaker[AsyncSession] | None = None
     events: list[tuple[str, Any]] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     # Work that must happen even though the operation fails: run after its rollback, in the
@@ -93,31 +95,41 @@ class Context:
     @asynccontextmanager
     async def event_scope(self) -> AsyncIterator[None]:
         """A scope for one subscription event: fresh loaders (rows of an earlier event are stale)
-        and a session that connects only if the event's fields need it and is closed as soon as
-        the event has been executed, so an idle or slow subscriber never pins a pool connection."""
-        from app.api.loaders import Loaders
-
+        and a session opened only if the event's fields need it and closed as soon as the event
+        has been executed, so an idle or slow subscriber never pins a pool connection. Both are
+        created on first use: most events of a live tail are rendered once and shared."""
         current = _scope.get()
         request_id = current.request_id if current else uuid.uuid4().hex
-        async with self.deps.db.sessionmaker() as session:
-            token = _scope.set(
-                OperationScope(session=session, loaders=Loaders(self.deps.db, session), request_id=request_id)
-            )
-            try:
-                yield
-            finally:
-                _scope.reset(token)
+        scope = OperationScope(
+            session=None, loaders=None, request_id=request_id, lazy_session=self.deps.db.sessionmaker
+        )
+        token = _scope.set(scope)
+        try:
+            yield
+        finally:
+            _scope.reset(token)
+            if scope.session is not None:
+                await scope.session.close()
 
     @property
     def session(self) -> AsyncSession:
-        session = self.scope.session
+        scope = self.scope
+        if scope.session is None and scope.lazy_session is not None:
+            scope.session = scope.lazy_session()
+        session = scope.session
         if session is None:
             raise RuntimeError("outside an event scope: wrap a subscription's yield in ctx.event_scope()")
         return session
 
     @property
     def loaders(self) -> Loaders:
-        return self.scope.loaders
+        from app.api.loaders import Loaders
+
+        scope = self.scope
+        if scope.loaders is None:
+            # Without the event's own session, loaders read through a short session per batch.
+            scope.loaders = Loaders(self.deps.db, scope.session)
+        return scope.loaders
 
     @property
     def request_id(self) -> str:

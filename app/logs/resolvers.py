@@ -275,7 +275,9 @@ class LogsSubscription:
                             yield Log.from_model(row)
                     catch_up = False
                 try:
-                    message = await asyncio.wait_for(live.get(), poll if ctx.deps.hub.connected else min(poll, 1.0))
+                    # asyncio.timeout, not wait_for: no extra task per message and subscriber.
+                    async with asyncio.timeout(poll if ctx.deps.hub.connected else min(poll, 1.0)):
+                        message = await live.get()
                 except TimeoutError:
                     # A bus message can be lost without a trace (a crash between commit and
                     # publish, a broker outage): PostgreSQL is asked now and then anyway.
