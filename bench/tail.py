@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -73,9 +74,8 @@ async def _subscribers(url: str, token: str, project_id: str, count: int, second
     await asyncio.sleep(seconds + GRACE)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    import sys
     counts = sorted(per.get(n, 0) for n in range(count))
-    print('per-subscriber min/median/max', counts[0], counts[len(counts) // 2], counts[-1], file=sys.stderr)
+    print("per-subscriber min/median/max", counts[0], counts[len(counts) // 2], counts[-1], file=sys.stderr)
     out.put((received, latencies))
 
 
