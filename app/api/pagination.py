@@ -7,7 +7,7 @@ import binascii
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 
@@ -115,6 +115,17 @@ def build_connection(
         ),
         total_count=total_count,
     )
+
+
+def wants_total(info: Any) -> bool:
+    """Whether the client selected `totalCount`: counting a large table is skipped otherwise."""
+    from strawberry.types.nodes import SelectedField
+
+    for field in info.selected_fields:
+        for child in getattr(field, "selections", []):
+            if not isinstance(child, SelectedField) or child.name == "totalCount":
+                return True  # a fragment may select it: count
+    return False
 
 
 def time_cursor(kind: str, created_at: datetime, key: object) -> str:

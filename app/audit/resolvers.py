@@ -7,7 +7,14 @@ from datetime import datetime
 import strawberry
 
 from app.api.context import Info
-from app.api.pagination import Connection, build_connection, decode_time_uuid_cursor, page_size, time_cursor
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_time_uuid_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
 from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
 from app.audit import service
@@ -39,7 +46,11 @@ class AuditQuery:
         await require_permission(info.context, "audit:read")
         size = page_size(first)
         rows, total = await service.list_audit_logs(
-            info.context.session, spec=_spec(filter), before=decode_time_uuid_cursor(AUDIT_CURSOR, after), limit=size
+            info.context.session,
+            spec=_spec(filter),
+            before=decode_time_uuid_cursor(AUDIT_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
         )
         return build_connection(
             rows,

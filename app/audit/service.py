@@ -55,9 +55,16 @@ def list_query(spec: AuditFilterSpec, *, before: tuple[datetime, uuid.UUID] | No
 
 
 async def list_audit_logs(
-    session: AsyncSession, *, spec: AuditFilterSpec, before: tuple[datetime, uuid.UUID] | None, limit: int
+    session: AsyncSession,
+    *,
+    spec: AuditFilterSpec,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    count: bool = True,
 ) -> tuple[Sequence[models.AuditLog], int]:
     rows = (await session.execute(list_query(spec, before=before, limit=limit))).scalars().all()
+    if not count:
+        return rows, 0
     total = await session.scalar(select(func.count()).select_from(models.AuditLog).where(*spec.clauses()))
     return rows, int(total or 0)
 

@@ -21,6 +21,7 @@ from app.api.pagination import (
     decode_time_uuid_cursor,
     page_size,
     time_cursor,
+    wants_total,
 )
 from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.scalars import utc
@@ -122,7 +123,7 @@ class GatewayQuery:
             since=utc(since),
         )
         rows, total = await service.list_request_logs(
-            ctx.session, spec=spec, after=decode_time_cursor("request_log", after), limit=size
+            ctx.session, spec=spec, after=decode_time_cursor("request_log", after), limit=size, count=wants_total(info)
         )
         return build_connection(
             rows,

@@ -401,7 +401,12 @@ class RequestLogSpec:
 
 
 async def list_request_logs(
-    session: AsyncSession, *, spec: RequestLogSpec, after: tuple[datetime, str] | None, limit: int
+    session: AsyncSession,
+    *,
+    spec: RequestLogSpec,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    count: bool = True,
 ) -> tuple[Sequence[models.RequestLog], int]:
     t = models.RequestLog
     where: list[Any] = []
@@ -418,5 +423,7 @@ async def list_request_logs(
     if after is not None:
         query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*after))
     rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(limit + 1))).scalars().all()
+    if not count:
+        return rows, 0
     total = await session.scalar(select(func.count()).select_from(t).where(*where))
     return rows, int(total or 0)

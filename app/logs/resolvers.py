@@ -17,6 +17,7 @@ from app.api.pagination import (
     decode_time_uuid_cursor,
     page_size,
     time_cursor,
+    wants_total,
 )
 from app.api.permissions import parse_id, require_permission, require_project_access
 from app.api.scalars import utc
@@ -75,6 +76,7 @@ async def logs_page(
         before=decode_int_cursor(LOG_CURSOR, before),
         limit=size,
         backwards=backwards,
+        count=wants_total(info),
     )
     return build_connection(
         rows,

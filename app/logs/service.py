@@ -394,6 +394,7 @@ async def list_logs(
     before: int | None,
     limit: int,
     backwards: bool,
+    count: bool = True,
 ) -> tuple[Sequence[models.Log], int]:
     table = models.Log
     where = [table.project_id == project_id, *spec.clauses()]
@@ -403,6 +404,8 @@ async def list_logs(
         where.append(table.seq < before)
     order = table.seq.desc() if backwards else table.seq.asc()  # type: ignore[attr-defined]
     rows = (await session.execute(select(table).where(and_(*where)).order_by(order).limit(limit + 1))).scalars().all()
+    if not count:
+        return rows, 0
     count_where = [table.project_id == project_id, *spec.clauses()]
     total = await session.scalar(select(func.count()).select_from(table).where(and_(*count_where)))
     return rows, int(total or 0)
