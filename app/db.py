@@ -38,6 +38,7 @@ def import_models() -> MetaData:
     """Import every domain's models so that `metadata` knows all tables (alembic, tests)."""
     from app.accounts import models as _accounts  # noqa: F401
     from app.audit import models as _audit  # noqa: F401
+    from app.communities import models as _communities  # noqa: F401
     from app.gateway import models as _gateway  # noqa: F401
     from app.logs import models as _logs  # noqa: F401
 

@@ -10,16 +10,64 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, func, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.types import TypeEngine
 from sqlmodel import SQLModel, col
 from strawberry.dataloader import DataLoader
 
 from app.db import Database
 
 M = TypeVar("M", bound=SQLModel)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """One parent's page of a nested connection: `size` rows (page size + 1) after `after`.
+
+    Siblings in one response usually ask for the same page, so keys are batched by (size, after,
+    extra) and each batch is one statement, whatever the number of parents."""
+
+    parent: Any  # an id, or a tuple of ids for a composite parent
+    size: int
+    after: tuple[Any, ...] | None = None
+    extra: Any = None  # filters, hashable
+
+    @property
+    def batch(self) -> tuple[int, tuple[Any, ...] | None, Any]:
+        return (self.size, self.after, self.extra)
+
+
+def lateral_pages(
+    model: type[M],
+    inner: Select[Any],
+    *,
+    parent_columns: Sequence[Any],
+    parent_types: Sequence[TypeEngine[Any]],
+    parents: Sequence[tuple[Any, ...]],
+    limit: int,
+) -> Select[Any]:
+    """Up to `limit` rows of `inner` for each parent, in `inner`'s order, in one statement:
+    `SELECT ... FROM unnest(parents) CROSS JOIN LATERAL (inner WHERE key = parent LIMIT n)`.
+    Rows come back as (parent key columns..., model)."""
+    arrays = [
+        bindparam(f"parent_{i}", [p[i] for p in parents], type_=ARRAY(kind)) for i, kind in enumerate(parent_types)
+    ]
+    names = [f"parent_{i}" for i in range(len(arrays))]
+    keys = func.unnest(*arrays).table_valued(*names).render_derived(name="parents")
+    page = (
+        inner.where(*(column == keys.c[name] for column, name in zip(parent_columns, names, strict=True)))
+        .limit(limit)
+        .lateral("page")
+    )
+    return select(*(keys.c[name] for name in names), aliased(model, page)).select_from(keys).join(page, true())
 
 
 class Loaders:
@@ -28,7 +76,7 @@ class Loaders:
         self._session = session
         self._by_id: dict[type[Any], DataLoader[uuid.UUID, Any]] = {}
         self._grouped: dict[tuple[type[Any], str], DataLoader[uuid.UUID, list[Any]]] = {}
-        self._custom: dict[str, DataLoader[uuid.UUID, list[Any]]] = {}
+        self._custom: dict[str, DataLoader[Any, Any]] = {}
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[AsyncSession]:
@@ -52,6 +100,18 @@ class Loaders:
         if loader is None:
             loader = DataLoader(load_fn=self._batch_children(model, column))
             self._grouped[key] = loader
+        return loader
+
+    def batch(self, name: str, fetch: Callable[[AsyncSession, Sequence[K]], Awaitable[list[V]]]) -> DataLoader[K, V]:
+        """A loader named `name` whose batches `fetch` answers (results in key order)."""
+        loader = self._custom.get(name)
+        if loader is None:
+
+            async def load(keys: Sequence[K]) -> list[V]:
+                async with self._reader() as session:
+                    return await fetch(session, keys)
+
+            loader = self._custom[name] = DataLoader(load_fn=load)
         return loader
 
     def roles_of_user(self) -> DataLoader[uuid.UUID, list[Any]]:

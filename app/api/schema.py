@@ -21,14 +21,15 @@ from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, sha
 from app.api.sharing import SharingExecutor
 from app.audit.recorder import audit_mutations
 from app.audit.resolvers import AuditQuery
+from app.communities.resolvers import CommunitiesMutation, CommunitiesQuery, CommunitiesSubscription
 from app.gateway.resolvers import GatewayMutation, GatewayQuery
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.logs.rules import IngestStandsAlone
 from app.settings import Settings
 
-Query = merge_types("Query", (AccountsQuery, AuditQuery, LogsQuery, GatewayQuery))
-Mutation = merge_types("Mutation", (AccountsMutation, LogsMutation, GatewayMutation))
-Subscription = merge_types("Subscription", (LogsSubscription,))
+Query = merge_types("Query", (AccountsQuery, AuditQuery, LogsQuery, GatewayQuery, CommunitiesQuery))
+Mutation = merge_types("Mutation", (AccountsMutation, LogsMutation, GatewayMutation, CommunitiesMutation))
+Subscription = merge_types("Subscription", (LogsSubscription, CommunitiesSubscription))
 audit_mutations(Mutation)
 
 

@@ -1,0 +1,59 @@
+"""Who may read and change a guild and what hangs off it.
+
+A guild is readable by its members and by holders of `guilds:write` (the bot and platform
+staff). Members whose roles include `owner` or `admin` administer it; only owners (and
+`guilds:write`) hand out or take away those two roles, or delete the guild.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from app.api.context import Info
+from app.api.errors import Forbidden
+from app.api.permissions import has_permission
+from app.communities import loaders, models
+from app.communities.service import guilds
+
+WRITE = "guilds:write"
+
+
+async def membership(info: Info, guild_id: uuid.UUID) -> models.UserGuild | None:
+    """The caller's membership of `guild_id` (batched: one statement for all the guilds of a response)."""
+    ctx = info.context
+    user_id = await ctx.require_user_id(ctx.session)
+    loader = ctx.loaders.batch(f"membership:{user_id}", loaders.memberships_of(user_id))
+    found: models.UserGuild | None = await loader.load(guild_id)
+    return found
+
+
+async def is_staff(info: Info) -> bool:
+    ctx = info.context
+    await ctx.require_user_id(ctx.session)
+    return await has_permission(ctx, WRITE, ctx.session)
+
+
+async def can_read(info: Info, guild_id: uuid.UUID) -> bool:
+    return await is_staff(info) or await membership(info, guild_id) is not None
+
+
+async def require_reader(info: Info, guild_id: uuid.UUID) -> None:
+    if not await can_read(info, guild_id):
+        raise Forbidden("only members of this guild can see it", guildId=str(guild_id))
+
+
+async def require_member(info: Info, guild_id: uuid.UUID) -> uuid.UUID:
+    """The caller's user id, if they are a member (or staff)."""
+    user_id = await info.context.require_user_id(info.context.session)
+    await require_reader(info, guild_id)
+    return user_id
+
+
+async def require_admin(info: Info, guild_id: uuid.UUID, *, owner: bool = False) -> None:
+    if await is_staff(info):
+        return
+    member = await membership(info, guild_id)
+    allowed = guilds.OWNER in member.roles if owner and member else guilds.is_admin(member)
+    if not allowed:
+        needed = "an owner" if owner else "an owner or admin"
+        raise Forbidden(f"only {needed} of this guild (or `{WRITE}`) can do this", guildId=str(guild_id))

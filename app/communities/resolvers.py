@@ -1,0 +1,390 @@
+"""Queries, mutations and the live chat subscription of the communities domain."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import strawberry
+
+from app.api.context import Info
+from app.api.errors import BadUserInput, Forbidden, NotFound
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_cursor,
+    decode_time_uuid_cursor,
+    encode_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
+from app.api.permissions import parse_id
+from app.api.scalars import JSON
+from app.communities import access, events, models
+from app.communities.service import analyses, chat, guilds
+from app.communities.types import (
+    ChatConversation,
+    ChatMessage,
+    ChatMessageInput,
+    ClubAnalysis,
+    ClubAnalysisInput,
+    ClubAnalysisOrder,
+    ClubAnalysisUpdate,
+    Guild,
+    GuildInput,
+    GuildMember,
+    analysis_cursor,
+    decode_analysis_cursor,
+)
+from app.pubsub import RESYNC
+
+GUILD_CURSOR = "guild"
+CONVERSATION_CURSOR = "conversation"
+
+
+def _guild_cursor(row: models.Guild) -> str:
+    return encode_cursor(GUILD_CURSOR, f"{row.id}|{row.name}")
+
+
+def _decode_guild_cursor(cursor: str | None) -> tuple[str, uuid.UUID] | None:
+    raw = decode_cursor(GUILD_CURSOR, cursor)
+    if raw is None:
+        return None
+    key, _, name = raw.partition("|")
+    try:
+        return name, uuid.UUID(key)
+    except ValueError:
+        raise BadUserInput("malformed cursor", cursor=cursor) from None
+
+
+async def _conversation(info: Info, conversation_id: uuid.UUID) -> models.ChatConversation:
+    """A conversation is its owner's alone."""
+    ctx = info.context
+    user_id = await ctx.require_user_id(ctx.session)
+    conversation = await chat.get_conversation_or_raise(ctx.session, conversation_id=conversation_id)
+    if conversation.user_id != user_id:
+        raise Forbidden("this conversation belongs to someone else")
+    return conversation
+
+
+@strawberry.type
+class CommunitiesQuery:
+    @strawberry.field(description="One guild, by `id` or by `discordId`.")  # type: ignore[untyped-decorator]
+    async def guild(self, info: Info, id: strawberry.ID | None = None, discord_id: str | None = None) -> Guild | None:
+        if (id is None) == (discord_id is None):
+            raise BadUserInput("pass exactly one of `id` and `discordId`")
+        session = info.context.session
+        if id is not None:
+            row = await session.get(models.Guild, parse_id(id))
+        else:
+            row = await guilds.get_guild_by_discord_id(session, discord_id=discord_id or "")
+        if row is None:
+            return None
+        await access.require_reader(info, row.id)
+        return Guild.from_model(row)
+
+    @strawberry.field(description="Guilds by name: all of them for `guilds:write`, else the caller's.")  # type: ignore[untyped-decorator]
+    async def guilds(
+        self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None
+    ) -> Connection[Guild]:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        size = page_size(first)
+        rows, total = await guilds.list_guilds(
+            ctx.session,
+            search=search or None,
+            member_id=None if await access.is_staff(info) else user_id,
+            after=_decode_guild_cursor(after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=_guild_cursor,
+            to_node=Guild.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(
+        description="Club analyses of the guilds the caller can see, filtered; `search` matches title or "
+        "summary, case-insensitively."
+    )  # type: ignore[untyped-decorator]
+    async def club_analyses(
+        self,
+        info: Info,
+        guild_id: strawberry.ID | None = None,
+        user_id: strawberry.ID | None = None,
+        min_confidence: float | None = None,
+        search: str | None = None,
+        order_by: ClubAnalysisOrder = ClubAnalysisOrder.NEWEST,  # type: ignore[valid-type]
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[ClubAnalysis]:
+        ctx = info.context
+        viewer = await ctx.require_user_id(ctx.session)
+        order = analyses.AnalysisOrder(order_by.value)  # type: ignore[attr-defined]
+        guild_ids: list[uuid.UUID] | None = None
+        member_id: uuid.UUID | None = None
+        if guild_id is not None:
+            gid = parse_id(guild_id, "guildId")
+            await access.require_reader(info, gid)
+            guild_ids = [gid]
+        elif not await access.is_staff(info):
+            member_id = viewer
+        spec = analyses.AnalysisFilter(
+            guild_ids=guild_ids,
+            member_id=member_id,
+            user_id=parse_id(user_id, "userId") if user_id else None,
+            min_confidence=min_confidence,
+            search=search or None,
+        )
+        size = page_size(first)
+        rows, total = await analyses.list_analyses(
+            ctx.session,
+            spec=spec,
+            order=order,
+            after=decode_analysis_cursor(order, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: analysis_cursor(order, row),
+            to_node=ClubAnalysis.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field
+    async def club_analysis(self, info: Info, id: strawberry.ID) -> ClubAnalysis | None:
+        row = await info.context.session.get(models.ClubAnalysis, parse_id(id))
+        if row is None:
+            return None
+        await access.require_reader(info, row.guild_id)
+        return ClubAnalysis.from_model(row)
+
+    @strawberry.field(description="One of the caller's conversations.")  # type: ignore[untyped-decorator]
+    async def conversation(self, info: Info, id: strawberry.ID) -> ChatConversation | None:
+        try:
+            return ChatConversation.from_model(await _conversation(info, parse_id(id)))
+        except NotFound:
+            return None
+
+    @strawberry.field(description="The caller's conversations, newest first.")  # type: ignore[untyped-decorator]
+    async def conversations(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[ChatConversation]:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        size = page_size(first)
+        rows, total = await chat.list_conversations(
+            ctx.session,
+            user_id=user_id,
+            before=decode_time_uuid_cursor(CONVERSATION_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(CONVERSATION_CURSOR, row.created_at, row.id),
+            to_node=ChatConversation.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+
+@strawberry.type
+class CommunitiesMutation:
+    @strawberry.mutation(description="Find or create a guild by Discord id (`guilds:write`).")  # type: ignore[untyped-decorator]
+    async def upsert_guild(self, info: Info, input: GuildInput) -> Guild:
+        if not await access.is_staff(info):
+            raise Forbidden(f"this needs the `{access.WRITE}` permission", permission=access.WRITE)
+        row = await guilds.upsert_guild(
+            info.context.session,
+            discord_id=input.discord_id,
+            name=input.name,
+            settings=input.settings,  # type: ignore[arg-type]  # checked to be an object
+        )
+        return Guild.from_model(row)
+
+    @strawberry.mutation(description="Merge `settings` into the guild's (RFC 7396: null removes a key), atomically.")  # type: ignore[untyped-decorator]
+    async def update_guild_settings(self, info: Info, id: strawberry.ID, settings: JSON) -> Guild:
+        guild_id = parse_id(id)
+        await guilds.get_guild_or_raise(info.context.session, guild_id=guild_id)
+        await access.require_admin(info, guild_id)
+        return Guild.from_model(
+            await guilds.update_guild_settings(info.context.session, guild_id=guild_id, patch=settings)
+        )
+
+    @strawberry.mutation(description="Delete a guild with its memberships, analyses and messages.")  # type: ignore[untyped-decorator]
+    async def delete_guild(self, info: Info, id: strawberry.ID) -> bool:
+        guild_id = parse_id(id)
+        await guilds.get_guild_or_raise(info.context.session, guild_id=guild_id)
+        await access.require_admin(info, guild_id, owner=True)
+        await guilds.delete_guild(info.context.session, guild_id=guild_id)
+        info.context.publish_after_commit(*events.guild_deleted(guild_id))
+        return True
+
+    @strawberry.mutation(
+        description="Add a member, or replace a member's roles when `roles` is given. Guild admins "
+        "manage members; only owners grant or take `owner` and `admin`."
+    )  # type: ignore[untyped-decorator]
+    async def add_guild_member(
+        self, info: Info, guild_id: strawberry.ID, user_id: strawberry.ID, roles: list[str] | None = None
+    ) -> GuildMember:
+        ctx = info.context
+        gid, uid = parse_id(guild_id, "guildId"), parse_id(user_id, "userId")
+        await guilds.get_guild_or_raise(ctx.session, guild_id=gid)
+        await access.require_admin(info, gid)
+        if roles is not None:
+            current = await guilds.get_membership(ctx.session, guild_id=gid, user_id=uid)
+            if guilds.touches_admin_roles(current.roles if current else [], guilds.normalize_roles(roles)):
+                await access.require_admin(info, gid, owner=True)
+        row = await guilds.add_member(ctx.session, guild_id=gid, user_id=uid, roles=roles)
+        return GuildMember.from_model(row)
+
+    @strawberry.mutation(description="Remove a member (anyone may leave). False if they were not a member.")  # type: ignore[untyped-decorator]
+    async def remove_guild_member(self, info: Info, guild_id: strawberry.ID, user_id: strawberry.ID) -> bool:
+        ctx = info.context
+        gid, uid = parse_id(guild_id, "guildId"), parse_id(user_id, "userId")
+        viewer = await ctx.require_user_id(ctx.session)
+        await guilds.get_guild_or_raise(ctx.session, guild_id=gid)
+        if uid != viewer:
+            await access.require_admin(info, gid)
+            current = await guilds.get_membership(ctx.session, guild_id=gid, user_id=uid)
+            if current is not None and guilds.is_admin(current):
+                await access.require_admin(info, gid, owner=True)
+        removed = await guilds.remove_member(ctx.session, guild_id=gid, user_id=uid)
+        if removed:
+            ctx.publish_after_commit(*events.member_left(gid, uid))
+        return removed
+
+    @strawberry.mutation(description="An analysis with its images and metrics, all or nothing (members).")  # type: ignore[untyped-decorator]
+    async def create_club_analysis(self, info: Info, input: ClubAnalysisInput) -> ClubAnalysis:
+        ctx = info.context
+        gid = parse_id(input.guild_id, "guildId")
+        await guilds.get_guild_or_raise(ctx.session, guild_id=gid)
+        user_id = await access.require_member(info, gid)
+        row = await analyses.create_analysis(
+            ctx.session,
+            guild_id=gid,
+            user_id=user_id,
+            title=input.title,
+            summary=input.summary,
+            confidence_=input.confidence,
+            images=[analyses.ImageSpec(i.image_url, i.original_name, i.file_size) for i in input.images or []],
+            metrics=[analyses.MetricSpec(m.name, m.value, m.unit, m.category) for m in input.metrics or []],
+        )
+        return ClubAnalysis.from_model(row)
+
+    @strawberry.mutation(description="Change an analysis (its creator only).")  # type: ignore[untyped-decorator]
+    async def update_club_analysis(self, info: Info, id: strawberry.ID, input: ClubAnalysisUpdate) -> ClubAnalysis:
+        ctx = info.context
+        viewer = await ctx.require_user_id(ctx.session)
+        row = await analyses.get_analysis_or_raise(ctx.session, analysis_id=parse_id(id))
+        if row.user_id != viewer:
+            await access.require_reader(info, row.guild_id)  # strangers learn nothing more than members
+            raise Forbidden("only the creator of an analysis can change it")
+        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        return ClubAnalysis.from_model(await analyses.update_analysis(ctx.session, analysis=row, changes=changes))
+
+    @strawberry.mutation(description="Delete an analysis (its creator, the guild's admins, or `guilds:write`).")  # type: ignore[untyped-decorator]
+    async def delete_club_analysis(self, info: Info, id: strawberry.ID) -> bool:
+        ctx = info.context
+        viewer = await ctx.require_user_id(ctx.session)
+        row = await analyses.get_analysis_or_raise(ctx.session, analysis_id=parse_id(id))
+        if row.user_id != viewer:
+            await access.require_admin(info, row.guild_id)
+        await analyses.delete_analysis(ctx.session, analysis=row)
+        return True
+
+    @strawberry.mutation
+    async def create_conversation(self, info: Info, title: str | None = None) -> ChatConversation:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        return ChatConversation.from_model(await chat.create_conversation(ctx.session, user_id=user_id, title=title))
+
+    @strawberry.mutation(
+        description="Post in one of the caller's conversations and/or in a guild they belong to; "
+        "subscribers get it after the commit."
+    )  # type: ignore[untyped-decorator]
+    async def post_chat_message(self, info: Info, input: ChatMessageInput) -> ChatMessage:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        if input.conversation_id is None and input.guild_id is None:
+            raise BadUserInput("pass `conversationId`, `guildId`, or both")
+        conversation_id = guild_id = None
+        if input.conversation_id is not None:
+            conversation_id = (await _conversation(info, parse_id(input.conversation_id, "conversationId"))).id
+        if input.guild_id is not None:
+            guild_id = parse_id(input.guild_id, "guildId")
+            await guilds.get_guild_or_raise(ctx.session, guild_id=guild_id)
+            await access.require_member(info, guild_id)
+        message = await chat.post_message(
+            ctx.session, user_id=user_id, conversation_id=conversation_id, guild_id=guild_id, text=input.text
+        )
+        for channel, payload in events.message_published(message):
+            ctx.publish_after_commit(channel, payload)
+        return ChatMessage.from_model(message)
+
+
+@strawberry.type
+class CommunitiesSubscription:
+    @strawberry.subscription(
+        description="Messages posted after the subscription starts, in a conversation (its owner) or a "
+        "guild (its members); with both, the conversation's messages posted in that guild."
+    )  # type: ignore[untyped-decorator]
+    async def chat_message_added(
+        self, info: Info, conversation_id: strawberry.ID | None = None, guild_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[ChatMessage, None]:
+        ctx = info.context
+        if conversation_id is None and guild_id is None:
+            raise BadUserInput("pass `conversationId`, `guildId`, or both")
+        cid = parse_id(conversation_id, "conversationId") if conversation_id else None
+        gid = parse_id(guild_id, "guildId") if guild_id else None
+        async with ctx.deps.db.session() as session:
+            viewer = await _check_chat_access(info, session, cid, gid)
+        channel = events.conversation_channel(cid) if cid else events.guild_channel(gid)  # type: ignore[arg-type]
+        async with ctx.deps.hub.subscribe(channel) as live:
+            while True:
+                message = await live.get()
+                if message is RESYNC:
+                    continue  # chat is live delivery only: history is in `messages`
+                kind = message.get("kind")
+                if kind == events.DELETED:
+                    raise NotFound("the guild was deleted")
+                if kind == events.LEFT:
+                    if message.get("user_id") == str(viewer):
+                        raise Forbidden("you are no longer a member of this guild")
+                    continue
+                if kind != events.MESSAGE:
+                    continue
+                row = chat.message_from_event(message["message"])
+                if gid is not None and row.guild_id != gid:
+                    continue
+                async with ctx.event_scope():
+                    yield ChatMessage.from_model(row)
+
+
+async def _check_chat_access(info: Info, session: Any, cid: uuid.UUID | None, gid: uuid.UUID | None) -> uuid.UUID:
+    """Checked on a short session of its own: a subscription must not hold a connection while it waits."""
+    from app.api.permissions import has_permission
+
+    ctx = info.context
+    viewer = await ctx.require_user_id(session)
+    if cid is not None:
+        conversation = await chat.get_conversation_or_raise(session, conversation_id=cid)
+        if conversation.user_id != viewer:
+            raise Forbidden("this conversation belongs to someone else")
+    if gid is not None:
+        await guilds.get_guild_or_raise(session, guild_id=gid)
+        member = await guilds.get_membership(session, guild_id=gid, user_id=viewer)
+        if member is None and not await has_permission(ctx, access.WRITE, session):
+            raise Forbidden("only members of this guild can follow its chat", guildId=str(gid))
+    return viewer

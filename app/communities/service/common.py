@@ -1,0 +1,48 @@
+"""Input checks shared by the communities services."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.api.errors import BadUserInput
+
+MAX_NAME = 200
+MAX_TEXT = 20_000
+MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+
+
+def required_text(value: str | None, field: str, *, limit: int = MAX_NAME) -> str:
+    if value is None or not value.strip():
+        raise BadUserInput(f"{field} must not be empty", field=field)
+    return bounded_text(value.strip(), field, limit=limit)  # type: ignore[return-value]
+
+
+def bounded_text(value: str | None, field: str, *, limit: int = MAX_NAME) -> str | None:
+    if value is not None and len(value) > limit:
+        raise BadUserInput(f"{field} is longer than {limit} characters", field=field)
+    return value
+
+
+def json_object(value: Any, field: str) -> dict[str, Any]:
+    """A JSON object of bounded size and depth (PostgreSQL's recursion limit is not a client error)."""
+    if not isinstance(value, dict):
+        raise BadUserInput(f"{field} must be a JSON object", field=field)
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise BadUserInput(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels", field=field)
+    if len(json.dumps(value)) > MAX_JSON_BYTES:
+        raise BadUserInput(f"{field} is larger than {MAX_JSON_BYTES} bytes", field=field)
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children)
+    return deepest

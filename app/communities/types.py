@@ -1,0 +1,436 @@
+"""GraphQL types of the communities domain."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+
+from app.api.context import Info
+from app.api.errors import BadUserInput
+from app.api.loaders import PageKey
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_cursor,
+    decode_time_uuid_cursor,
+    encode_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
+from app.api.scalars import JSON, utc
+from app.communities import access, loaders, models
+from app.communities.service import analyses as analyses_service
+from app.communities.service import chat as chat_service
+
+if TYPE_CHECKING:
+    from app.accounts.types import User
+
+UserType = Annotated["User", strawberry.lazy("app.accounts.types")]
+
+MEMBER_CURSOR = "member"
+MESSAGE_CURSOR = "message"
+ANALYSIS_CURSOR = "analysis"
+
+
+async def load_user(info: Info, user_id: uuid.UUID | None) -> Any:
+    from app.accounts import models as accounts
+    from app.accounts.types import User
+
+    if user_id is None:
+        return None
+    row = await info.context.loaders.by_id(accounts.User).load(user_id)
+    return User.from_model(row) if row is not None else None
+
+
+async def load_guild(info: Info, guild_id: uuid.UUID) -> Guild:
+    row = await info.context.loaders.by_id(models.Guild).load(guild_id)
+    assert row is not None  # followed along a NOT NULL foreign key
+    return Guild.from_model(row)
+
+
+def analysis_cursor(order: analyses_service.AnalysisOrder, row: models.ClubAnalysis) -> str:
+    key = [
+        v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v
+        for v in analyses_service.sort_key(row, order)
+    ]
+    return encode_cursor(ANALYSIS_CURSOR, json.dumps([order.value, *key]))
+
+
+def decode_analysis_cursor(order: analyses_service.AnalysisOrder, cursor: str | None) -> list[Any] | None:
+    raw = decode_cursor(ANALYSIS_CURSOR, cursor)
+    if raw is None:
+        return None
+    try:
+        values = json.loads(raw)
+    except ValueError:
+        raise BadUserInput("malformed cursor", cursor=cursor) from None
+    if not isinstance(values, list) or not values or values[0] != order.value:
+        raise BadUserInput("this cursor belongs to another ordering", cursor=cursor)
+    return analyses_service.cursor_values(order, values[1:])
+
+
+async def nested_analyses(
+    info: Info, *, parent: Any, first: int | None, after: str | None, min_confidence: float | None, of_member: bool
+) -> Connection[ClubAnalysis]:
+    order = analyses_service.AnalysisOrder.NEWEST
+    size = page_size(first)
+    if min_confidence is not None:
+        analyses_service.confidence(min_confidence, "minConfidence")
+    position = decode_analysis_cursor(order, after)
+    key = PageKey(parent, size + 1, tuple(position) if position else None, min_confidence)
+    ctx = info.context
+    pages = loaders.member_analyses if of_member else loaders.guild_analyses
+    rows = await ctx.loaders.batch(f"analyses:{of_member}", pages).load(key)
+    total = 0
+    if wants_total(info):
+        counts = loaders.member_analysis_counts if of_member else loaders.guild_analysis_counts
+        total = await ctx.loaders.batch(f"analysis-counts:{of_member}", counts).load(key)
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: analysis_cursor(order, row),
+        to_node=ClubAnalysis.from_model,
+        total_count=total,
+        has_more_before=after is not None,
+    )
+
+
+async def messages_connection(
+    info: Info,
+    *,
+    conversation_id: uuid.UUID | None,
+    guild_id: uuid.UUID | None,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> Connection[ChatMessage]:
+    size = page_size(first, last)
+    backwards = last is not None
+    rows, total = await chat_service.list_messages(
+        info.context.session,
+        conversation_id=conversation_id,
+        guild_id=guild_id,
+        after=decode_time_uuid_cursor(MESSAGE_CURSOR, after),
+        before=decode_time_uuid_cursor(MESSAGE_CURSOR, before),
+        limit=size,
+        backwards=backwards,
+        count=wants_total(info),
+    )
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: time_cursor(MESSAGE_CURSOR, row.created_at, row.id),
+        to_node=ChatMessage.from_model,
+        total_count=total,
+        backwards=backwards,
+        has_more_before=after is not None,
+        has_more_after=before is not None,
+    )
+
+
+@strawberry.type(name="Guild")
+class Guild:
+    id: strawberry.ID
+    discord_id: str
+    name: str
+    settings: JSON
+    created_at: datetime
+    updated_at: datetime
+    guild_id: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_model(cls, row: models.Guild) -> Guild:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            discord_id=row.discord_id,
+            name=row.name,
+            settings=row.settings,  # type: ignore[arg-type]  # any JSON value
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            guild_id=row.id,
+        )
+
+    @strawberry.field(description="Members in joining order.")  # type: ignore[untyped-decorator]
+    async def members(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[GuildMember]:
+        await access.require_reader(info, self.guild_id)
+        size = page_size(first)
+        key = PageKey(self.guild_id, size + 1, decode_time_uuid_cursor(MEMBER_CURSOR, after))
+        ctx = info.context
+        rows = await ctx.loaders.batch("members", loaders.members).load(key)
+        total = await ctx.loaders.batch("member-counts", loaders.member_counts).load(key) if wants_total(info) else 0
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(MEMBER_CURSOR, row.created_at, row.id),
+            to_node=GuildMember.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(description="The guild's club analyses, newest first.")  # type: ignore[untyped-decorator]
+    async def club_analyses(
+        self, info: Info, first: int | None = None, after: str | None = None, min_confidence: float | None = None
+    ) -> Connection[ClubAnalysis]:
+        await access.require_reader(info, self.guild_id)
+        return await nested_analyses(
+            info, parent=self.guild_id, first=first, after=after, min_confidence=min_confidence, of_member=False
+        )
+
+    @strawberry.field(description="Messages posted in the guild, oldest first (`last` for the newest).")  # type: ignore[untyped-decorator]
+    async def chat_messages(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[ChatMessage]:
+        await access.require_reader(info, self.guild_id)
+        return await messages_connection(
+            info, conversation_id=None, guild_id=self.guild_id, first=first, after=after, last=last, before=before
+        )
+
+
+@strawberry.type(name="GuildMember")
+class GuildMember:
+    roles: list[str]
+    joined_at: datetime
+    row: strawberry.Private[models.UserGuild]
+
+    @classmethod
+    def from_model(cls, row: models.UserGuild) -> GuildMember:
+        return cls(roles=list(row.roles), joined_at=utc(row.created_at), row=row)  # type: ignore[arg-type]
+
+    @strawberry.field
+    async def user(self, info: Info) -> UserType:
+        user = await load_user(info, self.row.user_id)
+        assert user is not None
+        return user  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def guild(self, info: Info) -> Guild:
+        return await load_guild(info, self.row.guild_id)
+
+    @strawberry.field(description="This member's club analyses in this guild, newest first.")  # type: ignore[untyped-decorator]
+    async def club_analyses(
+        self, info: Info, first: int | None = None, after: str | None = None, min_confidence: float | None = None
+    ) -> Connection[ClubAnalysis]:
+        await access.require_reader(info, self.row.guild_id)
+        return await nested_analyses(
+            info,
+            parent=(self.row.guild_id, self.row.user_id),
+            first=first,
+            after=after,
+            min_confidence=min_confidence,
+            of_member=True,
+        )
+
+
+@strawberry.type(name="ClubAnalysisImage")
+class ClubAnalysisImage:
+    id: strawberry.ID
+    image_url: str
+    original_name: str | None
+    file_size: int | None
+    created_at: datetime
+
+    @classmethod
+    def from_model(cls, row: models.ClubAnalysisImage) -> ClubAnalysisImage:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            image_url=row.image_url,
+            original_name=row.original_name,
+            file_size=row.file_size,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+        )
+
+
+@strawberry.type(name="ClubMetric")
+class ClubMetric:
+    id: strawberry.ID
+    name: str
+    value: float
+    unit: str | None
+    category: str | None
+
+    @classmethod
+    def from_model(cls, row: models.ClubMetric) -> ClubMetric:
+        return cls(id=strawberry.ID(str(row.id)), name=row.name, value=row.value, unit=row.unit, category=row.category)
+
+
+@strawberry.type(name="ClubAnalysis")
+class ClubAnalysis:
+    id: strawberry.ID
+    title: str | None
+    summary: str
+    confidence: float
+    created_at: datetime
+    updated_at: datetime
+    row: strawberry.Private[models.ClubAnalysis]
+
+    @classmethod
+    def from_model(cls, row: models.ClubAnalysis) -> ClubAnalysis:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            title=row.title,
+            summary=row.summary,
+            confidence=row.confidence,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def guild(self, info: Info) -> Guild:
+        return await load_guild(info, self.row.guild_id)
+
+    @strawberry.field
+    async def user(self, info: Info) -> UserType:
+        user = await load_user(info, self.row.user_id)
+        assert user is not None
+        return user  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def images(self, info: Info) -> list[ClubAnalysisImage]:
+        rows = await info.context.loaders.children(models.ClubAnalysisImage, "analysis_id").load(self.row.id)
+        return [ClubAnalysisImage.from_model(row) for row in rows]
+
+    @strawberry.field
+    async def metrics(self, info: Info) -> list[ClubMetric]:
+        rows = await info.context.loaders.children(models.ClubMetric, "analysis_id").load(self.row.id)
+        return [ClubMetric.from_model(row) for row in rows]
+
+
+@strawberry.type(name="ChatConversation")
+class ChatConversation:
+    id: strawberry.ID
+    title: str | None
+    created_at: datetime
+    updated_at: datetime = strawberry.field(description="When the last message was posted (or the title changed).")
+    row: strawberry.Private[models.ChatConversation]
+
+    @classmethod
+    def from_model(cls, row: models.ChatConversation) -> ChatConversation:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            title=row.title,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def user(self, info: Info) -> UserType:
+        user = await load_user(info, self.row.user_id)
+        assert user is not None
+        return user  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Oldest first; `last` reads the newest.")  # type: ignore[untyped-decorator]
+    async def messages(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[ChatMessage]:
+        return await messages_connection(
+            info, conversation_id=self.row.id, guild_id=None, first=first, after=after, last=last, before=before
+        )
+
+
+@strawberry.type(name="ChatMessage")
+class ChatMessage:
+    id: strawberry.ID
+    text: str
+    created_at: datetime
+    row: strawberry.Private[models.ChatMessage]
+
+    @classmethod
+    def from_model(cls, row: models.ChatMessage) -> ChatMessage:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            text=row.text,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    def cursor(self) -> str:
+        """Where this message sits in its conversation's or guild's `messages` (for `after`)."""
+        return time_cursor(MESSAGE_CURSOR, self.row.created_at, self.row.id)
+
+    @strawberry.field
+    async def conversation(self, info: Info) -> ChatConversation | None:
+        if self.row.conversation_id is None:
+            return None
+        row = await info.context.loaders.by_id(models.ChatConversation).load(self.row.conversation_id)
+        return ChatConversation.from_model(row) if row is not None else None
+
+    @strawberry.field
+    async def guild(self, info: Info) -> Guild | None:
+        if self.row.guild_id is None:
+            return None
+        row = await info.context.loaders.by_id(models.Guild).load(self.row.guild_id)
+        return Guild.from_model(row) if row is not None else None
+
+    @strawberry.field(description="The author; null once their account is gone.")  # type: ignore[untyped-decorator]
+    async def user(self, info: Info) -> UserType | None:
+        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+
+
+ClubAnalysisOrder = strawberry.enum(
+    analyses_service.AnalysisOrder, name="ClubAnalysisOrder", description="NEWEST unless said otherwise."
+)
+
+
+@strawberry.input
+class GuildInput:
+    discord_id: str
+    name: str
+    settings: JSON | None = strawberry.field(default=None, description="Merged into existing settings (RFC 7396).")
+
+
+@strawberry.input
+class ClubAnalysisImageInput:
+    image_url: str
+    original_name: str | None = None
+    file_size: int | None = None
+
+
+@strawberry.input
+class ClubMetricInput:
+    name: str
+    value: float
+    unit: str | None = None
+    category: str | None = None
+
+
+@strawberry.input
+class ClubAnalysisInput:
+    guild_id: strawberry.ID
+    title: str | None = None
+    summary: str
+    confidence: float
+    images: list[ClubAnalysisImageInput] | None = None
+    metrics: list[ClubMetricInput] | None = None
+
+
+@strawberry.input
+class ClubAnalysisUpdate:
+    title: str | None = strawberry.UNSET
+    summary: str | None = strawberry.UNSET
+    confidence: float | None = strawberry.UNSET
+
+
+@strawberry.input
+class ChatMessageInput:
+    conversation_id: strawberry.ID | None = None
+    guild_id: strawberry.ID | None = None
+    text: str
