@@ -36,7 +36,10 @@ async def _auth_payload(info: Info, user: models.User) -> AuthPayload:
         info.context.session, user_id=user.id, ttl_seconds=deps.settings.refresh_token_ttl_seconds
     )
     return AuthPayload(
-        access_token=token.token, refresh_token=refresh, expires_at=token.expires_at, user=User.from_model(user)
+        access_token=token.token,
+        refresh_token=refresh,
+        expires_at=token.expires_at,
+        user=User.from_model(user, own=True),
     )
 
 
@@ -109,7 +112,10 @@ class AccountsMutation:
         user = await service.get_user_or_raise(ctx.session, user_id=user_id)
         token = issue_access_token(user.id, secret=deps.secret_key, ttl_seconds=deps.settings.access_token_ttl_seconds)
         return AuthPayload(
-            access_token=token.token, refresh_token=rotated, expires_at=token.expires_at, user=User.from_model(user)
+            access_token=token.token,
+            refresh_token=rotated,
+            expires_at=token.expires_at,
+            user=User.from_model(user, own=True),
         )
 
     @strawberry.mutation(description="Revokes the refresh token and every token of its login.")  # type: ignore[untyped-decorator]

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 @strawberry.type(name="User")
 class User:
     id: strawberry.ID
-    email: str | None
     name: str | None
     username: str | None
     global_name: str | None
@@ -35,12 +34,15 @@ class User:
     created_at: datetime
     updated_at: datetime
     user_id: strawberry.Private[uuid.UUID]
+    stored_email: strawberry.Private[str | None]
+    own: strawberry.Private[bool]  # handed to the user themself (login, register, refresh)
 
     @classmethod
-    def from_model(cls, row: models.User) -> User:
+    def from_model(cls, row: models.User, *, own: bool = False) -> User:
         return cls(
+            own=own,
             id=strawberry.ID(str(row.id)),
-            email=row.email,
+            stored_email=row.email,
             name=row.name,
             username=row.username,
             global_name=row.global_name,
@@ -57,8 +59,24 @@ class User:
             user_id=row.id,
         )
 
-    @strawberry.field
+    async def _private(self, info: Info) -> bool:
+        """Whether the caller may see this user's private fields: the user themself or `users:admin`.
+
+        Guild members, analysis authors and chat participants are users other people see."""
+        from app.api.permissions import has_permission
+
+        if self.own or await info.context.user_id() == self.user_id:
+            return False
+        return not await has_permission(info.context, "users:admin")
+
+    @strawberry.field(description="Shown to the user themself and to `users:admin` only.")  # type: ignore[untyped-decorator]
+    async def email(self, info: Info) -> str | None:
+        return None if await self._private(info) else self.stored_email
+
+    @strawberry.field(description="Platform roles; shown to the user themself and to `users:admin` only.")  # type: ignore[untyped-decorator]
     async def roles(self, info: Info) -> list[Role]:
+        if await self._private(info):
+            return []
         rows = await info.context.loaders.roles_of_user().load(self.user_id)
         return [Role.from_model(row) for row in rows]
 

@@ -75,7 +75,7 @@ class Loaders:
         self._db = db
         self._session = session
         self._by_id: dict[type[Any], DataLoader[uuid.UUID, Any]] = {}
-        self._grouped: dict[tuple[type[Any], str], DataLoader[uuid.UUID, list[Any]]] = {}
+        self._grouped: dict[tuple[type[Any], str, str | None], DataLoader[uuid.UUID, list[Any]]] = {}
         self._custom: dict[str, DataLoader[Any, Any]] = {}
 
     @asynccontextmanager
@@ -93,12 +93,12 @@ class Loaders:
             self._by_id[model] = loader
         return loader
 
-    def children(self, model: type[M], column: str) -> DataLoader[uuid.UUID, list[M]]:
-        """Rows of `model` grouped by the foreign key `column`, in creation order."""
-        key = (model, column)
+    def children(self, model: type[M], column: str, *, order: str | None = None) -> DataLoader[uuid.UUID, list[M]]:
+        """Rows of `model` grouped by the foreign key `column`, by `order` (default: creation order)."""
+        key = (model, column, order)
         loader = self._grouped.get(key)
         if loader is None:
-            loader = DataLoader(load_fn=self._batch_children(model, column))
+            loader = DataLoader(load_fn=self._batch_children(model, column, order))
             self._grouped[key] = loader
         return loader
 
@@ -160,11 +160,14 @@ class Loaders:
 
         return load
 
-    def _batch_children(self, model: type[M], column: str) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[list[M]]]]:
+    def _batch_children(
+        self, model: type[M], column: str, by: str | None
+    ) -> Callable[[Sequence[uuid.UUID]], Awaitable[list[list[M]]]]:
         async def load(keys: Sequence[uuid.UUID]) -> list[list[M]]:
             fk = getattr(model, column)
             # Creation order; the primary key breaks ties between rows of one instant.
-            order = (model.created_at, *model.__table__.primary_key.columns)  # type: ignore[attr-defined]
+            first = getattr(model, by or "created_at")
+            order = (first, *model.__table__.primary_key.columns)  # type: ignore[attr-defined]
             async with self._reader() as session:
                 rows = (await session.execute(select(model).where(fk.in_(keys)).order_by(*order))).scalars().all()
             grouped: dict[uuid.UUID, list[M]] = defaultdict(list)

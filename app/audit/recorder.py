@@ -41,6 +41,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "assign_role": ("role.assign", "user"),
     "revoke_role": ("role.revoke", "user"),
     "delete_expired_sessions": ("session.delete_expired", "session"),
+    "update_guild_settings": ("guild.update_settings", "guild"),
 }
 
 

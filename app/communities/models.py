@@ -95,6 +95,7 @@ class ClubAnalysisImage(SQLModel, table=True):
     image_url: str = text_col(nullable=False)
     original_name: str | None = text_col()
     file_size: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    position: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))  # as sent
     created_at: datetime = created_at()
 
 
@@ -111,6 +112,7 @@ class ClubMetric(SQLModel, table=True):
     value: float = Field(sa_column=Column(Double, nullable=False))
     unit: str | None = text_col()
     category: str | None = text_col()
+    position: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))  # as sent
     created_at: datetime = created_at()
 
 

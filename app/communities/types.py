@@ -298,12 +298,14 @@ class ClubAnalysis:
 
     @strawberry.field
     async def images(self, info: Info) -> list[ClubAnalysisImage]:
-        rows = await info.context.loaders.children(models.ClubAnalysisImage, "analysis_id").load(self.row.id)
+        rows = await info.context.loaders.children(models.ClubAnalysisImage, "analysis_id", order="position").load(
+            self.row.id
+        )
         return [ClubAnalysisImage.from_model(row) for row in rows]
 
     @strawberry.field
     async def metrics(self, info: Info) -> list[ClubMetric]:
-        rows = await info.context.loaders.children(models.ClubMetric, "analysis_id").load(self.row.id)
+        rows = await info.context.loaders.children(models.ClubMetric, "analysis_id", order="position").load(self.row.id)
         return [ClubMetric.from_model(row) for row in rows]
 
 

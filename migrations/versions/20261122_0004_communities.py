@@ -208,6 +208,7 @@ def upgrade() -> None:
         sa.Column("image_url", sa.Text(), nullable=False),
         sa.Column("original_name", sa.Text(), nullable=True),
         sa.Column("file_size", sa.Integer(), nullable=True),
+        sa.Column("position", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("file_size IS NULL OR file_size >= 0", name=op.f("ck_club_analysis_images_file_size")),
         sa.ForeignKeyConstraint(
@@ -227,6 +228,7 @@ def upgrade() -> None:
         sa.Column("value", sa.Double(), nullable=False),
         sa.Column("unit", sa.Text(), nullable=True),
         sa.Column("category", sa.Text(), nullable=True),
+        sa.Column("position", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.ForeignKeyConstraint(
             ["analysis_id"],

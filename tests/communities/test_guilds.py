@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from tests.communities.support import GUILD_FIELDS, add_member, new_guild, new_member, staff, user_id_of
-from tests.support import LiveServer, new_user
+from tests.support import LiveServer, new_admin, new_user
 
 UPSERT = f"mutation($input: GuildInput!) {{ upsertGuild(input: $input) {{ {GUILD_FIELDS} }} }}"
 UPDATE_SETTINGS = "mutation($id: ID!, $s: JSON!) { updateGuildSettings(id: $id, settings: $s) { settings } }"
@@ -133,3 +133,25 @@ async def test_guild_list_search_and_pagination(server: LiveServer) -> None:
     member, _ = await new_member(server, bot, guild["id"])
     mine = (await server.data(query, {"s": tag}, token=member))["guilds"]
     assert [n["name"] for n in mine["nodes"]] == [f"Delta {tag}"]
+
+
+async def test_members_see_each_other_but_not_each_others_email(server: LiveServer) -> None:
+    bot, _ = await staff(server)
+    guild = await new_guild(server, bot)
+    me, my_id = await new_member(server, bot, guild["id"])
+    _, their_id = await new_member(server, bot, guild["id"])
+    read = "query($id: ID!) { guild(id: $id) { members { nodes { user { id email roles { name } } } } } }"
+    users = {
+        m["user"]["id"]: m["user"]
+        for m in (await server.data(read, {"id": guild["id"]}, token=me))["guild"]["members"]["nodes"]
+    }
+    assert users[their_id]["email"] is None and users[their_id]["roles"] == []
+    assert users[my_id]["email"] is not None
+
+    async def emails(token: str) -> dict[str, str | None]:
+        nodes = (await server.data(read, {"id": guild["id"]}, token=token))["guild"]["members"]["nodes"]
+        return {m["user"]["id"]: m["user"]["email"] for m in nodes}
+
+    assert (await emails(bot))[their_id] is None  # guilds:write is not users:admin
+    people_admin, _ = await new_admin(server, ("guilds:write", "users:admin"))
+    assert (await emails(people_admin))[their_id] is not None

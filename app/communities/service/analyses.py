@@ -126,10 +126,14 @@ async def create_analysis(
     await session.refresh(analysis)
     if image_rows:
         await session.execute(
-            insert(models.ClubAnalysisImage), [{**row, "analysis_id": analysis.id} for row in image_rows]
+            insert(models.ClubAnalysisImage),
+            [{**row, "analysis_id": analysis.id, "position": i} for i, row in enumerate(image_rows)],
         )
     if metric_rows:
-        await session.execute(insert(models.ClubMetric), [{**row, "analysis_id": analysis.id} for row in metric_rows])
+        await session.execute(
+            insert(models.ClubMetric),
+            [{**row, "analysis_id": analysis.id, "position": i} for i, row in enumerate(metric_rows)],
+        )
     return analysis
 
 
