@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, bindparam, func, select, true
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Select, bindparam, func, select, true, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.types import TypeEngine
@@ -68,6 +68,57 @@ def lateral_pages(
         .lateral("page")
     )
     return select(*(keys.c[name] for name in names), aliased(model, page)).select_from(keys).join(page, true())
+
+
+def _parent(key: PageKey) -> tuple[Any, ...]:
+    return key.parent if isinstance(key.parent, tuple) else (key.parent,)
+
+
+async def batched_pages(
+    session: AsyncSession,
+    keys: Sequence[PageKey],
+    *,
+    model: type[SQLModel],
+    inner: Callable[[PageKey], Select[Any]],
+    parent_columns: Sequence[Any],
+) -> list[list[Any]]:
+    """Pages of `inner(key)` rows for each key's parent: one LATERAL statement per batch of keys."""
+    batches: dict[Any, list[PageKey]] = defaultdict(list)
+    for key in keys:
+        batches[key.batch].append(key)
+    found: dict[tuple[Any, tuple[Any, ...]], list[Any]] = defaultdict(list)
+    width = len(parent_columns)
+    for batch, members in batches.items():
+        parents = list(dict.fromkeys(_parent(key) for key in members))
+        statement = lateral_pages(
+            model,
+            inner(members[0]),
+            parent_columns=parent_columns,
+            parent_types=[UUID(as_uuid=True)] * width,
+            parents=parents,
+            limit=members[0].size,
+        )
+        for row in (await session.execute(statement)).all():
+            found[(batch, tuple(row[:width]))].append(row[width])
+    return [found.get((key.batch, _parent(key)), []) for key in keys]
+
+
+async def batched_counts(
+    session: AsyncSession, keys: Sequence[PageKey], *, base: Callable[[PageKey], Select[Any]], parent_columns: list[Any]
+) -> list[int]:
+    """The number of `base(key)` rows of each key's parent (for `totalCount`), grouped in one statement."""
+    batches: dict[Any, list[PageKey]] = defaultdict(list)
+    for key in keys:
+        batches[key.extra].append(key)
+    found: dict[tuple[Any, tuple[Any, ...]], int] = {}
+    for extra, members in batches.items():
+        parents = list(dict.fromkeys(_parent(key) for key in members))
+        counted = base(members[0]).where(tuple_(*parent_columns).in_(parents)).subquery()
+        columns = [counted.c[c.key] for c in parent_columns]
+        rows = (await session.execute(select(*columns, func.count()).group_by(*columns))).all()
+        for row in rows:
+            found[(extra, tuple(row[:-1]))] = row[-1]
+    return [found.get((key.extra, _parent(key)), 0) for key in keys]
 
 
 class Loaders:

@@ -8,69 +8,19 @@ number of statements.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import SQLModel, col
+from sqlmodel import col
 
-from app.api.loaders import PageKey, lateral_pages
+from app.api.loaders import PageKey, batched_counts, batched_pages
 from app.communities import models
 from app.communities.service import analyses, guilds
 
 UUID_TYPE = UUID(as_uuid=True)
-
-
-def _parent(key: PageKey) -> tuple[Any, ...]:
-    return key.parent if isinstance(key.parent, tuple) else (key.parent,)
-
-
-async def _pages(
-    session: AsyncSession,
-    keys: Sequence[PageKey],
-    *,
-    model: type[SQLModel],
-    inner: Callable[[PageKey], Select[Any]],
-    parent_columns: Sequence[Any],
-) -> list[list[Any]]:
-    batches: dict[Any, list[PageKey]] = defaultdict(list)
-    for key in keys:
-        batches[key.batch].append(key)
-    found: dict[tuple[Any, tuple[Any, ...]], list[Any]] = defaultdict(list)
-    width = len(parent_columns)
-    for batch, members in batches.items():
-        parents = list(dict.fromkeys(_parent(key) for key in members))
-        statement = lateral_pages(
-            model,
-            inner(members[0]),
-            parent_columns=parent_columns,
-            parent_types=[UUID_TYPE] * width,
-            parents=parents,
-            limit=members[0].size,
-        )
-        for row in (await session.execute(statement)).all():
-            found[(batch, tuple(row[:width]))].append(row[width])
-    return [found.get((key.batch, _parent(key)), []) for key in keys]
-
-
-async def _counts(
-    session: AsyncSession, keys: Sequence[PageKey], *, base: Callable[[PageKey], Select[Any]], parent_columns: list[Any]
-) -> list[int]:
-    batches: dict[Any, list[PageKey]] = defaultdict(list)
-    for key in keys:
-        batches[key.extra].append(key)
-    found: dict[tuple[Any, tuple[Any, ...]], int] = {}
-    for extra, members in batches.items():
-        parents = list(dict.fromkeys(_parent(key) for key in members))
-        counted = base(members[0]).where(tuple_(*parent_columns).in_(parents)).subquery()
-        columns = [counted.c[c.key] for c in parent_columns]
-        rows = (await session.execute(select(*columns, func.count()).group_by(*columns))).all()
-        for row in rows:
-            found[(extra, tuple(row[:-1]))] = row[-1]
-    return [found.get((key.extra, _parent(key)), 0) for key in keys]
 
 
 # -- guild members ------------------------------------------------------------------------------
@@ -86,11 +36,13 @@ def _members(key: PageKey) -> Select[Any]:
 
 
 async def members(session: AsyncSession, keys: Sequence[PageKey]) -> list[list[Any]]:
-    return await _pages(session, keys, model=UG, inner=_members, parent_columns=[col(UG.guild_id)])
+    return await batched_pages(session, keys, model=UG, inner=_members, parent_columns=[col(UG.guild_id)])
 
 
 async def member_counts(session: AsyncSession, keys: Sequence[PageKey]) -> list[int]:
-    return await _counts(session, keys, base=lambda key: guilds.live_members(), parent_columns=[col(UG.guild_id)])
+    return await batched_counts(
+        session, keys, base=lambda key: guilds.live_members(), parent_columns=[col(UG.guild_id)]
+    )
 
 
 # -- club analyses of a guild, and of one member in a guild ---------------------------------------
@@ -115,20 +67,20 @@ def _analyses_base(key: PageKey) -> Select[Any]:
 
 
 async def guild_analyses(session: AsyncSession, keys: Sequence[PageKey]) -> list[list[Any]]:
-    return await _pages(session, keys, model=CA, inner=_analyses, parent_columns=[col(CA.guild_id)])
+    return await batched_pages(session, keys, model=CA, inner=_analyses, parent_columns=[col(CA.guild_id)])
 
 
 async def guild_analysis_counts(session: AsyncSession, keys: Sequence[PageKey]) -> list[int]:
-    return await _counts(session, keys, base=_analyses_base, parent_columns=[col(CA.guild_id)])
+    return await batched_counts(session, keys, base=_analyses_base, parent_columns=[col(CA.guild_id)])
 
 
 async def member_analyses(session: AsyncSession, keys: Sequence[PageKey]) -> list[list[Any]]:
     columns = [col(CA.guild_id), col(CA.user_id)]
-    return await _pages(session, keys, model=CA, inner=_analyses, parent_columns=columns)
+    return await batched_pages(session, keys, model=CA, inner=_analyses, parent_columns=columns)
 
 
 async def member_analysis_counts(session: AsyncSession, keys: Sequence[PageKey]) -> list[int]:
-    return await _counts(session, keys, base=_analyses_base, parent_columns=[col(CA.guild_id), col(CA.user_id)])
+    return await batched_counts(session, keys, base=_analyses_base, parent_columns=[col(CA.guild_id), col(CA.user_id)])
 
 
 # -- the viewer's own memberships ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -53,6 +54,8 @@ def _decode_guild_cursor(cursor: str | None) -> tuple[str, uuid.UUID] | None:
     if raw is None:
         return None
     key, _, name = raw.partition("|")
+    if "\x00" in name:
+        raise BadUserInput("malformed cursor", cursor=cursor)
     try:
         return name, uuid.UUID(key)
     except ValueError:
@@ -240,7 +243,7 @@ class CommunitiesMutation:
     ) -> GuildMember:
         ctx = info.context
         gid, uid = parse_id(guild_id, "guildId"), parse_id(user_id, "userId")
-        await guilds.get_guild_or_raise(ctx.session, guild_id=gid)
+        await guilds.get_guild_or_raise(ctx.session, guild_id=gid, share=True)
         await access.require_admin(info, gid)
         if roles is not None:
             current = await guilds.get_membership(ctx.session, guild_id=gid, user_id=uid)
@@ -269,7 +272,7 @@ class CommunitiesMutation:
     async def create_club_analysis(self, info: Info, input: ClubAnalysisInput) -> ClubAnalysis:
         ctx = info.context
         gid = parse_id(input.guild_id, "guildId")
-        await guilds.get_guild_or_raise(ctx.session, guild_id=gid)
+        await guilds.get_guild_or_raise(ctx.session, guild_id=gid, share=True)
         user_id = await access.require_member(info, gid)
         row = await analyses.create_analysis(
             ctx.session,
@@ -324,7 +327,7 @@ class CommunitiesMutation:
             conversation_id = (await _conversation(info, parse_id(input.conversation_id, "conversationId"))).id
         if input.guild_id is not None:
             guild_id = parse_id(input.guild_id, "guildId")
-            await guilds.get_guild_or_raise(ctx.session, guild_id=guild_id)
+            await guilds.get_guild_or_raise(ctx.session, guild_id=guild_id, share=True)
             await access.require_member(info, guild_id)
         message = await chat.post_message(
             ctx.session, user_id=user_id, conversation_id=conversation_id, guild_id=guild_id, text=input.text
@@ -348,14 +351,24 @@ class CommunitiesSubscription:
             raise BadUserInput("pass `conversationId`, `guildId`, or both")
         cid = parse_id(conversation_id, "conversationId") if conversation_id else None
         gid = parse_id(guild_id, "guildId") if guild_id else None
-        async with ctx.deps.db.session() as session:
-            viewer = await _check_chat_access(info, session, cid, gid)
         channel = events.conversation_channel(cid) if cid else events.guild_channel(gid)  # type: ignore[arg-type]
+        recheck = ctx.deps.settings.tail_poll_seconds
+        # Subscribed before access is checked: a removal committed in between is still heard.
         async with ctx.deps.hub.subscribe(channel) as live:
+            async with ctx.deps.db.session() as session:
+                viewer = await _check_chat_access(info, session, cid, gid)
             while True:
-                message = await live.get()
+                try:
+                    async with asyncio.timeout(recheck):
+                        message = await live.get()
+                except TimeoutError:
+                    message = RESYNC
                 if message is RESYNC:
-                    continue  # chat is live delivery only: history is in `messages`
+                    # A lost "left" event (broker outage, overflow) must not keep a removed member
+                    # listening: access is checked again now and then, and after every gap.
+                    async with ctx.deps.db.session() as session:
+                        await _check_chat_access(info, session, cid, gid)
+                    continue
                 kind = message.get("kind")
                 if kind == events.DELETED:
                     raise NotFound("the guild was deleted")

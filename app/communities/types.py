@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from app.api.context import Info
-from app.api.errors import BadUserInput
+from app.api.errors import BadUserInput, Forbidden
 from app.api.loaders import PageKey
 from app.api.pagination import (
     Connection,
@@ -288,6 +288,7 @@ class ClubAnalysis:
 
     @strawberry.field
     async def guild(self, info: Info) -> Guild:
+        await access.require_reader(info, self.row.guild_id)  # its creator may have left
         return await load_guild(info, self.row.guild_id)
 
     @strawberry.field
@@ -342,6 +343,8 @@ class ChatConversation:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[ChatMessage]:
+        if self.row.user_id != await info.context.require_user_id(info.context.session):
+            raise Forbidden("this conversation belongs to someone else")
         return await messages_connection(
             info, conversation_id=self.row.id, guild_id=None, first=first, after=after, last=last, before=before
         )
@@ -368,16 +371,18 @@ class ChatMessage:
         """Where this message sits in its conversation's or guild's `messages` (for `after`)."""
         return time_cursor(MESSAGE_CURSOR, self.row.created_at, self.row.id)
 
-    @strawberry.field
+    @strawberry.field(description="The conversation it was posted in; null for others than its owner.")  # type: ignore[untyped-decorator]
     async def conversation(self, info: Info) -> ChatConversation | None:
         if self.row.conversation_id is None:
             return None
         row = await info.context.loaders.by_id(models.ChatConversation).load(self.row.conversation_id)
-        return ChatConversation.from_model(row) if row is not None else None
+        if row is None or row.user_id != await info.context.user_id(info.context.session):
+            return None  # a guild member sees a message, not the private conversation it came from
+        return ChatConversation.from_model(row)
 
-    @strawberry.field
+    @strawberry.field(description="The guild it was posted in; null for those who cannot see the guild.")  # type: ignore[untyped-decorator]
     async def guild(self, info: Info) -> Guild | None:
-        if self.row.guild_id is None:
+        if self.row.guild_id is None or not await access.can_read(info, self.row.guild_id):
             return None
         row = await info.context.loaders.by_id(models.Guild).load(self.row.guild_id)
         return Guild.from_model(row) if row is not None else None

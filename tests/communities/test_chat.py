@@ -159,3 +159,18 @@ async def test_a_removed_member_stops_receiving(server: LiveServer) -> None:
         await server.data(remove, {"g": guild["id"], "u": listener_id}, token=bot)
         assert await refused(ws) == "FORBIDDEN"
     assert await user_id_of(server, listener) == listener_id
+
+
+async def test_a_guild_member_cannot_reach_a_private_conversation_through_a_message(server: LiveServer) -> None:
+    bot, _ = await staff(server)
+    guild = await new_guild(server, bot)
+    owner, _ = await new_member(server, bot, guild["id"])
+    member, _ = await new_member(server, bot, guild["id"])
+    conversation = (await server.data(CREATE, {"title": "private"}, token=owner))["createConversation"]
+    await post(server, owner, conversationId=conversation["id"], text="secret, not in the guild")
+    await post(server, owner, conversationId=conversation["id"], guildId=guild["id"], text="shared with the guild")
+    read = """query($id: ID!) { guild(id: $id) { chatMessages { nodes { text conversation { id } } } } }"""
+    nodes = (await server.data(read, {"id": guild["id"]}, token=member))["guild"]["chatMessages"]["nodes"]
+    assert nodes == [{"text": "shared with the guild", "conversation": None}]
+    mine = (await server.data(read, {"id": guild["id"]}, token=owner))["guild"]["chatMessages"]["nodes"]
+    assert mine == [{"text": "shared with the guild", "conversation": {"id": conversation["id"]}}]

@@ -19,9 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.api.errors import BadUserInput, NotFound
+from app.api.validation import MAX_TEXT, bounded_text, like_pattern, required_text
 from app.communities import models
-from app.communities.service.common import MAX_TEXT, bounded_text, required_text
-from app.communities.service.guilds import like_pattern
 
 MAX_IMAGES = 50
 MAX_METRICS = 500
@@ -138,7 +137,9 @@ async def create_analysis(
 
 
 async def get_analysis_or_raise(session: AsyncSession, *, analysis_id: uuid.UUID) -> models.ClubAnalysis:
-    analysis = await session.get(models.ClubAnalysis, analysis_id)
+    """Locked until commit: a concurrent update or delete of the same analysis waits its turn."""
+    query = select(models.ClubAnalysis).where(col(models.ClubAnalysis.id) == analysis_id).with_for_update()
+    analysis = (await session.scalars(query.execution_options(populate_existing=True))).first()
     if analysis is None:
         raise NotFound("club analysis not found", id=str(analysis_id))
     return analysis
@@ -231,6 +232,8 @@ def cursor_values(order: AnalysisOrder, values: list[Any]) -> list[Any]:
             stamp, key = values
             return [datetime.fromisoformat(stamp), uuid.UUID(key)]
         value, stamp, key = values
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(value)
         return [float(value), datetime.fromisoformat(stamp), uuid.UUID(key)]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError, OverflowError):
         raise BadUserInput("malformed cursor") from None

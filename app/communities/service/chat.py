@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.api.errors import NotFound
+from app.api.validation import bounded_text, required_text
 from app.communities import models
-from app.communities.service.common import bounded_text, required_text
 
 MAX_MESSAGE = 4000
 
@@ -58,19 +58,19 @@ async def post_message(
     guild_id: uuid.UUID | None,
     text: str,
 ) -> models.ChatMessage:
-    message = models.ChatMessage(
-        user_id=user_id,
-        conversation_id=conversation_id,
-        guild_id=guild_id,
-        text=required_text(text, "text", limit=MAX_MESSAGE),
-    )
+    body = required_text(text, "text", limit=MAX_MESSAGE)
+    # Posts to one conversation or guild take turns until commit, so that (created_at, id) order is
+    # commit order and a client paging with `after:` never skips a message committed late.
+    if conversation_id is not None:
+        # Touching the row takes its lock and makes updatedAt the conversation's last activity.
+        table = models.ChatConversation.__table__  # type: ignore[attr-defined]
+        await session.execute(table.update().where(table.c.id == conversation_id).values(title=table.c.title))
+    if guild_id is not None:
+        await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"chat:{guild_id}", 0))))
+    message = models.ChatMessage(user_id=user_id, conversation_id=conversation_id, guild_id=guild_id, text=body)
     session.add(message)
     await session.flush()
     await session.refresh(message)
-    if conversation_id is not None:
-        # A conversation's updatedAt is its last activity (lists show the liveliest first).
-        table = models.ChatConversation.__table__  # type: ignore[attr-defined]
-        await session.execute(table.update().where(table.c.id == conversation_id).values(title=table.c.title))
     return message
 
 

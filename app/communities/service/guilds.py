@@ -18,20 +18,14 @@ from sqlmodel import col
 
 from app.accounts import models as accounts
 from app.api.errors import BadUserInput, NotFound
+from app.api.validation import json_object, like_pattern, required_text
 from app.communities import models
-from app.communities.service.common import json_object, required_text
 
 # Members holding one of these roles administer their guild (members, settings, any analysis).
 OWNER = "owner"
 ADMIN_ROLES = frozenset({OWNER, "admin"})
 MAX_ROLES = 100
 MAX_DISCORD_ID = 64
-
-
-def like_pattern(search: str) -> str:
-    """`search` as a literal ILIKE substring pattern (its own % and _ match themselves)."""
-    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def normalize_roles(roles: Sequence[str]) -> list[str]:
@@ -45,8 +39,12 @@ def normalize_roles(roles: Sequence[str]) -> list[str]:
     return cleaned
 
 
-async def get_guild_or_raise(session: AsyncSession, *, guild_id: uuid.UUID) -> models.Guild:
-    guild = await session.get(models.Guild, guild_id)
+async def get_guild_or_raise(session: AsyncSession, *, guild_id: uuid.UUID, share: bool = False) -> models.Guild:
+    """`share` holds a share lock until commit: the guild cannot be deleted under rows being added to it."""
+    query = select(models.Guild).where(col(models.Guild.id) == guild_id)
+    if share:
+        query = query.with_for_update(read=True)
+    guild = (await session.scalars(query)).first()
     if guild is None:
         raise NotFound("guild not found", id=str(guild_id))
     return guild

@@ -1,4 +1,4 @@
-"""Input checks shared by the communities services."""
+"""Input checks shared by every domain's services: bounded text, JSON objects, LIKE patterns."""
 
 from __future__ import annotations
 
@@ -46,3 +46,20 @@ def _depth(value: Any) -> int:
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+def like_pattern(search: str) -> str:
+    """`search` as a literal ILIKE substring pattern (its own % and _ match themselves)."""
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def json_value(value: Any, field: str) -> Any:
+    """Any JSON value (or None), bounded like `json_object`."""
+    if value is None:
+        return None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise BadUserInput(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels", field=field)
+    if len(json.dumps(value)) > MAX_JSON_BYTES:
+        raise BadUserInput(f"{field} is larger than {MAX_JSON_BYTES} bytes", field=field)
+    return value
