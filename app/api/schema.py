@@ -26,10 +26,13 @@ from app.gateway.resolvers import GatewayMutation, GatewayQuery
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.logs.rules import IngestStandsAlone
 from app.settings import Settings
+from app.workflows.resolvers import WorkflowsMutation, WorkflowsQuery, WorkflowsSubscription
 
-Query = merge_types("Query", (AccountsQuery, AuditQuery, LogsQuery, GatewayQuery, CommunitiesQuery))
-Mutation = merge_types("Mutation", (AccountsMutation, LogsMutation, GatewayMutation, CommunitiesMutation))
-Subscription = merge_types("Subscription", (LogsSubscription, CommunitiesSubscription))
+Query = merge_types("Query", (AccountsQuery, AuditQuery, LogsQuery, GatewayQuery, CommunitiesQuery, WorkflowsQuery))
+Mutation = merge_types(
+    "Mutation", (AccountsMutation, LogsMutation, GatewayMutation, CommunitiesMutation, WorkflowsMutation)
+)
+Subscription = merge_types("Subscription", (LogsSubscription, CommunitiesSubscription, WorkflowsSubscription))
 audit_mutations(Mutation)
 
 

@@ -1,0 +1,414 @@
+"""Queries, mutations and live subscriptions of the workflows domain."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import strawberry
+
+from app.api.context import Info
+from app.api.errors import BadUserInput, Forbidden, NotFound
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_int_cursor,
+    decode_time_uuid_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
+from app.api.permissions import parse_id
+from app.api.scalars import JSON
+from app.logs.types import LogLevel
+from app.pubsub import RESYNC
+from app.workflows import access, events, models
+from app.workflows.service import executions, files, workflows
+from app.workflows.types import (
+    EXECUTION_LOG_CURSOR,
+    EdgeInput,
+    Execution,
+    ExecutionLog,
+    ExecutionLogInput,
+    ExecutionStatus,
+    File,
+    FileInput,
+    NodeInput,
+    NodeUpdate,
+    Workflow,
+    WorkflowConnection,
+    WorkflowEdge,
+    WorkflowInput,
+    WorkflowNode,
+    WorkflowStatus,
+    WorkflowUpdate,
+)
+
+WORKFLOW_CURSOR = "workflow"
+FILE_CURSOR = "file"
+
+
+def _changes(input: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+
+
+async def _writable(info: Info, workflow_id: strawberry.ID) -> models.Workflow:
+    workflow = await workflows.get_workflow_or_raise(info.context.session, workflow_id=parse_id(workflow_id))
+    await access.require_write(info, workflow)
+    return workflow
+
+
+async def _execution(info: Info, execution_id: uuid.UUID) -> models.Execution:
+    """An execution the caller may see and report on."""
+    session = info.context.session
+    execution = await executions.get_execution_or_raise(session, execution_id=execution_id)
+    workflow = await session.get(models.Workflow, execution.workflow_id)
+    if workflow is None or not await access.can_report(info, execution, workflow):
+        raise Forbidden("this execution is not yours")
+    return execution
+
+
+@strawberry.type
+class WorkflowsQuery:
+    @strawberry.field(description="A live workflow its owner, `workflows:write` or, when public, anyone can see.")  # type: ignore[untyped-decorator]
+    async def workflow(self, info: Info, id: strawberry.ID) -> Workflow | None:
+        try:
+            workflow = await workflows.get_workflow_or_raise(info.context.session, workflow_id=parse_id(id))
+        except NotFound:
+            return None
+        await access.require_read(info, workflow)
+        return Workflow.from_model(workflow)
+
+    @strawberry.field(description="Live workflows the caller can see (their own and public ones), newest first.")  # type: ignore[untyped-decorator]
+    async def workflows(
+        self,
+        info: Info,
+        status: WorkflowStatus | None = None,
+        tag: str | None = None,
+        search: str | None = None,
+        is_template: bool | None = None,
+        is_public: bool | None = None,
+        owner_id: strawberry.ID | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> WorkflowConnection:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        spec = workflows.WorkflowFilter(
+            status=status.value if status else None,
+            tag=tag,
+            search=search or None,
+            is_template=is_template,
+            is_public=is_public,
+            owner_id=parse_id(owner_id, "ownerId") if owner_id else None,
+            visible_to=None if await access.is_staff(info) else user_id,
+        )
+        size = page_size(first)
+        rows, total = await workflows.list_workflows(
+            ctx.session,
+            spec=spec,
+            before=decode_time_uuid_cursor(WORKFLOW_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        page = build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(WORKFLOW_CURSOR, row.created_at, row.id),
+            to_node=Workflow.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+        return page  # type: ignore[return-value]  # the same fields, under the connection's own name
+
+    @strawberry.field
+    async def execution(self, info: Info, id: strawberry.ID) -> Execution | None:
+        try:
+            return Execution.from_model(await _execution(info, parse_id(id)))
+        except NotFound:
+            return None
+
+    @strawberry.field(description="The caller's live files, newest first.")  # type: ignore[untyped-decorator]
+    async def files(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[File]:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        size = page_size(first)
+        rows, total = await files.list_files(
+            ctx.session,
+            owner_id=user_id,
+            before=decode_time_uuid_cursor(FILE_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(FILE_CURSOR, row.created_at, row.id),
+            to_node=File.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(description="A file its owner, or anyone when it is public, can see.")  # type: ignore[untyped-decorator]
+    async def file(self, info: Info, id: strawberry.ID) -> File | None:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        try:
+            row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
+        except NotFound:
+            return None
+        if row.user_id != user_id and not row.is_public:
+            raise Forbidden("this file is private")
+        return File.from_model(row)
+
+
+@strawberry.type
+class WorkflowsMutation:
+    @strawberry.mutation
+    async def create_workflow(self, info: Info, input: WorkflowInput) -> Workflow:
+        ctx = info.context
+        owner_id = await ctx.require_user_id(ctx.session)
+        row = await workflows.create_workflow(
+            ctx.session,
+            owner_id=owner_id,
+            name=input.name,
+            description=input.description,
+            tags=input.tags,
+            configuration=input.configuration,
+            is_template=input.is_template,
+            is_public=input.is_public,
+        )
+        return Workflow.from_model(row)
+
+    @strawberry.mutation
+    async def update_workflow(self, info: Info, id: strawberry.ID, input: WorkflowUpdate) -> Workflow:
+        workflow = await _writable(info, id)
+        row = await workflows.update_workflow(info.context.session, workflow=workflow, changes=_changes(input))
+        return Workflow.from_model(row)
+
+    @strawberry.mutation(description="Soft delete: hidden from reads and runs until `restoreWorkflow`.")  # type: ignore[untyped-decorator]
+    async def delete_workflow(self, info: Info, id: strawberry.ID) -> bool:
+        workflow = await _writable(info, id)
+        await workflows.set_deleted(info.context.session, workflow=workflow, deleted=True)
+        return True
+
+    @strawberry.mutation
+    async def restore_workflow(self, info: Info, id: strawberry.ID) -> Workflow:
+        workflow = await workflows.get_workflow_or_raise(info.context.session, workflow_id=parse_id(id), deleted=True)
+        await access.require_write(info, workflow)
+        return Workflow.from_model(await workflows.set_deleted(info.context.session, workflow=workflow, deleted=False))
+
+    @strawberry.mutation
+    async def add_workflow_node(self, info: Info, workflow_id: strawberry.ID, input: NodeInput) -> WorkflowNode:
+        workflow = await _writable(info, workflow_id)
+        values: dict[str, Any] = {"node_key": input.key, "node_type": input.type, "label": input.label}
+        values.update(position_x=input.position_x, position_y=input.position_y, configuration=input.configuration)
+        row = await workflows.add_node(info.context.session, workflow=workflow, values=values)
+        return WorkflowNode.from_model(row)
+
+    @strawberry.mutation
+    async def update_workflow_node(
+        self, info: Info, workflow_id: strawberry.ID, key: str, input: NodeUpdate
+    ) -> WorkflowNode:
+        workflow = await _writable(info, workflow_id)
+        changes = _changes(input)
+        if "type" in changes:
+            changes["node_type"] = changes.pop("type")
+        row = await workflows.update_node(info.context.session, workflow=workflow, node_key=key, values=changes)
+        return WorkflowNode.from_model(row)
+
+    @strawberry.mutation(description="Remove a node and every edge that touches it.")  # type: ignore[untyped-decorator]
+    async def remove_workflow_node(self, info: Info, workflow_id: strawberry.ID, key: str) -> bool:
+        workflow = await _writable(info, workflow_id)
+        return await workflows.remove_node(info.context.session, workflow=workflow, node_key=key)
+
+    @strawberry.mutation(
+        description="Join two nodes of the workflow. An edge that would close a cycle is BAD_USER_INPUT "
+        "(extensions.cycle names it)."
+    )  # type: ignore[untyped-decorator]
+    async def add_workflow_edge(self, info: Info, workflow_id: strawberry.ID, input: EdgeInput) -> WorkflowEdge:
+        workflow = await _writable(info, workflow_id)
+        row = await workflows.add_edge(
+            info.context.session,
+            workflow=workflow,
+            source=input.source,
+            target=input.target,
+            edge_type=input.type,
+            configuration=input.configuration,
+        )
+        return WorkflowEdge.from_model(row)
+
+    @strawberry.mutation
+    async def remove_workflow_edge(self, info: Info, id: strawberry.ID) -> bool:
+        edge = await workflows.get_edge_or_raise(info.context.session, edge_id=parse_id(id))
+        await _writable(info, strawberry.ID(str(edge.workflow_id)))
+        await workflows.remove_edge(info.context.session, edge=edge)
+        return True
+
+    @strawberry.mutation(description="Snapshot the draft as the next version; versions never change.")  # type: ignore[untyped-decorator]
+    async def publish_workflow(self, info: Info, id: strawberry.ID) -> Workflow:
+        workflow = await _writable(info, id)
+        user_id = await info.context.require_user_id(info.context.session)
+        return Workflow.from_model(
+            await workflows.publish(info.context.session, workflow_id=workflow.id, user_id=user_id)
+        )
+
+    @strawberry.mutation
+    async def archive_workflow(self, info: Info, id: strawberry.ID) -> Workflow:
+        workflow = await _writable(info, id)
+        return Workflow.from_model(await workflows.archive_workflow(info.context.session, workflow=workflow))
+
+    @strawberry.mutation(description="A PENDING execution of the latest published version.")  # type: ignore[untyped-decorator]
+    async def start_execution(self, info: Info, workflow_id: strawberry.ID, input: JSON | None = None) -> Execution:
+        ctx = info.context
+        workflow = await workflows.get_workflow_or_raise(ctx.session, workflow_id=parse_id(workflow_id, "workflowId"))
+        user_id = await access.require_read(info, workflow)
+        row = await executions.start_execution(ctx.session, workflow_id=workflow.id, user_id=user_id, input_data=input)
+        ctx.publish_after_commit(*events.status_changed(row))
+        return Execution.from_model(row)
+
+    @strawberry.mutation(
+        description="PENDING -> RUNNING -> COMPLETED | FAILED, or any unfinished status -> CANCELLED. "
+        "Anything else is CONFLICT (extensions.currentStatus); of concurrent attempts one wins."
+    )  # type: ignore[untyped-decorator]
+    async def update_execution_status(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        status: ExecutionStatus,
+        output: JSON | None = None,
+        error_message: str | None = None,
+    ) -> Execution:
+        ctx = info.context
+        execution = await _execution(info, parse_id(id))
+        row = await executions.transition(
+            ctx.session, execution_id=execution.id, status=status.value, output=output, error_message=error_message
+        )
+        ctx.publish_after_commit(*events.status_changed(row))
+        return Execution.from_model(row)
+
+    @strawberry.mutation(description="A log line of an unfinished execution.")  # type: ignore[untyped-decorator]
+    async def append_execution_log(
+        self, info: Info, execution_id: strawberry.ID, input: ExecutionLogInput
+    ) -> ExecutionLog:
+        ctx = info.context
+        execution = await _execution(info, parse_id(execution_id, "executionId"))
+        row = await executions.append_log(
+            ctx.session,
+            execution_id=execution.id,
+            node_key=input.node_key,
+            level=input.level.value.lower(),
+            message=input.message,
+            data=input.data,
+        )
+        ctx.publish_after_commit(*events.log_appended(row))
+        return ExecutionLog.from_model(row)
+
+    @strawberry.mutation(description="Register a stored file's metadata.")  # type: ignore[untyped-decorator]
+    async def register_file(self, info: Info, input: FileInput) -> File:
+        ctx = info.context
+        owner_id = await ctx.require_user_id(ctx.session)
+        if input.size != int(input.size):
+            raise BadUserInput("size must be a whole number of bytes", field="size")
+        row = await files.register_file(
+            ctx.session,
+            owner_id=owner_id,
+            filename=input.filename,
+            original_filename=input.original_filename,
+            mime_type=input.mime_type,
+            size=int(input.size),
+            checksum=input.checksum,
+            path=input.path,
+            is_public=input.is_public,
+        )
+        return File.from_model(row)
+
+    @strawberry.mutation(description="Soft delete (the owner only).")  # type: ignore[untyped-decorator]
+    async def delete_file(self, info: Info, id: strawberry.ID) -> bool:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
+        if row.user_id != user_id:
+            raise Forbidden("only the file's owner can delete it")
+        await files.delete_file(ctx.session, file=row)
+        return True
+
+
+@strawberry.type
+class WorkflowsSubscription:
+    @strawberry.subscription(
+        description="The execution's current status at once, then each change; ends when it finishes."
+    )  # type: ignore[untyped-decorator]
+    async def execution_updated(self, info: Info, execution_id: strawberry.ID) -> AsyncGenerator[Execution, None]:
+        ctx = info.context
+        eid = parse_id(execution_id, "executionId")
+        async with ctx.deps.hub.subscribe(events.execution_channel(eid)) as live:
+            shown = -1
+            fresh: models.Execution | None = None
+            while True:
+                if fresh is None:
+                    # Read after subscribing: a change committed meanwhile is either in this row
+                    # or still to come on the bus (and then skipped as not newer). The scope's
+                    # session is short: a waiting subscriber holds no connection.
+                    async with ctx.event_scope():
+                        fresh = await _execution(info, eid)
+                if events.RANK[fresh.status] > shown:
+                    shown = events.RANK[fresh.status]
+                    async with ctx.event_scope():
+                        yield Execution.from_model(fresh)
+                if fresh.status in executions.FINISHED:
+                    return
+                fresh = await _next_status(ctx, live)
+
+    @strawberry.subscription(
+        description="The execution's logs after `after` (all of them without it), then live ones, in "
+        "order and without duplicates; ends when the execution finishes."
+    )  # type: ignore[untyped-decorator]
+    async def execution_log_added(
+        self, info: Info, execution_id: strawberry.ID, after: str | None = None, level: LogLevel | None = None
+    ) -> AsyncGenerator[ExecutionLog, None]:
+        ctx = info.context
+        eid = parse_id(execution_id, "executionId")
+        cursor = decode_int_cursor(EXECUTION_LOG_CURSOR, after) or 0
+        wanted = level.value.lower() if level else None
+        async with ctx.deps.hub.subscribe(events.execution_channel(eid)) as live:
+            catch_up = True
+            while True:
+                if catch_up:
+                    async with ctx.event_scope():
+                        execution = await _execution(info, eid)
+                        rows, _ = await executions.list_logs(
+                            ctx.session, execution_id=eid, level=None, after=cursor, limit=10_000, count=False
+                        )
+                    for row in rows:
+                        cursor = row.seq
+                        if wanted is None or row.log_level == wanted:
+                            async with ctx.event_scope():
+                                yield ExecutionLog.from_model(row)
+                    if execution.status in executions.FINISHED:
+                        return  # no log follows the end (append_log refuses it)
+                    catch_up = False
+                message = await live.get()
+                if message is RESYNC or message.get("kind") == events.STATUS:
+                    catch_up = True  # after a gap, or at the end: read what PostgreSQL has
+                    continue
+                log = events.log_from_event(message["log"])
+                if log.seq <= cursor:
+                    continue
+                if wanted is None or log.log_level == wanted:
+                    async with ctx.event_scope():
+                        yield ExecutionLog.from_model(log)
+                cursor = log.seq
+
+
+async def _next_status(ctx: Any, live: Any) -> models.Execution | None:
+    """The next status change from the bus; None after a gap (the caller re-reads the row)."""
+    while True:
+        message = await live.get()
+        if message is RESYNC:
+            return None
+        if message.get("kind") == events.STATUS:
+            return events.execution_from_event(message["execution"])
+        await asyncio.sleep(0)

@@ -1,0 +1,1 @@
+"""Workflows services, one module per entity. Functions flush; the caller owns the transaction."""

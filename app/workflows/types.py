@@ -1,0 +1,436 @@
+"""GraphQL types of the workflows domain."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+
+from app.api.context import Info
+from app.api.loaders import PageKey
+from app.api.pagination import (
+    Connection,
+    Edge,
+    build_connection,
+    decode_int_cursor,
+    decode_time_uuid_cursor,
+    encode_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
+from app.api.scalars import JSON, utc
+from app.logs.types import LogLevel
+from app.workflows import access, loaders, models
+
+if TYPE_CHECKING:
+    from app.accounts.types import User
+
+UserType = Annotated["User", strawberry.lazy("app.accounts.types")]
+
+EXECUTION_CURSOR = "execution"
+EXECUTION_LOG_CURSOR = "execlog"
+
+
+@strawberry.enum
+class WorkflowStatus(enum.Enum):
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    ARCHIVED = "archived"
+
+
+@strawberry.enum
+class ExecutionStatus(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+async def load_user(info: Info, user_id: uuid.UUID) -> Any:
+    from app.accounts import models as accounts
+    from app.accounts.types import User
+
+    row = await info.context.loaders.by_id(accounts.User).load(user_id)
+    assert row is not None  # followed along a NOT NULL foreign key
+    return User.from_model(row)
+
+
+def execution_log_cursor(seq: int) -> str:
+    return encode_cursor(EXECUTION_LOG_CURSOR, seq)
+
+
+@strawberry.type(name="WorkflowNode")
+class WorkflowNode:
+    id: strawberry.ID
+    key: str
+    type: str
+    label: str | None
+    position_x: float | None
+    position_y: float | None
+    configuration: JSON
+
+    @classmethod
+    def from_model(cls, row: models.WorkflowNode) -> WorkflowNode:
+        return cls.from_snapshot(
+            {
+                "id": str(row.id),
+                "key": row.node_key,
+                "type": row.node_type,
+                "label": row.label,
+                "position_x": row.position_x,
+                "position_y": row.position_y,
+                "configuration": row.configuration,
+            }
+        )
+
+    @classmethod
+    def from_snapshot(cls, item: dict[str, Any]) -> WorkflowNode:
+        return cls(
+            id=strawberry.ID(item["id"]),
+            key=item["key"],
+            type=item["type"],
+            label=item.get("label"),
+            position_x=item.get("position_x"),
+            position_y=item.get("position_y"),
+            configuration=item.get("configuration") or {},  # type: ignore[arg-type]
+        )
+
+
+@strawberry.type(name="WorkflowEdge")
+class WorkflowEdge:
+    id: strawberry.ID
+    source: str
+    target: str
+    type: str
+    configuration: JSON
+
+    @classmethod
+    def from_model(cls, row: models.WorkflowEdge) -> WorkflowEdge:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            source=row.source_node_key,
+            target=row.target_node_key,
+            type=row.edge_type,
+            configuration=row.configuration,  # type: ignore[arg-type]
+        )
+
+    @classmethod
+    def from_snapshot(cls, item: dict[str, Any]) -> WorkflowEdge:
+        return cls(
+            id=strawberry.ID(item["id"]),
+            source=item["source"],
+            target=item["target"],
+            type=item["type"],
+            configuration=item.get("configuration") or {},  # type: ignore[arg-type]
+        )
+
+
+@strawberry.type(name="WorkflowVersion", description="A published snapshot; it never changes.")
+class WorkflowVersion:
+    version: int
+    name: str
+    description: str | None
+    configuration: JSON
+    created_at: datetime
+    nodes: list[WorkflowNode]
+    edges: list[WorkflowEdge]
+    row: strawberry.Private[models.WorkflowVersion]
+
+    @classmethod
+    def from_model(cls, row: models.WorkflowVersion) -> WorkflowVersion:
+        return cls(
+            version=row.version,
+            name=row.name,
+            description=row.description,
+            configuration=row.configuration,  # type: ignore[arg-type]
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            nodes=[WorkflowNode.from_snapshot(item) for item in row.nodes],
+            edges=[WorkflowEdge.from_snapshot(item) for item in row.edges],
+            row=row,
+        )
+
+    @strawberry.field
+    async def created_by(self, info: Info) -> UserType:
+        return await load_user(info, self.row.created_by)  # type: ignore[no-any-return]
+
+
+@strawberry.type(name="ExecutionLog")
+class ExecutionLog:
+    id: strawberry.ID
+    node_key: str | None
+    level: LogLevel
+    message: str
+    data: JSON | None
+    created_at: datetime
+    cursor: str = strawberry.field(description="For `logs(after:)` and `executionLogAdded(after:)`.")
+    seq: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, row: models.ExecutionLog) -> ExecutionLog:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            node_key=row.node_key,
+            level=LogLevel(row.log_level.upper()),
+            message=row.message,
+            data=row.data,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            cursor=execution_log_cursor(row.seq),
+            seq=row.seq,
+        )
+
+
+@strawberry.type(name="Execution")
+class Execution:
+    id: strawberry.ID
+    workflow_version: int | None
+    status: ExecutionStatus
+    input: JSON | None
+    output: JSON | None
+    error_message: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+    row: strawberry.Private[models.Execution]
+
+    @classmethod
+    def from_model(cls, row: models.Execution) -> Execution:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            workflow_version=row.workflow_version,
+            status=ExecutionStatus(row.status),
+            input=row.input_data,
+            output=row.output_data,
+            error_message=row.error_message,
+            started_at=utc(row.started_at),
+            completed_at=utc(row.completed_at),
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def workflow(self, info: Info) -> Workflow:
+        row = await info.context.loaders.by_id(models.Workflow).load(self.row.workflow_id)
+        assert row is not None
+        return Workflow.from_model(row)
+
+    @strawberry.field
+    async def user(self, info: Info) -> UserType:
+        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="In order of appending.")  # type: ignore[untyped-decorator]
+    async def logs(
+        self, info: Info, level: LogLevel | None = None, first: int | None = None, after: str | None = None
+    ) -> Connection[ExecutionLog]:
+        size = page_size(first)
+        position = decode_int_cursor(EXECUTION_LOG_CURSOR, after)
+        level_value = level.value.lower() if level else None
+        key = PageKey(self.row.id, size + 1, (position,) if position is not None else None, level_value)
+        ctx = info.context
+        rows = await ctx.loaders.batch("execution-logs", loaders.execution_logs).load(key)
+        total = 0
+        if wants_total(info):
+            total = await ctx.loaders.batch("execution-log-counts", loaders.execution_log_counts).load(key)
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: execution_log_cursor(row.seq),
+            to_node=ExecutionLog.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+
+@strawberry.type(name="Workflow")
+class Workflow:
+    id: strawberry.ID
+    name: str
+    description: str | None
+    version: int = strawberry.field(description="The number the next publish takes (1 until the first).")
+    status: WorkflowStatus
+    is_template: bool
+    is_public: bool
+    tags: list[str]
+    configuration: JSON
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    row: strawberry.Private[models.Workflow]
+
+    @classmethod
+    def from_model(cls, row: models.Workflow) -> Workflow:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            description=row.description,
+            version=row.version,
+            status=WorkflowStatus(row.status),
+            is_template=row.is_template,
+            is_public=row.is_public,
+            tags=list(row.tags),
+            configuration=row.configuration,  # type: ignore[arg-type]
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            deleted_at=utc(row.deleted_at),
+            row=row,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> UserType:
+        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="The draft's nodes, in creation order.")  # type: ignore[untyped-decorator]
+    async def nodes(self, info: Info) -> list[WorkflowNode]:
+        rows = await info.context.loaders.children(models.WorkflowNode, "workflow_id").load(self.row.id)
+        return [WorkflowNode.from_model(row) for row in rows]
+
+    @strawberry.field(description="The draft's edges, in creation order.")  # type: ignore[untyped-decorator]
+    async def edges(self, info: Info) -> list[WorkflowEdge]:
+        rows = await info.context.loaders.children(models.WorkflowEdge, "workflow_id").load(self.row.id)
+        return [WorkflowEdge.from_model(row) for row in rows]
+
+    @strawberry.field(description="Published versions, oldest first.")  # type: ignore[untyped-decorator]
+    async def versions(self, info: Info) -> list[WorkflowVersion]:
+        loader = info.context.loaders.children(models.WorkflowVersion, "workflow_id", order="version")
+        return [WorkflowVersion.from_model(row) for row in await loader.load(self.row.id)]
+
+    @strawberry.field(description="Newest first. Others than the owner see their own executions only.")  # type: ignore[untyped-decorator]
+    async def executions(
+        self, info: Info, first: int | None = None, after: str | None = None, status: ExecutionStatus | None = None
+    ) -> Connection[Execution]:
+        size = page_size(first)
+        only = None if await access.can_write(info, self.row) else await info.context.require_user_id()
+        key = PageKey(
+            self.row.id,
+            size + 1,
+            decode_time_uuid_cursor(EXECUTION_CURSOR, after),
+            (status.value if status else None, only),
+        )
+        ctx = info.context
+        rows = await ctx.loaders.batch("executions", loaders.executions).load(key)
+        total = (
+            await ctx.loaders.batch("execution-counts", loaders.execution_counts).load(key) if wants_total(info) else 0
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(EXECUTION_CURSOR, row.created_at, row.id),
+            to_node=Execution.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+
+@strawberry.type(name="WorkflowConnectionEdge")
+class WorkflowConnectionEdge(Edge[Workflow]):
+    """Named apart from the graph's `WorkflowEdge`."""
+
+
+@strawberry.type(name="WorkflowConnection")
+class WorkflowConnection(Connection[Workflow]):
+    edges: list[WorkflowConnectionEdge]  # type: ignore[assignment]
+
+
+@strawberry.type(name="File")
+class File:
+    id: strawberry.ID
+    filename: str
+    original_filename: str
+    mime_type: str
+    size: float = strawberry.field(description="Bytes (a Float: files can pass 2 GiB).")
+    checksum: str | None
+    path: str
+    is_public: bool
+    created_at: datetime
+    row: strawberry.Private[models.File]
+
+    @classmethod
+    def from_model(cls, row: models.File) -> File:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            filename=row.filename,
+            original_filename=row.original_filename,
+            mime_type=row.mime_type,
+            size=row.file_size,
+            checksum=row.checksum,
+            path=row.file_path,
+            is_public=row.is_public,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> UserType:
+        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+
+
+@strawberry.input
+class WorkflowInput:
+    name: str
+    description: str | None = None
+    tags: list[str] | None = None
+    configuration: JSON | None = None
+    is_template: bool = False
+    is_public: bool = False
+
+
+@strawberry.input
+class WorkflowUpdate:
+    name: str | None = strawberry.UNSET
+    description: str | None = strawberry.UNSET
+    tags: list[str] | None = strawberry.UNSET
+    configuration: JSON | None = strawberry.UNSET
+    is_template: bool | None = strawberry.UNSET
+    is_public: bool | None = strawberry.UNSET
+
+
+@strawberry.input
+class NodeInput:
+    key: str
+    type: str
+    label: str | None = None
+    position_x: float | None = None
+    position_y: float | None = None
+    configuration: JSON | None = None
+
+
+@strawberry.input
+class NodeUpdate:
+    type: str | None = strawberry.UNSET
+    label: str | None = strawberry.UNSET
+    position_x: float | None = strawberry.UNSET
+    position_y: float | None = strawberry.UNSET
+    configuration: JSON | None = strawberry.UNSET
+
+
+@strawberry.input
+class EdgeInput:
+    source: str
+    target: str
+    type: str | None = None
+    configuration: JSON | None = None
+
+
+@strawberry.input
+class ExecutionLogInput:
+    node_key: str | None = None
+    level: LogLevel
+    message: str
+    data: JSON | None = None
+
+
+@strawberry.input
+class FileInput:
+    filename: str
+    original_filename: str
+    mime_type: str
+    size: float = strawberry.field(description="Bytes, a whole number >= 0.")
+    checksum: str | None = None
+    path: str | None = strawberry.field(
+        default=None, description="Where the bytes are stored; the filename if omitted."
+    )
+    is_public: bool = False
