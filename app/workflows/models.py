@@ -13,7 +13,6 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
-    Float,
     ForeignKeyConstraint,
     Identity,
     Index,
@@ -22,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL, UUID
 from sqlmodel import Field, SQLModel
 
 from app.columns import created_at, text_col, timestamp, updated_at, uuid_fk, uuid_pk
@@ -125,8 +124,8 @@ class WorkflowNode(SQLModel, table=True):
     node_key: str = text_col(nullable=False)
     node_type: str = text_col(nullable=False)
     label: str | None = text_col()
-    position_x: float | None = Field(default=None, sa_column=Column(Float(precision=24), nullable=True))
-    position_y: float | None = Field(default=None, sa_column=Column(Float(precision=24), nullable=True))
+    position_x: float | None = Field(default=None, sa_column=Column(REAL(), nullable=True))
+    position_y: float | None = Field(default=None, sa_column=Column(REAL(), nullable=True))
     configuration: dict[str, Any] = _json()
     created_at: datetime = created_at()
     updated_at: datetime = updated_at()

@@ -159,8 +159,8 @@ def upgrade() -> None:
         sa.Column("node_key", sa.Text(), nullable=False),
         sa.Column("node_type", sa.Text(), nullable=False),
         sa.Column("label", sa.Text(), nullable=True),
-        sa.Column("position_x", sa.Float(precision=24), nullable=True),
-        sa.Column("position_y", sa.Float(precision=24), nullable=True),
+        sa.Column("position_x", postgresql.REAL(), nullable=True),
+        sa.Column("position_y", postgresql.REAL(), nullable=True),
         sa.Column(
             "configuration",
             postgresql.JSONB(astext_type=sa.Text()),
