@@ -62,12 +62,17 @@ def lateral_pages(
     ]
     names = [f"parent_{i}" for i in range(len(arrays))]
     keys = func.unnest(*arrays).table_valued(*names).render_derived(name="parents")
+    # Each page's rank in its own order, so the outer query returns every page in that order whatever
+    # plan PostgreSQL picks for the join.
+    rank = func.row_number().over(order_by=list(inner._order_by_clauses)).label("page_rank")
     page = (
         inner.where(*(column == keys.c[name] for column, name in zip(parent_columns, names, strict=True)))
+        .add_columns(rank)
         .limit(limit)
         .lateral("page")
     )
-    return select(*(keys.c[name] for name in names), aliased(model, page)).select_from(keys).join(page, true())
+    columns = (keys.c[name] for name in names)
+    return select(*columns, aliased(model, page)).select_from(keys).join(page, true()).order_by(page.c.page_rank)
 
 
 def _parent(key: PageKey) -> tuple[Any, ...]:

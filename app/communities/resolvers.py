@@ -246,9 +246,12 @@ class CommunitiesMutation:
         await guilds.get_guild_or_raise(ctx.session, guild_id=gid, share=True)
         await access.require_admin(info, gid)
         if roles is not None:
-            current = await guilds.get_membership(ctx.session, guild_id=gid, user_id=uid)
-            if guilds.touches_admin_roles(current.roles if current else [], guilds.normalize_roles(roles)):
+            current = await guilds.get_membership(ctx.session, guild_id=gid, user_id=uid, lock=True)
+            before, after = (current.roles if current else []), guilds.normalize_roles(roles)
+            if guilds.touches_admin_roles(before, after):
                 await access.require_admin(info, gid, owner=True)
+            if guilds.OWNER in before and guilds.OWNER not in after:
+                await guilds.require_another_owner(ctx.session, guild_id=gid, user_id=uid)
         row = await guilds.add_member(ctx.session, guild_id=gid, user_id=uid, roles=roles)
         return GuildMember.from_model(row)
 
@@ -258,11 +261,13 @@ class CommunitiesMutation:
         gid, uid = parse_id(guild_id, "guildId"), parse_id(user_id, "userId")
         viewer = await ctx.require_user_id(ctx.session)
         await guilds.get_guild_or_raise(ctx.session, guild_id=gid)
+        current = await guilds.get_membership(ctx.session, guild_id=gid, user_id=uid, lock=True)
         if uid != viewer:
             await access.require_admin(info, gid)
-            current = await guilds.get_membership(ctx.session, guild_id=gid, user_id=uid)
             if current is not None and guilds.is_admin(current):
                 await access.require_admin(info, gid, owner=True)
+        if current is not None and guilds.OWNER in current.roles:
+            await guilds.require_another_owner(ctx.session, guild_id=gid, user_id=uid)
         removed = await guilds.remove_member(ctx.session, guild_id=gid, user_id=uid)
         if removed:
             ctx.publish_after_commit(*events.member_left(gid, uid))

@@ -155,3 +155,23 @@ async def test_members_see_each_other_but_not_each_others_email(server: LiveServ
     assert (await emails(bot))[their_id] is None  # guilds:write is not users:admin
     people_admin, _ = await new_admin(server, ("guilds:write", "users:admin"))
     assert (await emails(people_admin))[their_id] is not None
+
+
+async def test_a_guild_keeps_at_least_one_owner(server: LiveServer) -> None:
+    bot, _ = await staff(server)
+    guild = await new_guild(server, bot)
+    first, first_id = await new_member(server, bot, guild["id"], roles=["owner"])
+    second, second_id = await new_member(server, bot, guild["id"], roles=["owner"])
+    leave = "mutation($g: ID!, $u: ID!) { removeGuildMember(guildId: $g, userId: $u) }"
+    # Both owners try to leave at once: one may, the other is refused.
+    bodies = await asyncio.gather(
+        server.gql(leave, {"g": guild["id"], "u": first_id}, token=first),
+        server.gql(leave, {"g": guild["id"], "u": second_id}, token=second),
+    )
+    outcomes = sorted("errors" in body for body in bodies)
+    assert outcomes == [False, True], bodies
+    assert [b for b in bodies if "errors" in b][0]["errors"][0]["extensions"]["code"] == "CONFLICT"
+    remaining = first if "errors" in bodies[0] else second
+    remaining_id = first_id if remaining == first else second_id
+    demote = 'mutation($g: ID!, $u: ID!) { addGuildMember(guildId: $g, userId: $u, roles: ["member"]) { roles } }'
+    assert await server.error_code(demote, {"g": guild["id"], "u": remaining_id}, token=remaining) == "CONFLICT"

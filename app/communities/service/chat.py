@@ -62,7 +62,7 @@ async def post_message(
     # Posts to one conversation or guild take turns until commit, so that (created_at, id) order is
     # commit order and a client paging with `after:` never skips a message committed late.
     if conversation_id is not None:
-        # Touching the row takes its lock and makes updatedAt the conversation's last activity.
+        # Touching the row takes its lock, and makes updatedAt the time of the last message.
         table = models.ChatConversation.__table__  # type: ignore[attr-defined]
         await session.execute(table.update().where(table.c.id == conversation_id).values(title=table.c.title))
     if guild_id is not None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.accounts import models as accounts
-from app.api.errors import BadUserInput, NotFound
+from app.api.errors import BadUserInput, Conflict, NotFound
 from app.api.validation import json_object, like_pattern, required_text
 from app.communities import models
 
@@ -136,13 +136,31 @@ async def list_guilds(
 # -- memberships -------------------------------------------------------------------------------
 
 
-async def get_membership(session: AsyncSession, *, guild_id: uuid.UUID, user_id: uuid.UUID) -> models.UserGuild | None:
-    found: models.UserGuild | None = await session.scalar(
-        select(models.UserGuild).where(
-            col(models.UserGuild.guild_id) == guild_id, col(models.UserGuild.user_id) == user_id
+async def get_membership(
+    session: AsyncSession, *, guild_id: uuid.UUID, user_id: uuid.UUID, lock: bool = False
+) -> models.UserGuild | None:
+    """`lock`: hold the row until commit, so roles checked are the roles changed."""
+    query = select(models.UserGuild).where(
+        col(models.UserGuild.guild_id) == guild_id, col(models.UserGuild.user_id) == user_id
+    )
+    if lock:
+        query = query.with_for_update()
+    found: models.UserGuild | None = (await session.scalars(query.execution_options(populate_existing=True))).first()
+    return found
+
+
+async def require_another_owner(session: AsyncSession, *, guild_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """A guild keeps at least one owner. The guild's row lock makes concurrent departures take turns."""
+    await session.execute(select(col(models.Guild.id)).where(col(models.Guild.id) == guild_id).with_for_update())
+    others = await session.scalar(
+        select(func.count()).where(
+            col(models.UserGuild.guild_id) == guild_id,
+            col(models.UserGuild.user_id) != user_id,
+            col(models.UserGuild.roles).contains([OWNER]),
         )
     )
-    return found
+    if not others:
+        raise Conflict("a guild keeps at least one owner: make another member owner first", guildId=str(guild_id))
 
 
 async def add_member(
