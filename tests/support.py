@@ -258,3 +258,22 @@ async def new_admin(server: LiveServer, permissions: tuple[str, ...] = ("*",)) -
         await roles.assign_role(session, user_id=user_id, role_id=role.id, assigned_by=None)
         await session.commit()
     return token, str(user_id)
+
+
+async def counted(server: LiveServer, query: str, variables: dict[str, Any], token: str) -> tuple[dict[str, Any], int]:
+    """The data of one query and the number of SQL statements it ran (transaction control aside)."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = server.deps.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        data = await server.data(query, variables, token=token)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    control = ("BEGIN", "COMMIT", "ROLLBACK")
+    return data, len([s for s in statements if not s.lstrip().upper().startswith(control)])

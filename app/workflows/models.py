@@ -45,6 +45,10 @@ def _json(default: str | None = "'{}'::jsonb", *, nullable: bool = False) -> Any
     )
 
 
+def _clock() -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=False, server_default=CLOCK))
+
+
 def _flag() -> Any:
     return Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false")))
 
@@ -127,7 +131,7 @@ class WorkflowNode(SQLModel, table=True):
     position_x: float | None = Field(default=None, sa_column=Column(REAL(), nullable=True))
     position_y: float | None = Field(default=None, sa_column=Column(REAL(), nullable=True))
     configuration: dict[str, Any] = _json()
-    created_at: datetime = created_at()
+    created_at: datetime = _clock()  # several nodes made in one transaction keep their order
     updated_at: datetime = updated_at()
 
 
@@ -158,7 +162,7 @@ class WorkflowEdge(SQLModel, table=True):
         default="default", sa_column=Column(Text(), nullable=False, server_default=text("'default'"))
     )
     configuration: dict[str, Any] = _json()
-    created_at: datetime = created_at()
+    created_at: datetime = _clock()  # several nodes made in one transaction keep their order
 
 
 class Execution(SQLModel, table=True):

@@ -170,7 +170,7 @@ async def test_a_guild_keeps_at_least_one_owner(server: LiveServer) -> None:
     )
     outcomes = sorted("errors" in body for body in bodies)
     assert outcomes == [False, True], bodies
-    assert [b for b in bodies if "errors" in b][0]["errors"][0]["extensions"]["code"] == "CONFLICT"
+    assert next(b for b in bodies if "errors" in b)["errors"][0]["extensions"]["code"] == "CONFLICT"
     remaining = first if "errors" in bodies[0] else second
     remaining_id = first_id if remaining == first else second_id
     demote = 'mutation($g: ID!, $u: ID!) { addGuildMember(guildId: $g, userId: $u, roles: ["member"]) { roles } }'

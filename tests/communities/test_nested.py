@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
-
-import pytest
-from sqlalchemy import event
 
 from app.accounts import service as accounts
 from app.communities.service import analyses, guilds
 from tests.communities.support import user_id_of
-from tests.conftest import make_settings
-from tests.support import LiveServer, live_server, new_user
+from tests.support import LiveServer, counted, new_user
 
 NESTED = """
 query($search: String!) {
@@ -33,14 +27,6 @@ query($search: String!) {
   }
 }
 """
-
-
-@pytest.fixture(scope="module")
-async def quiet_server(database_url: str) -> AsyncIterator[LiveServer]:
-    """A server of its own whose sweepers sleep, so that every statement counted is the query's."""
-    settings = make_settings(session_sweep_seconds=3600, reservation_sweep_seconds=3600)
-    async with live_server(settings, database_url) as live:
-        yield live
 
 
 async def _community(server: LiveServer, *, guild_count: int, viewer_id: uuid.UUID) -> str:
@@ -74,21 +60,6 @@ async def _community(server: LiveServer, *, guild_count: int, viewer_id: uuid.UU
     return tag
 
 
-async def _run_counted(server: LiveServer, token: str, search: str) -> tuple[dict[str, Any], int]:
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    engine = server.deps.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        data = await server.data(NESTED, {"search": search}, token=token)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    return data, len([s for s in statements if not s.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))])
-
-
 async def test_statement_count_is_the_same_for_5_and_50_guilds(quiet_server: LiveServer) -> None:
     server = quiet_server
     token = await new_user(server)
@@ -96,8 +67,8 @@ async def test_statement_count_is_the_same_for_5_and_50_guilds(quiet_server: Liv
     small = await _community(server, guild_count=5, viewer_id=viewer_id)
     large = await _community(server, guild_count=50, viewer_id=viewer_id)
 
-    small_data, small_count = await _run_counted(server, token, small)
-    large_data, large_count = await _run_counted(server, token, large)
+    small_data, small_count = await counted(server, NESTED, {"search": small}, token)
+    large_data, large_count = await counted(server, NESTED, {"search": large}, token)
 
     nodes = large_data["guilds"]["nodes"]
     assert len(small_data["guilds"]["nodes"]) == 5 and len(nodes) == 50
