@@ -41,6 +41,7 @@ def import_models() -> MetaData:
     from app.communities import models as _communities  # noqa: F401
     from app.gateway import models as _gateway  # noqa: F401
     from app.logs import models as _logs  # noqa: F401
+    from app.vendors import models as _vendors  # noqa: F401
     from app.workflows import models as _workflows  # noqa: F401
 
     return metadata

@@ -110,17 +110,22 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 async def sweep_sessions(deps: Deps) -> None:
-    """Delete expired sessions now and then (they stop working at expiry either way)."""
+    """Delete expired sessions now and then (they stop working at expiry either way), and mark
+    billing subscriptions whose end date has passed as expired."""
     from app.accounts import credentials
+    from app.vendors.service import billing
 
     while True:
         await asyncio.sleep(deps.settings.session_sweep_seconds)
         try:
             async with deps.db.sessionmaker() as session:
                 removed = await credentials.delete_expired_sessions(session)
+                expired = await billing.expire_subscriptions(session)
                 await session.commit()
             if removed:
                 log.info("deleted %d expired sessions", removed)
+            if expired:
+                log.info("%d billing subscriptions expired", expired)
         except Exception:
             log.warning("session sweep failed", exc_info=True)
 

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
         7 * 24 * 3600, validation_alias="LODGE_SESSION_TTL", description="Default lifetime of createSession tokens."
     )
     session_sweep_seconds: float = Field(
-        300.0, validation_alias="LODGE_SESSION_SWEEP_SECONDS", description="How often expired sessions are deleted."
+        300.0,
+        validation_alias="LODGE_SESSION_SWEEP_SECONDS",
+        description="How often expired sessions are deleted and ended billing subscriptions expired.",
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias="LODGE_MAX_BODY_BYTES")
     max_query_depth: int = Field(12, validation_alias="LODGE_MAX_QUERY_DEPTH")

@@ -26,13 +26,15 @@ from app.gateway.resolvers import GatewayMutation, GatewayQuery
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.logs.rules import IngestStandsAlone
 from app.settings import Settings
+from app.vendors.resolvers import VendorsMutation, VendorsQuery, VendorsSubscription
 from app.workflows.resolvers import WorkflowsMutation, WorkflowsQuery, WorkflowsSubscription
 
-Query = merge_types("Query", (AccountsQuery, AuditQuery, LogsQuery, GatewayQuery, CommunitiesQuery, WorkflowsQuery))
-Mutation = merge_types(
-    "Mutation", (AccountsMutation, LogsMutation, GatewayMutation, CommunitiesMutation, WorkflowsMutation)
-)
-Subscription = merge_types("Subscription", (LogsSubscription, CommunitiesSubscription, WorkflowsSubscription))
+QUERIES = (AccountsQuery, AuditQuery, LogsQuery, GatewayQuery, CommunitiesQuery, WorkflowsQuery, VendorsQuery)
+MUTATIONS = (AccountsMutation, LogsMutation, GatewayMutation, CommunitiesMutation, WorkflowsMutation, VendorsMutation)
+SUBSCRIPTIONS = (LogsSubscription, CommunitiesSubscription, WorkflowsSubscription, VendorsSubscription)
+Query = merge_types("Query", QUERIES)
+Mutation = merge_types("Mutation", MUTATIONS)
+Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 audit_mutations(Mutation)
 
 

@@ -1,0 +1,261 @@
+"""Queries, mutations and the live map of the vendors domain."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from app.api.context import Info
+from app.api.errors import BadUserInput, Forbidden, NotFound
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_time_uuid_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
+from app.api.permissions import parse_id, require_permission
+from app.pubsub import RESYNC
+from app.vendors import events, geo, models
+from app.vendors.service import billing, integrations, vendors
+from app.vendors.types import (
+    WRITE,
+    BillingSubscription,
+    BillingSubscriptionInput,
+    Integration,
+    IntegrationInput,
+    Location,
+    Vendor,
+    VendorDistance,
+    VendorInput,
+    VendorUpdate,
+    can_manage,
+)
+
+VENDOR_CURSOR = "vendor"
+SUBSCRIPTION_CURSOR = "billing"
+
+
+async def _managed(info: Info, vendor_id: strawberry.ID) -> models.Vendor:
+    ctx = info.context
+    await ctx.require_user_id(ctx.session)
+    vendor = await vendors.get_vendor_or_raise(ctx.session, vendor_id=parse_id(vendor_id, "vendorId"))
+    if not await can_manage(info, vendor):
+        raise Forbidden("only the vendor's owner (or `vendors:write`) can do this")
+    return vendor
+
+
+@strawberry.type
+class VendorsQuery:
+    @strawberry.field
+    async def vendor(self, info: Info, id: strawberry.ID) -> Vendor | None:
+        row = await info.context.session.get(models.Vendor, parse_id(id))
+        return Vendor.from_model(row) if row is not None else None
+
+    @strawberry.field(description="Vendors, newest first; `search` matches the name, case-insensitively.")  # type: ignore[untyped-decorator]
+    async def vendors(
+        self,
+        info: Info,
+        open: bool | None = None,
+        search: str | None = None,
+        owner_id: strawberry.ID | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Vendor]:
+        size = page_size(first)
+        rows, total = await vendors.list_vendors(
+            info.context.session,
+            open=open,
+            search=search or None,
+            owner_id=parse_id(owner_id, "ownerId") if owner_id else None,
+            after=decode_time_uuid_cursor(VENDOR_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(VENDOR_CURSOR, row.created_at, row.id),
+            to_node=Vendor.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(
+        description="Vendors within `radiusKm` of a point, nearest first (great-circle distance; right across "
+        "the antimeridian and near the poles)."
+    )  # type: ignore[untyped-decorator]
+    async def vendors_near(
+        self,
+        info: Info,
+        lat: float,
+        long: float,
+        radius_km: float,
+        open_only: bool | None = None,
+        first: int | None = None,
+    ) -> list[VendorDistance]:
+        size = page_size(first)
+        found = await vendors.vendors_near(
+            info.context.session, lat=lat, long=long, radius_km=radius_km, open_only=bool(open_only), limit=size
+        )
+        return [VendorDistance(vendor=Vendor.from_model(row), distance_km=distance) for row, distance in found]
+
+    @strawberry.field(description="An external service's id mapped to Lodge's (`vendors:write`).")  # type: ignore[untyped-decorator]
+    async def integration(self, info: Info, service: str, external_id: str) -> Integration | None:
+        await require_permission(info.context, WRITE, session=info.context.session)
+        row = await integrations.get_integration(info.context.session, service=service, external_id=external_id)
+        return Integration.from_model(row) if row is not None else None
+
+    @strawberry.field(description="The caller's billing subscriptions, newest first.")  # type: ignore[untyped-decorator]
+    async def billing_subscriptions(
+        self, info: Info, status: str | None = None, first: int | None = None, after: str | None = None
+    ) -> Connection[BillingSubscription]:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        size = page_size(first)
+        rows, total = await billing.list_subscriptions(
+            ctx.session,
+            user_id=user_id,
+            status=status.lower() if status else None,
+            before=decode_time_uuid_cursor(SUBSCRIPTION_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(SUBSCRIPTION_CURSOR, row.created_at, row.id),
+            to_node=BillingSubscription.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+
+@strawberry.type
+class VendorsMutation:
+    @strawberry.mutation
+    async def create_vendor(self, info: Info, input: VendorInput) -> Vendor:
+        ctx = info.context
+        owner_id = await ctx.require_user_id(ctx.session)
+        row = await vendors.create_vendor(ctx.session, owner_id=owner_id, values=vars(input))
+        return Vendor.from_model(row)
+
+    @strawberry.mutation(description="Change a vendor's details (its position moves by recordVendorLocation).")  # type: ignore[untyped-decorator]
+    async def update_vendor(self, info: Info, id: strawberry.ID, input: VendorUpdate) -> Vendor:
+        vendor = await _managed(info, id)
+        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        return Vendor.from_model(await vendors.update_vendor(info.context.session, vendor=vendor, values=changes))
+
+    @strawberry.mutation(description="Delete a vendor with its location history.")  # type: ignore[untyped-decorator]
+    async def delete_vendor(self, info: Info, id: strawberry.ID) -> bool:
+        vendor = await _managed(info, id)
+        await vendors.delete_vendor(info.context.session, vendor=vendor)
+        return True
+
+    @strawberry.mutation(description="Append to the vendor's history and move it there, in one transaction.")  # type: ignore[untyped-decorator]
+    async def record_vendor_location(self, info: Info, vendor_id: strawberry.ID, lat: float, long: float) -> Location:
+        vendor = await _managed(info, vendor_id)
+        row = await vendors.record_location(info.context.session, vendor=vendor, lat=lat, long=long)
+        for channel, payload in events.location_recorded(row):
+            info.context.publish_after_commit(channel, payload)
+        return Location.from_model(row)
+
+    @strawberry.mutation(description="Create or update by (service, externalId), in one statement (`vendors:write`).")  # type: ignore[untyped-decorator]
+    async def upsert_integration(self, info: Info, input: IntegrationInput) -> Integration:
+        await require_permission(info.context, WRITE, session=info.context.session)
+        row = await integrations.upsert_integration(
+            info.context.session,
+            service=input.service,
+            external_id=input.external_id,
+            internal_id=input.internal_id,
+            metadata=input.metadata,
+        )
+        return Integration.from_model(row)
+
+    @strawberry.mutation
+    async def create_billing_subscription(self, info: Info, input: BillingSubscriptionInput) -> BillingSubscription:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        row = await billing.create_subscription(
+            ctx.session,
+            user_id=user_id,
+            provider=input.provider,
+            product_id=input.product_id,
+            status=input.status,
+            start_date=input.start_date,
+            end_date=input.end_date,
+        )
+        return BillingSubscription.from_model(row)
+
+    @strawberry.mutation(description="active -> cancelled; anything else is CONFLICT.")  # type: ignore[untyped-decorator]
+    async def cancel_billing_subscription(self, info: Info, id: strawberry.ID) -> BillingSubscription:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        row = await billing.get_subscription_or_raise(ctx.session, subscription_id=parse_id(id))
+        await require_permission(ctx, WRITE, owner_id=row.user_id, session=ctx.session)
+        del user_id
+        return BillingSubscription.from_model(await billing.cancel_subscription(ctx.session, subscription_id=row.id))
+
+
+def _box(
+    min_lat: float | None, max_lat: float | None, min_long: float | None, max_long: float | None
+) -> tuple[float, float, float, float]:
+    values = (min_lat, max_lat, min_long, max_long)
+    if any(v is None for v in values):
+        raise BadUserInput("a box needs minLat, maxLat, minLong and maxLong")
+    low_lat, high_lat, low_long, high_long = (float(v) for v in values)  # type: ignore[arg-type]
+    for name, value, limit in (
+        ("minLat", low_lat, 90),
+        ("maxLat", high_lat, 90),
+        ("minLong", low_long, 180),
+        ("maxLong", high_long, 180),
+    ):
+        if not math.isfinite(value) or abs(value) > limit:
+            raise BadUserInput(f"{name} must be between -{limit} and {limit}", field=name)
+    if low_lat > high_lat:
+        raise BadUserInput("minLat is above maxLat", field="minLat")
+    return low_lat, high_lat, low_long, high_long
+
+
+@strawberry.type
+class VendorsSubscription:
+    @strawberry.subscription(
+        description="Positions recorded after the subscription starts: of one vendor, or of every vendor in a box "
+        "(minLong > maxLong: a box across the antimeridian)."
+    )  # type: ignore[untyped-decorator]
+    async def vendor_location_updated(
+        self,
+        info: Info,
+        vendor_id: strawberry.ID | None = None,
+        min_lat: float | None = None,
+        max_lat: float | None = None,
+        min_long: float | None = None,
+        max_long: float | None = None,
+    ) -> AsyncGenerator[Location, None]:
+        ctx = info.context
+        boxed = any(v is not None for v in (min_lat, max_lat, min_long, max_long))
+        if (vendor_id is None) == (not boxed):
+            raise BadUserInput("pass `vendorId` or a box (minLat, maxLat, minLong, maxLong), not both")
+        if vendor_id is not None:
+            vid = parse_id(vendor_id, "vendorId")
+            async with ctx.deps.db.session() as session:
+                if await session.get(models.Vendor, vid) is None:
+                    raise NotFound("vendor not found", id=str(vid))
+            channel, box = events.vendor_channel(vid), None
+        else:
+            channel, box = events.MAP_CHANNEL, _box(min_lat, max_lat, min_long, max_long)
+        async with ctx.deps.hub.subscribe(channel) as live:
+            while True:
+                message = await live.get()
+                if message is RESYNC:
+                    continue  # live positions only: a missed one is superseded by the next
+                row = events.location_from_event(message)
+                if box is not None and not geo.in_box(
+                    row.lat, row.long, min_lat=box[0], max_lat=box[1], min_long=box[2], max_long=box[3]
+                ):
+                    continue
+                async with ctx.event_scope():
+                    yield Location.from_model(row)

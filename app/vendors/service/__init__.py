@@ -1,0 +1,1 @@
+"""Vendors services, one module per entity. Functions flush; the caller owns the transaction."""

@@ -1,0 +1,240 @@
+"""GraphQL types of the vendors domain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+
+from app.api.context import Info
+from app.api.loaders import PageKey
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_time_uuid_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
+from app.api.permissions import has_permission
+from app.api.scalars import JSON, utc
+from app.vendors import loaders, models
+
+if TYPE_CHECKING:
+    from app.accounts.types import User
+
+UserType = Annotated["User", strawberry.lazy("app.accounts.types")]
+
+LOCATION_CURSOR = "location"
+WRITE = "vendors:write"
+
+
+async def load_user(info: Info, user_id: uuid.UUID) -> Any:
+    from app.accounts import models as accounts
+    from app.accounts.types import User
+
+    row = await info.context.loaders.by_id(accounts.User).load(user_id)
+    assert row is not None  # followed along a NOT NULL foreign key
+    return User.from_model(row)
+
+
+async def can_manage(info: Info, vendor: models.Vendor) -> bool:
+    """The vendor's owner, or `vendors:write`."""
+    ctx = info.context
+    user_id = await ctx.user_id(ctx.session)
+    if user_id is None:
+        return False
+    return vendor.user_id == user_id or await has_permission(ctx, WRITE, ctx.session)
+
+
+@strawberry.type(name="Location")
+class Location:
+    id: strawberry.ID
+    lat: float
+    long: float
+    timestamp: datetime
+    row: strawberry.Private[models.Location]
+
+    @classmethod
+    def from_model(cls, row: models.Location) -> Location:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            lat=row.lat,
+            long=row.long,
+            timestamp=utc(row.timestamp),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def vendor(self, info: Info) -> Vendor | None:
+        row = await info.context.loaders.by_id(models.Vendor).load(self.row.vendor_id)
+        return Vendor.from_model(row) if row is not None else None  # None: deleted since
+
+
+@strawberry.type(name="Vendor")
+class Vendor:
+    id: strawberry.ID
+    name: str
+    description: str | None
+    phone: str | None
+    email: str | None
+    website: str | None
+    open: bool
+    primary_image: str | None
+    lat: float | None
+    long: float | None
+    created_at: datetime
+    updated_at: datetime
+    row: strawberry.Private[models.Vendor]
+
+    @classmethod
+    def from_model(cls, row: models.Vendor) -> Vendor:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            description=row.description,
+            phone=row.phone,
+            email=row.email,
+            website=row.website,
+            open=row.open,
+            primary_image=row.primary_image,
+            lat=row.lat,
+            long=row.long,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def owner(self, info: Info) -> UserType:
+        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+
+    @strawberry.field(
+        description="Where the vendor has been, newest first; its owner and `vendors:write` only (others get "
+        "an empty list: the current position is public, the trail is not)."
+    )  # type: ignore[untyped-decorator]
+    async def locations(
+        self, info: Info, since: datetime | None = None, first: int | None = None, after: str | None = None
+    ) -> Connection[Location]:
+        size = page_size(first)
+        if not await can_manage(info, self.row):
+            return build_connection([], size=size, cursor_of=str, to_node=Location.from_model, total_count=0)
+        key = PageKey(self.row.id, size + 1, decode_time_uuid_cursor(LOCATION_CURSOR, after), utc(since))
+        ctx = info.context
+        rows = await ctx.loaders.batch("vendor-locations", loaders.locations).load(key)
+        total = (
+            await ctx.loaders.batch("vendor-location-counts", loaders.location_counts).load(key)
+            if wants_total(info)
+            else 0
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(LOCATION_CURSOR, row.timestamp, row.id),
+            to_node=Location.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+
+@strawberry.type(name="VendorDistance")
+class VendorDistance:
+    vendor: Vendor
+    distance_km: float
+
+
+@strawberry.type(name="BillingSubscription")
+class BillingSubscription:
+    id: strawberry.ID
+    provider: str
+    product_id: str
+    status: str = strawberry.field(description="active, cancelled or expired.")
+    start_date: datetime
+    end_date: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    row: strawberry.Private[models.BillingSubscription]
+
+    @classmethod
+    def from_model(cls, row: models.BillingSubscription) -> BillingSubscription:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            provider=row.provider,
+            product_id=row.product_id,
+            status=row.status,
+            start_date=utc(row.start_date),  # type: ignore[arg-type]
+            end_date=utc(row.end_date),
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            row=row,
+        )
+
+    @strawberry.field
+    async def user(self, info: Info) -> UserType:
+        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+
+
+@strawberry.type(name="Integration")
+class Integration:
+    id: strawberry.ID
+    service: str
+    external_id: str
+    internal_id: str
+    metadata: JSON | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_model(cls, row: models.Integration) -> Integration:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            service=row.service,
+            external_id=row.external_id,
+            internal_id=row.internal_id,
+            metadata=row.metadata_,
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+        )
+
+
+@strawberry.input
+class VendorInput:
+    name: str
+    description: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    website: str | None = None
+    open: bool = True
+    primary_image: str | None = None
+    lat: float | None = None
+    long: float | None = None
+
+
+@strawberry.input
+class VendorUpdate:
+    name: str | None = strawberry.UNSET
+    description: str | None = strawberry.UNSET
+    phone: str | None = strawberry.UNSET
+    email: str | None = strawberry.UNSET
+    website: str | None = strawberry.UNSET
+    open: bool | None = strawberry.UNSET
+    primary_image: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class IntegrationInput:
+    service: str
+    external_id: str
+    internal_id: str
+    metadata: JSON | None = None
+
+
+@strawberry.input
+class BillingSubscriptionInput:
+    provider: str
+    product_id: str
+    status: str | None = None
+    start_date: datetime
+    end_date: datetime | None = None
