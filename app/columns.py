@@ -22,7 +22,7 @@ def uuid_pk() -> Any:
     )
 
 
-def uuid_fk(target: str, *, ondelete: str, nullable: bool = False, index: bool = False) -> Any:
+def uuid_fk(target: str, *, ondelete: str | None, nullable: bool = False, index: bool = False) -> Any:
     return Field(
         default=None,
         sa_column=Column(UUID(as_uuid=True), ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index),

@@ -17,7 +17,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from app.api.context import Context
-from app.api.errors import BAD_USER_INPUT, INTERNAL, BadUserInput, LodgeError
+from app.api.errors import BAD_USER_INPUT, CONFLICT, INTERNAL, BadUserInput, LodgeError
 from app.api.scalars import contains_nul
 from app.audit import recorder as audit
 
@@ -108,6 +108,8 @@ def shape_errors(errors: list[GraphQLError], execution_context: Any) -> None:
 
 # character_not_in_repertoire (NUL in text), untranslatable_character (\u0000 in jsonb)
 TEXT_POSTGRES_REFUSES = frozenset({"22021", "22P05"})
+# deadlock_detected, serialization_failure: nothing was saved, and the same request may succeed.
+RETRYABLE = frozenset({"40P01", "40001"})
 
 
 def _sqlstate(exc: BaseException | None) -> str | None:
@@ -138,6 +140,13 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
             nodes=error.nodes,
             path=error.path,
             extensions={"code": BAD_USER_INPUT},
+        )
+    if _sqlstate(original) in RETRYABLE:
+        return GraphQLError(
+            "the operation collided with a concurrent one and was undone: retry it",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": CONFLICT, "retryable": True},
         )
     ctx = getattr(execution_context, "context", None)
     request_id = ctx.request_id if isinstance(ctx, Context) else ""

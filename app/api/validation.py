@@ -31,9 +31,18 @@ def json_object(value: Any, field: str) -> dict[str, Any]:
         raise BadUserInput(f"{field} must be a JSON object", field=field)
     if _depth(value) > MAX_JSON_DEPTH:
         raise BadUserInput(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels", field=field)
-    if len(json.dumps(value)) > MAX_JSON_BYTES:
-        raise BadUserInput(f"{field} is larger than {MAX_JSON_BYTES} bytes", field=field)
+    _check_size(value, field)
     return value
+
+
+def _check_size(value: Any, field: str) -> None:
+    try:
+        size = len(json.dumps(value, allow_nan=False))
+    except ValueError:
+        # An inline literal such as 1e400 arrives as infinity, which JSON (and PostgreSQL) cannot hold.
+        raise BadUserInput(f"{field} holds a number too large to store", field=field) from None
+    if size > MAX_JSON_BYTES:
+        raise BadUserInput(f"{field} is larger than {MAX_JSON_BYTES} bytes", field=field)
 
 
 def _depth(value: Any) -> int:
@@ -60,6 +69,5 @@ def json_value(value: Any, field: str) -> Any:
         return None
     if _depth(value) > MAX_JSON_DEPTH:
         raise BadUserInput(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels", field=field)
-    if len(json.dumps(value)) > MAX_JSON_BYTES:
-        raise BadUserInput(f"{field} is larger than {MAX_JSON_BYTES} bytes", field=field)
+    _check_size(value, field)
     return value

@@ -71,6 +71,7 @@ def log_appended(row: models.ExecutionLog) -> tuple[str, dict[str, Any]]:
         "log": {
             "id": str(row.id),
             "seq": row.seq,
+            "number": row.number,
             "execution_id": str(row.execution_id),
             "node_key": row.node_key,
             "log_level": row.log_level,
@@ -85,6 +86,7 @@ def log_from_event(item: dict[str, Any]) -> models.ExecutionLog:
     return models.ExecutionLog(
         id=uuid.UUID(item["id"]),
         seq=item["seq"],
+        number=item["number"],
         execution_id=uuid.UUID(item["execution_id"]),
         node_key=item["node_key"],
         log_level=item["log_level"],

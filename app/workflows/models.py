@@ -116,7 +116,8 @@ class WorkflowVersion(SQLModel, table=True):
     nodes: list[dict[str, Any]] = _json("'[]'::jsonb")
     edges: list[dict[str, Any]] = _json("'[]'::jsonb")
     created_at: datetime = created_at()
-    created_by: uuid.UUID = uuid_fk("users.id", ondelete="CASCADE", index=True)
+    # No cascade: deleting a user who published someone else's workflow must not erase its history.
+    created_by: uuid.UUID = uuid_fk("users.id", ondelete=None, index=True)
 
 
 class WorkflowNode(SQLModel, table=True):
@@ -184,6 +185,8 @@ class Execution(SQLModel, table=True):
     workflow_id: uuid.UUID = uuid_fk("workflows.id", ondelete="CASCADE")
     user_id: uuid.UUID = uuid_fk("users.id", ondelete="CASCADE")
     workflow_version: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    # How many logs it has: raised under the row's lock by each append, which numbers its log.
+    log_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
     status: str = Field(default="pending", sa_column=Column(Text(), nullable=False, server_default=text("'pending'")))
     input_data: Any = _json(None, nullable=True)
     output_data: Any = _json(None, nullable=True)
@@ -198,6 +201,7 @@ class ExecutionLog(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint(_one_of("log_level", LOG_LEVELS), name="log_level"),
         Index("ix_execution_logs_execution_id_seq", "execution_id", "seq"),
+        UniqueConstraint("execution_id", "number"),
         Index("ix_execution_logs_created_at", "created_at"),
     )
 
@@ -205,6 +209,8 @@ class ExecutionLog(SQLModel, table=True):
     # Strictly increasing: the order of a run's logs, and the cursor of `logs` and of live resume.
     seq: int = Field(default=None, sa_column=Column(BigInteger, Identity(always=True), nullable=False, unique=True))
     execution_id: uuid.UUID = uuid_fk("executions.id", ondelete="CASCADE")
+    # 1, 2, 3, ... within its execution: a live subscriber tells a gap from a late message by it.
+    number: int = Field(sa_column=Column(Integer, nullable=False))
     node_key: str | None = text_col()
     log_level: str = Field(default="info", sa_column=Column(Text(), nullable=False, server_default=text("'info'")))
     message: str = text_col(nullable=False)

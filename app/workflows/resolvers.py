@@ -47,6 +47,7 @@ from app.workflows.types import (
 )
 
 WORKFLOW_CURSOR = "workflow"
+CATCH_UP_PAGE = 500
 FILE_CURSOR = "file"
 
 
@@ -310,8 +311,8 @@ class WorkflowsMutation:
     async def register_file(self, info: Info, input: FileInput) -> File:
         ctx = info.context
         owner_id = await ctx.require_user_id(ctx.session)
-        if input.size != int(input.size):
-            raise BadUserInput("size must be a whole number of bytes", field="size")
+        if not (0 <= input.size <= 2**53) or input.size != int(input.size):
+            raise BadUserInput("size must be a whole number of bytes, at most 2^53", field="size")
         row = await files.register_file(
             ctx.session,
             owner_id=owner_id,
@@ -374,20 +375,33 @@ class WorkflowsSubscription:
         cursor = decode_int_cursor(EXECUTION_LOG_CURSOR, after) or 0
         wanted = level.value.lower() if level else None
         async with ctx.deps.hub.subscribe(events.execution_channel(eid)) as live:
+            number = -1  # the number of the last log sent; -1 until PostgreSQL has said
             catch_up = True
             while True:
                 if catch_up:
-                    async with ctx.event_scope():
-                        execution = await _execution(info, eid)
-                        rows, _ = await executions.list_logs(
-                            ctx.session, execution_id=eid, level=None, after=cursor, limit=10_000, count=False
-                        )
-                    for row in rows:
-                        cursor = row.seq
-                        if wanted is None or row.log_level == wanted:
-                            async with ctx.event_scope():
-                                yield ExecutionLog.from_model(row)
-                    if execution.status in executions.FINISHED:
+                    finished = False
+                    while True:  # page by page, so a long run's history never holds one big read
+                        async with ctx.event_scope():
+                            execution = await _execution(info, eid)
+                            finished = execution.status in executions.FINISHED
+                            rows, _ = await executions.list_logs(
+                                ctx.session,
+                                execution_id=eid,
+                                level=None,
+                                after=cursor,
+                                limit=CATCH_UP_PAGE,
+                                count=False,
+                            )
+                            if not rows and number < 0:
+                                number = await executions.log_number_at(ctx.session, execution_id=eid, seq=cursor)
+                        for row in rows[:CATCH_UP_PAGE]:
+                            cursor, number = row.seq, row.number
+                            if wanted is None or row.log_level == wanted:
+                                async with ctx.event_scope():
+                                    yield ExecutionLog.from_model(row)
+                        if len(rows) <= CATCH_UP_PAGE:
+                            break
+                    if finished:
                         return  # no log follows the end (append_log refuses it)
                     catch_up = False
                 message = await live.get()
@@ -395,12 +409,15 @@ class WorkflowsSubscription:
                     catch_up = True  # after a gap, or at the end: read what PostgreSQL has
                     continue
                 log = events.log_from_event(message["log"])
-                if log.seq <= cursor:
+                if log.number <= number:
+                    continue  # already sent
+                if log.number != number + 1:
+                    catch_up = True  # one was published late or lost: PostgreSQL has it
                     continue
+                cursor, number = log.seq, log.number
                 if wanted is None or log.log_level == wanted:
                     async with ctx.event_scope():
                         yield ExecutionLog.from_model(log)
-                cursor = log.seq
 
 
 async def _next_status(ctx: Any, live: Any) -> models.Execution | None:

@@ -214,8 +214,12 @@ class Execution:
 
     @strawberry.field
     async def workflow(self, info: Info) -> Workflow:
+        from app.api.errors import NotFound
+
         row = await info.context.loaders.by_id(models.Workflow).load(self.row.workflow_id)
-        assert row is not None
+        if row is None or row.deleted_at is not None:
+            raise NotFound("the workflow has been deleted", id=str(self.row.workflow_id))
+        await access.require_read(info, row)  # it may have turned private since this run
         return Workflow.from_model(row)
 
     @strawberry.field

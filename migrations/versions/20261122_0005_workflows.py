@@ -194,7 +194,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("created_by", sa.UUID(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["created_by"], ["users.id"], name=op.f("fk_workflow_versions_created_by_users"), ondelete="CASCADE"
+            ["created_by"], ["users.id"], name=op.f("fk_workflow_versions_created_by_users")
         ),
         sa.ForeignKeyConstraint(
             ["workflow_id"],
@@ -212,6 +212,7 @@ def upgrade() -> None:
         sa.Column("workflow_id", sa.UUID(), nullable=False),
         sa.Column("user_id", sa.UUID(), nullable=False),
         sa.Column("workflow_version", sa.Integer(), nullable=True),
+        sa.Column("log_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("status", sa.Text(), server_default=sa.text("'pending'"), nullable=False),
         sa.Column("input_data", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("output_data", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
@@ -289,6 +290,7 @@ def upgrade() -> None:
         sa.Column("id", sa.UUID(), server_default=sa.text("gen_random_uuid()"), nullable=False),
         sa.Column("seq", sa.BigInteger(), sa.Identity(always=True), nullable=False),
         sa.Column("execution_id", sa.UUID(), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
         sa.Column("node_key", sa.Text(), nullable=True),
         sa.Column("log_level", sa.Text(), server_default=sa.text("'info'"), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
@@ -304,6 +306,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_execution_logs")),
+        sa.UniqueConstraint("execution_id", "number", name=op.f("uq_execution_logs_execution_id_number")),
         sa.UniqueConstraint("seq", name=op.f("uq_execution_logs_seq")),
     )
     op.create_index("ix_execution_logs_created_at", "execution_logs", ["created_at"], unique=False)

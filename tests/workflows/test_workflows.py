@@ -269,3 +269,56 @@ async def test_files_are_owner_only_unless_public_and_soft_deleted(server: LiveS
     async with server.deps.db.session() as session:
         kept = await session.get(models.File, uuid.UUID(file_id))
         assert kept is not None and kept.deleted_at is not None  # a soft delete keeps the row
+
+
+async def test_concurrent_log_appends_reach_a_subscriber_all_in_order(server: LiveServer) -> None:
+    token = await new_user(server)
+    workflow_id = await new_workflow(server, token)
+    await server.data(PUBLISH, {"id": workflow_id}, token=token)
+    execution_id = (await server.data(START, {"w": workflow_id}, token=token))["startExecution"]["id"]
+    await server.data(STATUS, {"id": execution_id, "s": "RUNNING"}, token=token)
+    logs = "subscription($id: ID!) { executionLogAdded(executionId: $id) { message cursor } }"
+    async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {token}") as ws:
+        await ws.subscribe(logs, {"id": execution_id})
+        async with asyncio.timeout(10):
+            while not server.deps.hub.subscribers(f"execution:{execution_id}"):
+                await asyncio.sleep(0.005)
+        bodies = await asyncio.gather(
+            *(
+                server.gql(LOG, {"id": execution_id, "input": {"level": "INFO", "message": f"{i}"}}, token=token)
+                for i in range(40)
+            )
+        )
+        assert all("errors" not in body for body in bodies)
+        received = [(await ws.next_data())["executionLogAdded"] for _ in range(40)]
+    stored = await server.data(
+        "query($id: ID!) { execution(id: $id) { logs(first: 100) { nodes { message cursor } } } }",
+        {"id": execution_id},
+        token=token,
+    )
+    assert received == stored["execution"]["logs"]["nodes"]  # every log, once, in the stored order
+    assert sorted(int(r["message"]) for r in received) == list(range(40))
+
+
+async def test_values_postgresql_cannot_hold_are_bad_input(server: LiveServer) -> None:
+    token = await new_user(server)
+    workflow_id = await new_workflow(server, token, nodes=("a", "b"))
+    huge_position = {"w": workflow_id, "input": {"key": "x", "type": "t", "positionX": 1e39}}
+    assert await server.error_code(ADD_NODE, huge_position, token=token) == "BAD_USER_INPUT"
+    inline = "mutation($id: ID!) { updateWorkflow(id: $id, input: {configuration: {a: 1e400}}) { id } }"
+    assert await server.error_code(inline, {"id": workflow_id}, token=token) == "BAD_USER_INPUT"
+    register = "mutation($input: FileInput!) { registerFile(input: $input) { id } }"
+    big = {"filename": "a", "originalFilename": "a", "mimeType": "text/plain", "size": 1e30}
+    assert await server.error_code(register, {"input": big}, token=token) == "BAD_USER_INPUT"
+    graph = (await server.data(GRAPH, {"id": workflow_id}, token=token))["workflow"]
+    assert [n["key"] for n in graph["nodes"]] == ["a", "b"]
+
+
+async def test_concurrent_removals_of_one_edge_one_succeeds(server: LiveServer) -> None:
+    token = await new_user(server)
+    workflow_id = await new_workflow(server, token, nodes=("a", "b"))
+    edge_id = (await edge(server, token, workflow_id, "a", "b"))["data"]["addWorkflowEdge"]["id"]
+    remove = "mutation($id: ID!) { removeWorkflowEdge(id: $id) }"
+    bodies = await asyncio.gather(*(server.gql(remove, {"id": edge_id}, token=token) for _ in range(4)))
+    codes = sorted(b["errors"][0]["extensions"]["code"] if "errors" in b else "ok" for b in bodies)
+    assert codes == ["NOT_FOUND", "NOT_FOUND", "NOT_FOUND", "ok"]

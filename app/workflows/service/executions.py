@@ -1,9 +1,9 @@
 """Executions and their logs. Functions flush; the caller owns the transaction.
 
 The status machine is enforced by one conditional UPDATE (`WHERE status = ANY(<allowed from>)`),
-so of any number of concurrent attempts at one transition exactly one wins. A log is appended
-only while its execution is unfinished, under a share lock of the execution's row, so no log can
-slip in after the run has ended.
+so of any number of concurrent attempts at one transition exactly one wins. A log is appended by
+an UPDATE of its execution's row that also checks the run is unfinished, so no log can slip in
+after the run has ended, and the logs of one run are numbered 1, 2, 3 in commit order.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ async def start_execution(
     session: AsyncSession, *, workflow_id: uuid.UUID, user_id: uuid.UUID, input_data: Any
 ) -> models.Execution:
     """A PENDING execution pinned to the latest published version."""
-    workflow = await get_workflow_or_raise(session, workflow_id=workflow_id)
+    # A share lock until commit: a soft delete or an archive cannot slip in before this run exists.
+    workflow = await get_workflow_or_raise(session, workflow_id=workflow_id, lock=True)
     if workflow.status == "archived":
         raise BadUserInput("an archived workflow cannot be started", workflowId=str(workflow_id))
     version = await latest_version(session, workflow_id=workflow_id)
@@ -55,7 +56,7 @@ async def start_execution(
 
 
 async def get_execution_or_raise(session: AsyncSession, *, execution_id: uuid.UUID) -> models.Execution:
-    execution = await session.get(models.Execution, execution_id)
+    execution = await session.get(models.Execution, execution_id, populate_existing=True)
     if execution is None:
         raise NotFound("execution not found", id=str(execution_id))
     return execution
@@ -104,32 +105,45 @@ async def append_log(
     message: str,
     data: Any,
 ) -> models.ExecutionLog:
-    execution = (
-        await session.scalars(
-            select(models.Execution)
-            .where(col(models.Execution.id) == execution_id)
-            .with_for_update(read=True)
-            .execution_options(populate_existing=True)
-        )
-    ).first()
-    if execution is None:
-        raise NotFound("execution not found", id=str(execution_id))
-    if execution.status in FINISHED:
+    checked = {
+        "node_key": bounded_text(node_key, "nodeKey", limit=100),
+        "message": required_text(message, "message", limit=MAX_MESSAGE),
+        "data": json_value(data, "data"),
+    }
+    # One statement checks the status, takes the row's lock and numbers the log: appends to one
+    # execution take turns (so numbers follow commit order), and none follows the end of the run.
+    table = models.Execution.__table__  # type: ignore[attr-defined]
+    number = await session.scalar(
+        table.update()
+        .where(table.c.id == execution_id, table.c.status.in_(("pending", "running")))
+        .values(log_count=table.c.log_count + 1)
+        .returning(table.c.log_count)
+    )
+    if number is None:
+        execution = await get_execution_or_raise(session, execution_id=execution_id)
         raise Conflict(
             f"the execution is {execution.status.upper()}: it takes no more logs",
             currentStatus=execution.status.upper(),
         )
     log = models.ExecutionLog(
         execution_id=execution_id,
-        node_key=bounded_text(node_key, "nodeKey", limit=100),
+        number=number,
         log_level=level,
-        message=required_text(message, "message", limit=MAX_MESSAGE),
-        data=json_value(data, "data"),
+        **checked,
     )
     session.add(log)
     await session.flush()
     await session.refresh(log)
     return log
+
+
+async def log_number_at(session: AsyncSession, *, execution_id: uuid.UUID, seq: int) -> int:
+    """The number of the execution's last log at or before `seq` (0: none)."""
+    log = models.ExecutionLog
+    found = await session.scalar(
+        select(func.max(col(log.number))).where(col(log.execution_id) == execution_id, col(log.seq) <= seq)
+    )
+    return int(found or 0)
 
 
 async def list_logs(

@@ -8,6 +8,7 @@ that lock and take consecutive version numbers.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ MAX_NODES = 1000
 MAX_EDGES = 5000
 MAX_TAGS = 50
 MAX_KEY = 100
+MAX_POSITION = 1e38  # a REAL column holds about ±3.4e38
 
 
 @dataclass(frozen=True)
@@ -185,9 +187,12 @@ def _node_values(values: dict[str, Any]) -> dict[str, Any]:
         checked["node_type"] = required_text(values["node_type"], "type", limit=MAX_KEY)
     if "label" in values:
         checked["label"] = bounded_text(values["label"], "label", limit=255)
-    for axis in ("position_x", "position_y"):
+    for axis, name in (("position_x", "positionX"), ("position_y", "positionY")):
         if axis in values:
-            checked[axis] = values[axis]
+            value = values[axis]
+            if value is not None and not (math.isfinite(value) and abs(value) <= MAX_POSITION):
+                raise BadUserInput(f"{name} must be a number within ±{MAX_POSITION:g}", field=name)
+            checked[axis] = value
     if "configuration" in values:
         checked["configuration"] = json_object(values["configuration"] or {}, "configuration")
     return checked
@@ -329,8 +334,12 @@ async def get_edge_or_raise(session: AsyncSession, *, edge_id: uuid.UUID) -> mod
 
 async def remove_edge(session: AsyncSession, *, edge: models.WorkflowEdge) -> None:
     await get_workflow_or_raise(session, workflow_id=edge.workflow_id, lock=True)
-    await session.delete(edge)
-    await session.flush()
+    # Deleted by id after the lock: a concurrent removal (of the edge or of one of its nodes) has
+    # either happened, and this is NOT_FOUND, or waits.
+    table = models.WorkflowEdge.__table__  # type: ignore[attr-defined]
+    removed = await session.scalar(table.delete().where(table.c.id == edge.id).returning(table.c.id))
+    if removed is None:
+        raise NotFound("edge not found", id=str(edge.id))
 
 
 # -- versions -------------------------------------------------------------------------------------
