@@ -8,6 +8,7 @@ task, and subscription resolvers open a fresh scope per event, so no scope is ev
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -55,6 +56,9 @@ class OperationScope:
     viewer: Viewer | None = None
     viewer_known: bool = False
     permissions: frozenset[str] | None = None
+    # Sibling resolvers run concurrently: the first to ask reads the database, the others wait for
+    # its answer (and so resume together, which keeps their dataloader calls in one batch).
+    pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     api_key: ApiKey | None = None
 
 
@@ -178,11 +182,12 @@ class Context:
     async def viewer(self, session: AsyncSession | None = None) -> Viewer | None:
         """The signed-in user (checked live against the database), or None for anonymous and API keys."""
         scope = _scope.get()
-        if scope is not None and scope.viewer_known:
+        if scope is None:
+            return await self._authenticate(session)
+        if scope.viewer_known:
             return scope.viewer
-        viewer = await self._authenticate(session)
-        if scope is not None:
-            scope.viewer, scope.viewer_known = viewer, True
+        viewer: Viewer | None = await _once(scope, "viewer", lambda: self._authenticate(session))
+        scope.viewer, scope.viewer_known = viewer, True
         return viewer
 
     async def _authenticate(self, given: AsyncSession | None) -> Viewer | None:
@@ -223,14 +228,18 @@ class Context:
         scope = _scope.get()
         if scope is not None and scope.permissions is not None:
             return scope.permissions
-        user_id = await self.user_id(session)
-        if user_id is None:
-            found: frozenset[str] = frozenset()
-        else:
+
+        async def read() -> frozenset[str]:
+            user_id = await self.user_id(session)
+            if user_id is None:
+                return frozenset()
             async with self.reader(session) as reader:
-                found = await roles.permissions_of(reader, user_id=user_id)
-        if scope is not None:
-            scope.permissions = found
+                return await roles.permissions_of(reader, user_id=user_id)
+
+        if scope is None:
+            return await read()
+        found: frozenset[str] = await _once(scope, "permissions", read)
+        scope.permissions = found
         return found
 
     def api_key_secret(self) -> str:
@@ -257,6 +266,28 @@ class Context:
         if creds is None or creds.scheme != "apikey":
             return None
         return (await self.require_api_key()).environment_id
+
+
+async def _once(scope: OperationScope, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+    """`compute()` once per scope however many resolvers ask at the same time."""
+    pending = scope.pending.get(name)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    scope.pending[name] = future
+    try:
+        value = await compute()
+    except asyncio.CancelledError:
+        del scope.pending[name]
+        future.cancel()
+        raise
+    except BaseException as exc:
+        del scope.pending[name]  # a later call may try again (an error is not an answer to cache)
+        future.set_exception(exc)
+        future.exception()  # retrieved: waiters get it, nobody is warned about it
+        raise
+    future.set_result(value)
+    return value
 
 
 Info = _Info[Context, None]
