@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         description="Browser origins allowed to open websockets; empty allows same-origin and non-browser clients.",
     )
     legacy_graphql_ws: bool = Field(False, validation_alias="LODGE_LEGACY_GRAPHQL_WS")
+    gc_threshold: int = Field(
+        50_000,
+        ge=0,
+        validation_alias="LODGE_GC_THRESHOLD",
+        description="Allocations between young-generation garbage collections (CPython's default is 700); "
+        "objects alive at start-up are frozen out of collection. 0 leaves the collector as it is.",
+    )
     websocket_compression: bool = Field(
         False,
         validation_alias="LODGE_WS_COMPRESSION",

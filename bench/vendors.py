@@ -125,10 +125,8 @@ async def postgraphile(url: str, port: int) -> AsyncIterator[str]:
     cli = POSTGRAPHILE_DIR / "node_modules" / "postgraphile" / "cli.js"
     if not cli.exists():
         POSTGRAPHILE_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(POSTGRAPHILE_DIR), "postgraphile@4"],
-            check=True,
-        )
+        install = ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(POSTGRAPHILE_DIR), "postgraphile@4"]
+        await asyncio.to_thread(subprocess.run, install, check=True)
     args = ["node", str(cli), "-c", _dsn(url), "-s", "public", "-n", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen([*args, "--disable-query-log"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -141,7 +139,8 @@ async def postgraphile(url: str, port: int) -> AsyncIterator[str]:
                     if response.status_code == 200:
                         break
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"postgraphile did not start: {proc.stderr.read() if proc.stderr else ''}")
+                    errors = proc.stderr.read().decode() if proc.stderr else ""
+                    raise RuntimeError(f"postgraphile did not start: {errors}")
                 await asyncio.sleep(0.2)
         yield base
     finally:

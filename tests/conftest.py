@@ -79,6 +79,7 @@ def make_settings(**overrides: object) -> Settings:
         "environment": "test",
         "secret_key": "test-secret-" + uuid.uuid4().hex,
         "data_dir": ROOT / ".lodge" / "test",
+        "gc_threshold": 0,  # the test process keeps CPython's collector as it is
     }
     values.update(overrides)
     # model_validate reads no environment: a test's settings are exactly these.

@@ -53,10 +53,12 @@ def lateral_pages(
     parent_types: Sequence[TypeEngine[Any]],
     parents: Sequence[tuple[Any, ...]],
     limit: int,
+    raw: bool = False,
 ) -> Select[Any]:
     """Up to `limit` rows of `inner` for each parent, in `inner`'s order, in one statement:
     `SELECT ... FROM unnest(parents) CROSS JOIN LATERAL (inner WHERE key = parent LIMIT n)`.
-    Rows come back as (parent key columns..., model)."""
+    Rows come back as (parent key columns..., model), or with `raw` as plain rows whose attributes
+    are the model's columns (no ORM object is built: several times cheaper for long pages)."""
     arrays = [
         bindparam(f"parent_{i}", [p[i] for p in parents], type_=ARRAY(kind)) for i, kind in enumerate(parent_types)
     ]
@@ -71,7 +73,10 @@ def lateral_pages(
         .limit(limit)
         .lateral("page")
     )
-    columns = (keys.c[name] for name in names)
+    columns = [keys.c[name] for name in names]
+    if raw:
+        fields = [column for column in page.c if column.name != "page_rank"]
+        return select(*columns, *fields).select_from(keys).join(page, true()).order_by(page.c.page_rank)
     return select(*columns, aliased(model, page)).select_from(keys).join(page, true()).order_by(page.c.page_rank)
 
 
@@ -86,8 +91,10 @@ async def batched_pages(
     model: type[SQLModel],
     inner: Callable[[PageKey], Select[Any]],
     parent_columns: Sequence[Any],
+    raw: bool = False,
 ) -> list[list[Any]]:
-    """Pages of `inner(key)` rows for each key's parent: one LATERAL statement per batch of keys."""
+    """Pages of `inner(key)` rows for each key's parent: one LATERAL statement per batch of keys.
+    With `raw`, the rows are read-only records with the model's column names, not ORM objects."""
     batches: dict[Any, list[PageKey]] = defaultdict(list)
     for key in keys:
         batches[key.batch].append(key)
@@ -102,9 +109,10 @@ async def batched_pages(
             parent_types=[UUID(as_uuid=True)] * width,
             parents=parents,
             limit=members[0].size,
+            raw=raw,
         )
         for row in (await session.execute(statement)).all():
-            found[(batch, tuple(row[:width]))].append(row[width])
+            found[(batch, tuple(row[:width]))].append(row if raw else row[width])
     return [found.get((key.batch, _parent(key)), []) for key in keys]
 
 

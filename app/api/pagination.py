@@ -30,8 +30,14 @@ class PageInfo:
 
 @strawberry.type(name="Edge")
 class Edge(Generic[T]):
-    cursor: str
     node: T
+    # The cursor is encoded only if asked for: most clients read `nodes`.
+    source: strawberry.Private[Any]
+    cursor_of: strawberry.Private[Callable[[Any], str]]
+
+    @strawberry.field
+    def cursor(self) -> str:
+        return self.cursor_of(self.source)
 
 
 @strawberry.type(name="Connection")
@@ -104,26 +110,29 @@ def build_connection(
     page = list(rows[:size])
     if backwards:
         page.reverse()
-    edges = [Edge(cursor=cursor_of(row), node=to_node(row)) for row in page]
+    edges = [Edge(node=to_node(row), source=row, cursor_of=cursor_of) for row in page]
     return Connection(
         edges=edges,
         page_info=PageInfo(
             has_next_page=has_more_after if backwards else has_more,
             has_previous_page=has_more if backwards else has_more_before,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
+            start_cursor=cursor_of(page[0]) if page else None,
+            end_cursor=cursor_of(page[-1]) if page else None,
         ),
         total_count=total_count,
     )
 
 
 def wants_total(info: Any) -> bool:
-    """Whether the client selected `totalCount`: counting a large table is skipped otherwise."""
-    from strawberry.types.nodes import SelectedField
+    """Whether the client selected `totalCount`: counting a large table is skipped otherwise.
 
-    for field in info.selected_fields:
-        for child in getattr(field, "selections", []):
-            if not isinstance(child, SelectedField) or child.name == "totalCount":
+    Reads the document's nodes: `info.selected_fields` converts the whole subtree, which costs more
+    than the page itself when a connection is nested under a hundred parents."""
+    from graphql import FieldNode
+
+    for node in info._raw_info.field_nodes:
+        for child in node.selection_set.selections if node.selection_set else ():
+            if not isinstance(child, FieldNode) or child.name.value == "totalCount":
                 return True  # a fragment may select it: count
     return False
 

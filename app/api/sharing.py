@@ -17,6 +17,8 @@ from graphql import ExecutionResult, FieldNode, VariableNode, Visitor, visit
 from graphql.execution import Executor
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from app.api.fast import FastCompletion
+
 
 class SharedEvent:
     __slots__ = ("_results", "value")
@@ -26,7 +28,7 @@ class SharedEvent:
         self._results: dict[tuple[int, str], asyncio.Future[Any]] = {}
 
 
-class SharingExecutor(StrawberryGraphQLCoreExecutionContext):
+class SharingExecutor(FastCompletion, StrawberryGraphQLCoreExecutionContext):
     _shared: SharedEvent | None = None
     _share_key: tuple[int, str] | None = None
 

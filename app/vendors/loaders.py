@@ -30,7 +30,8 @@ def _page(key: PageKey) -> Select[Any]:
 
 
 async def locations(session: AsyncSession, keys: Sequence[PageKey]) -> list[list[Any]]:
-    return await batched_pages(session, keys, model=L, inner=_page, parent_columns=[col(L.vendor_id)])
+    # Plain rows, not ORM objects: histories are read, never changed, and are long.
+    return await batched_pages(session, keys, model=L, inner=_page, parent_columns=[col(L.vendor_id)], raw=True)
 
 
 async def location_counts(session: AsyncSession, keys: Sequence[PageKey]) -> list[int]:
