@@ -9,7 +9,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from app.settings import Settings
 REQUIRE_SERVICES = os.environ.get("LODGE_REQUIRE_SERVICES") == "1"
 TRANSPORT_WS = Subprotocol("graphql-transport-ws")
 TIMEOUT = 20.0
+CLIENT_CONNECTIONS = 100
 
 
 def need(condition: bool, reason: str) -> None:
@@ -51,6 +52,10 @@ class LiveServer:
     deps: Deps
     port: int
     http: httpx.AsyncClient
+    # The client shares the test's event loop with the server. httpx's pool rescans every queued
+    # request whenever one finishes, which for hundreds of queued requests starves the server of
+    # CPU; so requests beyond the pool's connections wait here, where waking one is cheap.
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CLIENT_CONNECTIONS))
 
     @property
     def url(self) -> str:
@@ -73,9 +78,10 @@ class LiveServer:
             headers["authorization"] = f"Bearer {token}"
         if api_key:
             headers["authorization"] = f"ApiKey {api_key}"
-        response = await self.http.post(
-            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
-        )
+        async with self.slots:
+            response = await self.http.post(
+                "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+            )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -117,7 +123,8 @@ async def live_server(settings: Settings, database_url: str) -> AsyncIterator[Li
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.01)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as http:
+        limits = httpx.Limits(max_connections=CLIENT_CONNECTIONS, max_keepalive_connections=CLIENT_CONNECTIONS)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT, limits=limits) as http:
             yield LiveServer(app=app, deps=deps, port=port, http=http)
     finally:
         server.should_exit = True

@@ -14,7 +14,10 @@ from app.api.pagination import Connection
 from app.api.scalars import utc
 
 if TYPE_CHECKING:
+    from app.communities.types import Guild
     from app.logs.types import Project
+    from app.vendors.types import BillingSubscription, Vendor
+    from app.workflows.types import WorkflowConnection, WorkflowStatus
 
 
 @strawberry.type(name="User")
@@ -87,6 +90,50 @@ class User:
         from app.logs.resolvers import projects_of
 
         return await projects_of(info, owner_id=self.user_id, first=first, after=after)
+
+    @strawberry.field(
+        description="Guilds the user is a member of: all of them for the user, `users:admin` and `guilds:write`; "
+        "for anyone else, the guilds both belong to."
+    )  # type: ignore[untyped-decorator]
+    async def guilds(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Annotated[Guild, strawberry.lazy("app.communities.types")]]:
+        from app.communities.resolvers import guilds_of
+
+        return await guilds_of(info, user_id=self.user_id, first=first, after=after)
+
+    @strawberry.field(description="The user's workflows that the caller may see, newest first.")  # type: ignore[untyped-decorator]
+    async def workflows(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        status: Annotated[WorkflowStatus, strawberry.lazy("app.workflows.types")] | None = None,
+    ) -> Annotated[WorkflowConnection, strawberry.lazy("app.workflows.types")]:
+        from app.workflows.resolvers import workflows_page
+        from app.workflows.service.workflows import WorkflowFilter
+
+        spec = WorkflowFilter(owner_id=self.user_id, status=status.value if status else None)
+        return await workflows_page(info, spec, first=first, after=after)
+
+    @strawberry.field(description="The user's vendors, newest first (vendors are public).")  # type: ignore[untyped-decorator]
+    async def vendors(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Annotated[Vendor, strawberry.lazy("app.vendors.types")]]:
+        from app.vendors.resolvers import vendors_page
+
+        return await vendors_page(info, owner_id=self.user_id, first=first, after=after)
+
+    @strawberry.field(
+        description="Newest first; shown to the user themself, `users:admin` and `billing:write` only (others "
+        "get an empty list)."
+    )  # type: ignore[untyped-decorator]
+    async def billing_subscriptions(
+        self, info: Info
+    ) -> list[Annotated[BillingSubscription, strawberry.lazy("app.vendors.types")]]:
+        from app.vendors.resolvers import billing_subscriptions_of
+
+        return await billing_subscriptions_of(info, user_id=self.user_id)
 
 
 @strawberry.type(name="Role")

@@ -61,6 +61,15 @@ class OperationScope:
     pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     api_key: ApiKey | None = None
 
+    async def settle(self) -> None:
+        """Stop shared work nobody waits for any more (its callers were cancelled) before the
+        session it uses is closed."""
+        running = [task for task in self.pending.values() if not task.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
 
 _scope: ContextVar[OperationScope | None] = ContextVar("lodge_operation_scope", default=None)
 
@@ -112,6 +121,7 @@ class Context:
             yield
         finally:
             _scope.reset(token)
+            await scope.settle()
             if scope.session is not None:
                 await scope.session.close()
 
@@ -269,25 +279,24 @@ class Context:
 
 
 async def _once(scope: OperationScope, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-    """`compute()` once per scope however many resolvers ask at the same time."""
-    pending = scope.pending.get(name)
-    if pending is not None:
-        return await asyncio.shield(pending)
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    scope.pending[name] = future
-    try:
-        value = await compute()
-    except asyncio.CancelledError:
-        del scope.pending[name]
-        future.cancel()
-        raise
-    except BaseException as exc:
-        del scope.pending[name]  # a later call may try again (an error is not an answer to cache)
-        future.set_exception(exc)
-        future.exception()  # retrieved: waiters get it, nobody is warned about it
-        raise
-    future.set_result(value)
-    return value
+    """`compute()` once per scope however many resolvers ask at the same time.
+
+    The work runs in its own task, which every caller (the first included) awaits through a
+    shield: graphql-core cancels sibling resolvers when a non-null field fails, and one cancelled
+    caller must neither cancel the answer the others are waiting for nor leave them hanging."""
+    task = scope.pending.get(name)
+    if task is None:
+        task = asyncio.ensure_future(compute())
+        scope.pending[name] = task
+
+        def forget_failure(done: asyncio.Future[Any]) -> None:
+            # An error is not an answer to keep: a later call may try again.
+            if done.cancelled() or done.exception() is not None:
+                if scope.pending.get(name) is done:
+                    del scope.pending[name]
+
+        task.add_done_callback(forget_failure)
+    return await asyncio.shield(task)
 
 
 Info = _Info[Context, None]

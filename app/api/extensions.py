@@ -49,6 +49,7 @@ class OperationScopeExtension(SchemaExtension):
         scope = ctx.scope
         try:
             yield
+            await scope.settle()  # nothing may still use the session when it commits or rolls back
             result = self.execution_context.result
             if result is not None and not result.errors:
                 try:
@@ -68,6 +69,7 @@ class OperationScopeExtension(SchemaExtension):
                     # Nothing was saved: fields that had succeeded must not look as if they were.
                     result.data = None
         finally:
+            await scope.settle()
             await session.close()
             ctx.close_scope(token)
 

@@ -13,6 +13,9 @@ info-taking resolvers, abstract types, `@defer`, middleware) keeps the normal pa
 the fast path cannot complete (a null where the schema says non-null, a leaf that does not
 serialise) makes it hand that object back to the normal path, which produces the standard error.
 The result is identical; only the work is less.
+
+A value handed back is read again by the normal path, so a plain resolver may run twice for one
+field: plain resolvers (`self` only, synchronous) must be pure reads of their object.
 """
 
 from __future__ import annotations
@@ -152,7 +155,7 @@ class FastCompletion:
 
     def _completer_of_nullable(self, type_: GraphQLOutputType, details: Any) -> Complete | None:
         if is_leaf_type(type_):
-            serialize = type_.serialize
+            serialize = type_.coerce_output_value  # what graphql-core's complete_leaf_value calls
 
             def leaf(value: Any) -> Any:
                 serialized = serialize(value)
@@ -165,12 +168,17 @@ class FastCompletion:
             item = self._completer(type_.of_type, details)
             if item is None:
                 return None
-            return lambda value: _bail() if isinstance(value, str | bytes | dict) else [item(v) for v in value]
+            # Only lists and tuples: they can be read twice. Anything else (a generator, a mapping,
+            # a custom iterable) must reach graphql-core unread, since it may be consumed by reading.
+            return lambda value: [item(v) for v in value] if type(value) in _SEQUENCES else _bail()
         if is_object_type(type_):
             assert isinstance(type_, GraphQLObjectType)
             plan = self._fast_plan(type_, details)
             return plan
         return None  # interfaces and unions take the normal path
+
+
+_SEQUENCES = (list, tuple)
 
 
 def _identity(value: Any) -> Any:

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 import strawberry
 
 from app.api.errors import BadUserInput
+from app.api.scalars import parse_datetime
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -148,7 +149,7 @@ def decode_time_cursor(kind: str, cursor: str | None) -> tuple[datetime, str] | 
         return None
     stamp, _, key = position.partition("|")
     try:
-        return datetime.fromisoformat(stamp), key
+        return parse_datetime(stamp), key
     except ValueError:
         raise BadUserInput("malformed cursor", cursor=cursor) from None
 

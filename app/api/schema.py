@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -14,10 +15,12 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
 from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
+from app.api.scalars import DateTime
 from app.api.sharing import SharingExecutor
 from app.audit.recorder import audit_mutations
 from app.audit.resolvers import AuditQuery
@@ -59,6 +62,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        config=StrawberryConfig(scalar_map={datetime: DateTime}),
         extensions=[
             # Clients send the same few documents again and again: parse and validate each once.
             partial(ParserCache, maxsize=1024),

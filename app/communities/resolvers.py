@@ -21,7 +21,7 @@ from app.api.pagination import (
     time_cursor,
     wants_total,
 )
-from app.api.permissions import parse_id
+from app.api.permissions import has_permission, parse_id
 from app.api.scalars import JSON
 from app.communities import access, events, models
 from app.communities.service import analyses, chat, guilds
@@ -72,6 +72,45 @@ async def _conversation(info: Info, conversation_id: uuid.UUID) -> models.ChatCo
     return conversation
 
 
+async def guilds_page(
+    info: Info,
+    *,
+    search: str | None,
+    member_id: uuid.UUID | None,
+    first: int | None,
+    after: str | None,
+    shared_with: uuid.UUID | None = None,
+) -> Connection[Guild]:
+    size = page_size(first)
+    rows, total = await guilds.list_guilds(
+        info.context.session,
+        search=search or None,
+        member_id=member_id,
+        shared_with=shared_with,
+        after=_decode_guild_cursor(after),
+        limit=size,
+        count=wants_total(info),
+    )
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=_guild_cursor,
+        to_node=Guild.from_model,
+        total_count=total,
+        has_more_before=after is not None,
+    )
+
+
+async def guilds_of(info: Info, *, user_id: uuid.UUID, first: int | None, after: str | None) -> Connection[Guild]:
+    """`User.guilds`: all of them for the user themself, `users:admin` and `guilds:write`; for anyone
+    else, the guilds both are members of (as Discord shows mutual servers)."""
+    ctx = info.context
+    caller = await ctx.require_user_id(ctx.session)
+    everything = caller == user_id or await access.is_staff(info) or await has_permission(ctx, "users:admin")
+    shared = None if everything else caller
+    return await guilds_page(info, search=None, member_id=user_id, shared_with=shared, first=first, after=after)
+
+
 @strawberry.type
 class CommunitiesQuery:
     @strawberry.field(description="One guild, by `id` or by `discordId`.")  # type: ignore[untyped-decorator]
@@ -94,23 +133,8 @@ class CommunitiesQuery:
     ) -> Connection[Guild]:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
-        size = page_size(first)
-        rows, total = await guilds.list_guilds(
-            ctx.session,
-            search=search or None,
-            member_id=None if await access.is_staff(info) else user_id,
-            after=_decode_guild_cursor(after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=_guild_cursor,
-            to_node=Guild.from_model,
-            total_count=total,
-            has_more_before=after is not None,
-        )
+        member_id = None if await access.is_staff(info) else user_id
+        return await guilds_page(info, search=search, member_id=member_id, first=first, after=after)
 
     @strawberry.field(
         description="Club analyses of the guilds the caller can see, filtered; `search` matches title or "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -17,11 +18,12 @@ from app.api.pagination import (
     time_cursor,
     wants_total,
 )
-from app.api.permissions import parse_id, require_permission
+from app.api.permissions import has_permission, parse_id, require_permission
 from app.pubsub import RESYNC
 from app.vendors import events, geo, models
 from app.vendors.service import billing, integrations, vendors
 from app.vendors.types import (
+    BILLING,
     WRITE,
     BillingSubscription,
     BillingSubscriptionInput,
@@ -48,6 +50,51 @@ async def _managed(info: Info, vendor_id: strawberry.ID) -> models.Vendor:
     return vendor
 
 
+async def vendors_page(
+    info: Info,
+    *,
+    open: bool | None = None,
+    search: str | None = None,
+    owner_id: uuid.UUID | None,
+    first: int | None,
+    after: str | None,
+) -> Connection[Vendor]:
+    """Vendors are public: anyone may list them, anyone's."""
+    size = page_size(first)
+    rows, total = await vendors.list_vendors(
+        info.context.session,
+        open=open,
+        search=search or None,
+        owner_id=owner_id,
+        after=decode_time_uuid_cursor(VENDOR_CURSOR, after),
+        limit=size,
+        count=wants_total(info),
+    )
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: time_cursor(VENDOR_CURSOR, row.created_at, row.id),
+        to_node=Vendor.from_model,
+        total_count=total,
+        has_more_before=after is not None,
+    )
+
+
+async def billing_subscriptions_of(info: Info, *, user_id: uuid.UUID) -> list[BillingSubscription]:
+    """`User.billingSubscriptions`: for the user themself, `users:admin` and `billing:write`; empty
+    for anyone else, like their email."""
+    ctx = info.context
+    caller = await ctx.user_id(ctx.session)
+    if caller is None:
+        return []
+    if caller != user_id and not (
+        await has_permission(ctx, BILLING, ctx.session) or await has_permission(ctx, "users:admin", ctx.session)
+    ):
+        return []
+    rows = await ctx.loaders.batch("billing-subscriptions-of-user", billing.subscriptions_of_users).load(user_id)
+    return [BillingSubscription.from_model(row) for row in rows]
+
+
 @strawberry.type
 class VendorsQuery:
     @strawberry.field
@@ -65,24 +112,8 @@ class VendorsQuery:
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Vendor]:
-        size = page_size(first)
-        rows, total = await vendors.list_vendors(
-            info.context.session,
-            open=open,
-            search=search or None,
-            owner_id=parse_id(owner_id, "ownerId") if owner_id else None,
-            after=decode_time_uuid_cursor(VENDOR_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(VENDOR_CURSOR, row.created_at, row.id),
-            to_node=Vendor.from_model,
-            total_count=total,
-            has_more_before=after is not None,
-        )
+        owner = parse_id(owner_id, "ownerId") if owner_id else None
+        return await vendors_page(info, open=open, search=search, owner_id=owner, first=first, after=after)
 
     @strawberry.field(
         description="Vendors within `radiusKm` of a point, nearest first (great-circle distance; right across "
@@ -109,16 +140,26 @@ class VendorsQuery:
         row = await integrations.get_integration(info.context.session, service=service, external_id=external_id)
         return Integration.from_model(row) if row is not None else None
 
-    @strawberry.field(description="The caller's billing subscriptions, newest first.")  # type: ignore[untyped-decorator]
+    @strawberry.field(
+        description="Billing subscriptions, newest first: the caller's, or `userId`'s with `billing:write`."
+    )  # type: ignore[untyped-decorator]
     async def billing_subscriptions(
-        self, info: Info, status: str | None = None, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        status: str | None = None,
+        user_id: strawberry.ID | None = None,
+        first: int | None = None,
+        after: str | None = None,
     ) -> Connection[BillingSubscription]:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        caller = await ctx.require_user_id(ctx.session)
+        owner = parse_id(user_id, "userId") if user_id is not None else caller
+        if owner != caller:
+            await require_permission(ctx, BILLING, session=ctx.session)
         size = page_size(first)
         rows, total = await billing.list_subscriptions(
             ctx.session,
-            user_id=user_id,
+            user_id=owner,
             status=status.lower() if status else None,
             before=decode_time_uuid_cursor(SUBSCRIPTION_CURSOR, after),
             limit=size,
@@ -175,13 +216,18 @@ class VendorsMutation:
         )
         return Integration.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(
+        description="Record a subscription: the caller's own, or anyone's with `billing:write` (`input.userId`)."
+    )  # type: ignore[untyped-decorator]
     async def create_billing_subscription(self, info: Info, input: BillingSubscriptionInput) -> BillingSubscription:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        caller = await ctx.require_user_id(ctx.session)
+        owner = parse_id(input.user_id, "userId") if input.user_id is not None else caller
+        if owner != caller:
+            await require_permission(ctx, BILLING, session=ctx.session)
         row = await billing.create_subscription(
             ctx.session,
-            user_id=user_id,
+            user_id=owner,
             provider=input.provider,
             product_id=input.product_id,
             status=input.status,
@@ -190,13 +236,16 @@ class VendorsMutation:
         )
         return BillingSubscription.from_model(row)
 
-    @strawberry.mutation(description="active -> cancelled; anything else is CONFLICT.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(
+        description="active -> cancelled, by its user or `billing:write`; any other status is CONFLICT."
+    )  # type: ignore[untyped-decorator]
     async def cancel_billing_subscription(self, info: Info, id: strawberry.ID) -> BillingSubscription:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
-        row = await billing.get_subscription_or_raise(ctx.session, subscription_id=parse_id(id))
-        await require_permission(ctx, WRITE, owner_id=row.user_id, session=ctx.session)
-        del user_id
+        caller = await ctx.require_user_id(ctx.session)
+        row = await ctx.session.get(models.BillingSubscription, parse_id(id))
+        # Someone else's subscription is NOT_FOUND, as if it did not exist: ids reveal nothing.
+        if row is None or (row.user_id != caller and not await has_permission(ctx, BILLING, ctx.session)):
+            raise NotFound("subscription not found", id=str(id))
         return BillingSubscription.from_model(await billing.cancel_subscription(ctx.session, subscription_id=row.id))
 
 
@@ -224,7 +273,8 @@ def _box(
 class VendorsSubscription:
     @strawberry.subscription(
         description="Positions recorded after the subscription starts: of one vendor, or of every vendor in a box "
-        "(minLong > maxLong: a box across the antimeridian)."
+        "(minLong > maxLong: a box across the antimeridian). Open to anyone, like a vendor's current position; "
+        "the stored history (`Vendor.locations`) stays its owner's."
     )  # type: ignore[untyped-decorator]
     async def vendor_location_updated(
         self,

@@ -29,6 +29,9 @@ UserType = Annotated["User", strawberry.lazy("app.accounts.types")]
 
 LOCATION_CURSOR = "location"
 WRITE = "vendors:write"
+# Other people's billing subscriptions: a billing service account that relays the provider's
+# webhooks, and support staff.
+BILLING = "billing:write"
 
 
 async def load_user(info: Info, user_id: uuid.UUID) -> Any:
@@ -238,3 +241,6 @@ class BillingSubscriptionInput:
     status: str | None = None
     start_date: datetime
     end_date: datetime | None = None
+    user_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Whose subscription: the caller's by default; anyone's with `billing:write`."
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -71,6 +72,32 @@ async def _execution(info: Info, execution_id: uuid.UUID) -> models.Execution:
     return execution
 
 
+async def workflows_page(
+    info: Info, spec: workflows.WorkflowFilter, *, first: int | None, after: str | None
+) -> WorkflowConnection:
+    """A page of the workflows `spec` selects among those the caller may see."""
+    ctx = info.context
+    user_id = await ctx.require_user_id(ctx.session)
+    spec = dataclasses.replace(spec, visible_to=None if await access.is_staff(info) else user_id)
+    size = page_size(first)
+    rows, total = await workflows.list_workflows(
+        ctx.session,
+        spec=spec,
+        before=decode_time_uuid_cursor(WORKFLOW_CURSOR, after),
+        limit=size,
+        count=wants_total(info),
+    )
+    page = build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: time_cursor(WORKFLOW_CURSOR, row.created_at, row.id),
+        to_node=Workflow.from_model,
+        total_count=total,
+        has_more_before=after is not None,
+    )
+    return page  # type: ignore[return-value]  # the same fields, under the connection's own name
+
+
 @strawberry.type
 class WorkflowsQuery:
     @strawberry.field(description="A live workflow its owner, `workflows:write` or, when public, anyone can see.")  # type: ignore[untyped-decorator]
@@ -95,8 +122,6 @@ class WorkflowsQuery:
         first: int | None = None,
         after: str | None = None,
     ) -> WorkflowConnection:
-        ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
         spec = workflows.WorkflowFilter(
             status=status.value if status else None,
             tag=tag,
@@ -104,25 +129,8 @@ class WorkflowsQuery:
             is_template=is_template,
             is_public=is_public,
             owner_id=parse_id(owner_id, "ownerId") if owner_id else None,
-            visible_to=None if await access.is_staff(info) else user_id,
         )
-        size = page_size(first)
-        rows, total = await workflows.list_workflows(
-            ctx.session,
-            spec=spec,
-            before=decode_time_uuid_cursor(WORKFLOW_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        page = build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(WORKFLOW_CURSOR, row.created_at, row.id),
-            to_node=Workflow.from_model,
-            total_count=total,
-            has_more_before=after is not None,
-        )
-        return page  # type: ignore[return-value]  # the same fields, under the connection's own name
+        return await workflows_page(info, spec, first=first, after=after)
 
     @strawberry.field
     async def execution(self, info: Info, id: strawberry.ID) -> Execution | None:

@@ -46,3 +46,18 @@ def test_docker_compose_file_is_valid() -> None:
         assert f"  {service}:" in result.stdout
     assert "postgres:16" in result.stdout and "redis:7" in result.stdout
     assert result.stdout.count("healthcheck:") == 3
+
+
+def test_every_name_clients_rely_on_is_in_the_schema() -> None:
+    schema = build_schema((ROOT / "schema.graphql").read_text())
+    lines = (ROOT / "tests" / "api" / "api_names.txt").read_text().splitlines()
+    missing = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        type_name, _, field = line.partition(".")
+        named = schema.type_map.get(type_name)
+        fields = set(getattr(named, "fields", None) or {}) | set(getattr(named, "values", None) or {})
+        if field not in fields:
+            missing.append(line)
+    assert not missing, f"API.md names missing from the schema: {missing}"

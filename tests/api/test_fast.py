@@ -90,3 +90,41 @@ def test_a_null_in_a_non_null_field_is_the_standard_error() -> None:
     assert result["errors"] == [
         ("Cannot return null for non-nullable field Point.label.", ["tracks", 0, "points", 1, "label"])
     ]
+
+
+@strawberry.type
+class Bag:
+    name: str
+    items: list[int]  # given a generator below: it can be read only once
+
+    @strawberry.field
+    def squares(self) -> list[int]:
+        return (i * i for i in self.items_seen)  # type: ignore[return-value]
+
+    items_seen: strawberry.Private[list[int]]
+
+
+@strawberry.type
+class BagQuery:
+    @strawberry.field
+    def bags(self) -> list[Bag]:
+        return [
+            # A null item makes the completion fail half-way through the generator.
+            Bag(name="gen", items=(i for i in (0, None, 2)), items_seen=[1, 2]),  # type: ignore[arg-type]
+            Bag(name="set", items={5}, items_seen=[3]),  # type: ignore[arg-type]
+            Bag(name="range", items=range(2), items_seen=[]),  # type: ignore[arg-type]
+        ]
+
+
+@pytest.mark.parametrize("query", ["{ bags { name items squares } }", "{ bags { items } }", "{ bags { squares } }"])
+def test_iterables_other_than_lists_reach_graphql_core_unread(query: str) -> None:
+    def run(executor: Any) -> Any:
+        result = strawberry.Schema(query=BagQuery, execution_context_class=executor).execute_sync(query)
+        return result.data, [e.message for e in result.errors or []]
+
+    fast = run(SharingExecutor)
+    assert fast == run(StrawberryGraphQLCoreExecutionContext)
+    if "items" in query:
+        assert fast == (None, ["Cannot return null for non-nullable field Bag.items."])
+    else:
+        assert fast[0] == {"bags": [{"squares": [1, 4]}, {"squares": [9]}, {"squares": []}]}

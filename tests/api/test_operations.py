@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 import pytest
 from pydantic import ValidationError
 from websockets.typing import Origin
 
+from app.api.pagination import encode_cursor
 from app.settings import Settings
 from tests.conftest import create_database, drop_database, make_settings
 from tests.support import (
@@ -19,6 +21,7 @@ from tests.support import (
     LiveServer,
     ingest,
     live_server,
+    new_admin,
     new_tenant,
     new_user,
 )
@@ -143,3 +146,22 @@ async def test_nul_in_an_inline_literal_is_bad_input_too(server: LiveServer) -> 
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     listed = await server.data("{ projects { totalCount } }", token=token)
     assert listed["projects"]["totalCount"] == 0
+
+
+async def test_datetimes_outside_the_calendar_in_utc_are_bad_input(server: LiveServer) -> None:
+    # Year 1 at +05:00 is year 0 in UTC: Python and PostgreSQL cannot hold it. The client hears so.
+    admin, _ = await new_admin(server, ("audit:read",))
+    query = "query($since: DateTime) { auditLogStats(since: $since) { action count } }"
+    for since in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00", "yesterday", "2026-13-01T00:00:00Z"):
+        body = await server.gql(query, {"since": since}, token=admin)
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", (since, body)
+    literal = await server.gql('{ auditLogStats(since: "0001-01-01T00:00:00+05:00") { action } }', token=admin)
+    assert literal["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    # An offset is honoured and the value is UTC inside Lodge; no offset means UTC.
+    assert "errors" not in await server.gql(query, {"since": "2026-12-02T10:00:00+05:00"}, token=admin)
+    assert "errors" not in await server.gql(query, {"since": "2026-12-02T10:00:00"}, token=admin)
+    # A forged keyset cursor with such a time is refused the same way, and the server stays healthy.
+    forged = encode_cursor("vendor", f"0001-01-01T00:00:00+05:00|{uuid.uuid4()}")
+    body = await server.gql("query($after: String) { vendors(after: $after) { totalCount } }", {"after": forged})
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert (await server.http.get("/healthz")).status_code == 200

@@ -162,3 +162,12 @@ async def test_a_vendor_subscriber_gets_that_vendor_only_and_bad_boxes_are_refus
         await server.data(RECORD, {"v": mine, "lat": 2.0, "long": 2.0}, token=token)
         got = (await ws.next_data())["vendorLocationUpdated"]
         assert (got["lat"], got["vendor"]["id"]) == (2.0, mine)
+    # Live positions are public, like a vendor's current position (that anonymous socket heard
+    # them); the stored trail is not: a stranger cannot page through it.
+    stranger = await new_user(server)
+    trail = "query($id: ID!) { vendor(id: $id) { lat locations { totalCount nodes { lat } } } }"
+    hidden = {"vendor": {"lat": 2.0, "locations": {"totalCount": 0, "nodes": []}}}
+    assert await server.data(trail, {"id": mine}, token=stranger) == hidden
+    assert await server.data(trail, {"id": mine}) == hidden
+    owned = await server.data(trail, {"id": mine}, token=token)
+    assert owned["vendor"]["locations"] == {"totalCount": 1, "nodes": [{"lat": 2.0}]}

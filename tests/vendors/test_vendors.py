@@ -134,7 +134,13 @@ async def test_billing_subscription_status_machine(server: LiveServer) -> None:
     sub = (await server.data(create, {"input": base}, token=token))["createBillingSubscription"]
     assert sub["status"] == "active"
     cancel = "mutation($id: ID!) { cancelBillingSubscription(id: $id) { status } }"
-    assert await server.error_code(cancel, {"id": sub["id"]}, token=other) == "FORBIDDEN"
+    # Someone else's subscription does not exist for a user without `billing:write`.
+    assert await server.error_code(cancel, {"id": sub["id"]}, token=other) == "NOT_FOUND"
+    # A user records their own subscriptions only; not someone else's, not one for a missing user.
+    me = (await server.data("{ me { id } }", token=token))["me"]["id"]
+    assert await server.error_code(create, {"input": {**base, "userId": me}}, token=other) == "FORBIDDEN"
+    listing = "query($u: ID) { billingSubscriptions(userId: $u) { totalCount nodes { id } } }"
+    assert await server.error_code(listing, {"u": me}, token=other) == "FORBIDDEN"
     assert (await server.data(cancel, {"id": sub["id"]}, token=token))["cancelBillingSubscription"][
         "status"
     ] == "cancelled"
@@ -154,3 +160,31 @@ async def test_billing_subscription_status_machine(server: LiveServer) -> None:
     statuses = {n["id"]: n["status"] for n in mine["billingSubscriptions"]["nodes"]}
     assert statuses == {sub["id"]: "cancelled", ended["id"]: "expired"}
     assert await server.error_code(cancel, {"id": ended["id"]}, token=token) == "CONFLICT"
+
+
+async def test_a_billing_service_manages_other_peoples_subscriptions(server: LiveServer) -> None:
+    user = await new_user(server)
+    service, _ = await new_admin(server, ("billing:write",))
+    user_id = (await server.data("{ me { id } }", token=user))["me"]["id"]
+    create = """mutation($input: BillingSubscriptionInput!) {
+      createBillingSubscription(input: $input) { id status user { id } } }"""
+    base = {"provider": "stripe", "productId": "pro", "startDate": "2026-11-01T00:00:00Z"}
+    sub = (await server.data(create, {"input": {**base, "userId": user_id}}, token=service))[
+        "createBillingSubscription"
+    ]
+    assert sub["user"]["id"] == user_id and sub["status"] == "active"
+    missing = {**base, "userId": str(uuid.uuid4())}
+    assert await server.error_code(create, {"input": missing}, token=service) == "NOT_FOUND"
+    assert await server.error_code(create, {"input": {**base, "userId": "nope"}}, token=service) == "BAD_USER_INPUT"
+    listing = "query($u: ID) { billingSubscriptions(userId: $u) { totalCount nodes { id } } }"
+    seen = (await server.data(listing, {"u": user_id}, token=service))["billingSubscriptions"]
+    assert seen == {"totalCount": 1, "nodes": [{"id": sub["id"]}]}
+    cancel = "mutation($id: ID!) { cancelBillingSubscription(id: $id) { status } }"
+    assert (await server.data(cancel, {"id": sub["id"]}, token=service))["cancelBillingSubscription"] == {
+        "status": "cancelled"
+    }
+    # The second attempt names the status the row has now, not the one first read in the operation.
+    again = await server.gql(cancel, {"id": sub["id"]}, token=user)
+    assert again["errors"][0]["extensions"]["code"] == "CONFLICT"
+    assert again["errors"][0]["extensions"]["status"] == "cancelled"
+    assert await count(server, models.BillingSubscription, user_id=uuid.UUID(user_id)) == 1

@@ -11,7 +11,6 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, or_, select, tuple_
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.api.errors import BadUserInput, NotFound
+from app.api.scalars import parse_datetime
 from app.api.validation import MAX_TEXT, bounded_text, like_pattern, required_text
 from app.communities import models
 
@@ -230,10 +230,10 @@ def cursor_values(order: AnalysisOrder, values: list[Any]) -> list[Any]:
     try:
         if order in (AnalysisOrder.NEWEST, AnalysisOrder.OLDEST):
             stamp, key = values
-            return [datetime.fromisoformat(stamp), uuid.UUID(key)]
+            return [parse_datetime(stamp), uuid.UUID(key)]
         value, stamp, key = values
         if not isinstance(value, int | float) or not math.isfinite(value):
             raise ValueError(value)
-        return [float(value), datetime.fromisoformat(stamp), uuid.UUID(key)]
+        return [float(value), parse_datetime(stamp), uuid.UUID(key)]
     except (TypeError, ValueError, AttributeError, OverflowError):
         raise BadUserInput("malformed cursor") from None

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Select, and_, func, literal, select, tuple_
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from app.accounts import models as accounts
@@ -100,14 +101,27 @@ async def delete_guild(session: AsyncSession, *, guild_id: uuid.UUID) -> bool:
 
 
 def guilds_query(
-    *, search: str | None, member_id: uuid.UUID | None, after: tuple[str, uuid.UUID] | None, limit: int
+    *,
+    search: str | None,
+    member_id: uuid.UUID | None,
+    after: tuple[str, uuid.UUID] | None,
+    limit: int,
+    shared_with: uuid.UUID | None = None,
 ) -> Any:
-    """Guilds by name (then id); `member_id` limits them to one user's guilds."""
+    """Guilds by name (then id); `member_id` limits them to one user's guilds, `shared_with` to
+    those another user is also a member of."""
     guild = models.Guild
     query = select(guild)
     if member_id is not None:
         query = query.join(models.UserGuild, col(models.UserGuild.guild_id) == col(guild.id)).where(
             col(models.UserGuild.user_id) == member_id
+        )
+    if shared_with is not None:
+        also = aliased(models.UserGuild)
+        query = query.where(
+            select(col(also.guild_id))
+            .where(col(also.guild_id) == col(guild.id), col(also.user_id) == shared_with)
+            .exists()
         )
     if search:
         query = query.where(col(guild.name).ilike(like_pattern(search)))
@@ -124,11 +138,17 @@ async def list_guilds(
     after: tuple[str, uuid.UUID] | None,
     limit: int,
     count: bool,
+    shared_with: uuid.UUID | None = None,
 ) -> tuple[Sequence[models.Guild], int]:
-    rows = (await session.scalars(guilds_query(search=search, member_id=member_id, after=after, limit=limit))).all()
+    query = guilds_query(search=search, member_id=member_id, after=after, limit=limit, shared_with=shared_with)
+    rows = (await session.scalars(query)).all()
     total = 0
     if count:
-        counted = guilds_query(search=search, member_id=member_id, after=None, limit=0).limit(None).order_by(None)
+        counted = (
+            guilds_query(search=search, member_id=member_id, after=None, limit=0, shared_with=shared_with)
+            .limit(None)
+            .order_by(None)
+        )
         total = await session.scalar(select(func.count()).select_from(counted.subquery())) or 0
     return rows, total
 

@@ -1,6 +1,6 @@
 """Billing subscriptions (RevenueCat, Stripe, ...). Functions flush; the caller owns the transaction.
 
-Status moves active -> cancelled (by the user) or active -> expired (when its end date passes, by
+Status moves active -> cancelled (by the user or `billing:write`) or active -> expired (when its end date passes, by
 the sweeper); each is one conditional UPDATE, so a cancelled or expired subscription never
 comes back.
 """
@@ -16,6 +16,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
+from app.accounts import service as accounts
 from app.api.errors import BadUserInput, Conflict, NotFound
 from app.api.scalars import utc
 from app.api.validation import required_text
@@ -41,6 +42,8 @@ async def create_subscription(
     assert start is not None
     if end is not None and end < start:
         raise BadUserInput("endDate is before startDate", field="endDate")
+    if await accounts.get_active_user(session, user_id=user_id) is None:
+        raise NotFound("user not found", id=str(user_id))
     row = models.BillingSubscription(
         user_id=user_id,
         provider=required_text(provider, "provider", limit=100),
@@ -56,7 +59,9 @@ async def create_subscription(
 
 
 async def get_subscription_or_raise(session: AsyncSession, *, subscription_id: uuid.UUID) -> models.BillingSubscription:
-    row = await session.get(models.BillingSubscription, subscription_id)
+    # populate_existing: the row may be in the session already, with the status it had before
+    # this transaction's (or a concurrent one's) UPDATE.
+    row = await session.get(models.BillingSubscription, subscription_id, populate_existing=True)
     if row is None:
         raise NotFound("subscription not found", id=str(subscription_id))
     return row
@@ -73,7 +78,6 @@ async def cancel_subscription(session: AsyncSession, *, subscription_id: uuid.UU
     row = await get_subscription_or_raise(session, subscription_id=subscription_id)
     if changed is None:
         raise Conflict(f"only an active subscription can be cancelled; this one is {row.status}", status=row.status)
-    await session.refresh(row)
     return row
 
 
@@ -107,3 +111,19 @@ async def list_subscriptions(
     if count:
         total = await session.scalar(select(func.count()).select_from(base.subquery())) or 0
     return rows, total
+
+
+async def subscriptions_of_users(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> list[list[models.BillingSubscription]]:
+    """Every subscription of each user, newest first, in one statement (a dataloader batch)."""
+    s = models.BillingSubscription
+    rows = (
+        await session.scalars(
+            select(s).where(col(s.user_id).in_(user_ids)).order_by(col(s.created_at).desc(), col(s.id).desc())
+        )
+    ).all()
+    found: dict[uuid.UUID, list[models.BillingSubscription]] = {user_id: [] for user_id in user_ids}
+    for row in rows:
+        found[row.user_id].append(row)
+    return [found[user_id] for user_id in user_ids]
