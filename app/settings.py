@@ -31,6 +31,23 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path(".lodge"), validation_alias="LODGE_DATA_DIR")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        validation_alias="LODGE_LOG_FORMAT",
+        description="json: one JSON object per line; text: readable lines; auto: text on a terminal, else json.",
+    )
+    metrics_enabled: bool = Field(True, validation_alias="LODGE_METRICS", description="Serve Prometheus metrics.")
+    metrics_port: int | None = Field(
+        None,
+        validation_alias="LODGE_METRICS_PORT",
+        description="Serve /metrics on this port (LODGE_METRICS_HOST) instead of the API's port.",
+    )
+    metrics_host: str = Field("127.0.0.1", validation_alias="LODGE_METRICS_HOST")
+    shutdown_grace_seconds: int = Field(
+        20,
+        validation_alias="LODGE_SHUTDOWN_GRACE_SECONDS",
+        description="On SIGTERM, how long requests in flight may take to finish before they are cancelled.",
+    )
 
     db_pool_size: int = Field(20, validation_alias="LODGE_DB_POOL_SIZE")
     db_max_overflow: int = Field(

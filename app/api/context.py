@@ -86,6 +86,8 @@ class Context:
     request: Request | WebSocket
     response: Response | None = None
     connection_params: dict[str, Any] | None = None
+    # Who called, once known (user_id, api_key_id): for the access log.
+    caller: dict[str, str] = field(default_factory=dict)
 
     # -- per-operation state -------------------------------------------------------------------
     @property
@@ -198,6 +200,8 @@ class Context:
             return scope.viewer
         viewer: Viewer | None = await _once(scope, "viewer", lambda: self._authenticate(session))
         scope.viewer, scope.viewer_known = viewer, True
+        if viewer is not None:
+            self.caller["user_id"] = str(viewer.user_id)
         return viewer
 
     async def _authenticate(self, given: AsyncSession | None) -> Viewer | None:
@@ -264,11 +268,14 @@ class Context:
 
         secret = self.api_key_secret()
         if conn is not None:
-            return await logs_service.authenticate_api_key(conn, secret=secret)
-        scope = self.scope
-        if scope.api_key is None:
-            scope.api_key = await logs_service.authenticate_api_key(self.session, secret=secret)
-        return scope.api_key
+            key = await logs_service.authenticate_api_key(conn, secret=secret)
+        else:
+            scope = self.scope
+            if scope.api_key is None:
+                scope.api_key = await logs_service.authenticate_api_key(self.session, secret=secret)
+            key = scope.api_key
+        self.caller["api_key_id"] = str(key.id)
+        return key
 
     async def key_environment(self) -> uuid.UUID | None:
         """The environment an environment key is confined to (None: not a key, or a project-wide one)."""

@@ -28,6 +28,7 @@ from app.communities.resolvers import CommunitiesMutation, CommunitiesQuery, Com
 from app.gateway.resolvers import GatewayMutation, GatewayQuery
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.logs.rules import IngestStandsAlone
+from app.observability.graphql import ObservabilityExtension
 from app.settings import Settings
 from app.vendors.resolvers import VendorsMutation, VendorsQuery, VendorsSubscription
 from app.workflows.resolvers import WorkflowsMutation, WorkflowsQuery, WorkflowsSubscription
@@ -64,6 +65,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
         subscription=Subscription,
         config=StrawberryConfig(scalar_map={datetime: DateTime}),
         extensions=[
+            ObservabilityExtension,
             # Clients send the same few documents again and again: parse and validate each once.
             partial(ParserCache, maxsize=1024),
             partial(ValidationCache, maxsize=1024),

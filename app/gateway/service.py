@@ -22,6 +22,7 @@ from sqlmodel import col
 from app.api.errors import BadUserInput, Conflict, Forbidden, LodgeError, NotFound
 from app.gateway import models
 from app.logs import models as logs_models
+from app.observability import metrics
 
 MAX_TTL_SECONDS = 24 * 3600
 MAX_AMOUNT = 1_000_000
@@ -297,7 +298,11 @@ async def start_flow(
     }
     row = (await conn.execute(_START, params)).mappings().first()
     if row is None:
-        raise await _why_refused(conn, environment_id=environment_id, service=service)
+        refusal = await _why_refused(conn, environment_id=environment_id, service=service)
+        if isinstance(refusal, QuotaExhausted):
+            metrics.RESERVATIONS.labels("quota_exhausted").inc()
+        raise refusal
+    metrics.RESERVATIONS.labels("granted").inc()
     reservation = models.Reservation.model_construct(**{k: v for k, v in row.items() if not k.startswith("log_")})
     log = models.RequestLog.model_construct(
         id=row["start_point"],
@@ -344,6 +349,7 @@ async def complete_flow(
     row = (await conn.execute(_COMPLETE, params)).mappings().first()
     if row is None:
         raise NotFound("no running flow holds this reservation (completed or expired)", reservationId=reservation_id)
+    metrics.RESERVATIONS.labels("completed" if success else "failed").inc()
     return models.EnvironmentService.model_construct(**row)
 
 
@@ -376,7 +382,10 @@ _SWEEP = text(
 async def release_expired(conn: AsyncConnection | AsyncSession, *, batch: int = 500) -> int:
     """Release one batch of expired holds. SKIP LOCKED lets several instances sweep at once: each
     expired reservation is taken by exactly one of them (or by a completeFlow that got there first)."""
-    return int(await conn.scalar(_SWEEP, {"batch": batch}) or 0)
+    released = int(await conn.scalar(_SWEEP, {"batch": batch}) or 0)
+    if released:
+        metrics.RESERVATIONS.labels("expired").inc(released)
+    return released
 
 
 async def release_all_expired(conn: AsyncConnection, *, batch: int = 500) -> int:

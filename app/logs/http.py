@@ -16,6 +16,7 @@ from app.api.errors import BadUserInput, LodgeError, Unauthenticated
 from app.api.scalars import contains_nul
 from app.deps import Deps
 from app.logs import events, service
+from app.observability import metrics
 
 _STATUS = {"BAD_USER_INPUT": 400, "UNAUTHENTICATED": 401, "FORBIDDEN": 403}
 
@@ -64,6 +65,7 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
         body = await request.body()
         async with deps.db.autocommit() as conn:
             key = await service.authenticate_api_key(conn, secret=secret)
+            request.scope.setdefault("state", {})["lodge_caller"] = {"api_key_id": str(key.id)}
             items = _parse(body)
             batch = service.prepare_batch(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
             outcome = await service.ingest(conn, api_key=key, batch=batch)
@@ -72,6 +74,7 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
             {"error": {"message": exc.message, **exc.extensions, "requestId": request_id}},
             status_code=_STATUS.get(exc.code, 400),
         )
+    metrics.logs_ingested("http", new=len(outcome.inserted), duplicates=outcome.duplicates)
     if (event := outcome.event()) is not None:
         await deps.hub.publish(events.project_channel(key.project_id), event)
     return JSONResponse(

@@ -36,10 +36,13 @@ from app.logs.types import (
     ProjectUpdate,
     log_cursor,
 )
+from app.observability import metrics
 from app.pubsub import RESYNC
 
 CATCH_UP_PAGE = 500
 PROJECT_CURSOR = "project"
+
+_CAUGHT_UP = metrics.DELIVERIES.labels("caught_up")
 
 
 def filter_spec(filter: LogFilter | None) -> service.LogFilterSpec:
@@ -140,6 +143,7 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
     async with ctx.deps.db.autocommit() as conn:
         api_key = await ctx.require_api_key(conn)
         outcome = await service.ingest(conn, api_key=api_key, batch=batch)
+    metrics.logs_ingested("graphql", new=len(outcome.inserted), duplicates=outcome.duplicates)
     if (event := outcome.event()) is not None:
         await ctx.deps.hub.publish(events.project_channel(api_key.project_id), event)
     return outcome
@@ -262,6 +266,8 @@ class LogsSubscription:
                     last = await service.head_seq(session, project_id=pid)
             cursor = last
             catch_up = after is not None
+            if catch_up:
+                metrics.CATCH_UPS.labels("resume").inc()
             while True:
                 if catch_up:
                     # Access is checked again whenever the database is read: a revoked key or a
@@ -273,6 +279,7 @@ class LogsSubscription:
                             cursor = row
                             continue
                         cursor = row.seq
+                        _CAUGHT_UP.inc()
                         async with ctx.event_scope():
                             yield Log.from_model(row)
                     catch_up = False
@@ -284,12 +291,16 @@ class LogsSubscription:
                     # A bus message can be lost without a trace (a crash between commit and
                     # publish, a broker outage): PostgreSQL is asked now and then anyway.
                     catch_up = await _has_news(ctx, pid, cursor)
+                    if catch_up:
+                        metrics.CATCH_UPS.labels("poll").inc()
                     continue
                 if message is RESYNC:
+                    metrics.CATCH_UPS.labels("resync").inc()
                     catch_up = True
                     continue
                 rows = events.rows_after(message, cursor)
                 if rows is None:
+                    metrics.CATCH_UPS.labels("gap").inc()
                     catch_up = True
                     continue
                 for row, event in rows:

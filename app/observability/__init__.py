@@ -1,0 +1,1 @@
+"""What operators see: Prometheus metrics, structured request logs and (optionally) OpenTelemetry traces."""

@@ -1,0 +1,88 @@
+"""Per-operation metrics and access-log fields, from a strawberry schema extension."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import FieldNode, OperationDefinitionNode
+from starlette.websockets import WebSocket
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from app.observability import metrics
+from app.observability.logs import OPERATION, log_operation
+
+
+class ObservabilityExtension(SchemaExtension):
+    """Counts every operation by type and outcome, times queries and mutations by name, keeps the
+    gauge of running subscriptions, and hands the access log what it needs to know."""
+
+    _subscription: str | None = None
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        self._subscription = None
+        try:
+            yield
+        finally:
+            self._finish(time.perf_counter() - started)
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        ec = self.execution_context
+        if ec.pre_execution_errors or ec.graphql_document is None:
+            return
+        try:
+            is_subscription = ec.operation_type == OperationType.SUBSCRIPTION
+        except RuntimeError:
+            return
+        if is_subscription:
+            self._subscription = _root_field(ec.graphql_document, ec.operation_name)
+            metrics.SUBSCRIPTIONS.labels(self._subscription).inc()
+
+    def _finish(self, duration: float) -> None:
+        ec = self.execution_context
+        if self._subscription is not None:
+            metrics.SUBSCRIPTIONS.labels(self._subscription).dec()
+        try:
+            kind = ec.operation_type.value if ec.graphql_document is not None else "unknown"
+        except RuntimeError:
+            kind = "unknown"
+        try:
+            name = ec.operation_name
+        except RuntimeError:
+            name = None
+        errors = ec.pre_execution_errors or (ec.result.errors if ec.result is not None else None)
+        outcome = "ok"
+        if errors:
+            outcome = str((errors[0].extensions or {}).get("code") or "ERROR")
+        metrics.OPERATIONS.labels(kind, outcome).inc()
+        if kind in ("query", "mutation"):
+            metrics.LATENCY.labels(kind, metrics.operation_label(name)).observe(duration)
+        ctx: Any = ec.context
+        fields: dict[str, Any] = {
+            "operation": name,
+            "operation_type": kind,
+            "outcome": outcome,
+            **(getattr(ctx, "caller", None) or {}),
+        }
+        request = getattr(ctx, "request", None)
+        if isinstance(request, WebSocket):
+            fields["request_id"] = getattr(request.state, "request_id", None)
+            fields["duration_ms"] = round(duration * 1000, 2)
+            log_operation(fields)
+        elif request is not None:
+            request.scope.setdefault("state", {})[OPERATION] = fields
+
+
+def _root_field(document: Any, operation_name: str | None) -> str:
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode) and (
+            operation_name is None or (definition.name is not None and definition.name.value == operation_name)
+        ):
+            for selection in definition.selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    return selection.name.value
+    return "unknown"
