@@ -29,6 +29,7 @@ from app.accounts import watchdog
 from app.api.context import Context
 from app.api.errors import LodgeError
 from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.api.ratelimit import RateLimiter, RateLimitMiddleware
 from app.api.schema import create_schema
 from app.db import create_database, resolve_database_url
 from app.deps import Deps
@@ -205,12 +206,15 @@ def create_app(deps: Deps) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
             await deps.hub.disconnect()
+            await limiter.close()
             await deps.db.dispose()
 
     serve_metrics_here = settings.metrics_enabled and settings.metrics_port is None
+    limiter = RateLimiter(settings, deps.secret_key)
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
+        *([Middleware(RateLimitMiddleware, limiter=limiter)] if limiter.enabled else []),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
     if settings.cors_origins:

@@ -43,6 +43,24 @@ class Settings(BaseSettings):
         description="Serve /metrics on this port (LODGE_METRICS_HOST) instead of the API's port.",
     )
     metrics_host: str = Field("127.0.0.1", validation_alias="LODGE_METRICS_HOST")
+    rate_limit_api_key_per_second: float = Field(
+        200.0,
+        ge=0,
+        validation_alias="LODGE_RATE_LIMIT_API_KEY",
+        description="Requests per second per API key (token bucket; 0 turns the limit off).",
+    )
+    rate_limit_api_key_burst: int = Field(2000, ge=0, validation_alias="LODGE_RATE_LIMIT_API_KEY_BURST")
+    rate_limit_user_per_second: float = Field(
+        20.0, ge=0, validation_alias="LODGE_RATE_LIMIT_USER", description="Requests per second per signed-in user."
+    )
+    rate_limit_user_burst: int = Field(200, ge=0, validation_alias="LODGE_RATE_LIMIT_USER_BURST")
+    rate_limit_anonymous_per_second: float = Field(
+        5.0,
+        ge=0,
+        validation_alias="LODGE_RATE_LIMIT_ANONYMOUS",
+        description="Requests per second per client address without credentials (login, register, public reads).",
+    )
+    rate_limit_anonymous_burst: int = Field(100, ge=0, validation_alias="LODGE_RATE_LIMIT_ANONYMOUS_BURST")
     shutdown_grace_seconds: int = Field(
         20,
         validation_alias="LODGE_SHUTDOWN_GRACE_SECONDS",

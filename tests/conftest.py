@@ -80,6 +80,10 @@ def make_settings(**overrides: object) -> Settings:
         "secret_key": "test-secret-" + uuid.uuid4().hex,
         "data_dir": ROOT / ".lodge" / "test",
         "gc_threshold": 0,  # the test process keeps CPython's collector as it is
+        # Tests call from one address, many times a second; the rate limiter's own tests turn it on.
+        "rate_limit_api_key_per_second": 0,
+        "rate_limit_user_per_second": 0,
+        "rate_limit_anonymous_per_second": 0,
     }
     values.update(overrides)
     # model_validate reads no environment: a test's settings are exactly these.

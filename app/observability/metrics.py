@@ -103,6 +103,11 @@ RESERVATIONS = Counter(
 RATE_LIMITED = Counter(
     "lodge_rate_limited_total", "Requests refused by the rate limiter, by principal kind.", ["kind"], registry=REGISTRY
 )
+RATE_LIMITER_FALLBACKS = Counter(
+    "lodge_rate_limiter_fallbacks_total",
+    "Rate-limit checks answered by this process's buckets because Redis failed.",
+    registry=REGISTRY,
+)
 REFUSED = Counter(
     "lodge_operations_refused_total",
     "Operations refused before execution, by reason (cost, persisted, timeout).",
