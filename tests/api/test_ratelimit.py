@@ -7,6 +7,7 @@ import uuid
 import pytest
 import websockets
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from app.accounts import models as accounts
 from tests.conftest import make_settings
@@ -38,7 +39,7 @@ async def test_anonymous_callers_are_limited_with_retry_after_and_nothing_writte
         error = response.json()["errors"][0]
         assert error["extensions"]["code"] == "RATE_LIMITED" and error["extensions"]["retryAfter"] >= 1
         async with server.deps.db.session() as session:
-            found = await session.scalar(select(func.count()).where(accounts.User.email == email))
+            found = await session.scalar(select(func.count()).where(col(accounts.User.email) == email))
         assert found == 0
         # Health checks, metrics and GraphiQL's page are never limited.
         assert (await server.http.get("/healthz")).status_code == 200
