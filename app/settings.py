@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(12, validation_alias="LODGE_MAX_QUERY_DEPTH")
     max_query_tokens: int = Field(5000, validation_alias="LODGE_MAX_QUERY_TOKENS")
     max_aliases: int = Field(30, validation_alias="LODGE_MAX_ALIASES")
+    max_query_cost: int = Field(
+        100_000,
+        ge=0,
+        validation_alias="LODGE_MAX_QUERY_COST",
+        description="Most objects one operation may ask for, from its page sizes and nesting (0: no limit).",
+    )
     max_log_bytes: int = Field(256 * 1024, validation_alias="LODGE_MAX_LOG_BYTES")
     max_batch_size: int = Field(1000, validation_alias="LODGE_MAX_BATCH_SIZE")
     subscriber_queue_bytes: int = Field(

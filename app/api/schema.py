@@ -19,6 +19,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
+from app.api.cost import CostLimit
 from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
 from app.api.scalars import DateTime
 from app.api.sharing import SharingExecutor
@@ -72,6 +73,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
             partial(AddValidationRules, limit_rules),
             partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
             RefuseNulCharacters,
+            partial(CostLimit, max_cost=settings.max_query_cost),
             OperationScopeExtension,
         ],
     )
