@@ -70,6 +70,10 @@ class Database:
 
 def create_database(url: str, settings: Settings) -> Database:
     connect_args: dict[str, Any] = {"statement_cache_size": settings.db_statement_cache_size}
+    if settings.statement_timeout_ms > 0:
+        # PostgreSQL cancels any statement running longer (SQLSTATE 57014): the operation gets an
+        # error, the connection stays healthy and goes back to the pool. Migrations use their own.
+        connect_args["server_settings"] = {"statement_timeout": str(settings.statement_timeout_ms)}
     engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,

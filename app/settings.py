@@ -78,6 +78,12 @@ class Settings(BaseSettings):
         validation_alias="LODGE_DB_STATEMENT_CACHE_SIZE",
         description="Set 0 behind PgBouncer in transaction mode.",
     )
+    statement_timeout_ms: int = Field(
+        30_000,
+        ge=0,
+        validation_alias="LODGE_STATEMENT_TIMEOUT_MS",
+        description="PostgreSQL cancels a statement running longer than this (0: no limit).",
+    )
     migrate_on_start: bool = Field(True, validation_alias="LODGE_MIGRATE_ON_START")
 
     access_token_ttl_seconds: int = Field(900, validation_alias="LODGE_ACCESS_TOKEN_TTL")

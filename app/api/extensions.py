@@ -20,6 +20,7 @@ from app.api.context import Context
 from app.api.errors import BAD_USER_INPUT, CONFLICT, INTERNAL, BadUserInput, LodgeError
 from app.api.scalars import contains_nul
 from app.audit import recorder as audit
+from app.observability import metrics
 
 log = logging.getLogger("lodge.api")
 
@@ -112,6 +113,8 @@ def shape_errors(errors: list[GraphQLError], execution_context: Any) -> None:
 TEXT_POSTGRES_REFUSES = frozenset({"22021", "22P05"})
 # deadlock_detected, serialization_failure: nothing was saved, and the same request may succeed.
 RETRYABLE = frozenset({"40P01", "40001"})
+# query_canceled: the statement timeout (LODGE_STATEMENT_TIMEOUT_MS) cancelled it in PostgreSQL.
+CANCELLED = "57014"
 
 
 def _sqlstate(exc: BaseException | None) -> str | None:
@@ -142,6 +145,15 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
             nodes=error.nodes,
             path=error.path,
             extensions={"code": BAD_USER_INPUT},
+        )
+    if _sqlstate(original) == CANCELLED:
+        metrics.REFUSED.labels("timeout").inc()
+        return GraphQLError(
+            "the operation ran past the statement timeout and was cancelled; nothing was saved: "
+            "ask for less (smaller pages, fewer nested lists) or retry later",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": BAD_USER_INPUT, "reason": "statement_timeout"},
         )
     if _sqlstate(original) in RETRYABLE:
         return GraphQLError(
