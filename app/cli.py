@@ -1,4 +1,4 @@
-"""The `lodge` command: serve, migrate, export-schema, create-user."""
+"""The `lodge` command: serve, migrate, export-schema, persisted-operations, create-user."""
 
 from __future__ import annotations
 
@@ -94,6 +94,17 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_persisted_operations(args: argparse.Namespace) -> int:
+    import json
+
+    from app.api.persisted import Registry
+
+    directory = Path(args.dir) if args.dir else Settings().persisted_operations_dir
+    registry = Registry.from_directory(directory)
+    sys.stdout.write(json.dumps(registry.manifest(), indent=2, sort_keys=True) + "\n")
+    return 0
+
+
 def cmd_create_user(args: argparse.Namespace) -> int:
     from app.accounts import roles, service
     from app.api.errors import LodgeError
@@ -143,6 +154,12 @@ def parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     exp.add_argument("--output", "-o")
     exp.set_defaults(func=cmd_export_schema)
+
+    per = sub.add_parser(
+        "persisted-operations", help="print the registered operations as JSON: {sha256: {name, document}}"
+    )
+    per.add_argument("--dir", help="where the .graphql documents are (default: LODGE_PERSISTED_OPERATIONS_DIR)")
+    per.set_defaults(func=cmd_persisted_operations)
 
     cu = sub.add_parser("create-user", help="create a user with email and password")
     cu.add_argument("--email", required=True)

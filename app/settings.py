@@ -100,6 +100,21 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(12, validation_alias="LODGE_MAX_QUERY_DEPTH")
     max_query_tokens: int = Field(5000, validation_alias="LODGE_MAX_QUERY_TOKENS")
     max_aliases: int = Field(30, validation_alias="LODGE_MAX_ALIASES")
+    persisted_operations_dir: Path | None = Field(
+        Path("graphql"),
+        validation_alias="LODGE_PERSISTED_OPERATIONS_DIR",
+        description="Operation documents registered at start-up (every named operation of every .graphql file).",
+    )
+    persisted_only: bool = Field(
+        False,
+        validation_alias="LODGE_PERSISTED_ONLY",
+        description="Run registered operations only (by hash or in full); anything else is FORBIDDEN.",
+    )
+    apq: bool = Field(
+        True,
+        validation_alias="LODGE_APQ",
+        description="Automatic persisted queries: clients may register a query by its SHA-256 and then send the hash.",
+    )
     max_query_cost: int = Field(
         100_000,
         ge=0,

@@ -21,6 +21,7 @@ from strawberry.tools import merge_types
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
 from app.api.cost import CostLimit
 from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
+from app.api.persisted import PersistedOperations, Registry
 from app.api.scalars import DateTime
 from app.api.sharing import SharingExecutor
 from app.audit.recorder import audit_mutations
@@ -54,6 +55,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
     settings = settings or Settings()
     # The limiters build their validation rule classes when constructed. Build them once, so that
     # every request validates with the same rules and ValidationCache can hit.
+    registry = Registry.from_directory(settings.persisted_operations_dir)
     limit_rules = [
         *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
@@ -70,6 +72,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
             # Clients send the same few documents again and again: parse and validate each once.
             partial(ParserCache, maxsize=1024),
             partial(ValidationCache, maxsize=1024),
+            partial(PersistedOperations, registry=registry, only=settings.persisted_only, apq=settings.apq),
             partial(AddValidationRules, limit_rules),
             partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
             RefuseNulCharacters,
