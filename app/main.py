@@ -34,7 +34,7 @@ from app.api.schema import create_schema
 from app.db import create_database, resolve_database_url
 from app.deps import Deps
 from app.logs.http import ingest_endpoint
-from app.observability import metrics
+from app.observability import metrics, tracing
 from app.observability.logs import AccessLogMiddleware, configure_logging
 from app.pubsub import Hub
 from app.settings import Settings
@@ -167,9 +167,12 @@ async def sweep_reservations(deps: Deps) -> None:
 
 def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
     url = database_url or resolve_database_url(settings)
+    db = create_database(url, settings)
+    if (provider := tracing.configure(settings)) is not None:
+        tracing.instrument_engine(db.engine, provider)
     return Deps(
         settings=settings,
-        db=create_database(url, settings),
+        db=db,
         hub=Hub(settings.broadcast_url, queue_bytes=settings.subscriber_queue_bytes),
         secret_key=settings.resolved_secret_key(),
     )

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         validation_alias="LODGE_LOG_FORMAT",
         description="json: one JSON object per line; text: readable lines; auto: text on a terminal, else json.",
     )
+    otel_enabled: bool = Field(
+        False,
+        validation_alias="LODGE_OTEL",
+        description="OpenTelemetry spans for operations and SQL (needs the otel extra; OTEL_EXPORTER_OTLP_*).",
+    )
+    otel_service_name: str = Field("lodge", validation_alias="OTEL_SERVICE_NAME")
     metrics_enabled: bool = Field(True, validation_alias="LODGE_METRICS", description="Serve Prometheus metrics.")
     metrics_port: int | None = Field(
         None,
@@ -116,7 +122,7 @@ class Settings(BaseSettings):
         description="Automatic persisted queries: clients may register a query by its SHA-256 and then send the hash.",
     )
     max_query_cost: int = Field(
-        100_000,
+        250_000,
         ge=0,
         validation_alias="LODGE_MAX_QUERY_COST",
         description="Most objects one operation may ask for, from its page sizes and nesting (0: no limit).",

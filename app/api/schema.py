@@ -31,6 +31,7 @@ from app.gateway.resolvers import GatewayMutation, GatewayQuery
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
 from app.logs.rules import IngestStandsAlone
 from app.observability.graphql import ObservabilityExtension
+from app.observability.tracing import TracingExtension
 from app.settings import Settings
 from app.vendors.resolvers import VendorsMutation, VendorsQuery, VendorsSubscription
 from app.workflows.resolvers import WorkflowsMutation, WorkflowsQuery, WorkflowsSubscription
@@ -61,6 +62,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
         *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
         IngestStandsAlone,
     ]
+    tracing = [TracingExtension] if settings.otel_enabled else []
     return LodgeSchema(
         execution_context_class=SharingExecutor,
         query=Query,
@@ -69,6 +71,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
         config=StrawberryConfig(scalar_map={datetime: DateTime}),
         extensions=[
             ObservabilityExtension,
+            *tracing,
             # Clients send the same few documents again and again: parse and validate each once.
             partial(ParserCache, maxsize=1024),
             partial(ValidationCache, maxsize=1024),
