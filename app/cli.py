@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         asyncio.run(load_demo(settings, url))
     print(f"Lodge: GraphiQL at http://{args.host}:{args.port}/graphql", flush=True)
+    # uvicorn drains on SIGTERM, then raises the signal again; with the default action the process
+    # would die there, skipping the atexit hook that stops the embedded PostgreSQL. Exit instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(
         "app.main:create_app_from_env",
         factory=True,
@@ -65,6 +69,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ws_max_size=settings.max_body_bytes,
     )
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

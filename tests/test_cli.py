@@ -12,8 +12,10 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
+import websockets
 
-from tests.support import LiveServer, free_port
+from tests.support import GraphQLWS, LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,10 +95,10 @@ async def test_serve_with_no_configuration(tmp_path: Path) -> None:
             assert logs.json()["data"]["projects"]["nodes"][0]["logs"]["totalCount"] == 6
     finally:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)  # what docker stop and Kubernetes send
         code = await asyncio.wait_for(proc.wait(), 60)
     assert code == 0
-    # The embedded PostgreSQL stopped with Lodge, and its data stays for the next start.
+    # The embedded PostgreSQL stopped with Lodge, after it, and its data stays for the next start.
     assert not (tmp_path / "lodge" / "postgres" / "postmaster.pid").exists()
     assert (tmp_path / "lodge" / "postgres" / "PG_VERSION").exists()
 
@@ -133,3 +135,64 @@ async def test_create_user_admin_makes_a_superuser(tmp_path: Path, database_url:
         lodge, "create-user", "--email", email, "--password", "a long enough password", env=env
     )
     assert again.returncode == 1 and "CONFLICT" in again.stderr
+
+
+async def test_sigterm_finishes_requests_in_flight_and_closes_websockets(tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    env = _env(
+        tmp_path / "lodge",
+        DATABASE_URL=database_url,
+        SECRET_KEY="a-real-secret-for-the-shutdown-test-" + uuid.uuid4().hex,
+        LODGE_SHUTDOWN_GRACE_SECONDS="15",
+        LODGE_MIGRATE_ON_START="false",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "serve", "--port", str(port),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        if (await http.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+        async with GraphQLWS.connect(f"ws://127.0.0.1:{port}/graphql") as ws:
+            await ws.subscribe(
+                "subscription { vendorLocationUpdated(minLat: 0, maxLat: 1, minLong: 0, maxLong: 1) { lat } }"
+            )
+            # A request in flight: headers and half its body sent before SIGTERM, the rest after.
+            body = b'{"query": "{ __typename }"}'
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST /graphql HTTP/1.1\r\nHost: lodge\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:10]
+            )
+            await writer.drain()
+            proc.send_signal(signal.SIGTERM)
+            # Websockets are closed with 1012 (service restart): clients reconnect elsewhere.
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                async with asyncio.timeout(20):
+                    while True:
+                        await ws.ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+            writer.write(body[10:])
+            await writer.drain()
+            async with asyncio.timeout(20):
+                response = await reader.read()
+            writer.close()
+            head, _, payload = response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), response
+            assert b'"__typename":"Query"' in payload.replace(b" ", b"")
+        # New connections are refused once it stops accepting; it exits cleanly.
+        code = await asyncio.wait_for(proc.wait(), 30)
+        assert code == 0
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
