@@ -5,6 +5,7 @@ Nothing here holds a module-level engine: `create_app` builds a `Database` and p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import AsyncIterator
@@ -47,6 +48,66 @@ def import_models() -> MetaData:
     return metadata
 
 
+class OperationSession(AsyncSession):
+    """An AsyncSession that sibling resolvers may share.
+
+    graphql-core resolves the fields of a selection concurrently, but a session runs one
+    statement at a time ("concurrent operations are not permitted"). Each call here waits for the
+    session, then runs to completion even if its caller is cancelled (graphql-core cancels the
+    siblings of a failed non-null field): a statement cut off mid-flight would close the connection
+    under the operation's transaction and lose the audit row of its failure.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turn = asyncio.Lock()
+
+    async def _in_turn(self, call: Any) -> Any:
+        async with self._turn:
+            running = asyncio.ensure_future(call)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                if not running.done():
+                    await asyncio.wait([running])  # the session is free only once it has finished
+                if not running.cancelled():
+                    running.exception()  # retrieved: the caller is gone, the error is the next user's
+                raise
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._in_turn(super().execute(*args, **kwargs))
+
+    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._in_turn(super().scalar(*args, **kwargs))
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._in_turn(super().get(*args, **kwargs))
+
+    async def get_one(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._in_turn(super().get_one(*args, **kwargs))
+
+    async def refresh(self, *args: Any, **kwargs: Any) -> None:
+        await self._in_turn(super().refresh(*args, **kwargs))
+
+    async def merge(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._in_turn(super().merge(*args, **kwargs))
+
+    async def delete(self, instance: object) -> None:
+        await self._in_turn(super().delete(instance))
+
+    async def flush(self, objects: Any = None) -> None:
+        await self._in_turn(super().flush(objects))
+
+    async def commit(self) -> None:
+        await self._in_turn(super().commit())
+
+    async def rollback(self) -> None:
+        await self._in_turn(super().rollback())
+
+    async def close(self) -> None:
+        await self._in_turn(super().close())
+
+
 @dataclass
 class Database:
     engine: AsyncEngine
@@ -81,7 +142,9 @@ def create_database(url: str, settings: Settings) -> Database:
         pool_pre_ping=True,
         connect_args=connect_args,
     )
-    return Database(engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False))
+    return Database(
+        engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False, class_=OperationSession)
+    )
 
 
 def embedded_database_url(data_dir: Path, database: str = "postgres") -> str:

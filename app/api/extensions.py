@@ -76,7 +76,17 @@ class OperationScopeExtension(SchemaExtension):
 
     async def _record_failure(self, session: AsyncSession, ctx: Context, reason: str) -> None:
         """Roll back, then record the attempt (and run what must survive it) in a transaction of its own."""
-        await session.rollback()
+        try:
+            await session.rollback()
+        except Exception:
+            # The connection died under the transaction (nothing was saved): record on a new one.
+            log.warning("rollback failed (request %s); recording the failure apart", ctx.scope.request_id)
+            async with ctx.deps.db.sessionmaker() as fresh:
+                await self._record(fresh, ctx, reason)
+            return
+        await self._record(session, ctx, reason)
+
+    async def _record(self, session: AsyncSession, ctx: Context, reason: str) -> None:
         scope = ctx.scope
         if not scope.audit and not scope.on_failure:
             return

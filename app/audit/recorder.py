@@ -127,6 +127,9 @@ async def write(session: AsyncSession, *, ctx: Any, entries: list[AuditEntry]) -
 
 def mark_rolled_back(entries: list[AuditEntry], reason: str) -> None:
     for entry in entries:
+        # A user taken from the field's result (register, upsertDiscordUser) may have been created
+        # by the transaction just undone: the row would point at nobody. The viewer, if any, stays.
+        entry.user_id = None
         if entry.success:
             entry.success = False
             entry.error_message = f"rolled back with the operation: {reason}"

@@ -140,3 +140,24 @@ async def test_audit_queries_use_their_index(server: LiveServer, spec: service.A
         await session.execute(text("SET LOCAL enable_seqscan = off"))
         plan = "\n".join((await session.execute(text("EXPLAIN " + sql))).scalars().all())
     assert index in plan, plan
+
+
+async def test_a_failed_registration_is_recorded_without_the_user_it_undid(server: LiveServer) -> None:
+    # The new user exists only inside the transaction that the failure undoes: the audit row of the
+    # attempt must not point at them (it would violate the foreign key and be lost).
+    request_id = "register-fails-" + uuid.uuid4().hex
+    mutation = """mutation($e: String!) { register(input: {email: $e, password: "long enough password"}) {
+      user { vendors(after: "bad") { totalCount } } } }"""
+    response = await server.http.post(
+        "/graphql",
+        json={"query": mutation, "variables": {"e": f"undone-{uuid.uuid4().hex}@example.com"}},
+        headers={"x-request-id": request_id},
+    )
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    async with server.deps.db.session() as session:
+        rows = (
+            await session.execute(
+                text("SELECT action, success, user_id FROM audit_logs WHERE request_id = :r"), {"r": request_id}
+            )
+        ).all()
+    assert [(r.action, r.success, r.user_id) for r in rows] == [("user.register", False, None)]
