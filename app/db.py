@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
@@ -141,6 +142,9 @@ def create_database(url: str, settings: Settings) -> Database:
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         connect_args=connect_args,
+        # jsonb prints 1e20 as a 21-digit integer; orjson reads integers beyond 64 bits as floats
+        # (json.loads would make Python ints that no JSON encoder of a response can write).
+        json_deserializer=orjson.loads,
     )
     return Database(
         engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False, class_=OperationSession)

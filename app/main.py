@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -65,7 +66,10 @@ class LodgeGraphQL(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> str:
         # orjson: several times faster than json, and every subscriber's frame is encoded.
-        return orjson.dumps(data, default=str).decode()
+        try:
+            return orjson.dumps(data, default=str).decode()
+        except TypeError:  # an integer beyond 64 bits (from an inline literal): the slow encoder writes it
+            return json.dumps(data, default=str)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":

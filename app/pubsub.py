@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -295,7 +296,7 @@ class Hub:
         """Publish after commit. A broker failure is logged, not raised: the data is already stored."""
         try:
             # Enveloped with the time it was sent, so that receivers can measure the fan-out lag.
-            message = orjson.dumps({ENVELOPE_SENT: time.time(), ENVELOPE_DATA: payload}, default=str).decode()
+            message = _encode({ENVELOPE_SENT: time.time(), ENVELOPE_DATA: payload})
             await asyncio.wait_for(self._broadcast.publish(channel, message), timeout=5)
         except (RedisError, OSError, TimeoutError) as exc:
             self.publish_failures += 1
@@ -380,6 +381,13 @@ class Hub:
                 for sub in receivers:
                     sub.offer(item, size)
                 _LIVE_DELIVERIES.inc(len(receivers))
+
+
+def _encode(message: Any) -> str:
+    try:
+        return orjson.dumps(message, default=str).decode()
+    except TypeError:  # an integer beyond 64 bits: the standard library writes it
+        return json.dumps(message, default=str)
 
 
 def _backend_for(url: str) -> BroadcastBackend:

@@ -229,7 +229,12 @@ def prepare_batch(items: Sequence[LogItem], *, max_batch: int, max_bytes: int) -
             raise BadUserInput(f"unknown level {item.level!r}", index=index)
         if item.attributes is not None and not isinstance(item.attributes, dict):
             raise BadUserInput("attributes must be a JSON object", index=index)
-        attributes = orjson.dumps(item.attributes).decode() if item.attributes is not None else None
+        try:
+            attributes = orjson.dumps(item.attributes).decode() if item.attributes is not None else None
+        except TypeError:
+            message = "attributes hold a value JSON cannot carry (an integer beyond 64 bits?)"
+            raise BadUserInput(message, index=index) from None
+
         size = len(item.log.encode()) + (len(attributes) if attributes is not None else 0)
         if size > max_bytes:
             raise BadUserInput(f"log {index} is {size} bytes; the limit is {max_bytes}", index=index, limit=max_bytes)

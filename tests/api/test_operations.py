@@ -165,3 +165,22 @@ async def test_datetimes_outside_the_calendar_in_utc_are_bad_input(server: LiveS
     body = await server.gql("query($after: String) { vendors(after: $after) { totalCount } }", {"after": forged})
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert (await server.http.get("/healthz")).status_code == 200
+
+
+async def test_numbers_beyond_64_bits_are_stored_and_read_back_as_json(server: LiveServer) -> None:
+    # jsonb prints 1e308 as a 309-digit integer: reading it back must not break the response.
+    admin, _ = await new_admin(server, ("guilds:write",))
+    guild = 'mutation($d: String!, $s: JSON) { upsertGuild(input: {discordId: $d, name: "g", settings: $s}) { id settings } }'
+    made = await server.data(guild, {"d": uuid.uuid4().hex, "s": {"huge": 1e308, "big": 1e20}}, token=admin)
+    assert made["upsertGuild"]["settings"] == {"huge": 1e308, "big": 1e20}
+    again = await server.data(
+        "query($id: ID!) { guild(id: $id) { settings } }", {"id": made["upsertGuild"]["id"]}, token=admin
+    )
+    assert again["guild"]["settings"]["big"] == 1e20
+    # An inline integer beyond 64 bits in log attributes is the client's error, not INTERNAL.
+    tenant = await new_tenant(server)
+    body = await server.gql(
+        'mutation { ingestLog(input: {log: "x", attributes: {n: 340282366920938463463374607431768211456}}) { id } }',
+        api_key=tenant.secret,
+    )
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"

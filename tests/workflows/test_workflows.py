@@ -305,13 +305,20 @@ async def test_values_postgresql_cannot_hold_are_bad_input(server: LiveServer) -
     workflow_id = await new_workflow(server, token, nodes=("a", "b"))
     huge_position = {"w": workflow_id, "input": {"key": "x", "type": "t", "positionX": 1e39}}
     assert await server.error_code(ADD_NODE, huge_position, token=token) == "BAD_USER_INPUT"
+    # Too small for REAL is no distance at all: stored as 0, not an INTERNAL underflow.
+    tiny = {"w": workflow_id, "input": {"key": "tiny", "type": "t", "positionX": 1e-200, "positionY": -1e-40}}
+    add_positioned = (
+        "mutation($w: ID!, $input: NodeInput!) { addWorkflowNode(workflowId: $w, input: $input) { positionX positionY } }"
+    )
+    stored = await server.data(add_positioned, tiny, token=token)
+    assert [stored["addWorkflowNode"][k] for k in ("positionX", "positionY")] == [0.0, 0.0]
     inline = "mutation($id: ID!) { updateWorkflow(id: $id, input: {configuration: {a: 1e400}}) { id } }"
     assert await server.error_code(inline, {"id": workflow_id}, token=token) == "BAD_USER_INPUT"
     register = "mutation($input: FileInput!) { registerFile(input: $input) { id } }"
     big = {"filename": "a", "originalFilename": "a", "mimeType": "text/plain", "size": 1e30}
     assert await server.error_code(register, {"input": big}, token=token) == "BAD_USER_INPUT"
     graph = (await server.data(GRAPH, {"id": workflow_id}, token=token))["workflow"]
-    assert [n["key"] for n in graph["nodes"]] == ["a", "b"]
+    assert [n["key"] for n in graph["nodes"]] == ["a", "b", "tiny"]
 
 
 async def test_concurrent_removals_of_one_edge_one_succeeds(server: LiveServer) -> None:

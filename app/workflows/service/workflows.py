@@ -30,6 +30,7 @@ MAX_EDGES = 5000
 MAX_TAGS = 50
 MAX_KEY = 100
 MAX_POSITION = 1e38  # a REAL column holds about ±3.4e38
+MIN_POSITION = 1e-37  # and nothing nonzero below about 1.2e-38
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ def _node_values(values: dict[str, Any]) -> dict[str, Any]:
             value = values[axis]
             if value is not None and not (math.isfinite(value) and abs(value) <= MAX_POSITION):
                 raise BadUserInput(f"{name} must be a number within ±{MAX_POSITION:g}", field=name)
+            if value is not None and abs(value) < MIN_POSITION:
+                value = 0.0  # below what a REAL column holds (PostgreSQL refuses the underflow): no distance
             checked[axis] = value
     if "configuration" in values:
         checked["configuration"] = json_object(values["configuration"] or {}, "configuration")
