@@ -35,6 +35,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.workers > 1 and settings.metrics_enabled and settings.metrics_port is not None:
+        print(
+            "lodge serve: LODGE_METRICS_PORT serves one process's metrics; with --workers > 1 run one "
+            "process per container (replicas) instead, or leave the port unset",
+            file=sys.stderr,
+        )
+        return 2
     url = _database_url(settings)
     # Workers (and --reload) import the app anew: hand them the resolved database rather than
     # letting each one start or look for the embedded server.

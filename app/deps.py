@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.db import Database
 from app.pubsub import Hub
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.api.ratelimit import RateLimiter
 
 
 @dataclass
@@ -15,3 +19,4 @@ class Deps:
     db: Database
     hub: Hub
     secret_key: str
+    limiter: RateLimiter

@@ -174,11 +174,13 @@ def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
     db = create_database(url, settings)
     if (provider := tracing.configure(settings)) is not None:
         tracing.instrument_engine(db.engine, provider)
+    secret_key = settings.resolved_secret_key()
     return Deps(
         settings=settings,
         db=db,
+        limiter=RateLimiter(settings, secret_key),
         hub=Hub(settings.broadcast_url, queue_bytes=settings.subscriber_queue_bytes),
-        secret_key=settings.resolved_secret_key(),
+        secret_key=secret_key,
     )
 
 
@@ -217,22 +219,24 @@ def create_app(deps: Deps) -> Starlette:
             await deps.db.dispose()
 
     serve_metrics_here = settings.metrics_enabled and settings.metrics_port is None
-    limiter = RateLimiter(settings, deps.secret_key)
+    limiter = deps.limiter
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
         *([Middleware(RateLimitMiddleware, limiter=limiter)] if limiter.enabled else []),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
+    # Outside the limiter, so that a browser can read a 429.
     if settings.cors_origins:
-        middleware.append(
+        middleware.insert(
+            2,
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
                 expose_headers=["x-request-id"],
-            )
+            ),
         )
     app = Starlette(
         routes=[

@@ -216,6 +216,7 @@ class Context:
                 found = await credentials.find_session(session, token=creds.value)
                 if found is None:
                     raise Unauthenticated("the session is invalid or expired")
+                self.deps.limiter.vouch(creds.value)
                 return Viewer(user_id=found.user_id, session_id=found.session_id, expires_at=found.expires_at)
             claims = decode_access_token(creds.value, secret=self.deps.secret_key)
             if claims is None:
@@ -275,6 +276,7 @@ class Context:
                 scope.api_key = await logs_service.authenticate_api_key(self.session, secret=secret)
             key = scope.api_key
         self.caller["api_key_id"] = str(key.id)
+        self.deps.limiter.vouch(secret)
         return key
 
     async def key_environment(self) -> uuid.UUID | None:

@@ -136,8 +136,11 @@ def _size(definition: Any, node: FieldNode, values: dict[str, Any], *, in_connec
                     raw = int(argument.value.value)
                 else:
                     raw = None
-                if isinstance(raw, int) and raw >= 0:
-                    return min(raw, MAX_PAGE) or 1
+                # graphql-core coerces a whole float (500.0) to an Int; anything unreadable here is
+                # refused by coercion later, so count it as the largest page meanwhile.
+                if isinstance(raw, int | float) and not isinstance(raw, bool) and 0 <= raw < float("inf"):
+                    return min(int(raw), MAX_PAGE) or 1
+                return MAX_PAGE
         return DEFAULT_PAGE
     type_ = definition.type.of_type if isinstance(definition.type, GraphQLNonNull) else definition.type
     if isinstance(type_, GraphQLList):

@@ -125,6 +125,9 @@ TEXT_POSTGRES_REFUSES = frozenset({"22021", "22P05"})
 RETRYABLE = frozenset({"40P01", "40001"})
 # query_canceled: the statement timeout (LODGE_STATEMENT_TIMEOUT_MS) cancelled it in PostgreSQL.
 CANCELLED = "57014"
+# in_failed_sql_transaction: an earlier statement of this operation failed (a timeout, say) and its
+# siblings ran on into the aborted transaction; the first error says why.
+ABORTED = "25P02"
 
 
 def _sqlstate(exc: BaseException | None) -> str | None:
@@ -164,6 +167,13 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
             nodes=error.nodes,
             path=error.path,
             extensions={"code": BAD_USER_INPUT, "reason": "statement_timeout"},
+        )
+    if _sqlstate(original) == ABORTED:
+        return GraphQLError(
+            "not run: an earlier error in this operation undid its transaction",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": BAD_USER_INPUT, "reason": "transaction_aborted"},
         )
     if _sqlstate(original) in RETRYABLE:
         return GraphQLError(

@@ -4,10 +4,11 @@ Each named operation in a `.graphql` file under LODGE_PERSISTED_OPERATIONS_DIR b
 standalone document (the operation and the fragments it uses, printed by graphql-core), known by
 the SHA-256 of that text; `lodge persisted-operations` prints the manifest clients use.
 
-Clients send `{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "..."}}}` without a
-query (Apollo's automatic persisted queries): a known hash runs its document; an unknown one is
-answered PERSISTED_QUERY_NOT_FOUND, and the client sends the query with its hash once, which
-registers it in this process (unless only registered operations may run).
+Over HTTP, clients send `{"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "..."}}}`
+without a query (Apollo's automatic persisted queries): a known hash runs its document; an unknown
+one is answered PERSISTED_QUERY_NOT_FOUND, and the client sends the query with its hash once, which
+registers it in this process once it validates (unless only registered operations may run).
+strawberry's websocket protocols carry no `extensions`: over a websocket the query is sent in full.
 
 With LODGE_PERSISTED_ONLY, every operation must be a registered one, sent by hash or in full (in
 any formatting: documents are compared by their printed form), over HTTP and websockets alike.
@@ -41,6 +42,9 @@ from app.observability import metrics
 NOT_FOUND_CODE = "PERSISTED_QUERY_NOT_FOUND"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _PLACEHOLDER = parse("{ __typename }")
+# Queries clients register by hash: each at most this long, all of them at most this much memory.
+MAX_APQ_BYTES = 64 * 1024
+MAX_APQ_CACHE_BYTES = 32 * 1024 * 1024
 
 
 class PersistedQueryNotFound(LodgeError):
@@ -57,6 +61,7 @@ class Registry:
     names: dict[str, str] = field(default_factory=dict)  # hash -> operation name
     apq_capacity: int = 10_000
     _apq: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _apq_bytes: int = 0
 
     @classmethod
     def from_directory(cls, directory: Path | None) -> Registry:
@@ -79,10 +84,14 @@ class Registry:
         return text
 
     def remember(self, digest: str, text: str) -> None:
+        if digest in self._apq:
+            self._apq.move_to_end(digest)
+            return
         self._apq[digest] = text
-        self._apq.move_to_end(digest)
-        while len(self._apq) > self.apq_capacity:
-            self._apq.popitem(last=False)
+        self._apq_bytes += len(text)
+        while len(self._apq) > self.apq_capacity or self._apq_bytes > MAX_APQ_CACHE_BYTES:
+            _, dropped = self._apq.popitem(last=False)
+            self._apq_bytes -= len(dropped)
 
     def is_registered(self, document: DocumentNode, operation_name: str | None) -> bool:
         text = standalone(document, operation_name)
@@ -143,6 +152,7 @@ class PersistedOperations(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         self._error = None
+        self._to_remember: tuple[str, str] | None = None
         ec = self.execution_context
         request = (ec.operation_extensions or {}).get("persistedQuery")
         if request is not None:
@@ -158,8 +168,8 @@ class PersistedOperations(SchemaExtension):
         if ec.query:
             if sha256(ec.query) != digest:
                 self._fail(BadUserInput("the sha256Hash does not match the query", sha256Hash=digest))
-            elif self.apq and not self.only:
-                self.registry.remember(digest, ec.query)
+            elif self.apq and not self.only and len(ec.query) <= MAX_APQ_BYTES:
+                self._to_remember = (digest, ec.query)  # once it has passed validation
             return
         text = self.registry.lookup(digest) if (self.apq or self.only) else None
         if text is None:
@@ -189,6 +199,8 @@ class PersistedOperations(SchemaExtension):
                     )
                 ]
         yield
+        if self._to_remember is not None and not ec.pre_execution_errors:
+            self.registry.remember(*self._to_remember)
 
 
 def _graphql_error(error: LodgeError) -> Any:

@@ -14,20 +14,26 @@ Lodge instances share each bucket. If Redis fails, the process falls back to its
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.extensions import SchemaExtension
 
 from app.accounts.credentials import SESSION_PREFIX
 from app.accounts.security import decode_access_token
-from app.api.errors import RATE_LIMITED
+from app.api.errors import RATE_LIMITED, LodgeError
 from app.observability import metrics
 from app.settings import Settings
 
@@ -86,8 +92,18 @@ return tostring(wait)
 """
 
 
+VOUCH_SECONDS = 300.0
+REDIS_BACKOFF_SECONDS = 5.0
+
+
 class RateLimiter:
+    """Credentials get a bucket of their own only once they have been seen to work (an API key or
+    session token that authenticated in this process lately; an access token whose signature
+    verifies): a made-up key is limited as its address, like anyone anonymous."""
+
     def __init__(self, settings: Settings, secret_key: str) -> None:
+        self._vouched: OrderedDict[str, float] = OrderedDict()
+        self._redis_down_until = 0.0
         self.limits = {
             "api_key": Limit(settings.rate_limit_api_key_per_second, settings.rate_limit_api_key_burst),
             "user": Limit(settings.rate_limit_user_per_second, settings.rate_limit_user_burst),
@@ -111,31 +127,45 @@ class RateLimiter:
         if self.redis is not None:
             await self.redis.aclose()
 
-    def principal(self, scope: Scope) -> tuple[str, str]:
-        """(kind, bucket key) of the caller, from headers alone."""
+    def vouch(self, secret: str) -> None:
+        """`secret` (an API key or a session token) just authenticated."""
+        digest = _digest(secret)
+        self._vouched[digest] = time.monotonic() + VOUCH_SECONDS
+        self._vouched.move_to_end(digest)
+        while len(self._vouched) > 100_000:
+            self._vouched.popitem(last=False)
+
+    def _is_vouched(self, digest: str) -> bool:
+        until = self._vouched.get(digest)
+        return until is not None and until > time.monotonic()
+
+    def principal(self, scope: Scope, authorization: str | None = None) -> tuple[str, str]:
+        """(kind, bucket key) of the caller, from headers alone (or a websocket's connection_init
+        `authorization`). Authorization wins over X-API-Key, as when the request is served."""
         headers = dict(scope.get("headers") or [])
-        raw = headers.get(b"authorization", b"").decode("latin-1").strip()
-        scheme, _, value = raw.partition(" ")
-        value = value.strip()
-        api_key = headers.get(b"x-api-key", b"").decode("latin-1").strip()
-        if scheme.lower() == "apikey" and value:
-            api_key = value
-        if api_key:
-            return "api_key", "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:32]
-        if scheme.lower() == "bearer" and value:
+        raw = authorization if authorization is not None else headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, value = raw.strip().partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        if not raw.strip():
+            scheme, value = "apikey", headers.get(b"x-api-key", b"").decode("latin-1").strip()
+        if value and scheme == "apikey":
+            digest = _digest(value)
+            if self._is_vouched(digest):
+                return "api_key", "key:" + digest
+        elif value and scheme == "bearer":
             if value.startswith(SESSION_PREFIX):
-                return "user", "session:" + hashlib.sha256(value.encode()).hexdigest()[:32]
-            claims = decode_access_token(value, secret=self.secret_key)
-            if claims is not None:
+                digest = _digest(value)
+                if self._is_vouched(digest):
+                    return "user", "session:" + digest
+            elif (claims := decode_access_token(value, secret=self.secret_key)) is not None:
                 return "user", f"user:{claims.user_id}"
-        client = scope.get("client")
-        return "anonymous", f"ip:{client[0] if client else 'unknown'}"
+        return "anonymous", "ip:" + _address(scope.get("client"))
 
     async def take(self, kind: str, key: str) -> float:
         limit = self.limits[kind]
         if not limit.enabled:
             return 0.0
-        if self._script is not None:
+        if self._script is not None and time.monotonic() >= self._redis_down_until:
             try:
                 wait = float(await self._script(keys=[f"lodge:rate:{key}"], args=[limit.rate, limit.burst, 1]))
                 if self._failing:
@@ -143,10 +173,13 @@ class RateLimiter:
                     log.info("rate limiter: Redis is back; buckets are shared again")
                 return wait
             except (RedisError, OSError, ValueError) as exc:
-                metrics.RATE_LIMITER_FALLBACKS.inc()
+                # Not again for a few seconds: every request would wait for Redis's timeout.
+                self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
                 if not self._failing:
                     self._failing = True
                     log.warning("rate limiter: Redis unavailable (%s); limiting per process meanwhile", exc)
+        if self._script is not None:
+            metrics.RATE_LIMITER_FALLBACKS.inc()
         return self.local.take(key, limit)
 
 
@@ -201,5 +234,46 @@ class RateLimitMiddleware:
 
 
 def _wants_html(scope: Scope) -> bool:
+    """GraphiQL's page: a browser's GET without a query (with one, strawberry runs it)."""
     accept = dict(scope.get("headers") or []).get(b"accept", b"")
-    return b"text/html" in accept
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return b"text/html" in accept and "query" not in query
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
+
+
+def _address(client: Any) -> str:
+    """The client's address; IPv6 by its /64, which one subscriber usually holds whole."""
+    host = client[0] if client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address.ipv4_mapped or address) if isinstance(address, ipaddress.IPv6Address) else str(address)
+
+
+class RateLimited(LodgeError):
+    code = RATE_LIMITED
+
+
+class RateLimitOperations(SchemaExtension):
+    """Over a websocket, every operation takes a token too (the handshake took one)."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ctx: Any = self.execution_context.context
+        request = getattr(ctx, "request", None)
+        if isinstance(request, WebSocket) and ctx.deps.limiter.enabled:
+            params = ctx.connection_params or {}
+            authorization = params.get("authorization") or params.get("Authorization")
+            limiter: RateLimiter = ctx.deps.limiter
+            kind, key = limiter.principal(request.scope, authorization if isinstance(authorization, str) else "")
+            wait = await limiter.take(kind, key)
+            if wait > 0:
+                metrics.RATE_LIMITED.labels(kind).inc()
+                retry_after = max(1, math.ceil(wait))
+                raise RateLimited(f"too many requests: retry in {retry_after} s", retryAfter=retry_after)
+        yield

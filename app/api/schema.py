@@ -22,6 +22,7 @@ from app.accounts.resolvers import AccountsMutation, AccountsQuery
 from app.api.cost import CostLimit
 from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
 from app.api.persisted import PersistedOperations, Registry
+from app.api.ratelimit import RateLimitOperations
 from app.api.scalars import DateTime
 from app.api.sharing import SharingExecutor
 from app.audit.recorder import audit_mutations
@@ -79,6 +80,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
             partial(AddValidationRules, limit_rules),
             partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
             RefuseNulCharacters,
+            RateLimitOperations,
             partial(CostLimit, max_cost=settings.max_query_cost),
             OperationScopeExtension,
         ],

@@ -66,6 +66,7 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
         async with deps.db.autocommit() as conn:
             key = await service.authenticate_api_key(conn, secret=secret)
             request.scope.setdefault("state", {})["lodge_caller"] = {"api_key_id": str(key.id)}
+            deps.limiter.vouch(secret)
             items = _parse(body)
             batch = service.prepare_batch(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
             outcome = await service.ingest(conn, api_key=key, batch=batch)

@@ -20,20 +20,29 @@ class ObservabilityExtension(SchemaExtension):
     gauge of running subscriptions, and hands the access log what it needs to know."""
 
     _subscription: str | None = None
+    _valid = False
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
         self._subscription = None
+        self._valid = False
+        raised: BaseException | None = None
         try:
             yield
+        except BaseException as exc:
+            # Raised by a hook (the cost limit, a failed commit): strawberry turns it into the
+            # response's error only after this hook has ended.
+            raised = exc
+            raise
         finally:
-            self._finish(time.perf_counter() - started)
+            self._finish(time.perf_counter() - started, raised)
 
     def on_validate(self) -> Iterator[None]:
         yield
         ec = self.execution_context
         if ec.pre_execution_errors or ec.graphql_document is None:
             return
+        self._valid = True
         try:
             is_subscription = ec.operation_type == OperationType.SUBSCRIPTION
         except RuntimeError:
@@ -42,7 +51,7 @@ class ObservabilityExtension(SchemaExtension):
             self._subscription = _root_field(ec.graphql_document, ec.operation_name)
             metrics.SUBSCRIPTIONS.labels(self._subscription).inc()
 
-    def _finish(self, duration: float) -> None:
+    def _finish(self, duration: float, raised: BaseException | None = None) -> None:
         ec = self.execution_context
         if self._subscription is not None:
             metrics.SUBSCRIPTIONS.labels(self._subscription).dec()
@@ -56,11 +65,18 @@ class ObservabilityExtension(SchemaExtension):
             name = None
         errors = ec.pre_execution_errors or (ec.result.errors if ec.result is not None else None)
         outcome = "ok"
-        if errors:
+        if raised is not None:
+            extensions = getattr(raised, "extensions", None)
+            outcome = str((extensions or {}).get("code") or "INTERNAL") if isinstance(extensions, dict) else "INTERNAL"
+        elif errors:
             outcome = str((errors[0].extensions or {}).get("code") or "ERROR")
         metrics.OPERATIONS.labels(kind, outcome).inc()
         if kind in ("query", "mutation"):
-            metrics.LATENCY.labels(kind, metrics.operation_label(name)).observe(duration)
+            # Only names of documents that validated take a label of their own.
+            label = metrics.operation_label(name) if self._valid else "_invalid"
+            metrics.LATENCY.labels(kind, label).observe(duration)
+        if name is not None and (len(name) > 100 or not name.isprintable()):
+            name = name[:100].encode("unicode_escape").decode()
         ctx: Any = ec.context
         fields: dict[str, Any] = {
             "operation": name,

@@ -14,13 +14,15 @@ from tests.support import LiveServer, new_user
 NESTED = "query($n: Int, $m: Int) { vendors(first: $n) { nodes { locations(first: $m) { nodes { lat } } } } }"
 
 
-def cost(query: str, variables: dict[str, int] | None = None, name: str | None = None) -> int:
+def cost(query: str, variables: dict[str, float] | None = None, name: str | None = None) -> int:
     schema = create_schema()._schema
     return operation_cost(schema, parse(query), name, variables)
 
 
 def test_cost_multiplies_page_sizes_down_the_tree() -> None:
     assert cost(NESTED, {"n": 100, "m": 10}) == 100 + 100 + 1000 + 1000
+    # Whole floats are Ints to graphql-core: they count as such.
+    assert cost(NESTED, {"n": 500.0, "m": 500.0}) == cost(NESTED, {"n": 500, "m": 500})
     # Defaults: the variable's default, else the default page size (50).
     assert cost("query($n: Int = 3) { vendors(first: $n) { nodes { id } } }") == 3 + 3
     assert cost("{ vendors { totalCount } }") == 50

@@ -130,3 +130,16 @@ async def test_one_access_record_per_request_with_who_what_and_outcome(
     line = json.loads(JsonFormatter().format(records["req-observability-1"]))
     assert line["request_id"] == "req-observability-1" and line["logger"] == "lodge.access"
     assert line["operation"] == "WhoAmI" and line["level"] == "info"
+
+
+async def test_refusals_raised_by_hooks_count_as_errors_not_ok(server: LiveServer) -> None:
+    costly = "query Costly { vendors(first: 500) { nodes { locations(first: 500) { nodes { lat } } } } }"
+    before = await scrape(server)
+    body = await server.gql(costly)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    after = await scrape(server)
+    ok = ("lodge_graphql_operations_total", (("outcome", "ok"), ("type", "query")))
+    bad = ("lodge_graphql_operations_total", (("outcome", "BAD_USER_INPUT"), ("type", "query")))
+    # The scrape itself is not a GraphQL operation: nothing else ran in between.
+    assert after.get(ok, 0) == before.get(ok, 0)
+    assert after.get(bad, 0) == before.get(bad, 0) + 1

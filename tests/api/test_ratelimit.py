@@ -11,7 +11,7 @@ from sqlmodel import col
 
 from app.accounts import models as accounts
 from tests.conftest import make_settings
-from tests.support import PASSWORD, TRANSPORT_WS, live_server, need, new_tenant, new_user
+from tests.support import PASSWORD, TRANSPORT_WS, GraphQLWS, live_server, need, new_tenant, new_user
 
 REGISTER = "mutation($input: RegisterInput!) { register(input: $input) { accessToken } }"
 
@@ -80,6 +80,9 @@ async def test_buckets_are_shared_by_every_instance_through_redis(database_url: 
     async with live_server(settings, database_url) as first, live_server(settings, database_url) as second:
         tenant = await new_tenant(first)
         headers = {"x-api-key": tenant.secret}
+        # A key has a bucket of its own once it has worked on that instance (before, its address's).
+        for server in (first, second):
+            assert (await server.http.post("/ingest", json={"log": "hello"}, headers=headers)).status_code == 200
         statuses = [
             (await server.http.post("/ingest", json={"log": f"n{i}"}, headers=headers)).status_code
             for i, server in enumerate((first, second, first, second))
@@ -100,3 +103,36 @@ async def test_without_redis_each_instance_limits_on_its_own(database_url: str) 
             (await server.http.post("/graphql", json={"query": "{ __typename }"})).status_code for _ in range(3)
         ]
         assert statuses == [200, 200, 429]
+
+
+async def test_made_up_credentials_and_query_urls_do_not_escape_the_limit(database_url: str) -> None:
+    settings = make_settings(**limited(rate_limit_anonymous_per_second=0.01, rate_limit_anonymous_burst=2))
+    async with live_server(settings, database_url) as server:
+        # Each request with a new random key would get a fresh bucket if keys were trusted unseen.
+        statuses = [
+            (
+                await server.http.post(
+                    "/graphql", json={"query": "{ __typename }"}, headers={"x-api-key": uuid.uuid4().hex}
+                )
+            ).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [200, 200, 429]
+        # A browser's GET with a query runs it, so it is limited (GraphiQL's page is not).
+        ran = await server.http.get("/graphql", params={"query": "{ __typename }"}, headers={"accept": "text/html"})
+        assert ran.status_code == 429
+        assert (await server.http.get("/graphql", headers={"accept": "text/html"})).status_code == 200
+
+
+async def test_each_operation_over_a_websocket_takes_a_token(database_url: str) -> None:
+    settings = make_settings(**limited(rate_limit_anonymous_per_second=0.01, rate_limit_anonymous_burst=3))
+    async with live_server(settings, database_url) as server:
+        async with GraphQLWS.connect(server.ws_url) as ws:  # the handshake: one token
+            for _ in range(2):
+                await ws.subscribe("{ __typename }")
+                assert (await ws.next_data()) == {"__typename": "Query"}
+                assert (await ws.receive())["type"] == "complete"
+            await ws.subscribe("{ __typename }")
+            message = await ws.receive()
+            errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
+            assert errors[0]["extensions"]["code"] == "RATE_LIMITED" and errors[0]["extensions"]["retryAfter"] >= 1
