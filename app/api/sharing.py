@@ -28,6 +28,12 @@ class SharedEvent:
         self._results: dict[tuple[int, str], asyncio.Future[Any]] = {}
 
 
+def forget_per_event_memos(executor: Any) -> None:
+    executor.__dict__["_relevant_sub_fields"] = {}
+    executor.__dict__.pop("_fast_plans", None)
+    executor.__dict__.pop("_fast_fields", None)
+
+
 class SharingExecutor(FastCompletion, StrawberryGraphQLCoreExecutionContext):
     _shared: SharedEvent | None = None
     _share_key: tuple[int, str] | None = None
@@ -39,8 +45,13 @@ class SharingExecutor(FastCompletion, StrawberryGraphQLCoreExecutionContext):
                 self._share_key = (id(self.operation), self._rendering_variables())
             executor = super().build_per_event_executor(payload.value)
             executor._shared = payload  # type: ignore[attr-defined]
-            return executor
-        return super().build_per_event_executor(payload)
+        else:
+            executor = super().build_per_event_executor(payload)
+        # graphql-core copies the subscription's executor shallowly: without fresh memos, every
+        # event would add its field lists to the subscription's (keyed by the lists' ids, never
+        # evicted), about 1.3 KiB per delivered event for as long as the subscription lives.
+        forget_per_event_memos(executor)
+        return executor
 
     def _rendering_variables(self) -> str:
         """The variables that shape an event's rendering: those used below the root field.
