@@ -110,8 +110,9 @@ async def readyz(request: Request) -> JSONResponse:
     deps: Deps = request.app.state.deps
     checks: dict[str, str] = {}
     try:
-        async with deps.db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with asyncio.timeout(2.0):  # a database that does not answer is down too
+            async with deps.db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"down: {type(exc).__name__}"

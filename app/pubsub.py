@@ -45,6 +45,9 @@ _LIVE_DELIVERIES = metrics.DELIVERIES.labels("live")
 RESYNC_CHANNEL = "lodge:resync"
 # A published message is {"sent": <unix time>, "data": <payload>}; subscribers get the payload.
 ENVELOPE_SENT = "sent"
+PUBLISH_TIMEOUT = 1.0
+PING_TIMEOUT = 1.0
+PUBLISH_BACKOFF = 2.0
 ENVELOPE_DATA = "data"
 
 
@@ -174,10 +177,11 @@ class RedisBackend(BroadcastBackend):
         return await self._queue.get()
 
     async def ping(self) -> bool:
+        """A frozen Redis (connections open, nothing answering) is down too: bounded."""
         try:
-            pong = await self._client.ping()  # type: ignore[misc]
+            pong = await asyncio.wait_for(self._client.ping(), PING_TIMEOUT)  # type: ignore[arg-type]
             return bool(pong) and self.connected
-        except (RedisError, OSError):
+        except (RedisError, OSError, TimeoutError):
             return False
 
 
@@ -261,6 +265,8 @@ class Hub:
         self._resync_pump: asyncio.Task[None] | None = None
         self.published = 0
         self.publish_failures = 0
+        self._publish_paused_until = 0.0
+        self._publish_failing = False
 
     async def connect(self) -> None:
         await self._broadcast.connect()
@@ -293,18 +299,39 @@ class Hub:
         return await backend.ping() if isinstance(backend, RedisBackend) else True
 
     async def publish(self, channel: str, payload: Any) -> bool:
-        """Publish after commit. A broker failure is logged, not raised: the data is already stored."""
+        """Publish after commit. A broker failure is logged, not raised: the data is already stored.
+
+        After a failure, publishing pauses for PUBLISH_BACKOFF seconds (a request must not wait
+        for a broker that does not answer), and this process's own subscribers of the channel are
+        told to read PostgreSQL at once; other processes' subscribers poll while theirs is down."""
+        now = time.monotonic()
+        if now < self._publish_paused_until:
+            self._resync_local(channel)
+            self.publish_failures += 1
+            metrics.PUBLISH_FAILURES.inc()
+            return False
         try:
             # Enveloped with the time it was sent, so that receivers can measure the fan-out lag.
             message = _encode({ENVELOPE_SENT: time.time(), ENVELOPE_DATA: payload})
-            await asyncio.wait_for(self._broadcast.publish(channel, message), timeout=5)
+            await asyncio.wait_for(self._broadcast.publish(channel, message), timeout=PUBLISH_TIMEOUT)
         except (RedisError, OSError, TimeoutError) as exc:
             self.publish_failures += 1
             metrics.PUBLISH_FAILURES.inc()
-            log.warning("publish to %s failed (%s); subscribers will catch up from PostgreSQL", channel, exc)
+            self._publish_paused_until = time.monotonic() + PUBLISH_BACKOFF
+            self._resync_local(channel)
+            if not self._publish_failing:
+                self._publish_failing = True
+                log.warning("publishing failed (%r); subscribers catch up from PostgreSQL until it works", exc)
             return False
+        if self._publish_failing:
+            self._publish_failing = False
+            log.info("publishing works again")
         self.published += 1
         return True
+
+    def _resync_local(self, channel: str) -> None:
+        for sub in list(self._local.get(channel, ())):
+            sub.offer(RESYNC)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:

@@ -60,6 +60,9 @@ class OperationScope:
     # its answer (and so resume together, which keeps their dataloader calls in one batch).
     pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     api_key: ApiKey | None = None
+    # The operation's effect was committed on its own connection (log ingestion): a failure of the
+    # operation's own transaction (its audit row) must not be reported as "nothing was saved".
+    committed_outside: bool = False
 
     async def settle(self) -> None:
         """Stop shared work nobody waits for any more (its callers were cancelled) before the

@@ -7,6 +7,7 @@ was then rolled back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -58,9 +59,15 @@ class OperationScopeExtension(SchemaExtension):
                         await audit.write(session, ctx=ctx, entries=scope.audit)
                     await session.commit()
                 except Exception as exc:
-                    log.exception("commit failed (request %s)", scope.request_id)
-                    await self._record_failure(session, ctx, "the commit failed")
-                    raise CommitFailed(scope.request_id) from exc
+                    if scope.committed_outside:
+                        # The logs are stored (and published below); only the audit row is lost.
+                        log.error("audit row lost after a committed ingestion (request %s): %r", scope.request_id, exc)
+                        with contextlib.suppress(Exception):
+                            await session.rollback()
+                    else:
+                        log.exception("commit failed (request %s)", scope.request_id)
+                        await self._record_failure(session, ctx, "the commit failed")
+                        raise CommitFailed(scope.request_id) from exc
                 for channel, payload in scope.events:
                     await ctx.deps.hub.publish(channel, payload)
             else:
@@ -130,6 +137,32 @@ CANCELLED = "57014"
 ABORTED = "25P02"
 
 
+# connection_exception (class 08), admin_shutdown, crash_shutdown, cannot_connect_now.
+UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """True when `exc` says the database cannot be reached (down, restarting, connection lost),
+    not that a statement failed: the same request can succeed once it is back."""
+    seen = 0
+    while exc is not None and seen < 6:
+        if isinstance(exc, OSError | ConnectionError):
+            return True
+        if getattr(exc, "connection_invalidated", False):
+            return True
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(UNAVAILABLE_STATES):
+            return True
+        name = type(exc).__name__
+        if name in ("ConnectionDoesNotExistError", "InternalClientError", "InterfaceError") and "asyncpg" in (
+            type(exc).__module__ or ""
+        ):
+            return True
+        exc = exc.__cause__ or getattr(exc, "orig", None) or exc.__context__
+        seen += 1
+    return False
+
+
 def _sqlstate(exc: BaseException | None) -> str | None:
     """The SQLSTATE behind an exception, through SQLAlchemy's and asyncpg's wrappers."""
     seen = 0
@@ -185,6 +218,14 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
     ctx = getattr(execution_context, "context", None)
     request_id = ctx.request_id if isinstance(ctx, Context) else ""
     operation = getattr(execution_context, "operation_name", None) or "anonymous operation"
+    if original is not None and database_unavailable(original):
+        log.warning("database unavailable in %s (request %s): %r", operation, request_id, original)
+        return GraphQLError(
+            "the database is unavailable; nothing was saved: retry shortly",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": INTERNAL, "retryable": True, "reason": "database_unavailable", "requestId": request_id},
+        )
     if original is not None:
         log.error(
             "unexpected error in %s (request %s)",

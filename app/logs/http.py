@@ -6,19 +6,23 @@ The batch is stored all or nothing; the answer is a JSON summary or a JSON error
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.api.errors import BadUserInput, LodgeError, Unauthenticated
+from app.api.errors import INTERNAL, BadUserInput, LodgeError, Unauthenticated
+from app.api.extensions import database_unavailable
 from app.api.scalars import contains_nul
 from app.deps import Deps
 from app.logs import events, service
 from app.observability import metrics
 
 _STATUS = {"BAD_USER_INPUT": 400, "UNAUTHENTICATED": 401, "FORBIDDEN": 403}
+
+log = logging.getLogger("lodge.api")
 
 
 def _secret(request: Request) -> str:
@@ -74,6 +78,18 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
         return JSONResponse(
             {"error": {"message": exc.message, **exc.extensions, "requestId": request_id}},
             status_code=_STATUS.get(exc.code, 400),
+        )
+    except Exception as exc:
+        if database_unavailable(exc):
+            log.warning("database unavailable for /ingest (request %s): %r", request_id, exc)
+            message = "the database is unavailable; nothing was saved: retry shortly"
+            extensions = {"code": INTERNAL, "retryable": True, "reason": "database_unavailable"}
+            status, headers = 503, {"retry-after": "1"}
+        else:
+            log.exception("unexpected error in /ingest (request %s)", request_id)
+            message, extensions, status, headers = "Internal server error", {"code": INTERNAL}, 500, {}
+        return JSONResponse(
+            {"error": {"message": message, **extensions, "requestId": request_id}}, status_code=status, headers=headers
         )
     metrics.logs_ingested("http", new=len(outcome.inserted), duplicates=outcome.duplicates)
     if (event := outcome.event()) is not None:

@@ -143,6 +143,7 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
     async with ctx.deps.db.autocommit() as conn:
         api_key = await ctx.require_api_key(conn)
         outcome = await service.ingest(conn, api_key=api_key, batch=batch)
+    ctx.scope.committed_outside = True
     metrics.logs_ingested("graphql", new=len(outcome.inserted), duplicates=outcome.duplicates)
     if (event := outcome.event()) is not None:
         await ctx.deps.hub.publish(events.project_channel(api_key.project_id), event)

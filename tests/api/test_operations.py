@@ -184,3 +184,18 @@ async def test_numbers_beyond_64_bits_are_stored_and_read_back_as_json(server: L
         api_key=tenant.secret,
     )
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_database_outage_is_a_retryable_error_not_a_bare_500(database_url: str) -> None:
+    # Nothing listens on port 1: every connection is refused, as while PostgreSQL restarts.
+    down = "postgresql+asyncpg://postgres@127.0.0.1:1/postgres"
+    async with live_server(make_settings(), down) as server:
+        body = await server.gql("{ vendors { totalCount } }")
+        error = body["errors"][0]
+        assert error["extensions"]["code"] == "INTERNAL" and error["extensions"]["retryable"] is True
+        assert error["extensions"]["reason"] == "database_unavailable" and error["extensions"]["requestId"]
+        response = await server.http.post("/ingest", content='{"log": "x"}', headers={"x-api-key": "lodge_whatever"})
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert response.json()["error"]["retryable"] is True and response.headers["x-request-id"]
+        assert (await server.http.get("/healthz")).status_code == 200
+        assert (await server.http.get("/readyz")).status_code == 503
