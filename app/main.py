@@ -22,13 +22,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from app.accounts import watchdog
 from app.api.context import Context
 from app.api.errors import LodgeError
+from app.api.extensions import database_unavailable
 from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from app.api.ratelimit import RateLimiter, RateLimitMiddleware
 from app.api.schema import create_schema
@@ -44,7 +45,23 @@ log = logging.getLogger("lodge")
 WATCHDOG = "lodge_ws_watchdog"
 
 
+RETRY_LATER = 1013  # websocket close code: try again later
+
+
+class LodgeWebSocketAdapter(ASGIWebSocketAdapter):
+    async def close(self, code: int, reason: str) -> None:
+        # A connection refused because the database is down is "try again later", not 4403.
+        if self.ws.scope.get("state", {}).get(RETRY_CLOSE):
+            code, reason = RETRY_LATER, "database unavailable: retry"
+        await super().close(code, reason)
+
+
+RETRY_CLOSE = "lodge_close_retry_later"
+
+
 class LodgeGraphQL(GraphQL[Context, None]):
+    websocket_adapter_class = LodgeWebSocketAdapter
+
     def __init__(self, deps: Deps) -> None:
         settings = deps.settings
         protocols = [GRAPHQL_TRANSPORT_WS_PROTOCOL]
@@ -92,6 +109,12 @@ class LodgeGraphQL(GraphQL[Context, None]):
             viewer = await context.viewer()
         except LodgeError as exc:
             raise ConnectionRejectionError({"message": exc.message}) from None
+        except Exception as exc:
+            if not database_unavailable(exc) or not isinstance(context.request, WebSocket):
+                raise
+            log.warning("database unavailable at connection_init: closing with %d", RETRY_LATER)
+            context.request.scope.setdefault("state", {})[RETRY_CLOSE] = True
+            raise ConnectionRejectionError({"message": "database unavailable: retry"}) from None
         if viewer is not None and isinstance(context.request, WebSocket):
             state = context.request.scope["state"]
             if (previous := state.get(WATCHDOG)) is not None:

@@ -104,9 +104,13 @@ class OperationScopeExtension(SchemaExtension):
                 audit.mark_rolled_back(scope.audit, reason)
                 await audit.write(session, ctx=ctx, entries=scope.audit)
             await session.commit()
-        except Exception:
-            log.exception("could not record a failed operation (request %s)", scope.request_id)
-            await session.rollback()
+        except Exception as exc:
+            if database_unavailable(exc):
+                log.warning("could not record a failed operation (request %s): database unavailable", scope.request_id)
+            else:
+                log.exception("could not record a failed operation (request %s)", scope.request_id)
+            with contextlib.suppress(Exception):
+                await session.rollback()
 
 
 class CommitFailed(LodgeError):

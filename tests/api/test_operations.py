@@ -7,6 +7,7 @@ import logging
 import uuid
 
 import pytest
+import websockets
 from pydantic import ValidationError
 from websockets.typing import Origin
 
@@ -199,3 +200,11 @@ async def test_a_database_outage_is_a_retryable_error_not_a_bare_500(database_ur
         assert response.json()["error"]["retryable"] is True and response.headers["x-request-id"]
         assert (await server.http.get("/healthz")).status_code == 200
         assert (await server.http.get("/readyz")).status_code == 503
+        # A websocket whose credential cannot be checked now is closed with 1013: try again later.
+        from app.accounts.security import issue_access_token
+
+        token = issue_access_token(uuid.uuid4(), secret=server.deps.secret_key, ttl_seconds=60)
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {token.token}"):
+                pass
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
