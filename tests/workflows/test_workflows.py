@@ -307,9 +307,7 @@ async def test_values_postgresql_cannot_hold_are_bad_input(server: LiveServer) -
     assert await server.error_code(ADD_NODE, huge_position, token=token) == "BAD_USER_INPUT"
     # Too small for REAL is no distance at all: stored as 0, not an INTERNAL underflow.
     tiny = {"w": workflow_id, "input": {"key": "tiny", "type": "t", "positionX": 1e-200, "positionY": -1e-40}}
-    add_positioned = (
-        "mutation($w: ID!, $input: NodeInput!) { addWorkflowNode(workflowId: $w, input: $input) { positionX positionY } }"
-    )
+    add_positioned = "mutation($w: ID!, $input: NodeInput!) { addWorkflowNode(workflowId: $w, input: $input) { positionX positionY } }"
     stored = await server.data(add_positioned, tiny, token=token)
     assert [stored["addWorkflowNode"][k] for k in ("positionX", "positionY")] == [0.0, 0.0]
     inline = "mutation($id: ID!) { updateWorkflow(id: $id, input: {configuration: {a: 1e400}}) { id } }"
