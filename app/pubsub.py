@@ -47,6 +47,8 @@ RESYNC_CHANNEL = "lodge:resync"
 ENVELOPE_SENT = "sent"
 PUBLISH_TIMEOUT = 1.0
 PING_TIMEOUT = 1.0
+HEALTH_CHECK_INTERVAL = 5.0  # a silent pub/sub connection is PINGed after this long
+SILENCE_TIMEOUT = 3.0  # and counted as lost if the PONG does not come within this
 PUBLISH_BACKOFF = 2.0
 ENVELOPE_DATA = "data"
 
@@ -100,30 +102,45 @@ class RedisBackend(BroadcastBackend):
 
     async def _close_pubsub(self) -> None:
         self._connected.clear()
-        if self._pubsub is not None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
-            self._pubsub = None
+                await asyncio.wait_for(pubsub.aclose(), PING_TIMEOUT * 3)
 
     async def _read_forever(self) -> None:
         delay = self._reconnect_delay
+        last_heard = time.monotonic()
+        pinged: float | None = None
         while True:
             if self._pubsub is None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_reconnect_delay)
                 try:
-                    await self._open()
-                except (RedisError, OSError) as exc:
-                    log.warning("redis reconnect failed: %s", exc)
+                    await asyncio.wait_for(self._open(), PING_TIMEOUT * 3)
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning("redis reconnect failed: %r", exc)
+                    await self._close_pubsub()
                     continue
                 self._awaiting = {RESYNC_CHANNEL, *self._channels}
+                last_heard, pinged = time.monotonic(), None
                 continue
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
                 delay = self._reconnect_delay
-            except (RedisError, OSError) as exc:
-                log.warning("redis pub/sub connection lost (%s); reconnecting", exc)
+                now = time.monotonic()
+                if message is not None:
+                    last_heard, pinged = now, None
+                elif pinged is not None and now - pinged > SILENCE_TIMEOUT:
+                    # A frozen Redis keeps the connection open and says nothing: that is down too.
+                    raise TimeoutError(f"no answer to PING in {SILENCE_TIMEOUT:g} s")
+                elif pinged is None and now - last_heard > HEALTH_CHECK_INTERVAL:
+                    await asyncio.wait_for(self._pubsub.ping(), PING_TIMEOUT)
+                    pinged = now
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("redis pub/sub connection lost (%r); reconnecting", exc)
                 await self._close_pubsub()
+                # Subscribers read PostgreSQL now, then every second while the broker is down.
+                await self._queue.put(Event(RESYNC_CHANNEL, ""))
                 continue
             if message is None:
                 continue

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis import asyncio as aioredis
+from redis.exceptions import RedisError
 
 from app.pubsub import RESYNC, Hub
 from tests.conftest import make_settings
@@ -16,6 +20,7 @@ from tests.support import (
     LOG_ADDED,
     GraphQLWS,
     LiveServer,
+    free_port,
     ingest,
     live_server,
     need,
@@ -61,6 +66,9 @@ async def test_listener_survives_a_killed_connection(hub: Hub, redis: str) -> No
             killed = await admin.client_kill_filter(_type="pubsub")
             assert killed >= 1
             assert await asyncio.wait_for(sub.get(), 10) is RESYNC  # "you may have missed something"
+            # Told once when the connection is lost, and again once it is back and subscribed.
+            while hub.reconnects == 0:
+                assert await asyncio.wait_for(sub.get(), 10) is RESYNC
             await hub.publish(channel, {"after": "kill"})
             assert await asyncio.wait_for(sub.get(), 10) == {"after": "kill"}
         finally:
@@ -164,3 +172,46 @@ async def test_subscribing_without_a_broker_degrades_and_cleans_up() -> None:
         assert not hub._pumps
     finally:
         await hub.disconnect()
+
+
+async def test_a_frozen_redis_counts_as_down_and_subscribers_are_told(tmp_path: Path) -> None:
+    # SIGSTOP: the connection stays open and nothing answers, as in a network partition.
+    binary = shutil.which("redis-server")
+    need(binary is not None, "redis-server is not installed")
+    assert binary is not None
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        probe = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    await probe.ping()  # type: ignore[misc]
+                    break
+                except (OSError, RedisError):
+                    await asyncio.sleep(0.05)
+        await probe.aclose()
+        hub = Hub(f"redis://127.0.0.1:{port}/0")
+        await hub.connect()
+        try:
+            channel = f"test:{uuid.uuid4()}"
+            async with hub.subscribe(channel) as sub:
+                assert hub.connected and await hub.ping()
+                server.send_signal(signal.SIGSTOP)
+                # Noticed by the pub/sub reader's PING (5 s of silence, then 3 s for the PONG).
+                assert await asyncio.wait_for(sub.get(), 20) is RESYNC
+                assert not hub.connected
+                assert not await asyncio.wait_for(hub.ping(), 5)  # bounded: /readyz answers
+                # Publishing fails fast and tells this process's subscribers to read PostgreSQL.
+                assert not await asyncio.wait_for(hub.publish(channel, {"n": 1}), 5)
+                assert await asyncio.wait_for(sub.get(), 5) is RESYNC
+                server.send_signal(signal.SIGCONT)
+        finally:
+            await asyncio.wait_for(hub.disconnect(), 20)
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        await server.wait()
