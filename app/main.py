@@ -239,15 +239,14 @@ def create_app(deps: Deps) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
             await deps.hub.disconnect()
-            await limiter.close()
+            await deps.limiter.close()
             await deps.db.dispose()
 
     serve_metrics_here = settings.metrics_enabled and settings.metrics_port is None
-    limiter = deps.limiter
     middleware = [
         Middleware(RequestIdMiddleware),
         Middleware(AccessLogMiddleware),
-        *([Middleware(RateLimitMiddleware, limiter=limiter)] if limiter.enabled else []),
+        *([Middleware(RateLimitMiddleware, limiter=deps.limiter)] if deps.limiter.enabled else []),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
     # Outside the limiter, so that a browser can read a 429.

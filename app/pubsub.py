@@ -45,12 +45,12 @@ _LIVE_DELIVERIES = metrics.DELIVERIES.labels("live")
 RESYNC_CHANNEL = "lodge:resync"
 # A published message is {"sent": <unix time>, "data": <payload>}; subscribers get the payload.
 ENVELOPE_SENT = "sent"
+ENVELOPE_DATA = "data"
 PUBLISH_TIMEOUT = 1.0
 PING_TIMEOUT = 1.0
 HEALTH_CHECK_INTERVAL = 5.0  # a silent pub/sub connection is PINGed after this long
 SILENCE_TIMEOUT = 3.0  # and counted as lost if the PONG does not come within this
 PUBLISH_BACKOFF = 2.0
-ENVELOPE_DATA = "data"
 
 
 class RedisBackend(BroadcastBackend):

@@ -38,6 +38,19 @@ def _dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+async def wait_ready(base: str, proc: subprocess.Popen[bytes], hint: str = "") -> None:
+    """Until `lodge serve` at `base` says it is ready (60 s at most, or until it exits)."""
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"{base}/readyz")).status_code == 200:
+                    return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"lodge serve did not become ready{hint}")
+            await asyncio.sleep(0.1)
+
+
 @contextlib.asynccontextmanager
 async def bench_database() -> AsyncIterator[str]:
     name = f"lodge_bench_{uuid.uuid4().hex[:8]}"
@@ -69,15 +82,7 @@ async def lodge_server(
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=environment)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as client:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{base}/readyz")).status_code == 200:
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("lodge serve did not become ready")
-                await asyncio.sleep(0.1)
+        await wait_ready(base, proc)
         yield base
     finally:
         proc.send_signal(signal.SIGINT)

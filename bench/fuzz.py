@@ -181,7 +181,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis_graphql import nodes
 
-from bench.common import ROOT, _dsn, bench_database, machine
+from bench.common import ROOT, _dsn, bench_database, machine, wait_ready
 
 PASSWORD = "fuzzing passphrase 42"
 REQUEST_TIMEOUT = 60.0
@@ -679,15 +679,7 @@ async def lodge_serve(database_url: str, log_path: Path, redis_url: str, code: P
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient() as client:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{base}/readyz")).status_code == 200:
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"lodge serve did not become ready: see {log_path}")
-                await asyncio.sleep(0.1)
+        await wait_ready(base, proc, f": see {log_path}")
         yield base, proc
     finally:
         if proc.poll() is None:

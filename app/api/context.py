@@ -278,9 +278,13 @@ class Context:
             if scope.api_key is None:
                 scope.api_key = await logs_service.authenticate_api_key(self.session, secret=secret)
             key = scope.api_key
+        self.key_authenticated(key, secret)
+        return key
+
+    def key_authenticated(self, key: ApiKey, secret: str) -> None:
+        """For the access log, and for the rate limiter: this key has a bucket of its own now."""
         self.caller["api_key_id"] = str(key.id)
         self.deps.limiter.vouch(secret)
-        return key
 
     async def key_environment(self) -> uuid.UUID | None:
         """The environment an environment key is confined to (None: not a key, or a project-wide one)."""

@@ -46,8 +46,7 @@ async def require_project_access(ctx: Context, session: AsyncSession, project_id
     creds = ctx.credentials
     if creds is not None and creds.scheme == "apikey":
         key = await service.authenticate_api_key(session, secret=creds.value)
-        ctx.caller["api_key_id"] = str(key.id)
-        ctx.deps.limiter.vouch(creds.value)
+        ctx.key_authenticated(key, creds.value)
         if key.project_id != project_id:
             raise Forbidden("this API key belongs to another project")
         return

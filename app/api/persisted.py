@@ -28,6 +28,7 @@ from graphql import (
     DocumentNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLError,
     OperationDefinitionNode,
     parse,
     print_ast,
@@ -203,7 +204,5 @@ class PersistedOperations(SchemaExtension):
             self.registry.remember(*self._to_remember)
 
 
-def _graphql_error(error: LodgeError) -> Any:
-    from graphql import GraphQLError
-
+def _graphql_error(error: LodgeError) -> GraphQLError:
     return GraphQLError(error.message, original_error=error, extensions=error.extensions)

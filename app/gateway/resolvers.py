@@ -24,7 +24,6 @@ from app.api.pagination import (
     wants_total,
 )
 from app.api.permissions import has_permission, parse_id, require_permission
-from app.api.scalars import utc
 from app.gateway import models, service
 from app.gateway.types import (
     Client,
@@ -120,7 +119,7 @@ class GatewayQuery:
             environment_ids=environments,
             service_id=parse_id(service_id, "serviceId") if service_id else None,
             start_point=str(start_point) if start_point else None,
-            since=utc(since),
+            since=since,  # DateTime inputs arrive in UTC (app.api.scalars)
         )
         rows, total = await service.list_request_logs(
             ctx.session, spec=spec, after=decode_time_cursor("request_log", after), limit=size, count=wants_total(info)

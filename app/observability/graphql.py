@@ -55,21 +55,7 @@ class ObservabilityExtension(SchemaExtension):
         ec = self.execution_context
         if self._subscription is not None:
             metrics.SUBSCRIPTIONS.labels(self._subscription).dec()
-        try:
-            kind = ec.operation_type.value if ec.graphql_document is not None else "unknown"
-        except RuntimeError:
-            kind = "unknown"
-        try:
-            name = ec.operation_name
-        except RuntimeError:
-            name = None
-        errors = ec.pre_execution_errors or (ec.result.errors if ec.result is not None else None)
-        outcome = "ok"
-        if raised is not None:
-            extensions = getattr(raised, "extensions", None)
-            outcome = str((extensions or {}).get("code") or "INTERNAL") if isinstance(extensions, dict) else "INTERNAL"
-        elif errors:
-            outcome = str((errors[0].extensions or {}).get("code") or "ERROR")
+        kind, name, outcome = describe(ec, raised)
         metrics.OPERATIONS.labels(kind, outcome).inc()
         if kind in ("query", "mutation"):
             # Only names of documents that validated take a label of their own.
@@ -91,6 +77,24 @@ class ObservabilityExtension(SchemaExtension):
             log_operation(fields)
         elif request is not None:
             request.scope.setdefault("state", {})[OPERATION] = fields
+
+
+def describe(ec: Any, raised: BaseException | None = None) -> tuple[str, str | None, str]:
+    """(type, name, outcome) of a finished operation: outcome is "ok" or the first error's code
+    (or the code of what a hook raised, which strawberry turns into the error after the hooks)."""
+    try:
+        kind = ec.operation_type.value if ec.graphql_document is not None else "unknown"
+        name = ec.operation_name
+    except RuntimeError:
+        kind, name = "unknown", None
+    errors = ec.pre_execution_errors or (ec.result.errors if ec.result is not None else None)
+    outcome = "ok"
+    if raised is not None:
+        extensions = getattr(raised, "extensions", None)
+        outcome = str((extensions or {}).get("code") or "INTERNAL") if isinstance(extensions, dict) else "INTERNAL"
+    elif errors:
+        outcome = str((errors[0].extensions or {}).get("code") or "ERROR")
+    return kind, name, outcome
 
 
 def _root_field(document: Any, operation_name: str | None) -> str:

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -32,8 +35,6 @@ if TYPE_CHECKING:
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Process metrics (RSS, CPU, open file descriptors) and the garbage collector's, under the usual names.
-from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # noqa: E402
-
 for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
     REGISTRY.register(_collector)
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from strawberry.extensions import SchemaExtension
 
+from app.observability.graphql import describe
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -67,11 +69,7 @@ class TracingExtension(SchemaExtension):
         with tracer.start_as_current_span("graphql.operation", kind=SpanKind.SERVER) as span:
             yield
             ec = self.execution_context
-            try:
-                kind = ec.operation_type.value if ec.graphql_document is not None else "unknown"
-                name = ec.operation_name
-            except RuntimeError:
-                kind, name = "unknown", None
+            kind, name, outcome = describe(ec)
             span.update_name(f"{kind} {name or '_anonymous'}")
             span.set_attribute("graphql.operation.type", kind)
             if name:
@@ -80,8 +78,6 @@ class TracingExtension(SchemaExtension):
             request_id = getattr(ctx, "request_id", None) if ctx is not None else None
             if request_id:
                 span.set_attribute("lodge.request_id", request_id)
-            errors = ec.pre_execution_errors or (ec.result.errors if ec.result is not None else None)
-            if errors:
-                code = str((errors[0].extensions or {}).get("code") or "ERROR")
-                span.set_attribute("graphql.error.code", code)
-                span.set_status(Status(StatusCode.ERROR, code))
+            if outcome != "ok":
+                span.set_attribute("graphql.error.code", outcome)
+                span.set_status(Status(StatusCode.ERROR, outcome))

@@ -50,6 +50,16 @@ async def _managed(info: Info, vendor_id: strawberry.ID) -> models.Vendor:
     return vendor
 
 
+async def _billing_owner(info: Info, user_id: strawberry.ID | None) -> uuid.UUID:
+    """Whose subscriptions: the caller's, or `user_id`'s for `billing:write`."""
+    ctx = info.context
+    caller = await ctx.require_user_id(ctx.session)
+    owner = parse_id(user_id, "userId") if user_id is not None else caller
+    if owner != caller:
+        await require_permission(ctx, BILLING, session=ctx.session)
+    return owner
+
+
 async def vendors_page(
     info: Info,
     *,
@@ -152,10 +162,7 @@ class VendorsQuery:
         after: str | None = None,
     ) -> Connection[BillingSubscription]:
         ctx = info.context
-        caller = await ctx.require_user_id(ctx.session)
-        owner = parse_id(user_id, "userId") if user_id is not None else caller
-        if owner != caller:
-            await require_permission(ctx, BILLING, session=ctx.session)
+        owner = await _billing_owner(info, user_id)
         size = page_size(first)
         rows, total = await billing.list_subscriptions(
             ctx.session,
@@ -221,10 +228,7 @@ class VendorsMutation:
     )  # type: ignore[untyped-decorator]
     async def create_billing_subscription(self, info: Info, input: BillingSubscriptionInput) -> BillingSubscription:
         ctx = info.context
-        caller = await ctx.require_user_id(ctx.session)
-        owner = parse_id(input.user_id, "userId") if input.user_id is not None else caller
-        if owner != caller:
-            await require_permission(ctx, BILLING, session=ctx.session)
+        owner = await _billing_owner(info, input.user_id)
         row = await billing.create_subscription(
             ctx.session,
             user_id=owner,

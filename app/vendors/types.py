@@ -124,7 +124,7 @@ class Vendor:
         size = page_size(first)
         if not await can_manage(info, self.row):
             return build_connection([], size=size, cursor_of=str, to_node=Location.from_model, total_count=0)
-        key = PageKey(self.row.id, size + 1, decode_time_uuid_cursor(LOCATION_CURSOR, after), utc(since))
+        key = PageKey(self.row.id, size + 1, decode_time_uuid_cursor(LOCATION_CURSOR, after), since)
         ctx = info.context
         rows = await ctx.loaders.batch("vendor-locations", loaders.locations).load(key)
         total = (

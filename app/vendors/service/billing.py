@@ -18,7 +18,6 @@ from sqlmodel import col
 
 from app.accounts import service as accounts
 from app.api.errors import BadUserInput, Conflict, NotFound
-from app.api.scalars import utc
 from app.api.validation import required_text
 from app.vendors import models
 
@@ -38,8 +37,7 @@ async def create_subscription(
     status = (status or "active").lower()
     if status not in STATUSES:
         raise BadUserInput(f"status must be one of {', '.join(STATUSES)}", field="status")
-    start, end = utc(start_date), utc(end_date)
-    assert start is not None
+    start, end = start_date, end_date  # UTC already: the DateTime scalar converts inputs
     if end is not None and end < start:
         raise BadUserInput("endDate is before startDate", field="endDate")
     if await accounts.get_active_user(session, user_id=user_id) is None:
