@@ -9,6 +9,7 @@ task, and subscription resolvers open a fresh scope per event, so no scope is ev
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -178,6 +179,15 @@ class Context:
         if scheme not in ("bearer", "apikey") or not value.strip():
             raise Unauthenticated("the Authorization header must be `Bearer <token>` or `ApiKey <secret>`")
         return Credentials(scheme, value.strip())
+
+    def principal(self) -> str:
+        """Who is calling, as a key: the same credential gives the same key, so the same rights.
+
+        For sharing renderings within one principal; a digest, so it can sit in memory safely."""
+        creds = self.credentials
+        if creds is None:
+            return "anonymous"
+        return hashlib.sha256(f"{creds.scheme}:{creds.value}".encode()).hexdigest()
 
     @asynccontextmanager
     async def reader(self, session: AsyncSession | None = None) -> AsyncIterator[AsyncSession]:

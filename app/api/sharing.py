@@ -3,8 +3,11 @@
 A live event is usually delivered to many subscribers with the same document and variables.
 graphql-core executes the selection set once per subscriber; for an event wrapped in
 `SharedEvent` this executor computes the result once per (document, variables) and hands the
-same result to every subscriber. Only wrap events whose rendering does not depend on who
-receives them (permissions are checked before the event is yielded).
+same result to every subscriber that may see it: a selection whose fields depend on the viewer
+(`app.api.visibility`) is shared only among subscribers holding the same credential, a
+viewer-independent one among everyone. Wrap only events every subscriber of the stream may
+receive (access is checked before the event is yielded); what each may see of it is the
+selection's business.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import asyncio
 import json
 from typing import Any
 
-from graphql import ExecutionResult, FieldNode, VariableNode, Visitor, visit
+from graphql import ExecutionResult, FieldNode, VariableNode, Visitor, get_named_type, visit
 from graphql.execution import Executor
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from app.api.fast import FastCompletion
+from app.api.visibility import selection_depends_on_viewer
+from app.observability import metrics
 
 
 class SharedEvent:
@@ -25,7 +30,7 @@ class SharedEvent:
 
     def __init__(self, value: Any) -> None:
         self.value = value
-        self._results: dict[tuple[int, str], asyncio.Future[Any]] = {}
+        self._results: dict[tuple[int, str, str | None], asyncio.Future[Any]] = {}
 
 
 def forget_per_event_memos(executor: Any) -> None:
@@ -36,13 +41,16 @@ def forget_per_event_memos(executor: Any) -> None:
 
 class SharingExecutor(FastCompletion, StrawberryGraphQLCoreExecutionContext):
     _shared: SharedEvent | None = None
-    _share_key: tuple[int, str] | None = None
+    _share_key: tuple[int, str, str | None] | None = None
 
     def build_per_event_executor(self, payload: Any) -> Executor[Any]:
         if isinstance(payload, SharedEvent):
             if self._share_key is None:
-                # Document and variables are fixed for the life of a subscription: key them once.
-                self._share_key = (id(self.operation), self._rendering_variables())
+                # Document, variables and caller are fixed for the life of a subscription: key
+                # them once. A rendering that depends on the viewer is shared only within one
+                # principal (the same credential); any other among every subscriber.
+                principal = self.context_value.principal() if self._depends_on_viewer() else None
+                self._share_key = (id(self.operation), self._rendering_variables(), principal)
             executor = super().build_per_event_executor(payload.value)
             executor._shared = payload  # type: ignore[attr-defined]
         else:
@@ -52,6 +60,22 @@ class SharingExecutor(FastCompletion, StrawberryGraphQLCoreExecutionContext):
         # evicted), about 1.3 KiB per delivered event for as long as the subscription lives.
         forget_per_event_memos(executor)
         return executor
+
+    def _depends_on_viewer(self) -> bool:
+        """Whether anything selected below the root field depends on who receives the event.
+
+        The root field's own resolver chose the events (and checked access); it renders none."""
+        root = self.schema.subscription_type
+        for selection in self.operation.selection_set.selections:
+            if not isinstance(selection, FieldNode) or root is None:
+                return True  # a fragment at the root: rare, so no sharing rather than a second walker
+            field = root.fields.get(selection.name.value)
+            if field is None:
+                return True
+            child = get_named_type(field.type)
+            if selection_depends_on_viewer(self.schema, child, selection.selection_set, self.fragment_definitions):
+                return True
+        return False
 
     def _rendering_variables(self) -> str:
         """The variables that shape an event's rendering: those used below the root field.
@@ -84,6 +108,7 @@ class SharingExecutor(FastCompletion, StrawberryGraphQLCoreExecutionContext):
         key = self._share_key
         assert key is not None
         future = shared._results.get(key)
+        metrics.SHARED_RENDERS.labels("reused" if future is not None else "executed").inc()
         if future is None:
             result = super().execute_operation(serially)
             if self.is_awaitable(result):

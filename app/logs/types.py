@@ -12,6 +12,7 @@ import strawberry
 from app.api.context import Info
 from app.api.pagination import Connection, encode_cursor
 from app.api.scalars import JSON, utc
+from app.api.visibility import VIEWER_INDEPENDENT
 from app.logs import models, service
 
 if TYPE_CHECKING:
@@ -193,7 +194,9 @@ class Log:
             api_key_id=row.api_key_id,
         )
 
-    @strawberry.field
+    # Everyone who may receive a log may see its project (the stream checked that); what they may
+    # see of the project is decided by its own fields.
+    @strawberry.field(metadata=VIEWER_INDEPENDENT)  # type: ignore[untyped-decorator]
     async def project(self, info: Info) -> Project:
         return await load_project(info, self.project_id)
 

@@ -58,6 +58,13 @@ WEBSOCKETS = Gauge("lodge_websocket_connections", "Open websocket connections.",
 SUBSCRIPTIONS = Gauge(
     "lodge_graphql_subscriptions_active", "GraphQL subscriptions running, by field.", ["field"], registry=REGISTRY
 )
+SHARED_RENDERS = Counter(
+    "lodge_subscription_shared_renders_total",
+    "Shared subscription events by rendering: `executed` once per document, variables and (for "
+    "viewer-dependent selections) principal, `reused` by every other subscriber of that key.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 FANOUT_LAG = Histogram(
     "lodge_fanout_lag_seconds",
     "From publishing an event after its commit to handing it to this process's subscribers.",
