@@ -140,6 +140,7 @@ class Reservation(SQLModel, table=True):
             ondelete="CASCADE",
         ),
         CheckConstraint("amount > 0", name="amount"),
+        CheckConstraint("steps >= 0 AND steps <= amount", name="steps"),
         Index("ix_reservations_environment_id_service_id", "environment_id", "service_id"),
     )
 
@@ -150,5 +151,8 @@ class Reservation(SQLModel, table=True):
         sa_column=Column(Text, ForeignKey("request_logs.id", ondelete="CASCADE"), nullable=False, index=True)
     )
     amount: int = Field(sa_column=Column(Integer, nullable=False))
+    # Steps recorded under the hold: a flow of `amount` admits `amount` steps, counted by the
+    # conditional UPDATE that records each one.
+    steps: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
     created_at: datetime = created_at()

@@ -202,17 +202,29 @@ _RECORD = text(
 _RECORD_STEP = text(
     """
     WITH flow AS (
-        -- A step is covered by its flow's hold: only while that hold is live, for that service.
-        SELECT r.service_id FROM reservations r JOIN services s ON s.id = r.service_id
-        WHERE r.start_point = CAST(:start_point AS text) AND r.environment_id = CAST(:environment_id AS uuid)
-          AND s.name = CAST(:service AS text) AND r.expires_at > now()
-        FOR SHARE OF r
+        -- A step is covered by its flow's hold: only while that hold is live, for that service, and
+        -- only `amount` of them. The UPDATE counts the step; under concurrency the row lock makes
+        -- each waiter re-check `steps < amount` against the count its predecessor committed.
+        UPDATE reservations r SET steps = r.steps + 1
+        FROM services s
+        WHERE s.id = r.service_id AND r.start_point = CAST(:start_point AS text)
+          AND r.environment_id = CAST(:environment_id AS uuid) AND s.name = CAST(:service AS text)
+          AND r.expires_at > now() AND r.steps < r.amount
+        RETURNING r.service_id
     )
     INSERT INTO request_logs (api_key_id, environment_id, service_id, endpoint, start_point, status)
     SELECT CAST(:api_key_id AS uuid), CAST(:environment_id AS uuid), service_id, CAST(:endpoint AS text),
            CAST(:start_point AS text), 'recorded'
     FROM flow
     RETURNING *
+    """
+)
+
+_FLOW_SPENT = text(
+    """
+    SELECT 1 FROM reservations r JOIN services s ON s.id = r.service_id
+    WHERE r.start_point = CAST(:start_point AS text) AND r.environment_id = CAST(:environment_id AS uuid)
+      AND s.name = CAST(:service AS text) AND r.expires_at > now() AND r.steps >= r.amount
     """
 )
 
@@ -226,7 +238,8 @@ async def record_request(
     start_point: str | None,
 ) -> models.RequestLog:
     """One conditional statement: a plain request spends one request; a step of a flow needs the
-    flow's reservation to be live (not completed, not expired) for the same service."""
+    flow's reservation to be live (not completed, not expired) for the same service, with steps
+    left (a flow of `amount` admits `amount` steps)."""
     environment_id = environment_of(key)
     params = {
         "service": service,
@@ -239,7 +252,10 @@ async def record_request(
     if row is None:
         refusal = await _why_refused(conn, environment_id=environment_id, service=service)
         if start_point and not isinstance(refusal, NotFound | Forbidden):
-            refusal = NotFound("no running flow of this service starts at this request log", startPoint=start_point)
+            if await conn.scalar(_FLOW_SPENT, params) is not None:
+                refusal = QuotaExhausted("the flow has recorded every step it holds", startPoint=start_point)
+            else:
+                refusal = NotFound("no running flow of this service starts at this request log", startPoint=start_point)
         raise refusal
     return models.RequestLog.model_construct(**row)
 

@@ -139,7 +139,7 @@ async def test_expired_holds_are_released_once_by_concurrent_sweepers(server: Li
 
 async def test_flows_record_their_steps_in_order(server: LiveServer) -> None:
     g = await new_gateway(server, available=10)
-    start = (await server.data(START, {"s": g.service}, api_key=g.key))["startFlow"]
+    start = (await server.data(START, {"s": g.service, "a": 3}, api_key=g.key))["startFlow"]
     start_id = start["requestLog"]["id"]
     steps = [
         (await server.data(RECORD, {"s": g.service, "p": start_id}, api_key=g.key))["recordRequest"] for _ in range(3)
@@ -154,11 +154,45 @@ async def test_flows_record_their_steps_in_order(server: LiveServer) -> None:
     assert [n["id"] for n in nodes] == [start_id] + [s["id"] for s in steps]
     assert [s["id"] for s in nodes[0]["steps"]] == [s["id"] for s in steps]
     # Steps of a flow are covered by its hold; a request outside a flow spends one.
-    assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 1}
+    assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 3}
     await server.data(RECORD, {"s": g.service, "p": None}, api_key=g.key)
-    assert await quota(server, g) == {"availableRequests": 9, "reservedRequests": 1}
+    assert await quota(server, g) == {"availableRequests": 9, "reservedRequests": 3}
+    await server.data(COMPLETE, {"r": start["reservation"]["id"], "ok": True}, api_key=g.key)
+    assert await quota(server, g) == {"availableRequests": 6, "reservedRequests": 0}
+
+
+async def flow_logs(server: LiveServer, start_id: str) -> int:
+    async with server.deps.db.session() as session:
+        count = await session.scalar(
+            text("SELECT count(*) FROM request_logs WHERE start_point = :p OR id = :p"), {"p": start_id}
+        )
+    return int(count or 0)
+
+
+async def test_a_flow_admits_as_many_steps_as_it_holds(server: LiveServer) -> None:
+    g = await new_gateway(server, available=10)
+    start = (await server.data(START, {"s": g.service, "a": 2}, api_key=g.key))["startFlow"]
+    start_id = start["requestLog"]["id"]
+    for _ in range(2):
+        await server.data(RECORD, {"s": g.service, "p": start_id}, api_key=g.key)
+    assert await server.error_code(RECORD, {"s": g.service, "p": start_id}, api_key=g.key) == "QUOTA_EXHAUSTED"
+    assert await flow_logs(server, start_id) == 3
+    assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 2}
+    # The server is healthy and the hold is still spent once.
     await server.data(COMPLETE, {"r": start["reservation"]["id"], "ok": True}, api_key=g.key)
     assert await quota(server, g) == {"availableRequests": 8, "reservedRequests": 0}
+
+
+async def test_concurrent_steps_never_exceed_the_hold(server: LiveServer) -> None:
+    g = await new_gateway(server, available=10)
+    start_id = (await server.data(START, {"s": g.service, "a": 5}, api_key=g.key))["startFlow"]["requestLog"]["id"]
+    results = await asyncio.gather(
+        *(server.gql(RECORD, {"s": g.service, "p": start_id}, api_key=g.key) for _ in range(20))
+    )
+    codes = Counter("ok" if not r.get("errors") else r["errors"][0]["extensions"]["code"] for r in results)
+    assert codes == {"ok": 5, "QUOTA_EXHAUSTED": 15}
+    assert await flow_logs(server, start_id) == 6
+    assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 5}
 
 
 async def test_keys_stay_inside_their_environment(server: LiveServer) -> None:
