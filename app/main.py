@@ -36,6 +36,7 @@ from app.api.schema import create_schema
 from app.db import create_database, resolve_database_url
 from app.deps import Deps
 from app.logs.http import ingest_endpoint
+from app.logs.service import authenticate_api_key
 from app.observability import metrics, tracing
 from app.observability.logs import AccessLogMiddleware, configure_logging
 from app.pubsub import Hub
@@ -106,7 +107,7 @@ class LodgeGraphQL(GraphQL[Context, None]):
         """Refuse a bad credential in `connection_init` (4403), and close the connection (4403)
         when the credential later expires or is revoked."""
         try:
-            viewer = await context.viewer()
+            watched = await _principal_to_watch(context)
         except LodgeError as exc:
             raise ConnectionRejectionError({"message": exc.message}) from None
         except Exception as exc:
@@ -115,14 +116,27 @@ class LodgeGraphQL(GraphQL[Context, None]):
             log.warning("database unavailable at connection_init: closing with %d", RETRY_LATER)
             context.request.scope.setdefault("state", {})[RETRY_CLOSE] = True
             raise ConnectionRejectionError({"message": "database unavailable: retry"}) from None
-        if viewer is not None and isinstance(context.request, WebSocket):
+        if watched is not None and isinstance(context.request, WebSocket):
             state = context.request.scope["state"]
             if (previous := state.get(WATCHDOG)) is not None:
                 previous.cancel()  # the legacy protocol accepts connection_init more than once
             state[WATCHDOG] = asyncio.create_task(
-                watchdog.watch(context, context.request, viewer), name="lodge-ws-watchdog"
+                watchdog.watch(context, context.request, watched), name="lodge-ws-watchdog"
             )
         return None
+
+
+async def _principal_to_watch(context: Context) -> watchdog.Watched | None:
+    """The connection's credential, checked now (a bad one is refused), as what to watch."""
+    creds = context.credentials
+    if creds is not None and creds.scheme == "apikey":
+        async with context.deps.db.session() as session:
+            key = await authenticate_api_key(session, secret=creds.value)
+            await session.commit()  # lastUsedAt
+        context.key_authenticated(key, creds.value)
+        return watchdog.Watched.api_key(key.id, key.expires_at)
+    viewer = await context.viewer()
+    return watchdog.Watched.viewer(viewer) if viewer is not None else None
 
 
 async def healthz(request: Request) -> JSONResponse:

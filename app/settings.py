@@ -67,6 +67,21 @@ class Settings(BaseSettings):
         description="Requests per second per client address without credentials (login, register, public reads).",
     )
     rate_limit_anonymous_burst: int = Field(100, ge=0, validation_alias="LODGE_RATE_LIMIT_ANONYMOUS_BURST")
+    rate_limit_login_address_per_minute: float = Field(
+        30.0,
+        ge=0,
+        validation_alias="LODGE_RATE_LIMIT_LOGIN_ADDRESS_PER_MINUTE",
+        description="login and register attempts per minute per client address, whatever credential the "
+        "request carries (0 turns the limit off).",
+    )
+    rate_limit_login_address_burst: int = Field(60, ge=0, validation_alias="LODGE_RATE_LIMIT_LOGIN_ADDRESS_BURST")
+    rate_limit_login_email_per_minute: float = Field(
+        10.0,
+        ge=0,
+        validation_alias="LODGE_RATE_LIMIT_LOGIN_EMAIL_PER_MINUTE",
+        description="login and register attempts per minute per email address, from any client (0: off).",
+    )
+    rate_limit_login_email_burst: int = Field(10, ge=0, validation_alias="LODGE_RATE_LIMIT_LOGIN_EMAIL_BURST")
     shutdown_grace_seconds: int = Field(
         20,
         validation_alias="LODGE_SHUTDOWN_GRACE_SECONDS",

@@ -84,6 +84,8 @@ def make_settings(**overrides: object) -> Settings:
         "rate_limit_api_key_per_second": 0,
         "rate_limit_user_per_second": 0,
         "rate_limit_anonymous_per_second": 0,
+        "rate_limit_login_address_per_minute": 0,
+        "rate_limit_login_email_per_minute": 0,
     }
     values.update(overrides)
     # model_validate reads no environment: a test's settings are exactly these.

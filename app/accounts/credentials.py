@@ -30,13 +30,14 @@ def _hash(token: str) -> str:
 
 
 async def issue_refresh_token(
-    session: AsyncSession, *, user_id: uuid.UUID, ttl_seconds: int, family_id: uuid.UUID | None = None
+    session: AsyncSession, *, user_id: uuid.UUID, ttl_seconds: int, family_id: uuid.UUID
 ) -> str:
+    """A refresh token of the login `family_id` (a new uuid for a new login)."""
     token = REFRESH_PREFIX + secrets.token_urlsafe(32)
     session.add(
         models.RefreshToken(
             user_id=user_id,
-            family_id=family_id or uuid.uuid4(),
+            family_id=family_id,
             token_hash=_hash(token),
             expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
         )
@@ -68,7 +69,7 @@ async def rotate_refresh_token(
     token: str,
     ttl_seconds: int,
     on_failure: Callable[[Callable[[AsyncSession], Awaitable[None]]], None],
-) -> tuple[uuid.UUID, str]:
+) -> tuple[uuid.UUID, uuid.UUID, str]:
     """Spend `token` for a new one of the same family, in one conditional UPDATE.
 
     Presenting a token that was already spent means someone else holds the family: every token of
@@ -84,7 +85,7 @@ async def rotate_refresh_token(
     row = (await session.execute(_ROTATE, {"hash": _hash(token)})).first()
     if row is not None:
         new = await issue_refresh_token(session, user_id=row.user_id, ttl_seconds=ttl_seconds, family_id=row.family_id)
-        return row.user_id, new
+        return row.user_id, row.family_id, new
     spent = await session.scalar(
         select(col(models.RefreshToken.revoked_at)).where(col(models.RefreshToken.token_hash) == _hash(token))
     )
@@ -107,15 +108,40 @@ async def revoke_family(session: AsyncSession, *, family_id: uuid.UUID) -> None:
     )
 
 
-async def revoke_refresh_family(session: AsyncSession, *, token: str) -> bool:
-    """Logout: the token and every token rotated from the same login stop working."""
-    family = await session.scalar(
-        select(col(models.RefreshToken.family_id)).where(col(models.RefreshToken.token_hash) == _hash(token))
+async def revoke_refresh_family(session: AsyncSession, *, token: str) -> uuid.UUID | None:
+    """Logout: the token, every token rotated from the same login and the access tokens issued
+    for that login stop working. Returns the user whose login it was (None: no such token)."""
+    row = (
+        await session.execute(
+            select(col(models.RefreshToken.family_id), col(models.RefreshToken.user_id)).where(
+                col(models.RefreshToken.token_hash) == _hash(token)
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    await revoke_family(session, family_id=row.family_id)
+    return uuid.UUID(str(row.user_id))
+
+
+_LOGIN_IS_LIVE = text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM users u
+        WHERE u.id = :user_id AND u.deleted_at IS NULL AND u.is_active
+          AND (CAST(:login_id AS uuid) IS NULL OR EXISTS (
+              SELECT 1 FROM refresh_tokens t
+              WHERE t.family_id = CAST(:login_id AS uuid) AND t.user_id = u.id AND t.revoked_at IS NULL))
     )
-    if family is None:
-        return False
-    await revoke_family(session, family_id=family)
-    return True
+    """
+)
+
+
+async def login_is_live(session: AsyncSession, *, user_id: uuid.UUID, login_id: uuid.UUID | None) -> bool:
+    """An access token's user is live and its login was not ended (logout, a password change
+    elsewhere, a reused refresh token): one statement, the revocation list being the refresh
+    tokens themselves (a login with no unrevoked token left is over)."""
+    return bool(await session.scalar(_LOGIN_IS_LIVE, {"user_id": user_id, "login_id": login_id}))
 
 
 # -- sessions --------------------------------------------------------------------------------------
@@ -193,13 +219,17 @@ async def end_all_credentials(session: AsyncSession, *, user_id: uuid.UUID) -> l
     return list(ended)
 
 
-async def end_other_logins(session: AsyncSession, *, user_id: uuid.UUID, keep_session: uuid.UUID | None) -> None:
-    """After a password change: every refresh token is revoked and every other session ends."""
-    await session.execute(
-        update(models.RefreshToken)
-        .where(col(models.RefreshToken.user_id) == user_id, col(models.RefreshToken.revoked_at).is_(None))
-        .values(revoked_at=func.now())
+async def end_other_logins(
+    session: AsyncSession, *, user_id: uuid.UUID, keep_session: uuid.UUID | None, keep_login: uuid.UUID | None
+) -> None:
+    """After a password change: every other login (its refresh and access tokens) and every other
+    session ends; the caller's own login or session goes on."""
+    revoke = update(models.RefreshToken).where(
+        col(models.RefreshToken.user_id) == user_id, col(models.RefreshToken.revoked_at).is_(None)
     )
+    if keep_login is not None:
+        revoke = revoke.where(col(models.RefreshToken.family_id) != keep_login)
+    await session.execute(revoke.values(revoked_at=func.now()))
     query = delete(models.Session).where(col(models.Session.user_id) == user_id)
     if keep_session is not None:
         query = query.where(col(models.Session.id) != keep_session)

@@ -25,6 +25,7 @@ from app.api.context import Info
 from app.api.errors import NotFound
 from app.api.pagination import Connection, build_connection, decode_time_uuid_cursor, page_size, time_cursor
 from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
+from app.api.ratelimit import limit_sign_in
 
 USER_CURSOR = "user"
 
@@ -90,12 +91,14 @@ class AccountsQuery:
 class AccountsMutation:
     @strawberry.mutation
     async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
+        await limit_sign_in(info.context, email=input.email)
         session = info.context.session
         user = await service.create_user(session, email=input.email, password=input.password, name=input.name)
         return await _auth_payload(info, user)
 
     @strawberry.mutation
     async def login(self, info: Info, email: str, password: str) -> AuthPayload:
+        await limit_sign_in(info.context, email=email)
         user = await service.authenticate(info.context.session, email=email, password=password)
         return await _auth_payload(info, user)
 

@@ -41,12 +41,22 @@ class AccessToken:
 class TokenClaims:
     user_id: uuid.UUID
     expires_at: datetime
+    # The login (refresh-token family) the token was issued for: logging out of it ends the token.
+    # None only for tokens of an older Lodge, which expire within their short lifetime.
+    login_id: uuid.UUID | None = None
 
 
-def issue_access_token(user_id: uuid.UUID, *, secret: str, ttl_seconds: int) -> AccessToken:
+def issue_access_token(user_id: uuid.UUID, *, login_id: uuid.UUID, secret: str, ttl_seconds: int) -> AccessToken:
     now = datetime.now(UTC)
     expires_at = now + timedelta(seconds=ttl_seconds)
-    claims = {"sub": str(user_id), "iat": now, "exp": expires_at, "typ": "access", "jti": uuid.uuid4().hex}
+    claims = {
+        "sub": str(user_id),
+        "fam": str(login_id),
+        "iat": now,
+        "exp": expires_at,
+        "typ": "access",
+        "jti": uuid.uuid4().hex,
+    }
     return AccessToken(token=jwt.encode(claims, secret, algorithm=ALGORITHM), expires_at=expires_at)
 
 
@@ -56,6 +66,11 @@ def decode_access_token(token: str, *, secret: str) -> TokenClaims | None:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
         if claims.get("typ") != "access":
             return None
-        return TokenClaims(user_id=uuid.UUID(claims["sub"]), expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+        login = claims.get("fam")
+        return TokenClaims(
+            user_id=uuid.UUID(claims["sub"]),
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            login_id=uuid.UUID(login) if isinstance(login, str) else None,
+        )
     except (jwt.PyJWTError, ValueError):
         return None

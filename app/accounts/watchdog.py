@@ -1,8 +1,9 @@
 """Websockets live no longer than their credential.
 
-A connection authenticated in `connection_init` is closed with 4403 when its access token or
-session expires, or as soon as its session is deleted or its user is deleted (announced on the
-bus after commit), rather than streaming on.
+A connection authenticated in `connection_init` (an access token, a session or an API key) is
+closed with 4403 when its credential expires, or as soon as the end of its principal is announced
+on the bus after commit (`app.accounts.events`): on every instance, whatever its subscriptions are
+doing, rather than streaming on.
 """
 
 from __future__ import annotations
@@ -10,22 +11,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from starlette.websockets import WebSocket
 
-from app.accounts.events import session_channel, user_channel
+from app.accounts.events import api_key_channel, ends, session_channel, user_channel
 from app.api.context import Context, Viewer
 from app.api.errors import LodgeError
+from app.logs.service import authenticate_api_key
 from app.pubsub import RESYNC
 
 log = logging.getLogger(__name__)
 CLOSE_FORBIDDEN = 4403
 
 
-async def watch(context: Context, websocket: WebSocket, viewer: Viewer) -> None:
+@dataclass(frozen=True)
+class Watched:
+    """The channels that announce the end of a connection's principal, and when it expires."""
+
+    channels: tuple[str, ...]
+    expires_at: datetime | None
+
+    @classmethod
+    def viewer(cls, viewer: Viewer) -> Watched:
+        channels = [user_channel(viewer.user_id)]
+        if viewer.session_id is not None:
+            channels.append(session_channel(viewer.session_id))
+        return cls(tuple(channels), viewer.expires_at)
+
+    @classmethod
+    def api_key(cls, key_id: uuid.UUID, expires_at: datetime | None) -> Watched:
+        return cls((api_key_channel(key_id),), expires_at)
+
+
+async def watch(context: Context, websocket: WebSocket, watched: Watched) -> None:
     try:
-        await _until_revoked(context, viewer)
+        await _until_revoked(context, watched)
     except asyncio.CancelledError:
         raise  # the connection ended first
     except Exception:
@@ -34,20 +57,19 @@ async def watch(context: Context, websocket: WebSocket, viewer: Viewer) -> None:
         await websocket.close(code=CLOSE_FORBIDDEN, reason="credential expired or revoked")
 
 
-async def _until_revoked(context: Context, viewer: Viewer) -> None:
+async def _until_revoked(context: Context, watched: Watched) -> None:
     hub = context.deps.hub
-    channels = [user_channel(viewer.user_id)]
-    if viewer.session_id is not None:
-        channels.append(session_channel(viewer.session_id))
     async with contextlib.AsyncExitStack() as stack:
-        subs = [await stack.enter_async_context(hub.subscribe(channel)) for channel in channels]
+        subs = [await stack.enter_async_context(hub.subscribe(channel)) for channel in watched.channels]
         # A revocation committed before the subscriptions were confirmed was not heard: look now.
         if not await _still_valid(context):
             return
         while True:
-            remaining = (viewer.expires_at - datetime.now(UTC)).total_seconds()
-            if remaining <= 0:
-                return
+            remaining: float | None = None
+            if watched.expires_at is not None:
+                remaining = (watched.expires_at - datetime.now(UTC)).total_seconds()
+                if remaining <= 0:
+                    return
             getters = [asyncio.create_task(sub.get()) for sub in subs]
             try:
                 done, _ = await asyncio.wait(getters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
@@ -56,13 +78,22 @@ async def _until_revoked(context: Context, viewer: Viewer) -> None:
                     task.cancel()
             if not done:
                 return  # expired
-            if all(task.result() is RESYNC for task in done) and await _still_valid(context):
-                continue  # the broker reconnected: nothing was announced, the credential holds
-            return
+            messages = [task.result() for task in done]
+            if any(message is not RESYNC and ends(message) for message in messages):
+                return
+            # The broker reconnected (nothing may have been heard) or some logins of this user
+            # ended: the credential itself says whether this connection goes on.
+            if not await _still_valid(context):
+                return
 
 
 async def _still_valid(context: Context) -> bool:
     try:
+        creds = context.credentials
+        if creds is not None and creds.scheme == "apikey":
+            async with context.deps.db.session() as session:
+                await authenticate_api_key(session, secret=creds.value)
+            return True
         return await context._authenticate(None) is not None
     except LodgeError:
         return False

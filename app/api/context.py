@@ -40,6 +40,7 @@ class Viewer:
     user_id: uuid.UUID
     session_id: uuid.UUID | None
     expires_at: datetime  # when this credential stops working
+    login_id: uuid.UUID | None = None  # an access token's login (refresh-token family)
 
 
 @dataclass
@@ -218,7 +219,7 @@ class Context:
         return viewer
 
     async def _authenticate(self, given: AsyncSession | None) -> Viewer | None:
-        from app.accounts import credentials, service
+        from app.accounts import credentials
         from app.accounts.security import decode_access_token
 
         creds = self.credentials
@@ -234,9 +235,11 @@ class Context:
             claims = decode_access_token(creds.value, secret=self.deps.secret_key)
             if claims is None:
                 raise Unauthenticated("the access token is invalid or expired")
-            if await service.get_active_user(session, user_id=claims.user_id) is None:
-                raise Unauthenticated("this account is no longer active")
-            return Viewer(user_id=claims.user_id, session_id=None, expires_at=claims.expires_at)
+            if not await credentials.login_is_live(session, user_id=claims.user_id, login_id=claims.login_id):
+                raise Unauthenticated("this login has ended (logged out, or the account is no longer active)")
+            return Viewer(
+                user_id=claims.user_id, session_id=None, expires_at=claims.expires_at, login_id=claims.login_id
+            )
 
     async def user_id(self, session: AsyncSession | None = None) -> uuid.UUID | None:
         """The signed-in user's id, or None when the caller is anonymous or uses an API key."""

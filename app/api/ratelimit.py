@@ -6,6 +6,12 @@ every GraphQL request, `POST /ingest` and websocket connection takes one. Identi
 only the request's headers (an API key is known by a hash of its secret, an access token by its
 verified subject): a refused request costs no database work.
 
+`login` and `register` are password guesses, whatever credential the request carries (an attacker
+sends a made-up key, or a valid token of their own, to get a fresh bucket per guess). Each attempt
+also takes a token from its address's sign-in bucket and from its email's, before any password is
+hashed (`limit_sign_in`); these buckets are keyed by an HMAC of the address or of the normalised
+email under the server's secret, so Redis holds neither.
+
 With Redis, one Lua script per request takes the token atomically on the server's clock, so all
 Lodge instances share each bucket. If Redis fails, the process falls back to its own buckets
 (limits then hold per instance) and says so in the log and in `lodge_rate_limiter_fallbacks_total`.
@@ -14,6 +20,7 @@ Lodge instances share each bucket. If Redis fails, the process falls back to its
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import logging
 import math
@@ -21,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -36,6 +43,9 @@ from app.accounts.security import decode_access_token
 from app.api.errors import RATE_LIMITED, LodgeError
 from app.observability import metrics
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.api.context import Context
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +118,13 @@ class RateLimiter:
             "api_key": Limit(settings.rate_limit_api_key_per_second, settings.rate_limit_api_key_burst),
             "user": Limit(settings.rate_limit_user_per_second, settings.rate_limit_user_burst),
             "anonymous": Limit(settings.rate_limit_anonymous_per_second, settings.rate_limit_anonymous_burst),
+            # Sign-in attempts, configured per minute.
+            "login_address": Limit(
+                settings.rate_limit_login_address_per_minute / 60, settings.rate_limit_login_address_burst
+            ),
+            "login_email": Limit(
+                settings.rate_limit_login_email_per_minute / 60, settings.rate_limit_login_email_burst
+            ),
         }
         self.secret_key = secret_key
         self.local = LocalBuckets()
@@ -121,7 +138,8 @@ class RateLimiter:
 
     @property
     def enabled(self) -> bool:
-        return any(limit.enabled for limit in self.limits.values())
+        """Whether requests are limited per principal (the sign-in limits are checked by their fields)."""
+        return any(self.limits[kind].enabled for kind in REQUEST_KINDS)
 
     async def close(self) -> None:
         if self.redis is not None:
@@ -161,6 +179,24 @@ class RateLimiter:
                 return "user", f"user:{claims.user_id}"
         return "anonymous", "ip:" + _address(scope.get("client"))
 
+    async def take_sign_in(self, scope: Scope, email: str) -> tuple[str, float]:
+        """One sign-in attempt from this client at this email: ("", 0) if allowed, else the bucket
+        that refused and its wait. A refusal by the address spends nothing of the email's bucket."""
+        buckets = (
+            ("login_address", "signin:address:" + self._keyed("address", _address(scope.get("client")))),
+            ("login_email", "signin:email:" + self._keyed("email", email.strip().lower())),
+        )
+        for kind, key in buckets:
+            wait = await self.take(kind, key)
+            if wait > 0:
+                return kind, wait
+        return "", 0.0
+
+    def _keyed(self, purpose: str, value: str) -> str:
+        # Keyed, not a bare hash: emails and addresses are few enough to recover from a plain digest.
+        message = f"rate-limit:{purpose}:{value}".encode()
+        return hmac.new(self.secret_key.encode(), message, hashlib.sha256).hexdigest()[:32]
+
     async def take(self, kind: str, key: str) -> float:
         limit = self.limits[kind]
         if not limit.enabled:
@@ -183,6 +219,7 @@ class RateLimiter:
         return self.local.take(key, limit)
 
 
+REQUEST_KINDS = ("api_key", "user", "anonymous")
 LIMITED_PATHS = frozenset({"/graphql", "/ingest"})
 
 
@@ -277,3 +314,15 @@ class RateLimitOperations(SchemaExtension):
                 retry_after = max(1, math.ceil(wait))
                 raise RateLimited(f"too many requests: retry in {retry_after} s", retryAfter=retry_after)
         yield
+
+
+async def limit_sign_in(ctx: Context, *, email: str) -> None:
+    """Called first by `login` and `register`, so every attempt counts however it arrives (HTTP,
+    websocket, several aliases in one document) and a refused one hashes no password. A field-level
+    refusal: RATE_LIMITED with `retryAfter`, other fields of the document are not affected."""
+    limiter = ctx.deps.limiter
+    kind, wait = await limiter.take_sign_in(ctx.request.scope, email)
+    if wait > 0:
+        metrics.RATE_LIMITED.labels(kind).inc()
+        retry_after = max(1, math.ceil(wait))
+        raise RateLimited(f"too many sign-in attempts: retry in {retry_after} s", retryAfter=retry_after)

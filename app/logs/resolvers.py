@@ -9,6 +9,7 @@ from typing import Any
 
 import strawberry
 
+from app.accounts.events import api_key_channel, end
 from app.api.context import Info
 from app.api.pagination import (
     Connection,
@@ -205,7 +206,8 @@ class LogsMutation:
     @strawberry.mutation
     async def delete_project(self, info: Info, id: strawberry.ID) -> bool:
         project = await _owned_project(info, id, write=True)
-        await service.delete_project(info.context.session, project_id=project.id)
+        for key_id in await service.delete_project(info.context.session, project_id=project.id):
+            info.context.publish_after_commit(api_key_channel(key_id), end("project deleted"))
         return True
 
     @strawberry.mutation
@@ -227,7 +229,10 @@ class LogsMutation:
         key = await service.get_api_key_or_raise(ctx.session, key_id=parse_id(id))
         await ctx.require_user_id(ctx.session)
         await require_project_access(ctx, ctx.session, key.project_id)
-        return ApiKey.from_model(await service.revoke_api_key(ctx.session, key=key))
+        revoked = await service.revoke_api_key(ctx.session, key=key)
+        # Its websockets close on every instance, however busy their live tails are.
+        ctx.publish_after_commit(api_key_channel(key.id), end("revoked"))
+        return ApiKey.from_model(revoked)
 
     @strawberry.mutation(description="Store one log (ApiKey auth). A repeated idempotencyKey returns the stored log.")  # type: ignore[untyped-decorator]
     async def ingest_log(self, info: Info, input: LogInput) -> Log:

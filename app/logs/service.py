@@ -67,8 +67,14 @@ async def update_project(session: AsyncSession, *, project: models.Project, chan
     return project
 
 
-async def delete_project(session: AsyncSession, *, project_id: uuid.UUID) -> None:
+async def delete_project(session: AsyncSession, *, project_id: uuid.UUID) -> list[uuid.UUID]:
+    """Deletes the project and its keys; returns the ids of the keys that went with it."""
+    keys = await session.scalars(
+        delete(models.ApiKey).where(col(models.ApiKey.project_id) == project_id).returning(col(models.ApiKey.id))
+    )
+    ended = list(keys.all())
     await session.execute(delete(models.Project).where(models.Project.id == project_id))  # type: ignore[arg-type]
+    return ended
 
 
 async def list_projects(

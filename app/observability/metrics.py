@@ -109,7 +109,18 @@ RESERVATIONS = Counter(
     registry=REGISTRY,
 )
 RATE_LIMITED = Counter(
-    "lodge_rate_limited_total", "Requests refused by the rate limiter, by principal kind.", ["kind"], registry=REGISTRY
+    "lodge_rate_limited_total",
+    "Requests and sign-in attempts refused by the rate limiter, by bucket kind "
+    "(api_key, user, anonymous, login_address, login_email).",
+    ["kind"],
+    registry=REGISTRY,
+)
+PASSWORD_HASHES = Counter(
+    "lodge_password_hashes_total",
+    "argon2 computations, by purpose (hash: sign-up or a new password; verify: sign-in or a password check): "
+    "the CPU that password guessing costs.",
+    ["purpose"],
+    registry=REGISTRY,
 )
 RATE_LIMITER_FALLBACKS = Counter(
     "lodge_rate_limiter_fallbacks_total",

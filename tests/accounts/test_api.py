@@ -38,6 +38,9 @@ async def test_registration_bad_input(server: LiveServer) -> None:
     email = unique_email()
     await new_user(server, email)
     duplicate = await server.error_code(register, {"input": {"email": email.upper(), "password": PASSWORD}})
+    # CONFLICT on purpose: a sign-up answers with working tokens, so no answer to a taken email can
+    # pass for one (README, Sign-up and sign-in). What keeps it from being a cheap probe is tested in
+    # test_sign_in_limits: the same argon2 work as a sign-up, and the per-address sign-in limit.
     assert (weak, malformed, duplicate) == ("BAD_USER_INPUT", "BAD_USER_INPUT", "CONFLICT")
 
 

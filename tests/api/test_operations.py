@@ -203,7 +203,7 @@ async def test_a_database_outage_is_a_retryable_error_not_a_bare_500(database_ur
         # A websocket whose credential cannot be checked now is closed with 1013: try again later.
         from app.accounts.security import issue_access_token
 
-        token = issue_access_token(uuid.uuid4(), secret=server.deps.secret_key, ttl_seconds=60)
+        token = issue_access_token(uuid.uuid4(), login_id=uuid.uuid4(), secret=server.deps.secret_key, ttl_seconds=60)
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
             async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {token.token}"):
                 pass
