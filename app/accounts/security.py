@@ -11,6 +11,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from app.observability import metrics
+
 _hasher = PasswordHasher()
 # Verifying against this when the email is unknown keeps the response time the same.
 _DUMMY_HASH = _hasher.hash("lodge-timing-equaliser")
@@ -18,6 +20,7 @@ ALGORITHM = "HS256"
 
 
 async def hash_password(password: str) -> str:
+    metrics.PASSWORD_HASHES.labels("hash").inc()
     return await asyncio.to_thread(_hasher.hash, password)
 
 
@@ -28,6 +31,7 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
+    metrics.PASSWORD_HASHES.labels("verify").inc()
     return await asyncio.to_thread(verify)
 
 
