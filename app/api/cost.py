@@ -2,7 +2,8 @@
 
 The cost of an operation is the number of objects it could return: a field returning objects
 costs one per object its parent could be, times its own size: `first`/`last` (or the default page)
-for a paged field, an estimate for an unpaged list, one otherwise. The lists inside a connection
+for a paged field, for an unpaged list the bound its service enforces (declared beside the field
+with `metadata=max_items(BOUND)`) or else an estimate, one otherwise. The lists inside a connection
 (`nodes`, `edges`) are the connection's page, not a new multiplication. Introspection is free
 (the depth and token limits bound it). `{ vendors(first: 100) { nodes { locations(first: 10) {
 nodes { lat } } } } }` costs 100 + 100 + 1,000 + 1,000.
@@ -30,13 +31,23 @@ from graphql import (
     value_from_ast_untyped,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema_converter import GraphQLCoreConverter
 
 from app.api.errors import BadUserInput
 from app.api.pagination import DEFAULT_PAGE, MAX_PAGE
 from app.observability import metrics
 
-UNPAGED_LIST = 10  # the estimate for a list without `first`
+# The estimate for a list without `first` whose service enforces no bound (such lists are
+# unbounded: a bound belongs in the service, declared with max_items).
+UNPAGED_LIST = 10
 PAGE_ARGUMENTS = ("first", "last")
+MAX_ITEMS = "lodge.max_items"
+
+
+def max_items(bound: int) -> dict[str, int]:
+    """Metadata of an unpaged list field: the most items its service lets it hold, which is what
+    the cost limit counts for it. `@strawberry.field(metadata=max_items(MAX_NODES))`."""
+    return {MAX_ITEMS: bound}
 
 
 class QueryTooCostly(BadUserInput):
@@ -144,8 +155,14 @@ def _size(definition: Any, node: FieldNode, values: dict[str, Any], *, in_connec
         return DEFAULT_PAGE
     type_ = definition.type.of_type if isinstance(definition.type, GraphQLNonNull) else definition.type
     if isinstance(type_, GraphQLList):
-        return 1 if in_connection else UNPAGED_LIST
+        return 1 if in_connection else _declared_bound(definition) or UNPAGED_LIST
     return 1
+
+
+def _declared_bound(definition: Any) -> int | None:
+    field = (definition.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    bound = (getattr(field, "metadata", None) or {}).get(MAX_ITEMS)
+    return bound if isinstance(bound, int) else None
 
 
 class CostLimit(SchemaExtension):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from app.api.context import Info
+from app.api.cost import max_items
 from app.api.errors import BadUserInput, Forbidden
 from app.api.loaders import PageKey
 from app.api.pagination import (
@@ -297,14 +298,14 @@ class ClubAnalysis:
         assert user is not None
         return user  # type: ignore[no-any-return]
 
-    @strawberry.field
+    @strawberry.field(metadata=max_items(analyses_service.MAX_IMAGES))  # type: ignore[untyped-decorator]
     async def images(self, info: Info) -> list[ClubAnalysisImage]:
         rows = await info.context.loaders.children(models.ClubAnalysisImage, "analysis_id", order="position").load(
             self.row.id
         )
         return [ClubAnalysisImage.from_model(row) for row in rows]
 
-    @strawberry.field
+    @strawberry.field(metadata=max_items(analyses_service.MAX_METRICS))  # type: ignore[untyped-decorator]
     async def metrics(self, info: Info) -> list[ClubMetric]:
         rows = await info.context.loaders.children(models.ClubMetric, "analysis_id", order="position").load(self.row.id)
         return [ClubMetric.from_model(row) for row in rows]

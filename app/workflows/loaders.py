@@ -1,4 +1,4 @@
-"""Batch functions for the nested connections of workflows (executions) and executions (logs)."""
+"""Batch functions for the nested pages of workflows (executions, versions) and executions (logs)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from app.workflows import models
 
 E = models.Execution
 L = models.ExecutionLog
+V = models.WorkflowVersion
 
 
 def _executions_base(key: PageKey) -> Select[Any]:
@@ -61,3 +62,15 @@ async def execution_logs(session: AsyncSession, keys: Sequence[PageKey]) -> list
 
 async def execution_log_counts(session: AsyncSession, keys: Sequence[PageKey]) -> list[int]:
     return await batched_counts(session, keys, base=_logs_base, parent_columns=[col(L.execution_id)])
+
+
+def _versions(key: PageKey) -> Select[Any]:
+    query = select(V)
+    if key.after is not None:
+        query = query.where(col(V.version) < key.after[0])
+    return query.order_by(col(V.version).desc())
+
+
+async def versions(session: AsyncSession, keys: Sequence[PageKey]) -> list[list[Any]]:
+    """The newest `size` versions of each workflow (older than `after`), newest first."""
+    return await batched_pages(session, keys, model=V, inner=_versions, parent_columns=[col(V.workflow_id)])

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from app.api.context import Info
+from app.api.cost import max_items
 from app.api.loaders import PageKey
 from app.api.pagination import (
     Connection,
@@ -25,6 +26,7 @@ from app.api.pagination import (
 from app.api.scalars import JSON, utc
 from app.logs.types import LogLevel
 from app.workflows import access, loaders, models
+from app.workflows.service.workflows import MAX_EDGES, MAX_NODES
 
 if TYPE_CHECKING:
     from app.accounts.types import User
@@ -137,8 +139,8 @@ class WorkflowVersion:
     description: str | None
     configuration: JSON
     created_at: datetime
-    nodes: list[WorkflowNode]
-    edges: list[WorkflowEdge]
+    nodes: list[WorkflowNode] = strawberry.field(metadata=max_items(MAX_NODES))
+    edges: list[WorkflowEdge] = strawberry.field(metadata=max_items(MAX_EDGES))
     row: strawberry.Private[models.WorkflowVersion]
 
     @classmethod
@@ -287,20 +289,28 @@ class Workflow:
     async def owner(self, info: Info) -> UserType:
         return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
 
-    @strawberry.field(description="The draft's nodes, in creation order.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The draft's nodes, in creation order.", metadata=max_items(MAX_NODES))  # type: ignore[untyped-decorator]
     async def nodes(self, info: Info) -> list[WorkflowNode]:
         rows = await info.context.loaders.children(models.WorkflowNode, "workflow_id").load(self.row.id)
         return [WorkflowNode.from_model(row) for row in rows]
 
-    @strawberry.field(description="The draft's edges, in creation order.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The draft's edges, in creation order.", metadata=max_items(MAX_EDGES))  # type: ignore[untyped-decorator]
     async def edges(self, info: Info) -> list[WorkflowEdge]:
         rows = await info.context.loaders.children(models.WorkflowEdge, "workflow_id").load(self.row.id)
         return [WorkflowEdge.from_model(row) for row in rows]
 
-    @strawberry.field(description="Published versions, oldest first.")  # type: ignore[untyped-decorator]
-    async def versions(self, info: Info) -> list[WorkflowVersion]:
-        loader = info.context.loaders.children(models.WorkflowVersion, "workflow_id", order="version")
-        return [WorkflowVersion.from_model(row) for row in await loader.load(self.row.id)]
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="Published versions, oldest first: the newest `last` (50 unless given, at most 500), "
+        "older than version number `before` when given (pass the first version returned for the page before)."
+    )
+    async def versions(self, info: Info, last: int | None = None, before: int | None = None) -> list[WorkflowVersion]:
+        # Publishing has no limit, so neither has the number of versions: they come in pages.
+        size = page_size(None, last)
+        if size == 0:
+            return []
+        key = PageKey(self.row.id, size, None if before is None else (before,))
+        rows = await info.context.loaders.batch("workflow-versions", loaders.versions).load(key)
+        return [WorkflowVersion.from_model(row) for row in reversed(rows)]
 
     @strawberry.field(description="Newest first. Others than the owner see their own executions only.")  # type: ignore[untyped-decorator]
     async def executions(

@@ -6,9 +6,12 @@ from graphql import parse
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from app.api.cost import operation_cost
+from app.api.cost import UNPAGED_LIST, operation_cost
+from app.api.pagination import DEFAULT_PAGE
 from app.api.schema import create_schema
+from app.communities.service.analyses import MAX_IMAGES, MAX_METRICS
 from app.vendors import models
+from app.workflows.service.workflows import MAX_EDGES, MAX_NODES
 from tests.support import LiveServer, new_user
 
 NESTED = "query($n: Int, $m: Int) { vendors(first: $n) { nodes { locations(first: $m) { nodes { lat } } } } }"
@@ -30,6 +33,19 @@ def test_cost_multiplies_page_sizes_down_the_tree() -> None:
     fragment = "{ vendors(first: 2) { ...V } } fragment V on VendorConnection { nodes { owner { id } } }"
     assert cost(fragment) == 2 + 2 + 2
     assert cost("{ __schema { types { name fields { name } } } }") == 0
+
+
+def test_unpaged_lists_count_the_bound_their_service_enforces() -> None:
+    assert cost('{ workflow(id: "x") { nodes { key } } }') == 1 + MAX_NODES
+    assert cost('{ workflow(id: "x") { edges { source } } }') == 1 + MAX_EDGES
+    analysis = '{ clubAnalysis(id: "x") { metrics { name } images { imageUrl } } }'
+    assert cost(analysis) == 1 + MAX_METRICS + MAX_IMAGES
+    # Versions are paged (newest `last`, default page); each snapshot holds a bounded graph.
+    assert cost('{ workflow(id: "x") { versions { version } } }') == 1 + DEFAULT_PAGE
+    snapshots = '{ workflow(id: "x") { versions(last: 3) { nodes { key } edges { source } } } }'
+    assert cost(snapshots) == 1 + 3 + 3 * MAX_NODES + 3 * MAX_EDGES
+    # A list whose service enforces no bound keeps the estimate.
+    assert cost("{ roles { id } }") == UNPAGED_LIST
 
 
 async def test_an_operation_over_the_limit_is_refused_and_runs_nothing(server: LiveServer) -> None:

@@ -28,7 +28,7 @@ LOG = """mutation($id: ID!, $input: ExecutionLogInput!) {
 }"""
 GRAPH = """query($id: ID!) { workflow(id: $id) {
   version nodes { key } edges { source target }
-  versions { version nodes { key } edges { source target } configuration }
+  versions(last: 10) { version nodes { key } edges { source target } configuration }
 } }"""
 
 
@@ -65,6 +65,24 @@ async def test_a_cycle_is_refused_and_nothing_is_stored(server: LiveServer) -> N
     )
     graph = (await server.data(GRAPH, {"id": workflow_id}, token=token))["workflow"]
     assert graph["edges"] == [] and [n["key"] for n in graph["nodes"]] == ["a", "c"]
+
+
+async def test_versions_come_in_bounded_pages(server: LiveServer) -> None:
+    token = await new_user(server)
+    workflow_id = await new_workflow(server, token, nodes=("a",))
+    for _ in range(3):
+        await server.data(PUBLISH, {"id": workflow_id}, token=token)
+    page = "query($id: ID!, $l: Int, $b: Int) { workflow(id: $id) { versions(last: $l, before: $b) { version } } }"
+
+    async def versions(**args: int) -> list[int]:
+        data = await server.data(page, {"id": workflow_id, **args}, token=token)
+        return [v["version"] for v in data["workflow"]["versions"]]
+
+    assert await versions() == [1, 2, 3]
+    assert await versions(l=2) == [2, 3]
+    assert await versions(l=2, b=2) == [1]
+    assert await versions(l=0) == []
+    assert await server.error_code(page, {"id": workflow_id, "l": 501}, token=token) == "BAD_USER_INPUT"
 
 
 async def test_concurrent_publishes_make_two_faithful_immutable_versions(server: LiveServer) -> None:
