@@ -267,6 +267,32 @@ async def test_ingestion_stands_alone_in_its_mutation(server: LiveServer) -> Non
     assert await count_logs(server, t) == 0
 
 
+async def test_ingestion_stands_alone_through_fragments(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    ingest = 'ingestLog(input: {log: "x"}) { id }'
+    other = 'createProject(input: {name: "y"}) { id }'
+    disguised = [
+        f"mutation {{ ... on Mutation {{ {ingest} {other} }} }}",
+        f"mutation {{ {ingest} ...F }} fragment F on Mutation {{ {other} }}",
+        f"mutation {{ ...F }} fragment F on Mutation {{ ... on Mutation {{ {ingest} }} ...G }}"
+        f" fragment G on Mutation {{ ... {{ {other} }} }}",
+        f"mutation {{ ... @include(if: true) {{ {ingest} }} ... on Mutation {{ __typename }} }}",
+        # A fragment cycle is reported by validation; counting fields must not loop on it.
+        f"mutation {{ ...F }} fragment F on Mutation {{ {ingest} ...G }} fragment G on Mutation {{ {other} ...F }}",
+    ]
+    for document in disguised:
+        body = await server.gql(document, api_key=t.secret)
+        assert body.get("data") is None, document
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", (document, body)
+    assert await count_logs(server, t) == 0
+    projects = await server.data("{ projects { nodes { name } } }", token=t.token)
+    assert [p["name"] for p in projects["projects"]["nodes"]] == ["p"]
+    # Fragments that hold ingestion alone are fine; the server is healthy.
+    alone = f"mutation {{ ...F }} fragment F on Mutation {{ ... on Mutation {{ {ingest} }} }}"
+    assert (await server.data(alone, api_key=t.secret))["ingestLog"]["id"]
+    assert await count_logs(server, t) == 1
+
+
 async def test_out_of_range_cursor_is_bad_input(server: LiveServer) -> None:
     import base64
 
