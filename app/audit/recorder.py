@@ -65,10 +65,17 @@ class AuditEntry:
     user_id: uuid.UUID | None = None  # who it was about when no viewer is known (login, register)
 
 
+# A field's own account of its row's details, from its arguments and its result (None until it
+# has one, and on failure), recorded instead of the arguments: for fields whose arguments are
+# content that readers of the trail may not see (ingested logs).
+Details = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
 class AuditField(FieldExtension):
-    def __init__(self, action: str, resource_type: str) -> None:
+    def __init__(self, action: str, resource_type: str, *, details: Details | None = None) -> None:
         self.action = action
         self.resource_type = resource_type
+        self.details = details
 
     async def resolve_async(
         self, next_: Callable[..., Awaitable[Any]], source: Any, info: strawberry.Info, **kwargs: Any
@@ -77,7 +84,9 @@ class AuditField(FieldExtension):
             action=self.action,
             resource_type=self.resource_type,
             resource_id=_id_in(kwargs),
-            details={"arguments": _jsonable(kwargs)} if kwargs else None,
+            details=self.details(kwargs, None)
+            if self.details is not None
+            else ({"arguments": _jsonable(kwargs)} if kwargs else None),
         )
         info.context.scope.audit.append(entry)
         try:
@@ -87,6 +96,8 @@ class AuditField(FieldExtension):
             entry.error_message = exc.message if isinstance(exc, LodgeError) else "internal error"
             raise
         entry.resource_id = _id_of(result) or entry.resource_id
+        if self.details is not None:
+            entry.details = self.details(kwargs, result)
         user = getattr(result, "user", None)
         if user is not None and getattr(user, "user_id", None) is not None:
             entry.user_id = user.user_id

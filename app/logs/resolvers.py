@@ -22,6 +22,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import parse_id, require_permission, require_project_access
 from app.api.scalars import utc
+from app.audit.recorder import AuditField, action_for
 from app.logs import events, models, service
 from app.logs.types import (
     LOG_CURSOR,
@@ -134,6 +135,24 @@ async def _owned_project(info: Info, project_id: strawberry.ID, *, write: bool =
     return await service.get_project_or_raise(ctx.session, project_id=pid)
 
 
+# Ids an ingestion's audit row lists; past them, `idsOmitted` counts the rest.
+MAX_AUDITED_IDS = 100
+
+
+def ingestion_details(arguments: dict[str, Any], result: Any) -> dict[str, Any]:
+    """What an ingestion's audit row holds: counts and ids, never a log's text or attributes (the
+    trail's readers, audit:read, may not read the project's logs). `ingestLog` answers the log
+    alone, so its row cannot tell a new log from a repeated idempotencyKey."""
+    details: dict[str, Any] = {"submitted": len(arguments["inputs"]) if "inputs" in arguments else 1}
+    if isinstance(result, IngestResult):
+        details.update(accepted=result.accepted, duplicates=result.duplicates, ids=result.ids[:MAX_AUDITED_IDS])
+        if len(result.ids) > MAX_AUDITED_IDS:
+            details["idsOmitted"] = len(result.ids) - MAX_AUDITED_IDS
+    elif isinstance(result, Log):
+        details["ids"] = [result.id]
+    return details
+
+
 async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutcome:
     """Ingestion is one autocommit statement, not the operation's transaction: the project's write
     lock must never be held while this process serves other requests (see `service.ingest`)."""
@@ -234,12 +253,18 @@ class LogsMutation:
         ctx.publish_after_commit(api_key_channel(key.id), end("revoked"))
         return ApiKey.from_model(revoked)
 
-    @strawberry.mutation(description="Store one log (ApiKey auth). A repeated idempotencyKey returns the stored log.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Store one log (ApiKey auth). A repeated idempotencyKey returns the stored log.",
+        extensions=[AuditField(*action_for("ingest_log"), details=ingestion_details)],
+    )
     async def ingest_log(self, info: Info, input: LogInput) -> Log:
         outcome = await ingest(info, [input])  # type: ignore[list-item]  # LogInput arrives as a LogItem
         return Log.from_model(outcome.first_log())
 
-    @strawberry.mutation(description="Store up to 1000 logs at once (ApiKey auth), all or nothing.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Store up to 1000 logs at once (ApiKey auth), all or nothing.",
+        extensions=[AuditField(*action_for("ingest_logs"), details=ingestion_details)],
+    )
     async def ingest_logs(self, info: Info, inputs: list[LogInput]) -> IngestResult:
         outcome = await ingest(info, inputs)  # type: ignore[arg-type]  # LogInputs arrive as LogItems
         return IngestResult(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
 from app.audit import service
+from tests.support import INGEST_LOGS as INGEST
 from tests.support import LiveServer, ingest, new_admin, new_project, new_tenant, new_user
 
 AUDIT = """query($f: AuditLogFilter, $first: Int, $after: String) {
@@ -67,11 +69,38 @@ async def test_secrets_never_reach_the_audit_trail(server: LiveServer) -> None:
 
 
 async def test_ingestion_is_audited_without_the_logs(server: LiveServer) -> None:
-    admin, _ = await new_admin(server)
+    admin, _ = await new_admin(server, ("audit:read",))
     t = await new_tenant(server)
-    await ingest(server, t.secret, [f"line {i}" for i in range(30)])
+    ids = await ingest(server, t.secret, [f"line {i}" for i in range(150)])
     rows = await audit_rows(server, admin, action="log.ingest", success=True)
-    assert any(r["details"] == {"arguments": {"inputs": {"count": 30}}} for r in rows)
+    # Ids are capped: the rest is a count.
+    expected = {"submitted": 150, "accepted": 150, "duplicates": 0, "ids": ids[:100], "idsOmitted": 50}
+    assert expected in [r["details"] for r in rows]
+
+
+async def test_ingestion_rows_hold_counts_and_ids_never_log_contents(server: LiveServer) -> None:
+    async with server.deps.db.session() as session:
+        since = await session.scalar(text("SELECT now()"))
+    reader, _ = await new_admin(server, ("audit:read",))
+    t = await new_tenant(server)
+    marker = f"card-4111-{uuid.uuid4().hex}"
+    one = "mutation($i: LogInput!) { ingestLog(input: $i) { id } }"
+    single = {"log": f"paid with {marker}", "attributes": {"card": marker}, "idempotencyKey": f"order-{marker}"}
+    log_id = (await server.data(one, {"i": single}, api_key=t.secret))["ingestLog"]["id"]
+    ids = await ingest(server, t.secret, [f"{marker} a", f"{marker} b"], attributes={"note": marker})
+    # A duplicate, and a failed attempt (its attributes are no JSON object): neither shows the log.
+    again = await server.data(INGEST, {"inputs": [single, {"log": marker}]}, api_key=t.secret)
+    assert again["ingestLogs"]["duplicates"] == 1
+    refused = {"log": marker, "attributes": [marker], "idempotencyKey": marker}
+    assert await server.error_code(one, {"i": refused}, api_key=t.secret) == "BAD_USER_INPUT"
+
+    rows = await audit_rows(server, reader, action="log.ingest", since=since.isoformat())
+    assert marker not in json.dumps(rows)
+    details = [r["details"] for r in rows]
+    assert {"submitted": 1, "ids": [log_id]} in details
+    assert {"submitted": 2, "accepted": 2, "duplicates": 0, "ids": ids} in details
+    assert {"submitted": 2, "accepted": 1, "duplicates": 1, "ids": again["ingestLogs"]["ids"]} in details
+    assert {"submitted": 1} in [r["details"] for r in rows if not r["success"]]
 
 
 async def test_postgres_refuses_to_change_the_trail(server: LiveServer) -> None:
