@@ -7,7 +7,7 @@ import uuid
 import strawberry
 
 from app.accounts import credentials, models, roles, service
-from app.accounts.events import session_channel, user_channel
+from app.accounts.events import check, end, session_channel, user_channel
 from app.accounts.security import issue_access_token
 from app.accounts.types import (
     AuthPayload,
@@ -32,9 +32,12 @@ USER_CURSOR = "user"
 
 async def _auth_payload(info: Info, user: models.User) -> AuthPayload:
     deps = info.context.deps
-    token = issue_access_token(user.id, secret=deps.secret_key, ttl_seconds=deps.settings.access_token_ttl_seconds)
+    login_id = uuid.uuid4()  # the login: its refresh tokens and its access tokens end together
+    token = issue_access_token(
+        user.id, login_id=login_id, secret=deps.secret_key, ttl_seconds=deps.settings.access_token_ttl_seconds
+    )
     refresh = await credentials.issue_refresh_token(
-        info.context.session, user_id=user.id, ttl_seconds=deps.settings.refresh_token_ttl_seconds
+        info.context.session, user_id=user.id, ttl_seconds=deps.settings.refresh_token_ttl_seconds, family_id=login_id
     )
     return AuthPayload(
         access_token=token.token,
@@ -48,6 +51,15 @@ async def _visible_user(info: Info, user_id: uuid.UUID) -> models.User:
     """Yourself, or anyone with `users:admin`."""
     await require_permission(info.context, "users:admin", owner_id=user_id)
     return await service.get_user_or_raise(info.context.session, user_id=user_id)
+
+
+async def _require_outranks(info: Info, user_id: uuid.UUID) -> None:
+    """Nobody acts on someone holding more than they do (deleting them, ending their sessions,
+    taking their roles): the target's permissions must all be the caller's. Yourself excepted."""
+    ctx = info.context
+    if user_id == await ctx.require_user_id():
+        return
+    await require_can_grant(ctx, await roles.permissions_of(ctx.session, user_id=user_id))
 
 
 @strawberry.type
@@ -106,14 +118,16 @@ class AccountsMutation:
     async def refresh(self, info: Info, refresh_token: str) -> AuthPayload:
         ctx = info.context
         deps = ctx.deps
-        user_id, rotated = await credentials.rotate_refresh_token(
+        user_id, login_id, rotated = await credentials.rotate_refresh_token(
             ctx.session,
             token=refresh_token,
             ttl_seconds=deps.settings.refresh_token_ttl_seconds,
             on_failure=ctx.scope.on_failure.append,
         )
         user = await service.get_user_or_raise(ctx.session, user_id=user_id)
-        token = issue_access_token(user.id, secret=deps.secret_key, ttl_seconds=deps.settings.access_token_ttl_seconds)
+        token = issue_access_token(
+            user.id, login_id=login_id, secret=deps.secret_key, ttl_seconds=deps.settings.access_token_ttl_seconds
+        )
         return AuthPayload(
             access_token=token.token,
             refresh_token=rotated,
@@ -123,7 +137,14 @@ class AccountsMutation:
 
     @strawberry.mutation(description="Revokes the refresh token and every token of its login.")  # type: ignore[untyped-decorator]
     async def logout(self, info: Info, refresh_token: str) -> bool:
-        return await credentials.revoke_refresh_family(info.context.session, token=refresh_token)
+        ctx = info.context
+        user_id = await credentials.revoke_refresh_family(ctx.session, token=refresh_token)
+        if user_id is None:
+            return False
+        # The login's access tokens stop working at once (they name their login); its websockets,
+        # on any instance, re-check and close.
+        ctx.publish_after_commit(user_channel(user_id), check("logout"))
+        return True
 
     @strawberry.mutation
     async def update_me(self, info: Info, input: UpdateMeInput) -> User:
@@ -137,19 +158,25 @@ class AccountsMutation:
         )
         if new_password:
             viewer = await ctx.viewer()
-            keep = viewer.session_id if viewer else None
-            await credentials.end_other_logins(ctx.session, user_id=user.id, keep_session=keep)
+            await credentials.end_other_logins(
+                ctx.session,
+                user_id=user.id,
+                keep_session=viewer.session_id if viewer else None,
+                keep_login=viewer.login_id if viewer else None,
+            )
+            ctx.publish_after_commit(user_channel(user.id), check("password"))
         return User.from_model(updated)
 
     @strawberry.mutation(description="Soft delete: the user disappears, their sessions and tokens die with them.")  # type: ignore[untyped-decorator]
     async def delete_user(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         user = await _visible_user(info, parse_id(id))
+        await _require_outranks(info, user.id)
         ended = await credentials.end_all_credentials(ctx.session, user_id=user.id)
         await service.soft_delete_user(ctx.session, user=user)
-        ctx.publish_after_commit(user_channel(user.id), {"ended": "user"})
+        ctx.publish_after_commit(user_channel(user.id), end("user"))
         for session_id in ended:
-            ctx.publish_after_commit(session_channel(session_id), {"ended": "session"})
+            ctx.publish_after_commit(session_channel(session_id), end("session"))
         return True
 
     @strawberry.mutation(description="Find or create by Discord id (users:admin).")  # type: ignore[untyped-decorator]
@@ -197,8 +224,9 @@ class AccountsMutation:
         # Someone else's session looks exactly like a missing one to those who may not touch it.
         if row is None or (row.user_id != viewer and not await has_permission(ctx, "users:admin")):
             raise NotFound("session not found", id=str(session_id))
+        await _require_outranks(info, row.user_id)
         await credentials.delete_session(ctx.session, session_id=row.id)
-        ctx.publish_after_commit(session_channel(row.id), {"ended": "session"})
+        ctx.publish_after_commit(session_channel(row.id), end("session"))
         return True
 
     @strawberry.mutation
@@ -229,5 +257,8 @@ class AccountsMutation:
         role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(role_id, "roleId"))
         await require_can_grant(ctx, set(role.permissions))
         user = await service.get_user_or_raise(ctx.session, user_id=parse_id(user_id, "userId"))
+        await _require_outranks(info, user.id)
         await roles.revoke_role(ctx.session, user_id=user.id, role_id=role.id)
+        # What the user's open subscriptions were allowed to see was decided with the old rights.
+        ctx.publish_after_commit(user_channel(user.id), end("permissions"))
         return User.from_model(user)
