@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from prometheus_client import start_http_server
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -25,10 +26,11 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types.unset import UNSET
 
 from app.accounts import watchdog
 from app.api.context import Context
-from app.api.errors import LodgeError
+from app.api.errors import BAD_USER_INPUT, LodgeError
 from app.api.extensions import database_unavailable
 from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from app.api.ratelimit import RateLimiter, RateLimitMiddleware
@@ -81,6 +83,17 @@ class LodgeGraphQL(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            if exc.status_code != 400:
+                raise
+            # A body that is not JSON (or nests deeper than orjson reads, 1024 levels) is the
+            # client's to fix: said as every other GraphQL error is, not in plain text.
+            body = {"errors": [{"message": exc.reason, "extensions": {"code": BAD_USER_INPUT}}]}
+            return JSONResponse(body, status_code=400)
 
     def encode_json(self, data: object) -> str:
         # orjson: several times faster than json, and every subscriber's frame is encoded.

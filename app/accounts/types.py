@@ -10,8 +10,10 @@ import strawberry
 
 from app.accounts import models
 from app.api.context import Info
+from app.api.lengths import max_length
 from app.api.pagination import Connection
 from app.api.scalars import utc
+from app.api.validation import MAX_DESCRIPTION, MAX_EMAIL, MAX_EXTERNAL_ID, MAX_KEY, MAX_NAME, MAX_PASSWORD, MAX_URL
 
 if TYPE_CHECKING:
     from app.communities.types import Guild
@@ -189,44 +191,44 @@ class SessionPayload:
 
 @strawberry.input
 class RegisterInput:
-    email: str
-    password: str
-    name: str | None = None
+    email: str = strawberry.field(metadata=max_length(MAX_EMAIL))
+    password: str = strawberry.field(metadata=max_length(MAX_PASSWORD))
+    name: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
 
 
 @strawberry.input
 class UpdateMeInput:
-    name: str | None = strawberry.UNSET
-    first_name: str | None = strawberry.UNSET
-    last_name: str | None = strawberry.UNSET
-    username: str | None = strawberry.UNSET
-    global_name: str | None = strawberry.UNSET
-    avatar_url: str | None = strawberry.UNSET
-    email: str | None = strawberry.UNSET
-    password: str | None = strawberry.UNSET
+    name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    first_name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    last_name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    username: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    global_name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    avatar_url: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_URL))
+    email: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_EMAIL))
+    password: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_PASSWORD))
     current_password: str | None = strawberry.field(
-        default=None, description="Needed to change the email or the password."
+        default=None, description="Needed to change the email or the password.", metadata=max_length(MAX_PASSWORD)
     )
 
 
 @strawberry.input
 class DiscordUserInput:
-    discord_id: str
-    username: str | None = None
-    global_name: str | None = None
-    avatar_url: str | None = None
+    discord_id: str = strawberry.field(metadata=max_length(MAX_EXTERNAL_ID))
+    username: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
+    global_name: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
+    avatar_url: str | None = strawberry.field(default=None, metadata=max_length(MAX_URL))
 
 
 @strawberry.input
 class ClerkUserInput:
-    clerk_id: str
-    email: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
+    clerk_id: str = strawberry.field(metadata=max_length(MAX_EXTERNAL_ID))
+    email: str | None = strawberry.field(default=None, metadata=max_length(MAX_EMAIL))
+    first_name: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
+    last_name: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
 
 
 @strawberry.input
 class RoleInput:
-    name: str
-    description: str | None = None
-    permissions: list[str]
+    name: str = strawberry.field(metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DESCRIPTION))
+    permissions: list[str] = strawberry.field(metadata=max_length(MAX_KEY))

@@ -21,9 +21,10 @@ from strawberry.tools import merge_types
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
 from app.api.cost import CostLimit
 from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
+from app.api.lengths import InputLengthLimit, InputLengths
 from app.api.persisted import PersistedOperations, Registry
 from app.api.ratelimit import RateLimitOperations
-from app.api.scalars import DateTime
+from app.api.scalars import JSON, DateTime, JSONScalar
 from app.api.sharing import SharingExecutor
 from app.audit.recorder import audit_mutations
 from app.audit.resolvers import AuditQuery
@@ -69,7 +70,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(scalar_map={datetime: DateTime}),
+        config=StrawberryConfig(scalar_map={datetime: DateTime, JSON: JSONScalar}),
         extensions=[
             ObservabilityExtension,
             *tracing,
@@ -80,6 +81,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
             partial(AddValidationRules, limit_rules),
             partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
             RefuseNulCharacters,
+            partial(InputLengthLimit, lengths=InputLengths(settings)),
             RateLimitOperations,
             partial(CostLimit, max_cost=settings.max_query_cost),
             OperationScopeExtension,

@@ -9,7 +9,16 @@ from app.api.errors import BadUserInput
 
 MAX_NAME = 200
 MAX_TEXT = 20_000
+# Bounds of text more than one domain takes (declared on inputs with `max_length`, app/api/lengths.py).
+MAX_KEY = 100  # short identifiers: keys, tags, roles, permissions, types
+MAX_EXTERNAL_ID = 255  # another system's id (Discord, Clerk)
+MAX_EMAIL = 254  # RFC 5321
+MAX_PASSWORD = 1024
+MAX_URL = 2048
+MAX_DESCRIPTION = 10_000
+MAX_SEARCH = 200
 MAX_JSON_BYTES = 64 * 1024
+# Every JSON value Lodge takes (arguments, log attributes, /ingest lines) nests at most this deep.
 MAX_JSON_DEPTH = 32
 
 
@@ -43,6 +52,11 @@ def _check_size(value: Any, field: str) -> None:
         raise BadUserInput(f"{field} holds a number too large to store", field=field) from None
     if size > MAX_JSON_BYTES:
         raise BadUserInput(f"{field} is larger than {MAX_JSON_BYTES} bytes", field=field)
+
+
+def nested_too_deep(value: Any) -> bool:
+    """True when a JSON value nests deeper than MAX_JSON_DEPTH (measured without recursion)."""
+    return _depth(value) > MAX_JSON_DEPTH
 
 
 def _depth(value: Any) -> int:

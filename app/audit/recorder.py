@@ -23,10 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import FieldExtension
 
 from app.api.errors import LodgeError
+from app.api.validation import MAX_JSON_DEPTH
 from app.audit import models
 
 # Any argument whose name contains one of these is redacted, whatever its case or nesting.
 SENSITIVE = ("password", "secret", "token", "authorization", "apikey", "api_key")
+# Arguments wrap a JSON value (at most MAX_JSON_DEPTH) in a few input objects and lists.
+MAX_DETAILS_DEPTH = MAX_JSON_DEPTH + 8
 # Where `noun.verb` from the field name would read badly.
 ACTIONS: dict[str, tuple[str, str]] = {
     "register": ("user.register", "user"),
@@ -170,21 +173,24 @@ def _ip(host: str) -> str | None:
         return None
 
 
-def _jsonable(value: Any, key: str = "") -> Any:
+def _jsonable(value: Any, key: str = "", depth: int = 0) -> Any:
     if any(word in key.lower() for word in SENSITIVE):
         return "[redacted]"
     if value is strawberry.UNSET:
         return None
+    if depth > MAX_DETAILS_DEPTH and not isinstance(value, str | int | float | bool | None):
+        # JSON arguments are bounded before they get here; this bounds the recursion regardless.
+        return "[nested too deeply]"
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: _jsonable(getattr(value, f.name), f.name)
+            f.name: _jsonable(getattr(value, f.name), f.name, depth + 1)
             for f in dataclasses.fields(value)
             if getattr(value, f.name) is not strawberry.UNSET
         }
     if isinstance(value, dict):
-        return {str(k): _jsonable(v, str(k)) for k, v in value.items()}
+        return {str(k): _jsonable(v, str(k), depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value] if len(value) <= 20 else {"count": len(value)}
+        return [_jsonable(v, "", depth + 1) for v in value] if len(value) <= 20 else {"count": len(value)}
     if isinstance(value, str):
         value = value.replace("\x00", "")  # jsonb cannot hold U+0000
         return value if len(value) <= 200 else value[:200] + "…"

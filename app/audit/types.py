@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 from app.api.context import Info
+from app.api.lengths import max_length
 from app.api.scalars import JSON, utc
+from app.api.validation import MAX_NAME
 from app.audit import models
 
 if TYPE_CHECKING:
@@ -71,9 +73,9 @@ class AuditStat:
 @strawberry.input
 class AuditLogFilter:
     user_id: strawberry.ID | None = None
-    action: str | None = None
-    resource_type: str | None = None
-    resource_id: str | None = None
+    action: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
+    resource_type: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
+    resource_id: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
     since: datetime | None = None
     until: datetime | None = None
     success: bool | None = None

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
+from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
     build_connection,
@@ -23,6 +24,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission, parse_id
 from app.api.scalars import JSON
+from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH
 from app.communities import access, events, models
 from app.communities.service import analyses, chat, guilds
 from app.communities.types import (
@@ -114,7 +116,12 @@ async def guilds_of(info: Info, *, user_id: uuid.UUID, first: int | None, after:
 @strawberry.type
 class CommunitiesQuery:
     @strawberry.field(description="One guild, by `id` or by `discordId`.")  # type: ignore[untyped-decorator]
-    async def guild(self, info: Info, id: strawberry.ID | None = None, discord_id: str | None = None) -> Guild | None:
+    async def guild(
+        self,
+        info: Info,
+        id: strawberry.ID | None = None,
+        discord_id: Annotated[str | None, strawberry.argument(metadata=max_length(guilds.MAX_DISCORD_ID))] = None,
+    ) -> Guild | None:
         if (id is None) == (discord_id is None):
             raise BadUserInput("pass exactly one of `id` and `discordId`")
         session = info.context.session
@@ -129,7 +136,11 @@ class CommunitiesQuery:
 
     @strawberry.field(description="Guilds by name: all of them for `guilds:write`, else the caller's.")  # type: ignore[untyped-decorator]
     async def guilds(
-        self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        search: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_SEARCH))] = None,
+        first: int | None = None,
+        after: str | None = None,
     ) -> Connection[Guild]:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
@@ -146,7 +157,7 @@ class CommunitiesQuery:
         guild_id: strawberry.ID | None = None,
         user_id: strawberry.ID | None = None,
         min_confidence: float | None = None,
-        search: str | None = None,
+        search: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_SEARCH))] = None,
         order_by: ClubAnalysisOrder = ClubAnalysisOrder.NEWEST,  # type: ignore[valid-type]
         first: int | None = None,
         after: str | None = None,
@@ -263,7 +274,11 @@ class CommunitiesMutation:
         "manage members; only owners grant or take `owner` and `admin`."
     )  # type: ignore[untyped-decorator]
     async def add_guild_member(
-        self, info: Info, guild_id: strawberry.ID, user_id: strawberry.ID, roles: list[str] | None = None
+        self,
+        info: Info,
+        guild_id: strawberry.ID,
+        user_id: strawberry.ID,
+        roles: Annotated[list[str] | None, strawberry.argument(metadata=max_length(MAX_KEY))] = None,
     ) -> GuildMember:
         ctx = info.context
         gid, uid = parse_id(guild_id, "guildId"), parse_id(user_id, "userId")
@@ -337,7 +352,9 @@ class CommunitiesMutation:
         return True
 
     @strawberry.mutation
-    async def create_conversation(self, info: Info, title: str | None = None) -> ChatConversation:
+    async def create_conversation(
+        self, info: Info, title: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_NAME))] = None
+    ) -> ChatConversation:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
         return ChatConversation.from_model(await chat.create_conversation(ctx.session, user_id=user_id, title=title))

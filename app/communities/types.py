@@ -12,6 +12,7 @@ import strawberry
 from app.api.context import Info
 from app.api.cost import max_items
 from app.api.errors import BadUserInput, Forbidden
+from app.api.lengths import max_length
 from app.api.loaders import PageKey
 from app.api.pagination import (
     Connection,
@@ -24,9 +25,11 @@ from app.api.pagination import (
     wants_total,
 )
 from app.api.scalars import JSON, utc
+from app.api.validation import MAX_NAME, MAX_TEXT
 from app.communities import access, loaders, models
 from app.communities.service import analyses as analyses_service
 from app.communities.service import chat as chat_service
+from app.communities.service.guilds import MAX_DISCORD_ID
 
 if TYPE_CHECKING:
     from app.accounts.types import User
@@ -400,31 +403,31 @@ ClubAnalysisOrder = strawberry.enum(
 
 @strawberry.input
 class GuildInput:
-    discord_id: str
-    name: str
+    discord_id: str = strawberry.field(metadata=max_length(MAX_DISCORD_ID))
+    name: str = strawberry.field(metadata=max_length(MAX_NAME))
     settings: JSON | None = strawberry.field(default=None, description="Merged into existing settings (RFC 7396).")
 
 
 @strawberry.input
 class ClubAnalysisImageInput:
-    image_url: str
-    original_name: str | None = None
+    image_url: str = strawberry.field(metadata=max_length(analyses_service.MAX_URL))
+    original_name: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
     file_size: int | None = None
 
 
 @strawberry.input
 class ClubMetricInput:
-    name: str
+    name: str = strawberry.field(metadata=max_length(MAX_NAME))
     value: float
-    unit: str | None = None
-    category: str | None = None
+    unit: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
+    category: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
 
 
 @strawberry.input
 class ClubAnalysisInput:
     guild_id: strawberry.ID
-    title: str | None = None
-    summary: str
+    title: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
+    summary: str = strawberry.field(metadata=max_length(MAX_TEXT))
     confidence: float
     images: list[ClubAnalysisImageInput] | None = None
     metrics: list[ClubMetricInput] | None = None
@@ -432,8 +435,8 @@ class ClubAnalysisInput:
 
 @strawberry.input
 class ClubAnalysisUpdate:
-    title: str | None = strawberry.UNSET
-    summary: str | None = strawberry.UNSET
+    title: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    summary: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_TEXT))
     confidence: float | None = strawberry.UNSET
 
 
@@ -441,4 +444,4 @@ class ClubAnalysisUpdate:
 class ChatMessageInput:
     conversation_id: strawberry.ID | None = None
     guild_id: strawberry.ID | None = None
-    text: str
+    text: str = strawberry.field(metadata=max_length(chat_service.MAX_MESSAGE))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 
 from app.api.context import Info
 from app.api.errors import Forbidden
+from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
     build_connection,
@@ -24,6 +26,7 @@ from app.api.pagination import (
     wants_total,
 )
 from app.api.permissions import has_permission, parse_id, require_permission
+from app.api.validation import MAX_NAME, MAX_URL
 from app.gateway import models, service
 from app.gateway.types import (
     Client,
@@ -40,6 +43,9 @@ from app.logs import service as logs_service
 from app.logs.types import Project
 
 ADMIN = "gateway:admin"
+# Service names are looked up by name; an endpoint is a path or a URL.
+NAME = max_length(MAX_NAME)
+ENDPOINT = max_length(MAX_URL)
 
 
 async def _project_owner_or_admin(info: Info, project_id: uuid.UUID) -> None:
@@ -171,7 +177,9 @@ class GatewayMutation:
         return Project.from_model(project)
 
     @strawberry.mutation(description="The name is never updatable: keys are handed out for it.")  # type: ignore[untyped-decorator]
-    async def create_environment(self, info: Info, project_id: strawberry.ID, name: str) -> Environment:
+    async def create_environment(
+        self, info: Info, project_id: strawberry.ID, name: Annotated[str, strawberry.argument(metadata=NAME)]
+    ) -> Environment:
         pid = parse_id(project_id, "projectId")
         await _project_owner_or_admin(info, pid)
         return Environment.from_model(await service.create_environment(info.context.session, project_id=pid, name=name))
@@ -205,7 +213,11 @@ class GatewayMutation:
 
     @strawberry.mutation(description="Record one request (ApiKey); outside a flow it spends one request.")  # type: ignore[untyped-decorator]
     async def record_request(
-        self, info: Info, service: str, endpoint: str | None = None, start_point: strawberry.ID | None = None
+        self,
+        info: Info,
+        service: Annotated[str, strawberry.argument(metadata=NAME)],
+        endpoint: Annotated[str | None, strawberry.argument(metadata=ENDPOINT)] = None,
+        start_point: strawberry.ID | None = None,
     ) -> RequestLog:
         from app.gateway import service as gateway
 
@@ -217,7 +229,12 @@ class GatewayMutation:
 
     @strawberry.mutation(description="Hold `amount` requests for a multi-step flow (ApiKey).")  # type: ignore[untyped-decorator]
     async def start_flow(
-        self, info: Info, service: str, endpoint: str | None = None, amount: int = 1, ttl_seconds: int = 300
+        self,
+        info: Info,
+        service: Annotated[str, strawberry.argument(metadata=NAME)],
+        endpoint: Annotated[str | None, strawberry.argument(metadata=ENDPOINT)] = None,
+        amount: int = 1,
+        ttl_seconds: int = 300,
     ) -> FlowStart:
         from app.gateway import service as gateway
 

@@ -10,7 +10,9 @@ import strawberry
 from sqlmodel import SQLModel
 
 from app.api.context import Info
+from app.api.lengths import max_length
 from app.api.scalars import utc
+from app.api.validation import MAX_DESCRIPTION, MAX_EMAIL, MAX_NAME
 from app.gateway import models
 
 if TYPE_CHECKING:
@@ -231,11 +233,11 @@ class FlowStart:
 
 @strawberry.input
 class ClientInput:
-    name: str
-    email: str | None = None
+    name: str = strawberry.field(metadata=max_length(MAX_NAME))
+    email: str | None = strawberry.field(default=None, metadata=max_length(MAX_EMAIL))
 
 
 @strawberry.input
 class ServiceInput:
-    name: str
-    description: str | None = None
+    name: str = strawberry.field(metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DESCRIPTION))

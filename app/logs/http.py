@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from app.api.errors import INTERNAL, BadUserInput, LodgeError, Unauthenticated
 from app.api.extensions import database_unavailable
 from app.api.scalars import contains_nul
+from app.api.validation import MAX_JSON_DEPTH, nested_too_deep
 from app.deps import Deps
 from app.logs import events, service
 from app.observability import metrics
@@ -48,6 +49,9 @@ def _parse(body: bytes) -> list[service.LogItem]:
             raise BadUserInput(f"line {number}: text may not contain the NUL character (U+0000)", line=number)
         if not isinstance(data, dict) or not isinstance(data.get("log"), str):
             raise BadUserInput(f"line {number} needs a string `log`", line=number)
+        if nested_too_deep(data.get("attributes")):
+            message = f"line {number}: attributes may nest at most {MAX_JSON_DEPTH} levels"
+            raise BadUserInput(message, line=number, maxDepth=MAX_JSON_DEPTH)
         level = data.get("level", "INFO")
         key = data.get("idempotencyKey")
         if not isinstance(level, str) or (key is not None and not isinstance(key, str)):

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from app.api.context import Info
+from app.api.lengths import max_length
 from app.api.pagination import Connection, encode_cursor
 from app.api.scalars import JSON, utc
+from app.api.validation import MAX_DESCRIPTION, MAX_NAME, MAX_SEARCH
 from app.api.visibility import VIEWER_INDEPENDENT
 from app.logs import models, service
 
@@ -217,15 +219,15 @@ class IngestResult:
 
 @strawberry.input
 class ProjectInput:
-    name: str
-    description: str | None = None
+    name: str = strawberry.field(metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DESCRIPTION))
     client_id: strawberry.ID | None = strawberry.field(default=None, description="Setting it needs gateway:admin.")
 
 
 @strawberry.input
 class ProjectUpdate:
-    name: str | None = strawberry.UNSET
-    description: str | None = strawberry.UNSET
+    name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_DESCRIPTION))
     client_id: strawberry.ID | None = strawberry.field(
         default=strawberry.UNSET, description="Setting it needs gateway:admin."
     )
@@ -235,17 +237,18 @@ class ProjectUpdate:
 class ApiKeyInput:
     project_id: strawberry.ID
     environment_id: strawberry.ID | None = None
-    label: str
-    description: str | None = None
+    label: str = strawberry.field(metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DESCRIPTION))
     expires_at: datetime | None = None
 
 
 @strawberry.input
 class LogInput:
-    log: str
+    # Also bounded in bytes, with the attributes, by the same setting (`prepare_batch`).
+    log: str = strawberry.field(metadata=max_length("max_log_bytes"))
     level: LogLevel = LogLevel.INFO
     attributes: JSON | None = None
-    idempotency_key: str | None = None
+    idempotency_key: str | None = strawberry.field(default=None, metadata=max_length(service.MAX_IDEMPOTENCY_KEY))
 
 
 def _log_item_from_input(cls: type, value: Any, context: Any) -> service.LogItem:
@@ -271,5 +274,5 @@ class LogFilter:
     level: LogLevel | None = None
     since: datetime | None = None
     until: datetime | None = None
-    search: str | None = None
+    search: str | None = strawberry.field(default=None, metadata=max_length(MAX_SEARCH))
     api_key_id: strawberry.ID | None = None

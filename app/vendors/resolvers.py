@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import AsyncGenerator
+from typing import Annotated
 
 import strawberry
 
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
+from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
     build_connection,
@@ -19,11 +21,15 @@ from app.api.pagination import (
     wants_total,
 )
 from app.api.permissions import has_permission, parse_id, require_permission
+from app.api.validation import MAX_SEARCH
 from app.pubsub import RESYNC
 from app.vendors import events, geo, models
 from app.vendors.service import billing, integrations, vendors
 from app.vendors.types import (
     BILLING,
+    MAX_EXTERNAL_ID,
+    MAX_SERVICE,
+    MAX_STATUS,
     WRITE,
     BillingSubscription,
     BillingSubscriptionInput,
@@ -117,7 +123,7 @@ class VendorsQuery:
         self,
         info: Info,
         open: bool | None = None,
-        search: str | None = None,
+        search: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_SEARCH))] = None,
         owner_id: strawberry.ID | None = None,
         first: int | None = None,
         after: str | None = None,
@@ -145,7 +151,12 @@ class VendorsQuery:
         return [VendorDistance(vendor=Vendor.from_model(row), distance_km=distance) for row, distance in found]
 
     @strawberry.field(description="An external service's id mapped to Lodge's (`vendors:write`).")  # type: ignore[untyped-decorator]
-    async def integration(self, info: Info, service: str, external_id: str) -> Integration | None:
+    async def integration(
+        self,
+        info: Info,
+        service: Annotated[str, strawberry.argument(metadata=max_length(MAX_SERVICE))],
+        external_id: Annotated[str, strawberry.argument(metadata=max_length(MAX_EXTERNAL_ID))],
+    ) -> Integration | None:
         await require_permission(info.context, WRITE, session=info.context.session)
         row = await integrations.get_integration(info.context.session, service=service, external_id=external_id)
         return Integration.from_model(row) if row is not None else None
@@ -156,7 +167,7 @@ class VendorsQuery:
     async def billing_subscriptions(
         self,
         info: Info,
-        status: str | None = None,
+        status: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_STATUS))] = None,
         user_id: strawberry.ID | None = None,
         first: int | None = None,
         after: str | None = None,

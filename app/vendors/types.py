@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from app.api.context import Info
+from app.api.lengths import max_length
 from app.api.loaders import PageKey
 from app.api.pagination import (
     Connection,
@@ -20,6 +21,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission
 from app.api.scalars import JSON, utc
+from app.api.validation import MAX_NAME
 from app.vendors import loaders, models
 
 if TYPE_CHECKING:
@@ -32,6 +34,11 @@ WRITE = "vendors:write"
 # Other people's billing subscriptions: a billing service account that relays the provider's
 # webhooks, and support staff.
 BILLING = "billing:write"
+# Input bounds, as the services check them.
+MAX_DETAIL = 2048  # a vendor's description, phone, email, website, image
+MAX_SERVICE = 100  # an integration's service, a billing provider
+MAX_EXTERNAL_ID = 500
+MAX_STATUS = 20
 
 
 async def load_user(info: Info, user_id: uuid.UUID) -> Any:
@@ -204,41 +211,41 @@ class Integration:
 
 @strawberry.input
 class VendorInput:
-    name: str
-    description: str | None = None
-    phone: str | None = None
-    email: str | None = None
-    website: str | None = None
+    name: str = strawberry.field(metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DETAIL))
+    phone: str | None = strawberry.field(default=None, metadata=max_length(MAX_DETAIL))
+    email: str | None = strawberry.field(default=None, metadata=max_length(MAX_DETAIL))
+    website: str | None = strawberry.field(default=None, metadata=max_length(MAX_DETAIL))
     open: bool = True
-    primary_image: str | None = None
+    primary_image: str | None = strawberry.field(default=None, metadata=max_length(MAX_DETAIL))
     lat: float | None = None
     long: float | None = None
 
 
 @strawberry.input
 class VendorUpdate:
-    name: str | None = strawberry.UNSET
-    description: str | None = strawberry.UNSET
-    phone: str | None = strawberry.UNSET
-    email: str | None = strawberry.UNSET
-    website: str | None = strawberry.UNSET
+    name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_DETAIL))
+    phone: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_DETAIL))
+    email: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_DETAIL))
+    website: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_DETAIL))
     open: bool | None = strawberry.UNSET
-    primary_image: str | None = strawberry.UNSET
+    primary_image: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_DETAIL))
 
 
 @strawberry.input
 class IntegrationInput:
-    service: str
-    external_id: str
-    internal_id: str
+    service: str = strawberry.field(metadata=max_length(MAX_SERVICE))
+    external_id: str = strawberry.field(metadata=max_length(MAX_EXTERNAL_ID))
+    internal_id: str = strawberry.field(metadata=max_length(MAX_EXTERNAL_ID))
     metadata: JSON | None = None
 
 
 @strawberry.input
 class BillingSubscriptionInput:
-    provider: str
-    product_id: str
-    status: str | None = None
+    provider: str = strawberry.field(metadata=max_length(MAX_SERVICE))
+    product_id: str = strawberry.field(metadata=max_length(MAX_NAME))
+    status: str | None = strawberry.field(default=None, metadata=max_length(MAX_STATUS))
     start_date: datetime
     end_date: datetime | None = None
     user_id: strawberry.ID | None = strawberry.field(

@@ -6,12 +6,13 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
+from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
     build_connection,
@@ -23,6 +24,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import parse_id
 from app.api.scalars import JSON
+from app.api.validation import MAX_SEARCH
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
 from app.workflows import access, events, models
@@ -50,6 +52,7 @@ from app.workflows.types import (
 WORKFLOW_CURSOR = "workflow"
 CATCH_UP_PAGE = 500
 FILE_CURSOR = "file"
+KEY = max_length(workflows.MAX_KEY)  # node keys and tags
 
 
 def _changes(input: Any) -> dict[str, Any]:
@@ -114,8 +117,8 @@ class WorkflowsQuery:
         self,
         info: Info,
         status: WorkflowStatus | None = None,
-        tag: str | None = None,
-        search: str | None = None,
+        tag: Annotated[str | None, strawberry.argument(metadata=KEY)] = None,
+        search: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_SEARCH))] = None,
         is_template: bool | None = None,
         is_public: bool | None = None,
         owner_id: strawberry.ID | None = None,
@@ -219,7 +222,11 @@ class WorkflowsMutation:
 
     @strawberry.mutation
     async def update_workflow_node(
-        self, info: Info, workflow_id: strawberry.ID, key: str, input: NodeUpdate
+        self,
+        info: Info,
+        workflow_id: strawberry.ID,
+        key: Annotated[str, strawberry.argument(metadata=KEY)],
+        input: NodeUpdate,
     ) -> WorkflowNode:
         workflow = await _writable(info, workflow_id)
         changes = _changes(input)
@@ -229,7 +236,9 @@ class WorkflowsMutation:
         return WorkflowNode.from_model(row)
 
     @strawberry.mutation(description="Remove a node and every edge that touches it.")  # type: ignore[untyped-decorator]
-    async def remove_workflow_node(self, info: Info, workflow_id: strawberry.ID, key: str) -> bool:
+    async def remove_workflow_node(
+        self, info: Info, workflow_id: strawberry.ID, key: Annotated[str, strawberry.argument(metadata=KEY)]
+    ) -> bool:
         workflow = await _writable(info, workflow_id)
         return await workflows.remove_node(info.context.session, workflow=workflow, node_key=key)
 
@@ -288,7 +297,7 @@ class WorkflowsMutation:
         id: strawberry.ID,
         status: ExecutionStatus,
         output: JSON | None = None,
-        error_message: str | None = None,
+        error_message: Annotated[str | None, strawberry.argument(metadata=max_length(executions.MAX_MESSAGE))] = None,
     ) -> Execution:
         ctx = info.context
         execution = await _execution(info, parse_id(id))

@@ -11,6 +11,7 @@ import strawberry
 
 from app.api.context import Info
 from app.api.cost import max_items
+from app.api.lengths import max_length
 from app.api.loaders import PageKey
 from app.api.pagination import (
     Connection,
@@ -24,9 +25,12 @@ from app.api.pagination import (
     wants_total,
 )
 from app.api.scalars import JSON, utc
+from app.api.validation import MAX_DESCRIPTION
 from app.logs.types import LogLevel
 from app.workflows import access, loaders, models
-from app.workflows.service.workflows import MAX_EDGES, MAX_NODES
+from app.workflows.service import files as files_service
+from app.workflows.service.executions import MAX_MESSAGE
+from app.workflows.service.workflows import MAX_EDGES, MAX_KEY, MAX_LABEL, MAX_NODES
 
 if TYPE_CHECKING:
     from app.accounts.types import User
@@ -384,9 +388,9 @@ class File:
 
 @strawberry.input
 class WorkflowInput:
-    name: str
-    description: str | None = None
-    tags: list[str] | None = None
+    name: str = strawberry.field(metadata=max_length(MAX_LABEL))
+    description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DESCRIPTION))
+    tags: list[str] | None = strawberry.field(default=None, metadata=max_length(MAX_KEY))
     configuration: JSON | None = None
     is_template: bool = False
     is_public: bool = False
@@ -394,9 +398,9 @@ class WorkflowInput:
 
 @strawberry.input
 class WorkflowUpdate:
-    name: str | None = strawberry.UNSET
-    description: str | None = strawberry.UNSET
-    tags: list[str] | None = strawberry.UNSET
+    name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_LABEL))
+    description: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_DESCRIPTION))
+    tags: list[str] | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_KEY))
     configuration: JSON | None = strawberry.UNSET
     is_template: bool | None = strawberry.UNSET
     is_public: bool | None = strawberry.UNSET
@@ -404,9 +408,9 @@ class WorkflowUpdate:
 
 @strawberry.input
 class NodeInput:
-    key: str
-    type: str
-    label: str | None = None
+    key: str = strawberry.field(metadata=max_length(MAX_KEY))
+    type: str = strawberry.field(metadata=max_length(MAX_KEY))
+    label: str | None = strawberry.field(default=None, metadata=max_length(MAX_LABEL))
     position_x: float | None = None
     position_y: float | None = None
     configuration: JSON | None = None
@@ -414,8 +418,8 @@ class NodeInput:
 
 @strawberry.input
 class NodeUpdate:
-    type: str | None = strawberry.UNSET
-    label: str | None = strawberry.UNSET
+    type: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_KEY))
+    label: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_LABEL))
     position_x: float | None = strawberry.UNSET
     position_y: float | None = strawberry.UNSET
     configuration: JSON | None = strawberry.UNSET
@@ -423,28 +427,30 @@ class NodeUpdate:
 
 @strawberry.input
 class EdgeInput:
-    source: str
-    target: str
-    type: str | None = None
+    source: str = strawberry.field(metadata=max_length(MAX_KEY))
+    target: str = strawberry.field(metadata=max_length(MAX_KEY))
+    type: str | None = strawberry.field(default=None, metadata=max_length(MAX_KEY))
     configuration: JSON | None = None
 
 
 @strawberry.input
 class ExecutionLogInput:
-    node_key: str | None = None
+    node_key: str | None = strawberry.field(default=None, metadata=max_length(MAX_KEY))
     level: LogLevel
-    message: str
+    message: str = strawberry.field(metadata=max_length(MAX_MESSAGE))
     data: JSON | None = None
 
 
 @strawberry.input
 class FileInput:
-    filename: str
-    original_filename: str
-    mime_type: str
+    filename: str = strawberry.field(metadata=max_length(files_service.MAX_FILENAME))
+    original_filename: str = strawberry.field(metadata=max_length(files_service.MAX_FILENAME))
+    mime_type: str = strawberry.field(metadata=max_length(files_service.MAX_MIME_TYPE))
     size: float = strawberry.field(description="Bytes, a whole number >= 0.")
-    checksum: str | None = None
+    checksum: str | None = strawberry.field(default=None, metadata=max_length(files_service.MAX_CHECKSUM))
     path: str | None = strawberry.field(
-        default=None, description="Where the bytes are stored; the filename if omitted."
+        default=None,
+        description="Where the bytes are stored; the filename if omitted.",
+        metadata=max_length(files_service.MAX_PATH),
     )
     is_public: bool = False

@@ -1,8 +1,13 @@
-"""File metadata (the bytes live in object storage). Functions flush; the caller owns the transaction."""
+"""File metadata (the bytes live in object storage). Functions flush; the caller owns the transaction.
+
+A file's stored path is `<owner id>/<relative path>`: a filename or path is relative (no leading
+`/`, drive letter or `..`), so no owner can name another's files or anything outside their folder.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,6 +23,40 @@ from app.workflows import models
 MIME_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 # Hex digests (MD5 up to SHA-512), optionally prefixed with the algorithm: "sha256:ab12...".
 CHECKSUM = re.compile(r"^(?:[a-z0-9-]{2,16}:)?[0-9a-fA-F]{32,128}$")
+MAX_FILENAME = 255
+MAX_PATH = 1024
+MAX_MIME_TYPE = 255
+MAX_CHECKSUM = 255
+DRIVE = re.compile(r"^[A-Za-z]:")
+# Bidirectional overrides and isolates: they make `exe.pdf` of `fdp.exe` on screen.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _printable(value: str, field: str) -> None:
+    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in value):
+        raise BadUserInput(f"{field} may not contain control characters", field=field)
+
+
+def relative_path(value: str, field: str, *, limit: int) -> str:
+    """A relative path of `/`-separated names, none of them empty, `.` or `..`."""
+    path = required_text(value, field, limit=limit)
+    _printable(path, field)
+    if "\\" in path:
+        raise BadUserInput(f"{field} may not contain a backslash: separate names with `/`", field=field)
+    if path.startswith("/") or DRIVE.match(path):
+        raise BadUserInput(f"{field} must be a relative path, not an absolute one", field=field)
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise BadUserInput(f"{field} may not hold empty, `.` or `..` path segments", field=field)
+    return path
+
+
+def display_name(value: str, field: str) -> str:
+    """A name as the user's machine had it: one name, no path."""
+    name = required_text(value, field, limit=MAX_FILENAME)
+    _printable(name, field)
+    if "/" in name or "\\" in name:
+        raise BadUserInput(f"{field} is a name, without `/` or `\\`", field=field)
+    return name
 
 
 async def register_file(
@@ -34,19 +73,20 @@ async def register_file(
 ) -> models.File:
     if size < 0:
         raise BadUserInput("size must not be negative", field="size")
-    mime = required_text(mime_type, "mimeType", limit=255).lower()
+    mime = required_text(mime_type, "mimeType", limit=MAX_MIME_TYPE).lower()
     if not MIME_TYPE.match(mime):
         raise BadUserInput("mimeType must look like type/subtype", field="mimeType")
     if checksum is not None and not CHECKSUM.match(checksum):
         raise BadUserInput("checksum must be a hex digest, optionally `algorithm:` first", field="checksum")
-    name = required_text(filename, "filename", limit=255)
+    name = relative_path(filename, "filename", limit=MAX_FILENAME)
+    stored = relative_path(path, "path", limit=MAX_PATH) if path is not None else name
     file = models.File(
         user_id=owner_id,
         filename=name,
-        original_filename=required_text(original_filename, "originalFilename", limit=255),
+        original_filename=display_name(original_filename, "originalFilename"),
         mime_type=mime,
         file_size=size,
-        file_path=required_text(path, "path", limit=1024) if path is not None else name,
+        file_path=f"{owner_id}/{stored}",
         checksum=checksum.lower() if checksum else None,
         is_public=is_public,
     )

@@ -22,13 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.api.errors import BadUserInput, Conflict, NotFound
-from app.api.validation import bounded_text, json_object, like_pattern, required_text
+from app.api.validation import MAX_DESCRIPTION, bounded_text, json_object, like_pattern, required_text
 from app.workflows import models
 
 MAX_NODES = 1000
 MAX_EDGES = 5000
 MAX_TAGS = 50
 MAX_KEY = 100
+MAX_LABEL = 255  # a workflow's name, a node's label
 MAX_POSITION = 1e38  # a REAL column holds about ±3.4e38
 MIN_POSITION = 1e-37  # and nothing nonzero below about 1.2e-38
 
@@ -47,7 +48,7 @@ class WorkflowFilter:
 def clean_tags(tags: Sequence[str] | None) -> list[str]:
     cleaned: list[str] = []
     for tag in tags or []:
-        value = required_text(tag, "tags", limit=100)
+        value = required_text(tag, "tags", limit=MAX_KEY)
         if value not in cleaned:
             cleaned.append(value)
     if len(cleaned) > MAX_TAGS:
@@ -72,8 +73,8 @@ async def create_workflow(
 ) -> models.Workflow:
     workflow = models.Workflow(
         user_id=owner_id,
-        name=required_text(name, "name", limit=255),
-        description=bounded_text(description, "description", limit=10_000),
+        name=required_text(name, "name", limit=MAX_LABEL),
+        description=bounded_text(description, "description", limit=MAX_DESCRIPTION),
         tags=clean_tags(tags),
         configuration=json_object(configuration if configuration is not None else {}, "configuration"),
         is_template=is_template,
@@ -105,9 +106,9 @@ async def update_workflow(
     session: AsyncSession, *, workflow: models.Workflow, changes: dict[str, Any]
 ) -> models.Workflow:
     if "name" in changes:
-        workflow.name = required_text(changes["name"], "name", limit=255)
+        workflow.name = required_text(changes["name"], "name", limit=MAX_LABEL)
     if "description" in changes:
-        workflow.description = bounded_text(changes["description"], "description", limit=10_000)
+        workflow.description = bounded_text(changes["description"], "description", limit=MAX_DESCRIPTION)
     if "tags" in changes:
         workflow.tags = clean_tags(changes["tags"])
     if "configuration" in changes:
@@ -187,7 +188,7 @@ def _node_values(values: dict[str, Any]) -> dict[str, Any]:
     if "node_type" in values:
         checked["node_type"] = required_text(values["node_type"], "type", limit=MAX_KEY)
     if "label" in values:
-        checked["label"] = bounded_text(values["label"], "label", limit=255)
+        checked["label"] = bounded_text(values["label"], "label", limit=MAX_LABEL)
     for axis, name in (("position_x", "positionX"), ("position_y", "positionY")):
         if axis in values:
             value = values[axis]
