@@ -22,24 +22,22 @@ if TYPE_CHECKING:
     from app.workflows.types import WorkflowConnection, WorkflowStatus
 
 
+PRIVATE = "Shown to the user themself and to `users:admin` only (null for anyone else)."
+
+
 @strawberry.type(name="User")
 class User:
+    # Public: what anyone who meets this user (a vendor's owner, a guild member, a chat author) sees.
     id: strawberry.ID
     name: str | None
     username: str | None
     global_name: str | None
-    discord_id: str | None
-    clerk_id: str | None
     avatar_url: str | None
-    first_name: str | None
-    last_name: str | None
     is_active: bool
-    email_verified_at: datetime | None
-    last_login_at: datetime | None
     created_at: datetime
     updated_at: datetime
     user_id: strawberry.Private[uuid.UUID]
-    stored_email: strawberry.Private[str | None]
+    row: strawberry.Private[models.User]  # for the private fields below
     own: strawberry.Private[bool]  # handed to the user themself (login, register, refresh)
 
     @classmethod
@@ -47,21 +45,15 @@ class User:
         return cls(
             own=own,
             id=strawberry.ID(str(row.id)),
-            stored_email=row.email,
             name=row.name,
             username=row.username,
             global_name=row.global_name,
-            discord_id=row.discord_id,
-            clerk_id=row.clerk_id,
             avatar_url=row.avatar_url,
-            first_name=row.first_name,
-            last_name=row.last_name,
             is_active=row.is_active,
-            email_verified_at=utc(row.email_verified_at),
-            last_login_at=utc(row.last_login_at),
             created_at=utc(row.created_at),  # type: ignore[arg-type]
             updated_at=utc(row.updated_at),  # type: ignore[arg-type]
             user_id=row.id,
+            row=row,
         )
 
     async def _private(self, info: Info) -> bool:
@@ -74,9 +66,34 @@ class User:
             return False
         return not await has_permission(info.context, "users:admin")
 
-    @strawberry.field(description="Shown to the user themself and to `users:admin` only.")  # type: ignore[untyped-decorator]
+    # Private: the user themself and `users:admin` see these; anyone else gets null.
+    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
     async def email(self, info: Info) -> str | None:
-        return None if await self._private(info) else self.stored_email
+        return None if await self._private(info) else self.row.email
+
+    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    async def discord_id(self, info: Info) -> str | None:
+        return None if await self._private(info) else self.row.discord_id
+
+    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    async def clerk_id(self, info: Info) -> str | None:
+        return None if await self._private(info) else self.row.clerk_id
+
+    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    async def first_name(self, info: Info) -> str | None:
+        return None if await self._private(info) else self.row.first_name
+
+    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    async def last_name(self, info: Info) -> str | None:
+        return None if await self._private(info) else self.row.last_name
+
+    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    async def email_verified_at(self, info: Info) -> datetime | None:
+        return None if await self._private(info) else utc(self.row.email_verified_at)
+
+    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    async def last_login_at(self, info: Info) -> datetime | None:
+        return None if await self._private(info) else utc(self.row.last_login_at)
 
     @strawberry.field(description="Platform roles; shown to the user themself and to `users:admin` only.")  # type: ignore[untyped-decorator]
     async def roles(self, info: Info) -> list[Role]:

@@ -29,6 +29,7 @@ from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.validation import MAX_NAME, MAX_URL
 from app.gateway import models, service
 from app.gateway.types import (
+    ADMIN,
     Client,
     ClientInput,
     Environment,
@@ -42,7 +43,6 @@ from app.gateway.types import (
 from app.logs import service as logs_service
 from app.logs.types import Project
 
-ADMIN = "gateway:admin"
 # Service names are looked up by name; an endpoint is a path or a URL.
 NAME = max_length(MAX_NAME)
 ENDPOINT = max_length(MAX_URL)

@@ -15,6 +15,8 @@ from app.api.scalars import utc
 from app.api.validation import MAX_DESCRIPTION, MAX_EMAIL, MAX_NAME
 from app.gateway import models
 
+ADMIN = "gateway:admin"  # the permission for platform objects: clients, services, quotas
+
 if TYPE_CHECKING:
     from app.logs.types import ApiKey, Project
 
@@ -41,21 +43,27 @@ async def _hidden_from_key(info: Info, environment_id: uuid.UUID) -> bool:
 class Client:
     id: strawberry.ID
     name: str
-    email: str | None
     created_at: datetime
     updated_at: datetime
     client_id: strawberry.Private[uuid.UUID]
+    stored_email: strawberry.Private[str | None]
 
     @classmethod
     def from_model(cls, row: models.Client) -> Client:
         return cls(
             id=strawberry.ID(str(row.id)),
             name=row.name,
-            email=row.email,
+            stored_email=row.email,
             created_at=utc(row.created_at),  # type: ignore[arg-type]
             updated_at=utc(row.updated_at),  # type: ignore[arg-type]
             client_id=row.id,
         )
+
+    @strawberry.field(description="Shown to `gateway:admin` only (a project's readers see its client's name).")  # type: ignore[untyped-decorator]
+    async def email(self, info: Info) -> str | None:
+        from app.api.permissions import has_permission
+
+        return self.stored_email if await has_permission(info.context, ADMIN) else None
 
     @strawberry.field
     async def projects(self, info: Info) -> list[ProjectType]:
