@@ -141,6 +141,8 @@ def create_database(url: str, settings: Settings) -> Database:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        # Bound values (password and token hashes, log text) never reach an exception or a log line.
+        hide_parameters=True,
         connect_args=connect_args,
         # jsonb prints 1e20 as a 21-digit integer; orjson reads integers beyond 64 bits as floats
         # (json.loads would make Python ints that no JSON encoder of a response can write).

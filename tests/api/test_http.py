@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
 from tests.support import LiveServer
 
 
@@ -18,6 +22,23 @@ async def test_request_id_is_echoed(server: LiveServer) -> None:
     response = await server.http.post("/graphql", json={"query": "{ me { id } }"}, headers={"x-request-id": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
     assert len((await server.http.get("/healthz")).headers["x-request-id"]) == 32
+
+
+async def test_a_clients_request_id_is_bounded_and_sanitised(server: LiveServer) -> None:
+    for hostile in ("x" * 129, "<script>alert(1)</script>", "a b", "id\tinjected", "caf\u00e9"):
+        headers = {b"x-request-id": hostile.encode("utf-8")}
+        response = await server.http.post("/graphql", json={"query": "{ __typename }"}, headers=headers)
+        replaced = response.headers["x-request-id"]
+        assert replaced != hostile and len(replaced) == 32 and replaced.isalnum(), hostile
+
+
+async def test_bound_values_stay_out_of_database_errors(server: LiveServer) -> None:
+    secret = "argon2-hash-that-must-not-be-logged"
+    async with server.deps.db.engine.connect() as conn:
+        with pytest.raises(DBAPIError) as failure:
+            await conn.execute(text("SELECT CAST(:v AS text), 1 / 0"), {"v": secret})
+    assert "division by zero" in str(failure.value)
+    assert secret not in str(failure.value)
 
 
 async def test_deep_query_is_refused(server: LiveServer) -> None:
