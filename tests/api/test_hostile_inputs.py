@@ -41,7 +41,6 @@ async def post_raw(server: LiveServer, query: str, variables_json: str, token: s
 
 
 CREATE_ENVIRONMENT = "mutation($p: ID!, $n: String!) { createEnvironment(projectId: $p, name: $n) { id name } }"
-CREATE_ENVIRONMENT = "mutation($p: ID!, $n: String!) { createEnvironment(projectId: $p, name: $n) { id name } }"
 
 
 async def test_a_12000_character_environment_name_is_bad_input_not_internal(server: LiveServer) -> None:
@@ -76,7 +75,8 @@ async def test_stored_bounds_fit_their_indexes_in_four_byte_characters(server: L
 
 
 CREATE_WORKFLOW = 'mutation($c: JSON) { createWorkflow(input: {name: "w", configuration: $c}) { id } }'
-WORKFLOWS = "{ workflows { totalCount } }"
+# The caller's own: other tests' public workflows are visible on the shared server.
+WORKFLOWS = "{ me { workflows { totalCount } } }"
 INGEST_ONE = 'mutation($a: JSON) { ingestLog(input: {log: "x", attributes: $a}) { id } }'
 LOGS = "query($p: ID!) { logs(projectId: $p) { totalCount } }"
 
@@ -99,7 +99,7 @@ async def test_deeply_nested_json_variables_are_bad_input(server: LiveServer, ca
         response = await post_raw(server, "{ me { id } }", '{"junk": %s}' % nested_lists(DEPTH), token=t.token)
         assert response.status_code == 200 and "errors" not in response.json(), response.text
     assert not errors_only(caplog)
-    assert (await server.data(WORKFLOWS, token=t.token))["workflows"]["totalCount"] == 0
+    assert (await server.data(WORKFLOWS, token=t.token))["me"]["workflows"]["totalCount"] == 0
     assert (await server.data(LOGS, {"p": t.project_id}, token=t.token))["logs"]["totalCount"] == 0
 
 
@@ -125,7 +125,7 @@ async def test_deeply_nested_inline_literals_are_bad_input(server: LiveServer) -
         body = await server.gql(inline, token=t.token)
         assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
     assert (await server.data(LOGS, {"p": t.project_id}, token=t.token))["logs"]["totalCount"] == 0
-    assert (await server.data(WORKFLOWS, token=t.token))["workflows"]["totalCount"] == 0
+    assert (await server.data(WORKFLOWS, token=t.token))["me"]["workflows"]["totalCount"] == 0
 
 
 async def test_deeply_nested_ndjson_lines_are_a_400(server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
@@ -166,7 +166,7 @@ async def test_deeply_nested_websocket_frames(server: LiveServer, caplog: pytest
                 await raw.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
     assert not errors_only(caplog)
-    assert (await server.data(WORKFLOWS, token=t.token))["workflows"]["totalCount"] == 0
+    assert (await server.data(WORKFLOWS, token=t.token))["me"]["workflows"]["totalCount"] == 0
 
 
 async def test_a_body_deeper_than_the_json_parser_reads_is_bad_input(server: LiveServer) -> None:
