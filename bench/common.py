@@ -77,6 +77,9 @@ async def lodge_server(
         "SECRET_KEY": "bench-" + uuid.uuid4().hex,
         "LODGE_ENV": "production",
         "LOG_LEVEL": "WARNING",
+        # Benchmarks measure the server, not its limits (one client address, thousands of calls).
+        **{f"LODGE_RATE_LIMIT_{kind}": "0" for kind in ("API_KEY", "USER", "ANONYMOUS")},
+        **{f"LODGE_RATE_LIMIT_LOGIN_{kind}_PER_MINUTE": "0" for kind in ("ADDRESS", "EMAIL")},
         **env,
     }
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=environment)

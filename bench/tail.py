@@ -2,7 +2,10 @@
 
 Run by hand: `uv run python -m bench.tail [--seconds 10]`. Subscribers run in a separate process
 (websockets over loopback, graphql-transport-ws); logs are ingested one by one at a steady rate.
-Record results in docs/benchmarks.md.
+The "distinct" case gives each of 1000 subscribers an API key of its own: the selection does not
+depend on the viewer, so each event must still be rendered once, not once per principal (the
+server's lodge_subscription_shared_renders_total is printed to show it). Record results in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ import httpx
 import websockets
 from websockets.typing import Subprotocol
 
-from bench.common import bench_database, lodge_server, machine, new_tenant, percentile
+from bench.common import bench_database, gql, lodge_server, machine, new_tenant, percentile
 
 SUBSCRIPTION = "subscription($p: ID!) { logAdded(projectId: $p) { id log level createdAt cursor } }"
 GRACE = float(__import__("os").environ.get("TAIL_GRACE", "2"))
 INGEST_LOG = "mutation($input: LogInput!) { ingestLog(input: $input) { id } }"
 
 
-async def _subscribers(url: str, token: str, project_id: str, count: int, seconds: float, ready: Any, out: Any) -> None:
+async def _subscribers(
+    url: str, authorizations: list[str], project_id: str, count: int, seconds: float, ready: Any, out: Any
+) -> None:
     latencies: list[float] = []
     received = 0
     stop = asyncio.Event()
@@ -40,7 +45,8 @@ async def _subscribers(url: str, token: str, project_id: str, count: int, second
         async with websockets.connect(
             url, subprotocols=[Subprotocol("graphql-transport-ws")], max_size=None, open_timeout=60
         ) as ws:
-            await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+            authorization = authorizations[n % len(authorizations)]
+            await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": authorization}}))
             await ws.recv()
             await ws.send(
                 json.dumps(
@@ -83,14 +89,40 @@ def _subscriber_process(*args: object) -> None:
     asyncio.run(_subscribers(*args))  # type: ignore[arg-type]
 
 
-async def scenario(base: str, subscribers: int, rate: float, seconds: float) -> str:
+async def _own_keys(client: httpx.AsyncClient, token: str, project_id: str, count: int) -> list[str]:
+    """`count` API keys of the project, one per subscriber: as many principals as subscribers."""
+    auth = {"authorization": f"Bearer {token}"}
+    create = "mutation($i: ApiKeyInput!) { createApiKey(input: $i) { secret } }"
+    keys = [
+        await gql(client, create, {"i": {"projectId": project_id, "label": f"subscriber {n}"}}, **auth)
+        for n in range(count)
+    ]
+    return [f"ApiKey {key['createApiKey']['secret']}" for key in keys]
+
+
+async def _shared_renders(client: httpx.AsyncClient) -> dict[str, float]:
+    text = (await client.get("/metrics")).text
+    found = {"executed": 0.0, "reused": 0.0}
+    for line in text.splitlines():
+        if line.startswith("lodge_subscription_shared_renders_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            found[outcome] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+async def scenario(base: str, subscribers: int, rate: float, seconds: float, *, distinct: bool = False) -> str:
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         tenant = await new_tenant(client)
+        if distinct:
+            authorizations = await _own_keys(client, tenant.token, tenant.project_id, subscribers)
+        else:
+            authorizations = [f"Bearer {tenant.token}"]
         ctx = mp.get_context("spawn")
         ready, out = ctx.Event(), ctx.Queue()
         ws_url = base.replace("http", "ws") + "/graphql"
         proc = ctx.Process(
-            target=_subscriber_process, args=(ws_url, tenant.token, tenant.project_id, subscribers, seconds, ready, out)
+            target=_subscriber_process,
+            args=(ws_url, authorizations, tenant.project_id, subscribers, seconds, ready, out),
         )
         proc.start()
         key = {"authorization": f"ApiKey {tenant.secret}"}
@@ -99,6 +131,7 @@ async def scenario(base: str, subscribers: int, rate: float, seconds: float) -> 
                 "/graphql", json={"query": INGEST_LOG, "variables": {"input": {"log": "warm-up"}}}, headers=key
             )
             await asyncio.sleep(0.2)
+        renders_before = await _shared_renders(client)
         sent = 0
         start = time.perf_counter()
         while (elapsed := time.perf_counter() - start) < seconds:
@@ -111,10 +144,14 @@ async def scenario(base: str, subscribers: int, rate: float, seconds: float) -> 
             await asyncio.sleep(max(0.0, sent / rate - (time.perf_counter() - start)))
         received, latencies = await asyncio.get_running_loop().run_in_executor(None, out.get)
         proc.join()
+        renders = {k: v - renders_before[k] for k, v in (await _shared_renders(client)).items()}
         expected = sent * subscribers
         ms = [1000 * x for x in latencies]
+        principals = len(authorizations)
         return (
-            f"{subscribers:5d} subscribers x {rate:4.0f} logs/s: {received / seconds:7.0f} deliveries/s, "
+            f"{subscribers:5d} subscribers ({principals:4d} principals) x {rate:4.0f} logs/s: "
+            f"{received / seconds:7.0f} deliveries/s, renders {renders['executed']:.0f} executed / "
+            f"{renders['reused']:.0f} reused for {sent} logs, "
             f"received {received}/{expected}, latency p50 {percentile(ms, 50):6.1f} ms, "
             f"p99 {percentile(ms, 99):6.1f} ms, max {max(ms, default=float('nan')):6.1f} ms"
         )
@@ -125,6 +162,7 @@ async def main(seconds: float) -> None:
     async with bench_database() as url, lodge_server(url) as base:
         for subscribers, rate in ((100, 50), (1000, 5)):
             print(await scenario(base, subscribers, rate, seconds), flush=True)
+        print(await scenario(base, 1000, 5, seconds, distinct=True), flush=True)
 
 
 if __name__ == "__main__":
