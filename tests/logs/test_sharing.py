@@ -50,24 +50,32 @@ async def test_each_viewer_gets_its_own_rendering_in_either_order(server: LiveSe
         assert [k["id"] for k in key_view["apiKeys"]] == [env_key_id]
 
 
-async def test_viewer_independent_selection_is_rendered_once_for_many_principals(server: LiveServer) -> None:
-    t = await new_tenant(server)
-    secrets = [t.secret] + [(await new_api_key(server, t.token, t.project_id))[1] for _ in range(5)]
+async def renders(
+    server: LiveServer, project_id: str, secret: str, credentials: list[str], document: str
+) -> tuple[int, int]:
+    """(executed, reused) renderings of one log delivered to one socket per credential."""
     async with contextlib.AsyncExitStack() as stack:
         clients = []
-        for secret in secrets:
-            ws = await stack.enter_async_context(GraphQLWS.connect(server.ws_url, authorization=f"ApiKey {secret}"))
-            await ws.subscribe(PLAIN, {"projectId": t.project_id})
+        for authorization in credentials:
+            ws = await stack.enter_async_context(GraphQLWS.connect(server.ws_url, authorization=authorization))
+            await ws.subscribe(document, {"projectId": project_id})
             clients.append(ws)
-        await wait_for_subscriber(server, t.project_id, count=len(clients))
+        await wait_for_subscriber(server, project_id, count=len(clients))
         before = await scrape(server)
-        await ingest(server, t.secret, ["shared"])
+        await ingest(server, secret, ["one event"])
         for ws in clients:
-            assert (await ws.next_data())["logAdded"]["log"] == "shared"
+            assert (await ws.next_data())["logAdded"]["log"] == "one event"
         after = await scrape(server)
     executed = value(after, RENDERS, outcome="executed") - value(before, RENDERS, outcome="executed")
     reused = value(after, RENDERS, outcome="reused") - value(before, RENDERS, outcome="reused")
-    assert (executed, reused) == (1, len(secrets) - 1)
+    return int(executed), int(reused)
+
+
+async def test_viewer_independent_selection_is_rendered_once_for_many_principals(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    secrets = [t.secret] + [(await new_api_key(server, t.token, t.project_id))[1] for _ in range(5)]
+    credentials = [f"ApiKey {secret}" for secret in secrets]
+    assert await renders(server, t.project_id, t.secret, credentials, PLAIN) == (1, len(secrets) - 1)
 
 
 async def test_viewer_dependent_selection_is_shared_only_within_one_principal(server: LiveServer) -> None:
@@ -75,18 +83,4 @@ async def test_viewer_dependent_selection_is_shared_only_within_one_principal(se
     other_key = (await new_api_key(server, t.token, t.project_id))[1]
     # Two sockets of the same key share; the owner and the other key get renderings of their own.
     credentials = [f"ApiKey {t.secret}", f"ApiKey {t.secret}", f"ApiKey {other_key}", f"Bearer {t.token}"]
-    async with contextlib.AsyncExitStack() as stack:
-        clients = []
-        for authorization in credentials:
-            ws = await stack.enter_async_context(GraphQLWS.connect(server.ws_url, authorization=authorization))
-            await ws.subscribe(PERSONAL, {"projectId": t.project_id})
-            clients.append(ws)
-        await wait_for_subscriber(server, t.project_id, count=len(clients))
-        before = await scrape(server)
-        await ingest(server, t.secret, ["personal"])
-        for ws in clients:
-            assert (await ws.next_data())["logAdded"]["log"] == "personal"
-        after = await scrape(server)
-    executed = value(after, RENDERS, outcome="executed") - value(before, RENDERS, outcome="executed")
-    reused = value(after, RENDERS, outcome="reused") - value(before, RENDERS, outcome="reused")
-    assert (executed, reused) == (3, 1)
+    assert await renders(server, t.project_id, t.secret, credentials, PERSONAL) == (3, 1)
