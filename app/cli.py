@@ -8,7 +8,10 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from app.observability.logs import configure_logging
 from app.settings import Settings
@@ -85,16 +88,22 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from app import migrate
 
+    if args.action == "downgrade" and not args.revision:
+        print("lodge migrate downgrade needs a revision (or `base`)", file=sys.stderr)
+        return 2
     url = _database_url(Settings())
     if args.action == "upgrade":
         asyncio.run(migrate.upgrade(url, args.revision or "head"))
     elif args.action == "downgrade":
-        if not args.revision:
-            print("lodge migrate downgrade needs a revision (or `base`)", file=sys.stderr)
-            return 2
         asyncio.run(migrate.downgrade(url, args.revision))
     else:
-        migrate.current(url)
+        current, head = asyncio.run(migrate.current(url)), migrate.head()
+        if current is None:
+            print(f"no migrations applied (the newest is {head}): run `lodge migrate`")
+        elif current == head:
+            print(f"at {current}, the newest")
+        else:
+            print(f"at {current}; the newest is {head}: run `lodge migrate`")
     return 0
 
 
@@ -115,20 +124,27 @@ def cmd_persisted_operations(args: argparse.Namespace) -> int:
     from app.api.persisted import Registry
 
     directory = Path(args.dir) if args.dir else Settings().persisted_operations_dir
+    if directory is None or not directory.is_dir():
+        print(f"lodge persisted-operations: {directory} is not a directory", file=sys.stderr)
+        return 2
     registry = Registry.from_directory(directory)
     sys.stdout.write(json.dumps(registry.manifest(), indent=2, sort_keys=True) + "\n")
     return 0
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
+    from app import migrate
     from app.accounts import roles, service
-    from app.api.errors import LodgeError
     from app.db import create_database
 
     settings = Settings()
+    url = _database_url(settings)
 
     async def run() -> None:
-        db = create_database(_database_url(settings), settings)
+        # Like `serve`: a fresh data directory (or database) has no tables until it is migrated.
+        if settings.migrate_on_start:
+            await migrate.upgrade(url)
+        db = create_database(url, settings)
         try:
             async with db.sessionmaker() as session:
                 user = await service.create_user(session, email=args.email, password=args.password, name=args.name)
@@ -140,11 +156,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
         finally:
             await db.dispose()
 
-    try:
-        asyncio.run(run())
-    except LodgeError as exc:
-        print(f"lodge create-user: {exc.message} ({exc.code})", file=sys.stderr)
-        return 1
+    asyncio.run(run())
     return 0
 
 
@@ -187,9 +199,47 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"lodge {args.command}: invalid configuration: {problems}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
-    return int(args.func(args))
+    # The embedded PostgreSQL's platformdirs warns on every command where XDG_RUNTIME_DIR is unset
+    # (containers, CI): noise to a newcomer, and harmless (it falls back to /tmp).
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # One clear line, never a traceback: the traceback goes to the log at DEBUG (LOG_LEVEL=DEBUG).
+        log.debug("lodge %s failed", args.command, exc_info=True)
+        print(f"lodge {args.command}: {describe_failure(exc)}", file=sys.stderr)
+        return 1
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A command's failure as one line a newcomer can act on."""
+    from sqlalchemy.exc import DBAPIError
+
+    from app.api.errors import LodgeError
+
+    if isinstance(exc, LodgeError):
+        return f"{exc.message} ({exc.code})"
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"the database refused: {_one_line(exc.orig)}"
+    if isinstance(exc, ConnectionError | TimeoutError) or (isinstance(exc, OSError) and exc.filename is None):
+        return f"cannot reach the database ({_one_line(exc)}): is it running, and is DATABASE_URL right?"
+    if isinstance(exc, OSError):
+        return _one_line(exc)
+    return f"{type(exc).__name__}: {_one_line(exc)} (LOG_LEVEL=DEBUG shows the traceback)"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -32,5 +35,16 @@ async def downgrade(database_url: str, revision: str) -> None:
     await asyncio.to_thread(_run, "downgrade", database_url, revision)
 
 
-def current(database_url: str) -> None:
-    _run("current", database_url)
+async def current(database_url: str) -> str | None:
+    """The revision the database is at (None before the first migration)."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+    finally:
+        await engine.dispose()
+
+
+def head() -> str | None:
+    """The newest revision in `migrations/`."""
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()

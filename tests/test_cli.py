@@ -137,6 +137,41 @@ async def test_create_user_admin_makes_a_superuser(tmp_path: Path, database_url:
     assert again.returncode == 1 and "CONFLICT" in again.stderr
 
 
+def test_create_user_on_a_fresh_data_directory_migrates_first(tmp_path: Path) -> None:
+    # Before any `serve`: the embedded PostgreSQL starts empty, so create-user migrates as serve does.
+    env = _env(tmp_path / "lodge")
+    before = lodge("migrate", "current", env=env)
+    assert before.returncode == 0 and "no migrations applied" in before.stdout, before.stderr
+    result = lodge(
+        "create-user", "--email", "first@example.com", "--password", "a long enough password", "--admin", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "created superuser" in result.stdout and "Traceback" not in result.stderr
+    after = lodge("migrate", "current", env=env)
+    assert after.returncode == 0 and "the newest" in after.stdout and "run `lodge migrate`" not in after.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "expected"),
+    [
+        (("create-user", "--email", "a@example.com", "--password", "a long enough password"),
+         {"DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/lodge"}, "cannot reach the database"),
+        (("migrate",), {"DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/lodge"}, "cannot reach the database"),
+        (("migrate", "current"), {"LODGE_DB_POOL_SIZE": "many"}, "invalid configuration: LODGE_DB_POOL_SIZE"),
+        (("persisted-operations", "--dir", "/nonexistent/documents"), {}, "is not a directory"),
+        (("export-schema", "-o", "/nonexistent/dir/schema.graphql"), {}, "No such file or directory"),
+    ],
+)  # fmt: skip
+def test_a_failing_command_prints_one_clear_line(
+    tmp_path: Path, args: tuple[str, ...], extra: dict[str, str], expected: str
+) -> None:
+    result = lodge(*args, env=_env(tmp_path / "lodge", **extra))
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"lodge {args[0]}: ") and expected in lines[0], result.stderr
+
+
 async def test_sigterm_finishes_requests_in_flight_and_closes_websockets(tmp_path: Path, database_url: str) -> None:
     port = free_port()
     env = _env(
