@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -29,6 +29,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.unset import UNSET
 
 from app.accounts import watchdog
+from app.api import graphiql
 from app.api.context import Context
 from app.api.errors import BAD_USER_INPUT, LodgeError
 from app.api.extensions import database_unavailable
@@ -77,6 +78,11 @@ class LodgeGraphQL(GraphQL[Context, None]):
             allowed_origins=settings.websocket_origins,
         )
         self.deps = deps
+        self.graphiql = graphiql.load()
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        # Lodge's own page, whose files Lodge serves (strawberry's loads them from unpkg.com).
+        return HTMLResponse(self.graphiql.page)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None = None) -> Context:
         return Context(deps=self.deps, request=request, response=response if isinstance(response, Response) else None)
@@ -292,6 +298,7 @@ def create_app(deps: Deps) -> Starlette:
         routes=[
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_app),
+            Route(f"{graphiql.ASSET_PATH}/{{name:path}}", graphql_app.graphiql.serve, methods=["GET"]),
             Route("/ingest", ingest_endpoint, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
