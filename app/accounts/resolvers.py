@@ -74,7 +74,10 @@ class AccountsQuery:
 
     @strawberry.field
     async def user(self, info: Info, id: strawberry.ID) -> User | None:
-        return User.from_model(await _visible_user(info, parse_id(id)))
+        try:
+            return User.from_model(await _visible_user(info, parse_id(id)))
+        except NotFound:
+            return None  # like every single-object lookup: an unknown id is null
 
     @strawberry.field(description="Live users, searched in email and names (users:admin).")  # type: ignore[untyped-decorator]
     async def users(

@@ -62,6 +62,17 @@ async def get_user_or_raise(session: AsyncSession, *, user_id: uuid.UUID) -> mod
     return user
 
 
+async def require_user_exists(session: AsyncSession, user_id: uuid.UUID, argument: str) -> uuid.UUID:
+    """`user_id`, if it names a live user: an argument that names a parent is NOT_FOUND when there
+    is none, rather than an empty list that reads like "this user has nothing"."""
+    found = await session.scalar(
+        select(col(models.User.id)).where(col(models.User.id) == user_id, col(models.User.deleted_at).is_(None))
+    )
+    if found is None:
+        raise NotFound(f"no user has the id given as `{argument}`", argument=argument, id=str(user_id))
+    return user_id
+
+
 async def get_active_user(session: AsyncSession, *, user_id: uuid.UUID) -> models.User | None:
     user = await session.get(models.User, user_id)
     if user is None or user.deleted_at is not None or not user.is_active:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import strawberry
 
+from app.accounts.service import require_user_exists
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
@@ -169,6 +170,7 @@ class CommunitiesQuery:
         member_id: uuid.UUID | None = None
         if guild_id is not None:
             gid = parse_id(guild_id, "guildId")
+            await guilds.get_guild_or_raise(ctx.session, guild_id=gid)
             await access.require_reader(info, gid)
             guild_ids = [gid]
         elif not await access.is_staff(info):
@@ -176,7 +178,7 @@ class CommunitiesQuery:
         spec = analyses.AnalysisFilter(
             guild_ids=guild_ids,
             member_id=member_id,
-            user_id=parse_id(user_id, "userId") if user_id else None,
+            user_id=await require_user_exists(ctx.session, parse_id(user_id, "userId"), "userId") if user_id else None,
             min_confidence=min_confidence,
             search=search or None,
         )

@@ -65,9 +65,8 @@ class GatewayQuery:
     @strawberry.field
     async def client(self, info: Info, id: strawberry.ID) -> Client | None:
         await require_permission(info.context, ADMIN)
-        return Client.from_model(
-            await service.get_or_raise(info.context.session, models.Client, parse_id(id), "client")
-        )
+        row = await info.context.session.get(models.Client, parse_id(id))
+        return Client.from_model(row) if row is not None else None
 
     @strawberry.field
     async def clients(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Client]:
@@ -113,6 +112,7 @@ class GatewayQuery:
                 raise Forbidden("an API key sees only its own environment's request logs")
             environments = [own]
         elif wanted is not None:
+            await ctx.require_user_id(ctx.session)  # who asks before whether it exists
             env = await service.get_or_raise(ctx.session, models.Environment, wanted, "environment")
             await _project_owner_or_admin(info, env.project_id)
             environments = [wanted]
@@ -120,10 +120,14 @@ class GatewayQuery:
             environments = None
         else:
             environments = await _owned_environments(info)
+        # An argument naming a parent is NOT_FOUND when there is none (not an empty page).
+        wanted_service = parse_id(service_id, "serviceId") if service_id else None
+        if wanted_service is not None:
+            await service.get_or_raise(ctx.session, models.Service, wanted_service, "service")
         size = page_size(first)
         spec = service.RequestLogSpec(
             environment_ids=environments,
-            service_id=parse_id(service_id, "serviceId") if service_id else None,
+            service_id=wanted_service,
             start_point=str(start_point) if start_point else None,
             since=since,  # DateTime inputs arrive in UTC (app.api.scalars)
         )

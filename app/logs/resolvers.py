@@ -11,6 +11,7 @@ import strawberry
 
 from app.accounts.events import api_key_channel, end
 from app.api.context import Info
+from app.api.errors import NotFound
 from app.api.pagination import (
     Connection,
     build_connection,
@@ -174,7 +175,10 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
 class LogsQuery:
     @strawberry.field
     async def project(self, info: Info, id: strawberry.ID) -> Project | None:
-        return Project.from_model(await _owned_project(info, id))
+        try:
+            return Project.from_model(await _owned_project(info, id))
+        except NotFound:
+            return None  # like every single-object lookup: an unknown id is null
 
     @strawberry.field
     async def projects(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Project]:

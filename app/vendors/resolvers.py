@@ -9,6 +9,7 @@ from typing import Annotated
 
 import strawberry
 
+from app.accounts.service import require_user_exists
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
@@ -63,6 +64,7 @@ async def _billing_owner(info: Info, user_id: strawberry.ID | None) -> uuid.UUID
     owner = parse_id(user_id, "userId") if user_id is not None else caller
     if owner != caller:
         await require_permission(ctx, BILLING, session=ctx.session)
+        await require_user_exists(ctx.session, owner, "userId")
     return owner
 
 
@@ -129,6 +131,8 @@ class VendorsQuery:
         after: str | None = None,
     ) -> Connection[Vendor]:
         owner = parse_id(owner_id, "ownerId") if owner_id else None
+        if owner is not None:
+            await require_user_exists(info.context.session, owner, "ownerId")
         return await vendors_page(info, open=open, search=search, owner_id=owner, first=first, after=after)
 
     @strawberry.field(

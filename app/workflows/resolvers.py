@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import strawberry
 
+from app.accounts.service import require_user_exists
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
@@ -125,13 +126,17 @@ class WorkflowsQuery:
         first: int | None = None,
         after: str | None = None,
     ) -> WorkflowConnection:
+        owner = parse_id(owner_id, "ownerId") if owner_id else None
+        if owner is not None:
+            await info.context.require_user_id(info.context.session)  # who asks before whether it exists
+            await require_user_exists(info.context.session, owner, "ownerId")
         spec = workflows.WorkflowFilter(
             status=status.value if status else None,
             tag=tag,
             search=search or None,
             is_template=is_template,
             is_public=is_public,
-            owner_id=parse_id(owner_id, "ownerId") if owner_id else None,
+            owner_id=owner,
         )
         return await workflows_page(info, spec, first=first, after=after)
 

@@ -203,10 +203,8 @@ async def test_project_crud(server: LiveServer) -> None:
     assert (await server.data("mutation($id: ID!) { deleteProject(id: $id) }", {"id": t.project_id}, token=t.token))[
         "deleteProject"
     ]
-    assert (
-        await server.error_code("query($id: ID!) { project(id: $id) { id } }", {"id": t.project_id}, token=t.token)
-        == "NOT_FOUND"
-    )
+    gone = await server.data("query($id: ID!) { project(id: $id) { id } }", {"id": t.project_id}, token=t.token)
+    assert gone == {"project": None}
     assert await server.error_code(INGEST_LOGS, {"inputs": [{"log": "x"}]}, api_key=t.secret) == "UNAUTHENTICATED"
 
 
