@@ -77,4 +77,7 @@ class Log(SQLModel, table=True):
     level: str = text_col(nullable=False)
     attributes: Any = Field(default=None, sa_column=Column(JSONB, nullable=True))
     idempotency_key: str | None = text_col()
+    # When the event happened, as its sender says (null when it did not say); created_at is when
+    # Lodge stored it.
+    occurred_at: datetime | None = timestamp()
     created_at: datetime = created_at()

@@ -190,6 +190,7 @@ class LogItem:
     level: str
     attributes: Any
     idempotency_key: str | None
+    occurred_at: datetime | None = None  # the event time its sender gives, in UTC
 
 
 @dataclass
@@ -224,34 +225,43 @@ class Batch:
     approx_bytes: int
 
 
-def prepare_batch(items: Sequence[LogItem], *, max_batch: int, max_bytes: int) -> Batch:
-    """Refuse the whole batch on any bad item (nothing is written)."""
+def prepare_batch(
+    items: Sequence[LogItem], *, max_batch: int, max_bytes: int, lines: Sequence[int] | None = None
+) -> Batch:
+    """Refuse the whole batch on any bad item (nothing is written).
+
+    An error names the item by `index` (0-based, GraphQL's `inputs`), or by `line` when `lines`
+    gives each item's 1-based line (`POST /ingest`)."""
     if len(items) > max_batch:
         raise BadUserInput(f"at most {max_batch} logs per call, got {len(items)}", limit=max_batch)
     encoded: list[str | None] = []
     total = 0
     for index, item in enumerate(items):
+        position = {"line": lines[index]} if lines else {"index": index}
+        where = f"line {lines[index]}" if lines else f"log {index}"
         if item.level not in models.LOG_LEVELS:
-            raise BadUserInput(f"unknown level {item.level!r}", index=index)
+            raise BadUserInput(f"{where}: unknown level {item.level!r}", **position)
         if item.attributes is not None and not isinstance(item.attributes, dict):
-            raise BadUserInput("attributes must be a JSON object", index=index)
+            raise BadUserInput(f"{where}: attributes must be a JSON object", **position)
         try:
             attributes = orjson.dumps(item.attributes).decode() if item.attributes is not None else None
         except TypeError:
-            message = "attributes hold a value JSON cannot carry (an integer beyond 64 bits?)"
-            raise BadUserInput(message, index=index) from None
+            message = f"{where}: attributes hold a value JSON cannot carry (an integer beyond 64 bits?)"
+            raise BadUserInput(message, **position) from None
 
         size = len(item.log.encode()) + (len(attributes) if attributes is not None else 0)
         if size > max_bytes:
-            raise BadUserInput(f"log {index} is {size} bytes; the limit is {max_bytes}", index=index, limit=max_bytes)
+            raise BadUserInput(f"{where} is {size} bytes; the limit is {max_bytes}", **position, limit=max_bytes)
         if item.idempotency_key is not None and not 0 < len(item.idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise BadUserInput(f"idempotencyKey must be 1..{MAX_IDEMPOTENCY_KEY} characters", index=index)
+            raise BadUserInput(f"{where}: idempotencyKey must be 1..{MAX_IDEMPOTENCY_KEY} characters", **position)
         encoded.append(attributes)
         total += size + 200
     return Batch(items=items, attributes_json=encoded, approx_bytes=total)
 
 
-_INGEST = text("SELECT * FROM ingest_logs(:project_id, :api_key_id, :logs, :levels, :attributes, :keys)").columns(
+_INGEST = text(
+    "SELECT * FROM ingest_logs(:project_id, :api_key_id, :logs, :levels, :attributes, :keys, :occurred_at)"
+).columns(
     column("prev", BigInteger),
     column("id", PG_UUID(as_uuid=True)),
     column("seq", BigInteger),
@@ -279,6 +289,7 @@ async def ingest(conn: AsyncConnection, *, api_key: models.ApiKey, batch: Batch)
             "levels": [item.level for item in items],
             "attributes": batch.attributes_json,
             "keys": [item.idempotency_key for item in items],
+            "occurred_at": [item.occurred_at for item in items],
         },
     )
     returned = result.all()
@@ -324,6 +335,7 @@ async def ingest(conn: AsyncConnection, *, api_key: models.ApiKey, batch: Batch)
                 "level": item.level,
                 "attributes": item.attributes,
                 "idempotency_key": key,
+                "occurred_at": item.occurred_at,
                 "created_at": row.created_at,
             }
         )
@@ -352,6 +364,8 @@ def log_from_event(data: dict[str, Any]) -> models.Log:
         level=data["level"],
         attributes=data["attributes"],
         idempotency_key=data["idempotency_key"],
+        # A message from a server older than the event time has none.
+        occurred_at=datetime.fromisoformat(data["occurred_at"]) if data.get("occurred_at") else None,
         created_at=datetime.fromisoformat(data["created_at"]),
     )
 

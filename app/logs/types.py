@@ -178,6 +178,10 @@ class Log:
     log: str
     level: LogLevel
     attributes: JSON | None
+    occurred_at: datetime | None = strawberry.field(
+        description="When the event happened, as its sender said (null if it did not); createdAt is when Lodge "
+        "stored it."
+    )
     created_at: datetime
     cursor: str
     project_id: strawberry.Private[uuid.UUID]
@@ -190,6 +194,7 @@ class Log:
             log=row.log,
             level=LogLevel(row.level),
             attributes=row.attributes,
+            occurred_at=utc(row.occurred_at),
             created_at=utc(row.created_at),  # type: ignore[arg-type]
             cursor=log_cursor(row.seq),
             project_id=row.project_id,
@@ -249,6 +254,9 @@ class LogInput:
     level: LogLevel = LogLevel.INFO
     attributes: JSON | None = None
     idempotency_key: str | None = strawberry.field(default=None, metadata=max_length(service.MAX_IDEMPOTENCY_KEY))
+    occurred_at: datetime | None = strawberry.field(
+        default=None, description="When the event happened; no offset means UTC. Lodge keeps it beside createdAt."
+    )
 
 
 def _log_item_from_input(cls: type, value: Any, context: Any) -> service.LogItem:
@@ -263,6 +271,7 @@ def _log_item_from_input(cls: type, value: Any, context: Any) -> service.LogItem
         level=level.value if isinstance(level, LogLevel) else str(level),
         attributes=value.get("attributes"),
         idempotency_key=value.get("idempotencyKey"),
+        occurred_at=value.get("occurredAt"),  # the DateTime scalar has made it UTC
     )
 
 
