@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Endpoints that bound their bodies themselves: `POST /ingest` limits the body as sent and as
+# decompressed, and answers in its own error shape (app/logs/http.py).
+SELF_LIMITED_PATHS = frozenset({"/ingest"})
 
 # Whole-value match (`$` would let a trailing newline through into log lines).
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -38,12 +43,13 @@ class RequestIdMiddleware:
 class BodyLimitMiddleware:
     """Refuse request bodies over `max_bytes` with 413, whether or not Content-Length is sent."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: Collection[str] = SELF_LIMITED_PATHS) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
         length = dict(scope.get("headers", [])).get(b"content-length")
