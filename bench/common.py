@@ -70,6 +70,15 @@ async def lodge_server(
     database_url: str, *, port: int = 8765, broadcast_url: str = "memory://", **env: str
 ) -> AsyncIterator[str]:
     """`lodge serve` with one worker in its own process, as in production."""
+    async with lodge_process(database_url, port=port, broadcast_url=broadcast_url, **env) as (base, _):
+        yield base
+
+
+@contextlib.asynccontextmanager
+async def lodge_process(
+    database_url: str, *, port: int = 8765, broadcast_url: str = "memory://", **env: str
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`lodge_server`, also handing over the process (one worker: its pid is the server's, for profilers)."""
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -86,7 +95,7 @@ async def lodge_server(
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base, proc)
-        yield base
+        yield base, proc
     finally:
         proc.send_signal(signal.SIGINT)
         try:
