@@ -44,9 +44,9 @@ PARENT_ARGUMENTS = [
 
 async def test_me_is_null_for_anyone_but_a_signed_in_user(server: LiveServer) -> None:
     t = await new_tenant(server)
-    for auth in ({}, {"api_key": t.secret}):
-        body = await server.gql("{ me { id } }", **auth)
-        assert body == {"data": {"me": None}}, (auth, body)
+    for api_key in (None, t.secret):
+        body = await server.gql("{ me { id } }", api_key=api_key)
+        assert body == {"data": {"me": None}}, (api_key, body)
     assert (await server.data("{ me { id } }", token=t.token))["me"]["id"]
 
 
