@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
@@ -86,6 +87,11 @@ class LodgeGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket | None = None) -> Context:
         return Context(deps=self.deps, request=request, response=response if isinstance(response, Response) else None)
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # Apollo's persisted-query link sends a known hash by GET with `Accept: */*` and no
+        # `query`: that is an operation, not a browser asking for GraphiQL.
+        return super().should_render_graphql_ide(request) and request.query_params.get("extensions") is None
 
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)

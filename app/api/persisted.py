@@ -42,7 +42,7 @@ from app.observability import metrics
 
 NOT_FOUND_CODE = "PERSISTED_QUERY_NOT_FOUND"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
-_PLACEHOLDER = parse("{ __typename }")
+_NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,127}$")
 # Queries clients register by hash: each at most this long, all of them at most this much memory.
 MAX_APQ_BYTES = 64 * 1024
 MAX_APQ_CACHE_BYTES = 32 * 1024 * 1024
@@ -180,9 +180,12 @@ class PersistedOperations(SchemaExtension):
 
     def _fail(self, error: LodgeError) -> None:
         self._error = error
-        # Past strawberry's "no query" check; the error replaces the validation's result.
-        self.execution_context.query = self.execution_context.query or "{ __typename }"
-        self.execution_context.graphql_document = _PLACEHOLDER
+        ec = self.execution_context
+        if not ec.query:
+            # Past strawberry's "no query" check and its operation lookup (a client that names its
+            # operation, as Apollo's link does, would get HTTP 400 "Unknown operation named X"
+            # instead of this error); the error replaces the validation's result.
+            ec.query = _placeholder(ec.operation_name)
 
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
@@ -202,6 +205,14 @@ class PersistedOperations(SchemaExtension):
         yield
         if self._to_remember is not None and not ec.pre_execution_errors:
             self.registry.remember(*self._to_remember)
+
+
+def _placeholder(operation_name: str | None) -> str:
+    """A document that stands in for a query the request did not carry, named as the request
+    names its operation (a name that is no GraphQL name matches no document: strawberry says so)."""
+    if operation_name is not None and _NAME.match(operation_name):
+        return f"query {operation_name} {{ __typename }}"
+    return "{ __typename }"
 
 
 def _graphql_error(error: LodgeError) -> GraphQLError:

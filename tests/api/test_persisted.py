@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,29 @@ async def test_only_registered_operations_run_when_so_configured(database_url: s
             message = await ws.receive()
             errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
             assert errors[0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_apq_with_an_operation_name_over_post_and_get(server: LiveServer) -> None:
+    """Apollo's link names the operation in every request: a miss is still PERSISTED_QUERY_NOT_FOUND
+    (not HTTP 400 "Unknown operation named"), and a hash sent by GET is an operation, not a request
+    for GraphiQL's page (the link sends `Accept: */*`)."""
+    query = "query Named($first: Int) { vendors(first: $first) { totalCount } }"
+    query += f" # {uuid.uuid4().hex}"  # a document this server has not seen
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    extensions = json.dumps({"persistedQuery": {"version": 1, "sha256Hash": digest}})
+    params = {"operationName": "Named", "variables": '{"first": 1}', "extensions": extensions}
+    by_get = await server.http.get("/graphql", params=params, headers={"accept": "*/*"})
+    assert by_get.status_code == 200 and by_get.headers["content-type"].startswith("application/json")
+    assert code(by_get.json()) == "PERSISTED_QUERY_NOT_FOUND"
+    named = {**by_hash(digest, variables={"first": 1}), "operationName": "Named"}
+    assert code(await post(server, named)) == "PERSISTED_QUERY_NOT_FOUND"
+    # The wrong hash for a query, named: said plainly.
+    mismatch = await post(server, {**by_hash("0" * 64, query), "operationName": "Named"})
+    assert code(mismatch) == "BAD_USER_INPUT" and "does not match" in mismatch["errors"][0]["message"]
+    registered = await post(server, {**by_hash(digest, query, {"first": 1}), "operationName": "Named"})
+    assert "errors" not in registered
+    hit = await server.http.get("/graphql", params=params, headers={"accept": "*/*"})
+    assert hit.status_code == 200 and hit.json() == registered
+    # A browser asking for the page still gets GraphiQL.
+    page = await server.http.get("/graphql", headers={"accept": "text/html"})
+    assert page.headers["content-type"].startswith("text/html")
