@@ -26,6 +26,7 @@ from app.api.persisted import PersistedOperations, Registry
 from app.api.ratelimit import RateLimitOperations
 from app.api.scalars import JSON, DateTime, JSONScalar
 from app.api.sharing import SharingExecutor
+from app.api.transport import SubscriptionsNeedAWebsocket
 from app.audit.recorder import audit_mutations
 from app.audit.resolvers import AuditQuery
 from app.communities.resolvers import CommunitiesMutation, CommunitiesQuery, CommunitiesSubscription
@@ -78,6 +79,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
             partial(ParserCache, maxsize=1024),
             partial(ValidationCache, maxsize=1024),
             partial(PersistedOperations, registry=registry, only=settings.persisted_only, apq=settings.apq),
+            SubscriptionsNeedAWebsocket,
             partial(AddValidationRules, limit_rules),
             partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
             RefuseNulCharacters,
