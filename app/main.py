@@ -21,7 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -42,6 +42,7 @@ from app.deps import Deps
 from app.logs.http import ingest_endpoint
 from app.logs.service import authenticate_api_key
 from app.observability import metrics, tracing
+from app.observability.graphql import WS_CLOSE_CODE
 from app.observability.logs import AccessLogMiddleware, configure_logging
 from app.pubsub import Hub
 from app.settings import Settings
@@ -118,10 +119,18 @@ class LodgeGraphQL(GraphQL[Context, None]):
         if scope["type"] != "websocket":
             await super().__call__(scope, receive, send)
             return
-        scope.setdefault("state", {})
+        state = scope.setdefault("state", {})
+
+        async def noting_close_code() -> Message:
+            # Tells the operations the socket's end cancels why it ended (1012: the server stops).
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                state[WS_CLOSE_CODE] = message.get("code")
+            return message
+
         metrics.WEBSOCKETS.inc()
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, noting_close_code, send)
         finally:
             metrics.WEBSOCKETS.dec()
             watchdog = scope["state"].pop(WATCHDOG, None)

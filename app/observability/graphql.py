@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from graphql import FieldNode, OperationDefinitionNode
 from starlette.websockets import WebSocket
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
+from app.api.errors import BAD_USER_INPUT
 from app.observability import metrics
 from app.observability.logs import OPERATION, log_operation
+
+CANCELLED = "cancelled"
+SHUTDOWN = "shutdown"
+# Raised by strawberry before execution (no operation of the name asked for, a mutation over GET,
+# no query at all): the client's to fix.
+CLIENT_MISTAKES = (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError)
+# The websocket's close code, as the ASGI server reported it (set by the GraphQL view).
+WS_CLOSE_CODE = "lodge_ws_close_code"
+SERVICE_RESTART = 1012
 
 
 class ObservabilityExtension(SchemaExtension):
@@ -56,6 +69,10 @@ class ObservabilityExtension(SchemaExtension):
         if self._subscription is not None:
             metrics.SUBSCRIPTIONS.labels(self._subscription).dec()
         kind, name, outcome = describe(ec, raised)
+        ctx: Any = ec.context
+        request = getattr(ctx, "request", None)
+        if outcome == CANCELLED and _closed_for_restart(request):
+            outcome = SHUTDOWN
         metrics.OPERATIONS.labels(kind, outcome).inc()
         if kind in ("query", "mutation"):
             # Only names of documents that validated take a label of their own.
@@ -63,14 +80,12 @@ class ObservabilityExtension(SchemaExtension):
             metrics.LATENCY.labels(kind, label).observe(duration)
         if name is not None and (len(name) > 100 or not name.isprintable()):
             name = name[:100].encode("unicode_escape").decode()
-        ctx: Any = ec.context
         fields: dict[str, Any] = {
             "operation": name,
             "operation_type": kind,
             "outcome": outcome,
             **(getattr(ctx, "caller", None) or {}),
         }
-        request = getattr(ctx, "request", None)
         if isinstance(request, WebSocket):
             fields["request_id"] = getattr(request.state, "request_id", None)
             fields["duration_ms"] = round(duration * 1000, 2)
@@ -81,7 +96,8 @@ class ObservabilityExtension(SchemaExtension):
 
 def describe(ec: Any, raised: BaseException | None = None) -> tuple[str, str | None, str]:
     """(type, name, outcome) of a finished operation: outcome is "ok" or the first error's code
-    (or the code of what a hook raised, which strawberry turns into the error after the hooks)."""
+    (or the code of what a hook raised, which strawberry turns into the error after the hooks), or
+    "cancelled" when it was ended from outside before it finished."""
     try:
         kind = ec.operation_type.value if ec.graphql_document is not None else "unknown"
         name = ec.operation_name
@@ -89,12 +105,25 @@ def describe(ec: Any, raised: BaseException | None = None) -> tuple[str, str | N
         kind, name = "unknown", None
     errors = ec.pre_execution_errors or (ec.result.errors if ec.result is not None else None)
     outcome = "ok"
-    if raised is not None:
+    if isinstance(raised, asyncio.CancelledError | GeneratorExit):
+        # Ended from outside: the client completed it or left, or the server is stopping.
+        outcome = CANCELLED
+    elif isinstance(raised, CLIENT_MISTAKES):
+        outcome = BAD_USER_INPUT  # strawberry answers these with HTTP 400
+    elif raised is not None:
         extensions = getattr(raised, "extensions", None)
         outcome = str((extensions or {}).get("code") or "INTERNAL") if isinstance(extensions, dict) else "INTERNAL"
     elif errors:
         outcome = str((errors[0].extensions or {}).get("code") or "ERROR")
     return kind, name, outcome
+
+
+def _closed_for_restart(request: object) -> bool:
+    """The operation's websocket was closed because the server is stopping (uvicorn closes every
+    websocket with 1012, service restart, before its lifespan ends)."""
+    if not isinstance(request, WebSocket):
+        return False
+    return bool(request.scope.get("state", {}).get(WS_CLOSE_CODE) == SERVICE_RESTART)
 
 
 def _root_field(document: Any, operation_name: str | None) -> str:

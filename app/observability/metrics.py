@@ -40,7 +40,8 @@ for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
 
 OPERATIONS = Counter(
     "lodge_graphql_operations_total",
-    "GraphQL operations by type (query, mutation, subscription) and outcome (ok or the first error's code).",
+    "GraphQL operations by type (query, mutation, subscription) and outcome (ok, the first error's code, "
+    "cancelled when the client ended it first, shutdown when the server stopped under it).",
     ["type", "outcome"],
     registry=REGISTRY,
 )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.observability.logs import JsonFormatter
@@ -15,6 +18,7 @@ from tests.conftest import make_settings
 from tests.support import (
     FROM_START,
     LOG_ADDED,
+    TIMEOUT,
     GraphQLWS,
     LiveServer,
     free_port,
@@ -23,6 +27,8 @@ from tests.support import (
     new_tenant,
     wait_for_subscriber,
 )
+
+OPERATIONS = "lodge_graphql_operations_total"
 
 
 async def scrape(server: LiveServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -143,3 +149,72 @@ async def test_refusals_raised_by_hooks_count_as_errors_not_ok(server: LiveServe
     # The scrape itself is not a GraphQL operation: nothing else ran in between.
     assert after.get(ok, 0) == before.get(ok, 0)
     assert after.get(bad, 0) == before.get(bad, 0) + 1
+
+
+def operations(outcome: str, kind: str = "subscription") -> float:
+    from app.observability import metrics
+
+    sample = metrics.REGISTRY.get_sample_value(OPERATIONS, {"type": kind, "outcome": outcome})
+    return sample or 0.0
+
+
+def access_records(caplog: pytest.LogCaptureFixture, api_key_id: str) -> list[dict[str, Any]]:
+    return [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "lodge.access" and r.fields.get("api_key_id") == api_key_id  # type: ignore[attr-defined]
+    ]
+
+
+async def test_a_subscription_ended_by_shutdown_is_counted_as_shutdown_not_internal(
+    database_url: str, redis_url: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = {outcome: operations(outcome) for outcome in ("shutdown", "INTERNAL")}
+    with caplog.at_level(logging.INFO):
+        async with contextlib.AsyncExitStack() as client_side:
+            async with live_server(make_settings(broadcast_url=redis_url or "memory://"), database_url) as server:
+                tenant = await new_tenant(server)
+                ws = await client_side.enter_async_context(
+                    GraphQLWS.connect(server.ws_url, authorization=f"ApiKey {tenant.secret}")
+                )
+                await ws.subscribe(LOG_ADDED, {"projectId": tenant.project_id, "after": FROM_START})
+                await wait_for_subscriber(server, tenant.project_id)
+            # The server has stopped (uvicorn waited for the subscription to end): the client was told 1012.
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.receive()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    assert operations("shutdown") == before["shutdown"] + 1
+    assert operations("INTERNAL") == before["INTERNAL"]
+    (record,) = [f for f in access_records(caplog, tenant.key_id) if f["operation_type"] == "subscription"]
+    assert record["outcome"] == "shutdown"
+    errors = [r for r in caplog.records if r.name.startswith("lodge") and r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+async def test_a_subscription_the_client_ends_is_counted_as_cancelled(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = await new_tenant(server)
+    before = {outcome: operations(outcome) for outcome in ("cancelled", "INTERNAL")}
+    with caplog.at_level(logging.INFO, logger="lodge.access"):
+        async with GraphQLWS.connect(server.ws_url, authorization=f"ApiKey {tenant.secret}") as ws:
+            await ws.subscribe(LOG_ADDED, {"projectId": tenant.project_id, "after": FROM_START})
+            await wait_for_subscriber(server, tenant.project_id)
+        async with asyncio.timeout(TIMEOUT):  # the server notices the close on its own time
+            while not access_records(caplog, tenant.key_id):
+                await asyncio.sleep(0.01)
+    (record,) = access_records(caplog, tenant.key_id)
+    assert record["operation_type"] == "subscription" and record["outcome"] == "cancelled"
+    assert operations("cancelled") == before["cancelled"] + 1
+    assert operations("INTERNAL") == before["INTERNAL"]
+
+
+async def test_requests_strawberry_refuses_before_execution_count_as_the_clients_mistake(server: LiveServer) -> None:
+    before = operations("BAD_USER_INPUT", "unknown") + operations("BAD_USER_INPUT", "mutation")
+    internal = operations("INTERNAL", "unknown") + operations("INTERNAL", "mutation")
+    named = await server.http.post("/graphql", json={"query": "query A { me { id } }", "operationName": "B"})
+    by_get = await server.http.get("/graphql", params={"query": 'mutation { deleteProject(id: "x") }'})
+    assert named.status_code == by_get.status_code == 400
+    assert named.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert operations("BAD_USER_INPUT", "unknown") + operations("BAD_USER_INPUT", "mutation") == before + 2
+    assert operations("INTERNAL", "unknown") + operations("INTERNAL", "mutation") == internal
