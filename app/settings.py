@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     )
     max_log_bytes: int = Field(256 * 1024, validation_alias="LODGE_MAX_LOG_BYTES")
     max_batch_size: int = Field(1000, validation_alias="LODGE_MAX_BATCH_SIZE")
+    # Shippers send whole buffers (Fluent Bit: one chunk of up to ~2 MB a request) and drop a batch
+    # answered with a 4xx: /ingest takes more records than one GraphQL call, still bounded by the body size.
+    max_ingest_records: int = Field(20_000, ge=1, validation_alias="LODGE_MAX_INGEST_RECORDS")
     subscriber_queue_bytes: int = Field(
         1 << 20,
         validation_alias="LODGE_SUBSCRIBER_QUEUE_BYTES",

@@ -11,7 +11,7 @@ The contract:
   `zstd`, more than one coding) is 415. A body that does not decompress is 400.
 - Size: the body as sent and the body once decompressed are each at most `LODGE_MAX_BODY_BYTES`
   (413 above either; decompression stops there, so a gzip bomb is never inflated whole). A
-  batch holds at most `LODGE_MAX_BATCH_SIZE` logs, each at most `LODGE_MAX_LOG_BYTES`.
+  batch holds at most `LODGE_MAX_INGEST_RECORDS` logs (20,000), each at most `LODGE_MAX_LOG_BYTES`.
 - Each object is read by `app.logs.records`: the message from `log`, `message`, `msg` or `body`,
   the event time from `timestamp`, `@timestamp`, `time` or `date`, the level from `level`,
   `severity`, ... with aliases; other fields become attributes.
@@ -180,9 +180,9 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
             key = await service.authenticate_api_key(conn, secret=secret)
             request.scope.setdefault("state", {})["lodge_caller"] = {"api_key_id": str(key.id)}
             deps.limiter.vouch(secret)
-            items, lines = parse_body(body, max_batch=settings.max_batch_size)
+            items, lines = parse_body(body, max_batch=settings.max_ingest_records)
             batch = service.prepare_batch(
-                items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes, lines=lines
+                items, max_batch=settings.max_ingest_records, max_bytes=settings.max_log_bytes, lines=lines
             )
             outcome = await service.ingest(conn, api_key=key, batch=batch)
     except LodgeError as exc:

@@ -198,7 +198,7 @@ async def test_every_record_error_names_its_line(server: LiveServer) -> None:
     # Errors of the body as a whole carry no line.
     error = await refused(server, t, b'[{"log": "x"}, {"log":', 400)
     assert "line" not in error and "JSON array" in error["message"]
-    too_many = b"\n".join(b'{"log": "x"}' for _ in range(server.deps.settings.max_batch_size + 1))
+    too_many = b"\n".join(b'{"log": "x"}' for _ in range(server.deps.settings.max_ingest_records + 1))
     error = await refused(server, t, too_many, 400)
-    assert error["limit"] == server.deps.settings.max_batch_size and "line" not in error
+    assert error["limit"] == server.deps.settings.max_ingest_records and "line" not in error
     await still_ingests(server, t)

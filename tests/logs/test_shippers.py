@@ -263,3 +263,22 @@ async def test_live_tail_carries_the_event_time(server: LiveServer) -> None:
         "occurredAt": "2024-04-05T19:34:38.250000+00:00",
         "attributes": {"stream": "stdout"},
     }
+
+
+async def test_a_shippers_buffer_may_hold_more_than_one_graphql_batch(server: LiveServer) -> None:
+    # Fluent Bit sends a whole chunk (up to ~2 MB) in one request and drops it on a 4xx: /ingest
+    # takes LODGE_MAX_INGEST_RECORDS records, more than ingestLogs' LODGE_MAX_BATCH_SIZE.
+    t = await new_tenant(server)
+    count = server.deps.settings.max_batch_size * 3
+    body = gzip.compress(orjson.dumps([{"date": 1767225600.5, "log": f"line {i}"} for i in range(count)]))
+    response = await server.http.post(
+        "/ingest",
+        content=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip", "X-API-Key": t.secret},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == count
+    data = await server.data(
+        "query($p: ID!) { logs(projectId: $p) { totalCount } }", {"p": t.project_id}, token=t.token
+    )
+    assert data["logs"]["totalCount"] == count
