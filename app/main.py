@@ -16,6 +16,7 @@ from cross_web import HTTPException
 from prometheus_client import start_http_server
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -256,6 +257,19 @@ def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
     )
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such path, a method the path does not take) in the JSON shapes
+    clients already parse, with a code: GraphQL's `errors` list, `/ingest`'s `error` object."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = "NOT_FOUND" if exc.status_code == 404 else BAD_USER_INPUT
+    error = {"message": exc.detail, "code": code, "requestId": getattr(request.state, "request_id", "")}
+    if request.url.path == "/ingest":
+        body: dict[str, object] = {"error": error}
+    else:
+        body = {"errors": [{"message": exc.detail, "extensions": {k: v for k, v in error.items() if k != "message"}}]}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
 def create_app(deps: Deps) -> Starlette:
     settings = deps.settings
     graphql_app = LodgeGraphQL(deps)
@@ -321,6 +335,7 @@ def create_app(deps: Deps) -> Starlette:
         ],
         middleware=middleware,
         lifespan=lifespan,
+        exception_handlers={StarletteHTTPException: http_error},
     )
     app.state.deps = deps
     return app

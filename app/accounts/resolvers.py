@@ -64,7 +64,7 @@ async def _require_outranks(info: Info, user_id: uuid.UUID) -> None:
 
 @strawberry.type
 class AccountsQuery:
-    @strawberry.field(description="The signed-in user, or null for anonymous callers.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The signed-in user; null, not an error, for anonymous callers and API keys.")  # type: ignore[untyped-decorator]
     async def me(self, info: Info) -> User | None:
         user_id = await info.context.user_id()
         if user_id is None:

@@ -65,3 +65,30 @@ async def test_body_limit(server: LiveServer) -> None:
     assert response.status_code == 413
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert (await server.http.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("PUT", "/graphql", 405, "BAD_USER_INPUT"),
+        ("DELETE", "/graphql", 405, "BAD_USER_INPUT"),
+        ("GET", "/nowhere", 404, "NOT_FOUND"),
+    ],
+)
+async def test_refusals_outside_graphql_are_json_with_a_code(
+    server: LiveServer, method: str, path: str, status: int, code: str
+) -> None:
+    response = await server.http.request(method, path, content=b"{}")
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == code and error["extensions"]["requestId"] == response.headers["x-request-id"]
+    if status == 405:
+        assert "POST" in response.headers["allow"]
+
+
+async def test_a_wrong_method_on_ingest_answers_in_its_own_shape(server: LiveServer) -> None:
+    response = await server.http.get("/ingest")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    error = response.json()["error"]
+    assert error["code"] == "BAD_USER_INPUT" and error["requestId"] == response.headers["x-request-id"]
