@@ -385,9 +385,15 @@ class Hub:
             if pump is not None:
                 # Still under the lock: a newcomer must not subscribe while this one unsubscribes.
                 pump.cancel()
-                # broadcaster 0.3.1 raises KeyError when a subscription is cancelled before it is confirmed.
-                with contextlib.suppress(asyncio.CancelledError, Exception):
+                try:
                     await pump
+                except asyncio.CancelledError:
+                    # The pump's own end, expected; but a cancellation aimed at the leaving task
+                    # (the server stopping, its operation cancelled) must go on, not be swallowed.
+                    if (task := asyncio.current_task()) is not None and task.cancelling():
+                        raise
+                except Exception:
+                    pass  # broadcaster 0.3.1 raises KeyError when a subscription is cancelled before it is confirmed
 
     def subscribers(self, channel: str) -> set[Subscription]:
         return set(self._local.get(channel, ()))

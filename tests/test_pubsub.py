@@ -215,3 +215,31 @@ async def test_a_frozen_redis_counts_as_down_and_subscribers_are_told(tmp_path: 
         server.send_signal(signal.SIGCONT)
         server.kill()
         await server.wait()
+
+
+async def test_a_subscriber_cancelled_while_it_leaves_stays_cancelled(hub: Hub) -> None:
+    # Leaving waits for the channel's pump to stop; a cancellation of the leaving task meanwhile
+    # (its operation cancelled, the server stopping) must end it, not be swallowed with the pump's.
+    channel = f"leave-{uuid.uuid4().hex}"
+    after_leaving = asyncio.Event()
+
+    async def subscribe_then_leave() -> None:
+        async with hub.subscribe(channel):
+            pass
+        after_leaving.set()  # only reached if the cancellation below was lost
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(subscribe_then_leave())
+    async with asyncio.timeout(10):
+        while not hub.subscribers(channel):
+            await asyncio.sleep(0)
+        while channel in hub._pumps:  # popped just before the leaving task awaits the pump
+            await asyncio.sleep(0)
+        task.cancel()
+    # Not `await task`: were the cancellation swallowed, the task would wait forever.
+    await asyncio.wait({task}, timeout=5)
+    lost = not task.done()
+    if lost:
+        task.cancel()  # it now waits in an Event, where a cancellation ends it
+        await asyncio.wait({task}, timeout=5)
+    assert not lost and task.cancelled() and not after_leaving.is_set()
