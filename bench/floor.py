@@ -13,7 +13,7 @@ Run by hand: `uv run python -m bench.floor [--seconds 10] [--only ROW] [--profil
 Each row gets a warm-up run, then a measured one. Every response is checked (status 200 and the
 expected answer in the body, from a Lua `response` hook): a row with a failed request is an error,
 not a figure. `--profile` attaches `py-spy record` to the server for each measured run and writes
-bench/.results/floor-<row>-<time>.svg (or .json for speedscope); py-spy pauses the server to
+bench/.results/floor-<row>-<time>.svg (.json for speedscope, .txt for raw collapsed stacks); py-spy pauses the server to
 sample it, so the figures of a profiled run are not for the record. Record results in
 docs/benchmarks.md.
 """
@@ -195,7 +195,8 @@ def parse(row: Row, out: str) -> dict[str, float]:
 def profiler(pid: int, row: Row, seconds: float, fmt: str) -> tuple[subprocess.Popen[bytes], Path]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    output = RESULTS / f"floor-{row.name}-{stamp}.{'svg' if fmt == 'flamegraph' else 'json'}"
+    suffix = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[fmt]  # raw: collapsed stacks, for grep
+    output = RESULTS / f"floor-{row.name}-{stamp}.{suffix}"
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     args = [spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     args += ["--format", fmt, "--output", str(output)]
@@ -288,5 +289,5 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--only", action="append", choices=ROWS, help="run this row only (repeatable)")
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during each measured run")
-    parser.add_argument("--profile-format", choices=("flamegraph", "speedscope"), default="flamegraph")
+    parser.add_argument("--profile-format", choices=("flamegraph", "speedscope", "raw"), default="flamegraph")
     asyncio.run(main(parser.parse_args()))
