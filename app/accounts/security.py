@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -64,8 +66,33 @@ def issue_access_token(user_id: uuid.UUID, *, login_id: uuid.UUID, secret: str, 
     return AccessToken(token=jwt.encode(claims, secret, algorithm=ALGORITHM), expires_at=expires_at)
 
 
+# Verified tokens, so a client's next request with the same token skips the signature check and
+# the claims' parsing (a client sends one token many times until it expires). Only the signature
+# and expiry are remembered: whether the login is still live is asked on every request
+# (`credentials.login_is_live`). Keyed by a digest under the secret, so no token sits in memory.
+VERIFIED_TOKENS_MAX = 10_000
+_verified: OrderedDict[bytes, TokenClaims] = OrderedDict()
+
+
 def decode_access_token(token: str, *, secret: str) -> TokenClaims | None:
     """Claims of a valid, unexpired access token; None for anything else."""
+    key = hashlib.blake2b(token.encode(), key=hashlib.blake2b(secret.encode()).digest(), digest_size=32).digest()
+    claims = _verified.get(key)
+    if claims is not None:
+        if claims.expires_at > datetime.now(UTC):
+            _verified.move_to_end(key)
+            return claims
+        del _verified[key]
+        return None
+    claims = _verify(token, secret)
+    if claims is not None:
+        _verified[key] = claims
+        if len(_verified) > VERIFIED_TOKENS_MAX:
+            _verified.popitem(last=False)
+    return claims
+
+
+def _verify(token: str, secret: str) -> TokenClaims | None:
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
         if claims.get("typ") != "access":
