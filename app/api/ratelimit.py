@@ -271,10 +271,11 @@ class RateLimitMiddleware:
 
 
 def _wants_html(scope: Scope) -> bool:
-    """GraphiQL's page: a browser's GET without a query (with one, strawberry runs it)."""
+    """GraphiQL's page: a browser's GET without a query or a persisted-query hash (with either,
+    the view runs an operation: see `LodgeGraphQL.should_render_graphql_ide`)."""
     accept = dict(scope.get("headers") or []).get(b"accept", b"")
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return b"text/html" in accept and "query" not in query
+    return b"text/html" in accept and "query" not in query and "extensions" not in query
 
 
 def _digest(secret: str) -> str:

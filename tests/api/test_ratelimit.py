@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 
 import pytest
@@ -121,6 +123,11 @@ async def test_made_up_credentials_and_query_urls_do_not_escape_the_limit(databa
         # A browser's GET with a query runs it, so it is limited (GraphiQL's page is not).
         ran = await server.http.get("/graphql", params={"query": "{ __typename }"}, headers={"accept": "text/html"})
         assert ran.status_code == 429
+        # So does a persisted-query hash by GET, whatever Accept says (Apollo's link sends one).
+        digest = hashlib.sha256(b"{ __typename }").hexdigest()
+        extensions = json.dumps({"persistedQuery": {"version": 1, "sha256Hash": digest}})
+        hashed = await server.http.get("/graphql", params={"extensions": extensions}, headers={"accept": "text/html"})
+        assert hashed.status_code == 429
         assert (await server.http.get("/graphql", headers={"accept": "text/html"})).status_code == 200
 
 
