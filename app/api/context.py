@@ -65,6 +65,9 @@ class OperationScope:
     # The operation's effect was committed on its own connection (log ingestion): a failure of the
     # operation's own transaction (its audit row) must not be reported as "nothing was saved".
     committed_outside: bool = False
+    # A subscription event's scope: its loaders read through short sessions of their own unless a
+    # field opened the event's session first.
+    event: bool = False
 
     async def settle(self) -> None:
         """Stop shared work nobody waits for any more (its callers were cancelled) before the
@@ -102,11 +105,14 @@ class Context:
             raise RuntimeError("no operation scope: resolvers run inside OperationScopeExtension")
         return scope
 
-    def open_scope(self, session: AsyncSession | None) -> Any:
-        from app.api.loaders import Loaders
-
+    def open_scope(self, *, lazy: bool) -> Any:
+        """A scope for one operation. `lazy`: its session (so its transaction) is opened by the first
+        resolver that needs it, so an operation that reads nothing from the database (`__typename`,
+        a refused field) costs no pool checkout, no BEGIN and no COMMIT. Subscriptions pass False:
+        their events open scopes of their own (`event_scope`)."""
         request_id = getattr(self.request.state, "request_id", None) or uuid.uuid4().hex
-        scope = OperationScope(session=session, loaders=Loaders(self.deps.db, session), request_id=request_id)
+        sessionmaker = self.deps.db.sessionmaker if lazy else None
+        scope = OperationScope(session=None, loaders=None, request_id=request_id, lazy_session=sessionmaker)
         return _scope.set(scope)
 
     def close_scope(self, token: Any) -> None:
@@ -121,7 +127,7 @@ class Context:
         current = _scope.get()
         request_id = current.request_id if current else uuid.uuid4().hex
         scope = OperationScope(
-            session=None, loaders=None, request_id=request_id, lazy_session=self.deps.db.sessionmaker
+            session=None, loaders=None, request_id=request_id, lazy_session=self.deps.db.sessionmaker, event=True
         )
         token = _scope.set(scope)
         try:
@@ -148,8 +154,10 @@ class Context:
 
         scope = self.scope
         if scope.loaders is None:
-            # Without the event's own session, loaders read through a short session per batch.
-            scope.loaders = Loaders(self.deps.db, scope.session)
+            # A query or mutation's loaders read through its session, so they see its writes. An
+            # event's read through a short session per batch, unless the event has opened its own.
+            reads_own_session = scope.lazy_session is not None and not scope.event
+            scope.loaders = Loaders(self.deps.db, self.session if reads_own_session else scope.session)
         return scope.loaders
 
     @property
@@ -199,8 +207,8 @@ class Context:
         scope = _scope.get()
         if session is not None:
             yield session
-        elif scope is not None and scope.session is not None:
-            yield scope.session
+        elif scope is not None and (scope.session is not None or scope.lazy_session is not None):
+            yield self.session
         else:
             async with self.deps.db.session() as session:
                 yield session

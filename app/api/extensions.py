@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from app.api.context import Context
+from app.api.context import Context, OperationScope
 from app.api.errors import BAD_USER_INPUT, CONFLICT, INTERNAL, BadUserInput, LodgeError
 from app.api.scalars import contains_nul
 from app.audit import recorder as audit
@@ -36,81 +36,101 @@ class RefuseNulCharacters(SchemaExtension):
 
 
 class OperationScopeExtension(SchemaExtension):
+    """The operation's scope around execution, for operations strawberry runs (websockets, and
+    HTTP requests the lean pipeline hands over): see `run_in_scope`."""
+
     async def on_execute(self) -> AsyncIterator[None]:
         ctx: Context = self.execution_context.context
         if self.execution_context.operation_type == OperationType.SUBSCRIPTION:
-            token = ctx.open_scope(None)
+            token = ctx.open_scope(lazy=False)
             try:
                 yield
             finally:
                 ctx.close_scope(token)
             return
 
-        session = ctx.deps.db.sessionmaker()
-        token = ctx.open_scope(session)
+        token = ctx.open_scope(lazy=True)
         scope = ctx.scope
         try:
             yield
-            await scope.settle()  # nothing may still use the session when it commits or rolls back
-            result = self.execution_context.result
-            if result is not None and not result.errors:
-                try:
-                    if scope.audit:
-                        await audit.write(session, ctx=ctx, entries=scope.audit)
-                    await session.commit()
-                except Exception as exc:
-                    if scope.committed_outside:
-                        # The logs are stored (and published below); only the audit row is lost.
-                        log.error("audit row lost after a committed ingestion (request %s): %r", scope.request_id, exc)
-                        with contextlib.suppress(Exception):
-                            await session.rollback()
-                    else:
-                        log.exception("commit failed (request %s)", scope.request_id)
-                        await self._record_failure(session, ctx, "the commit failed")
-                        raise CommitFailed(scope.request_id) from exc
-                for channel, payload in scope.events:
-                    await ctx.deps.hub.publish(channel, payload)
-            else:
-                first = result.errors[0].message if result is not None and result.errors else "error"
-                await self._record_failure(session, ctx, first)
-                if result is not None and self.execution_context.operation_type == OperationType.MUTATION:
-                    # Nothing was saved: fields that had succeeded must not look as if they were.
-                    result.data = None
+            mutation = self.execution_context.operation_type == OperationType.MUTATION
+            await finish_operation(ctx, scope, self.execution_context.result, mutation=mutation)
         finally:
-            await scope.settle()
-            await session.close()
+            await close_operation(scope)
             ctx.close_scope(token)
 
-    async def _record_failure(self, session: AsyncSession, ctx: Context, reason: str) -> None:
-        """Roll back, then record the attempt (and run what must survive it) in a transaction of its own."""
-        try:
-            await session.rollback()
-        except Exception:
-            # The connection died under the transaction (nothing was saved): record on a new one.
-            log.warning("rollback failed (request %s); recording the failure apart", ctx.scope.request_id)
-            async with ctx.deps.db.sessionmaker() as fresh:
-                await self._record(fresh, ctx, reason)
-            return
-        await self._record(session, ctx, reason)
 
-    async def _record(self, session: AsyncSession, ctx: Context, reason: str) -> None:
-        scope = ctx.scope
-        if not scope.audit and not scope.on_failure:
-            return
-        try:
-            for hook in scope.on_failure:
-                await hook(session)
-            if scope.audit:
-                audit.mark_rolled_back(scope.audit, reason)
-                await audit.write(session, ctx=ctx, entries=scope.audit)
-            await session.commit()
-        except Exception as exc:
-            if database_unavailable(exc):
-                log.warning("could not record a failed operation (request %s): database unavailable", scope.request_id)
-            else:
-                log.exception("could not record a failed operation (request %s)", scope.request_id)
-            with contextlib.suppress(Exception):
-                await session.rollback()
+async def finish_operation(ctx: Context, scope: OperationScope, result: Any, *, mutation: bool) -> None:
+    """Commit (writing the audit rows first) and publish, or roll back and record the failure.
+
+    The session is lazy (`Context.open_scope`): an operation that never opened one and has
+    nothing to record commits nothing. A failed mutation's `data` is cleared: nothing was saved,
+    so fields that had succeeded must not look as if they were."""
+    await scope.settle()  # nothing may still use the session when it commits or rolls back
+    if result is not None and not result.errors:
+        if scope.session is not None or scope.audit:
+            session = ctx.session
+            try:
+                if scope.audit:
+                    await audit.write(session, ctx=ctx, entries=scope.audit)
+                await session.commit()
+            except Exception as exc:
+                if scope.committed_outside:
+                    # The logs are stored (and published below); only the audit row is lost.
+                    log.error("audit row lost after a committed ingestion (request %s): %r", scope.request_id, exc)
+                    with contextlib.suppress(Exception):
+                        await session.rollback()
+                else:
+                    log.exception("commit failed (request %s)", scope.request_id)
+                    await _record_failure(session, ctx, "the commit failed")
+                    raise CommitFailed(scope.request_id) from exc
+        for channel, payload in scope.events:
+            await ctx.deps.hub.publish(channel, payload)
+        return
+    first = result.errors[0].message if result is not None and result.errors else "error"
+    if scope.session is not None or scope.audit or scope.on_failure:
+        await _record_failure(ctx.session, ctx, first)
+    if result is not None and mutation:
+        result.data = None
+
+
+async def close_operation(scope: OperationScope) -> None:
+    await scope.settle()
+    if scope.session is not None:
+        await scope.session.close()
+
+
+async def _record_failure(session: AsyncSession, ctx: Context, reason: str) -> None:
+    """Roll back, then record the attempt (and run what must survive it) in a transaction of its own."""
+    try:
+        await session.rollback()
+    except Exception:
+        # The connection died under the transaction (nothing was saved): record on a new one.
+        log.warning("rollback failed (request %s); recording the failure apart", ctx.scope.request_id)
+        async with ctx.deps.db.sessionmaker() as fresh:
+            await _record(fresh, ctx, reason)
+        return
+    await _record(session, ctx, reason)
+
+
+async def _record(session: AsyncSession, ctx: Context, reason: str) -> None:
+    scope = ctx.scope
+    if not scope.audit and not scope.on_failure:
+        return
+    try:
+        for hook in scope.on_failure:
+            await hook(session)
+        if scope.audit:
+            audit.mark_rolled_back(scope.audit, reason)
+            await audit.write(session, ctx=ctx, entries=scope.audit)
+        await session.commit()
+    except Exception as exc:
+        if database_unavailable(exc):
+            log.warning("could not record a failed operation (request %s): database unavailable", scope.request_id)
+        else:
+            log.exception("could not record a failed operation (request %s)", scope.request_id)
+        with contextlib.suppress(Exception):
+            await session.rollback()
 
 
 class CommitFailed(LodgeError):
