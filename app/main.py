@@ -36,8 +36,9 @@ from app.api.context import Context
 from app.api.errors import BAD_USER_INPUT, LodgeError
 from app.api.extensions import database_unavailable
 from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.api.pipeline import Pipeline
 from app.api.ratelimit import RateLimiter, RateLimitMiddleware
-from app.api.schema import create_schema
+from app.api.schema import LodgeSchema, create_schema
 from app.db import create_database, resolve_database_url
 from app.deps import Deps
 from app.logs.http import ingest_endpoint
@@ -82,6 +83,9 @@ class LodgeGraphQL(GraphQL[Context, None]):
         )
         self.deps = deps
         self.graphiql = graphiql.load()
+        schema = self.schema
+        assert isinstance(schema, LodgeSchema)
+        self.pipeline = Pipeline(deps, schema, limit_rules=schema.limit_rules, registry=schema.registry)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         # Lodge's own page, whose files Lodge serves (strawberry's loads them from unpkg.com).
@@ -118,7 +122,8 @@ class LodgeGraphQL(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            await super().__call__(scope, receive, send)
+            # Ordinary queries and mutations take the lean path; it hands the rest to strawberry.
+            await self.pipeline.handle(scope, receive, send, self._strawberry_http)
             return
         state = scope.setdefault("state", {})
 
@@ -137,6 +142,9 @@ class LodgeGraphQL(GraphQL[Context, None]):
             watchdog = scope["state"].pop(WATCHDOG, None)
             if watchdog is not None:
                 watchdog.cancel()
+
+    async def _strawberry_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
     async def on_ws_connect(self, context: Context) -> Any:
         """Refuse a bad credential in `connection_init` (4403), and close the connection (4403)
@@ -338,6 +346,7 @@ def create_app(deps: Deps) -> Starlette:
         exception_handlers={StarletteHTTPException: http_error},
     )
     app.state.deps = deps
+    app.state.graphql = graphql_app
     return app
 
 

@@ -136,6 +136,12 @@ class Settings(BaseSettings):
         validation_alias="LODGE_APQ",
         description="Automatic persisted queries: clients may register a query by its SHA-256 and then send the hash.",
     )
+    lean_pipeline: bool = Field(
+        True,
+        validation_alias="LODGE_LEAN_PIPELINE",
+        description="Run ordinary HTTP queries and mutations on the lean path (README: How requests run); "
+        "off: every request goes through strawberry's extension stack.",
+    )
     max_query_cost: int = Field(
         250_000,
         ge=0,

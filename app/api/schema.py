@@ -49,6 +49,11 @@ audit_mutations(Mutation)
 
 
 class LodgeSchema(strawberry.Schema):
+    # What the lean HTTP pipeline (app/api/pipeline.py) validates and looks up with, as the
+    # extensions below do: set by create_schema.
+    limit_rules: list[Any]
+    registry: Registry
+
     def process_errors(self, errors: Any, execution_context: Any = None) -> None:
         # Logs what deserves it (unexpected errors, with their request id): client mistakes are
         # not server errors.
@@ -66,7 +71,7 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
         IngestStandsAlone,
     ]
     tracing = [TracingExtension] if settings.otel_enabled else []
-    return LodgeSchema(
+    schema = LodgeSchema(
         execution_context_class=SharingExecutor,
         query=Query,
         mutation=Mutation,
@@ -89,3 +94,6 @@ def create_schema(settings: Settings | None = None) -> LodgeSchema:
             OperationScopeExtension,
         ],
     )
+    schema.limit_rules = limit_rules
+    schema.registry = registry
+    return schema

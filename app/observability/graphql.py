@@ -69,29 +69,41 @@ class ObservabilityExtension(SchemaExtension):
         if self._subscription is not None:
             metrics.SUBSCRIPTIONS.labels(self._subscription).dec()
         kind, name, outcome = describe(ec, raised)
-        ctx: Any = ec.context
-        request = getattr(ctx, "request", None)
-        if outcome == CANCELLED and _closed_for_restart(request):
-            outcome = SHUTDOWN
-        metrics.OPERATIONS.labels(kind, outcome).inc()
-        if kind in ("query", "mutation"):
-            # Only names of documents that validated take a label of their own.
-            label = metrics.operation_label(name) if self._valid else "_invalid"
-            metrics.LATENCY.labels(kind, label).observe(duration)
-        if name is not None and (len(name) > 100 or not name.isprintable()):
-            name = name[:100].encode("unicode_escape").decode()
-        fields: dict[str, Any] = {
-            "operation": name,
-            "operation_type": kind,
-            "outcome": outcome,
-            **(getattr(ctx, "caller", None) or {}),
-        }
-        if isinstance(request, WebSocket):
-            fields["request_id"] = getattr(request.state, "request_id", None)
-            fields["duration_ms"] = round(duration * 1000, 2)
-            log_operation(fields)
-        elif request is not None:
-            request.scope.setdefault("state", {})[OPERATION] = fields
+        _record(ec.context, kind, name, outcome, duration, valid=self._valid)
+
+
+def record_operation(
+    ctx: Any, kind: str, name: str | None, duration: float, *, result: Any, raised: BaseException | None
+) -> None:
+    """The metrics and access-log fields of a query or mutation run by the lean HTTP pipeline
+    (app/api/pipeline.py), which runs only documents that validated."""
+    errors = result.errors if result is not None else None
+    _record(ctx, kind, name, _outcome(raised, errors), duration, valid=True)
+
+
+def _record(ctx: Any, kind: str, name: str | None, outcome: str, duration: float, *, valid: bool) -> None:
+    request = getattr(ctx, "request", None)
+    if outcome == CANCELLED and _closed_for_restart(request):
+        outcome = SHUTDOWN
+    metrics.OPERATIONS.labels(kind, outcome).inc()
+    if kind in ("query", "mutation"):
+        # Only names of documents that validated take a label of their own.
+        label = metrics.operation_label(name) if valid else "_invalid"
+        metrics.LATENCY.labels(kind, label).observe(duration)
+    if name is not None and (len(name) > 100 or not name.isprintable()):
+        name = name[:100].encode("unicode_escape").decode()
+    fields: dict[str, Any] = {
+        "operation": name,
+        "operation_type": kind,
+        "outcome": outcome,
+        **(getattr(ctx, "caller", None) or {}),
+    }
+    if isinstance(request, WebSocket):
+        fields["request_id"] = getattr(request.state, "request_id", None)
+        fields["duration_ms"] = round(duration * 1000, 2)
+        log_operation(fields)
+    elif request is not None:
+        request.scope.setdefault("state", {})[OPERATION] = fields
 
 
 def describe(ec: Any, raised: BaseException | None = None) -> tuple[str, str | None, str]:
@@ -104,6 +116,10 @@ def describe(ec: Any, raised: BaseException | None = None) -> tuple[str, str | N
     except RuntimeError:
         kind, name = "unknown", None
     errors = ec.pre_execution_errors or (ec.result.errors if ec.result is not None else None)
+    return kind, name, _outcome(raised, errors)
+
+
+def _outcome(raised: BaseException | None, errors: Any) -> str:
     outcome = "ok"
     if isinstance(raised, asyncio.CancelledError | GeneratorExit):
         # Ended from outside: the client completed it or left, or the server is stopping.
@@ -115,7 +131,7 @@ def describe(ec: Any, raised: BaseException | None = None) -> tuple[str, str | N
         outcome = str((extensions or {}).get("code") or "INTERNAL") if isinstance(extensions, dict) else "INTERNAL"
     elif errors:
         outcome = str((errors[0].extensions or {}).get("code") or "ERROR")
-    return kind, name, outcome
+    return outcome
 
 
 def _closed_for_restart(request: object) -> bool:
