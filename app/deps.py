@@ -10,6 +10,7 @@ from app.pubsub import Hub
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.accounts.principals import Principals
     from app.api.ratelimit import RateLimiter
 
 
@@ -20,3 +21,4 @@ class Deps:
     hub: Hub
     secret_key: str
     limiter: RateLimiter
+    principals: Principals

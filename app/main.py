@@ -31,6 +31,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.unset import UNSET
 
 from app.accounts import watchdog
+from app.accounts.principals import Principals
 from app.api import graphiql
 from app.api.context import Context
 from app.api.errors import BAD_USER_INPUT, LodgeError
@@ -262,6 +263,7 @@ def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
         limiter=RateLimiter(settings, secret_key),
         hub=Hub(settings.broadcast_url, queue_bytes=settings.subscriber_queue_bytes),
         secret_key=secret_key,
+        principals=Principals(seconds=settings.auth_cache_seconds),
     )
 
 
@@ -289,6 +291,7 @@ def create_app(deps: Deps) -> Starlette:
         sweepers = [
             asyncio.create_task(sweep_sessions(deps), name="lodge-session-sweeper"),
             asyncio.create_task(sweep_reservations(deps), name="lodge-reservation-sweeper"),
+            asyncio.create_task(deps.principals.listen(deps.hub), name="lodge-auth-cache"),
         ]
         metrics.track(deps)
         metrics_server = None

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         validation_alias="LODGE_APQ",
         description="Automatic persisted queries: clients may register a query by its SHA-256 and then send the hash.",
     )
+    auth_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        validation_alias="LODGE_AUTH_CACHE_SECONDS",
+        description="How long a process remembers a verified caller (live login, session, API key) without "
+        "asking PostgreSQL; revocations through the API are announced and take effect at once. 0: always ask.",
+    )
     lean_pipeline: bool = Field(
         True,
         validation_alias="LODGE_LEAN_PIPELINE",

@@ -69,6 +69,7 @@ async def rotate_refresh_token(
     token: str,
     ttl_seconds: int,
     on_failure: Callable[[Callable[[AsyncSession], Awaitable[None]]], None],
+    on_reuse: Callable[[uuid.UUID], None] = lambda family: None,
 ) -> tuple[uuid.UUID, uuid.UUID, str]:
     """Spend `token` for a new one of the same family, in one conditional UPDATE.
 
@@ -95,6 +96,7 @@ async def rotate_refresh_token(
             await revoke_family(failure_session, family_id=family)
 
         on_failure(revoke)
+        on_reuse(family)
         raise Unauthenticated("this refresh token was already used: every token of its login is revoked")
     raise Unauthenticated("the refresh token is invalid, expired or revoked")
 

@@ -11,6 +11,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+# Every announcement of the channels below is repeated here, as {"channel": <its channel>}, for the
+# per-process memory of credentials (app.accounts.principals) to forget what ended.
+AUTH_CHANGES = "auth:changes"
+
+
+def login_channel(login_id: uuid.UUID) -> str:
+    """An access-token login (refresh-token family): ended when a spent refresh token is reused."""
+    return f"auth:login:{login_id}"
+
 
 def user_channel(user_id: uuid.UUID) -> str:
     return f"auth:user:{user_id}"

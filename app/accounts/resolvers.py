@@ -7,7 +7,7 @@ import uuid
 import strawberry
 
 from app.accounts import credentials, models, roles, service
-from app.accounts.events import check, end, session_channel, user_channel
+from app.accounts.events import check, end, login_channel, session_channel, user_channel
 from app.accounts.security import issue_access_token
 from app.accounts.types import (
     AuthPayload,
@@ -126,6 +126,8 @@ class AccountsMutation:
             token=refresh_token,
             ttl_seconds=deps.settings.refresh_token_ttl_seconds,
             on_failure=ctx.scope.on_failure.append,
+            # Once the revocation is recorded: the login's access tokens stop working everywhere.
+            on_reuse=lambda family: ctx.announce(login_channel(family), end("reused"), on_failure=True),
         )
         user = await service.get_user_or_raise(ctx.session, user_id=user_id)
         token = issue_access_token(
@@ -146,7 +148,7 @@ class AccountsMutation:
             return False
         # The login's access tokens stop working at once (they name their login); its websockets,
         # on any instance, re-check and close.
-        ctx.publish_after_commit(user_channel(user_id), check("logout"))
+        ctx.announce(user_channel(user_id), check("logout"))
         return True
 
     @strawberry.mutation
@@ -167,7 +169,7 @@ class AccountsMutation:
                 keep_session=viewer.session_id if viewer else None,
                 keep_login=viewer.login_id if viewer else None,
             )
-            ctx.publish_after_commit(user_channel(user.id), check("password"))
+            ctx.announce(user_channel(user.id), check("password"))
         return User.from_model(updated)
 
     @strawberry.mutation(description="Soft delete: the user disappears, their sessions and tokens die with them.")  # type: ignore[untyped-decorator]
@@ -177,9 +179,9 @@ class AccountsMutation:
         await _require_outranks(info, user.id)
         ended = await credentials.end_all_credentials(ctx.session, user_id=user.id)
         await service.soft_delete_user(ctx.session, user=user)
-        ctx.publish_after_commit(user_channel(user.id), end("user"))
+        ctx.announce(user_channel(user.id), end("user"))
         for session_id in ended:
-            ctx.publish_after_commit(session_channel(session_id), end("session"))
+            ctx.announce(session_channel(session_id), end("session"))
         return True
 
     @strawberry.mutation(description="Find or create by Discord id (users:admin).")  # type: ignore[untyped-decorator]
@@ -229,7 +231,7 @@ class AccountsMutation:
             raise NotFound("session not found", id=str(session_id))
         await _require_outranks(info, row.user_id)
         await credentials.delete_session(ctx.session, session_id=row.id)
-        ctx.publish_after_commit(session_channel(row.id), end("session"))
+        ctx.announce(session_channel(row.id), end("session"))
         return True
 
     @strawberry.mutation
@@ -263,5 +265,5 @@ class AccountsMutation:
         await _require_outranks(info, user.id)
         await roles.revoke_role(ctx.session, user_id=user.id, role_id=role.id)
         # What the user's open subscriptions were allowed to see was decided with the old rights.
-        ctx.publish_after_commit(user_channel(user.id), end("permissions"))
+        ctx.announce(user_channel(user.id), end("permissions"))
         return User.from_model(user)

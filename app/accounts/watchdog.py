@@ -94,7 +94,7 @@ async def _still_valid(context: Context) -> bool:
             async with context.deps.db.session() as session:
                 await authenticate_api_key(session, secret=creds.value)
             return True
-        return await context._authenticate(None) is not None
+        return await context._authenticate(None, fresh=True) is not None
     except LodgeError:
         return False
     except Exception:

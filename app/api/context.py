@@ -65,6 +65,9 @@ class OperationScope:
     # The operation's effect was committed on its own connection (log ingestion): a failure of the
     # operation's own transaction (its audit row) must not be reported as "nothing was saved".
     committed_outside: bool = False
+    # Published only if the operation fails, once its failure is recorded (a reused refresh token
+    # ends its login in the failure's own transaction).
+    failure_events: list[tuple[str, Any]] = field(default_factory=list)
     # A subscription event's scope: its loaders read through short sessions of their own unless a
     # field opened the event's session first.
     event: bool = False
@@ -170,6 +173,16 @@ class Context:
     def publish_after_commit(self, channel: str, payload: Any) -> None:
         self.scope.events.append((channel, payload))
 
+    def announce(self, channel: str, message: Any, *, on_failure: bool = False) -> None:
+        """After commit (or, `on_failure`, after the failure is recorded), tell everyone holding a
+        credential of `channel` (an `app.accounts.events` channel) that it ended or changed: its
+        websockets, and every process's memory of who is calling (`Principals`)."""
+        from app.accounts.events import AUTH_CHANGES
+
+        events = self.scope.failure_events if on_failure else self.scope.events
+        events.append((channel, message))
+        events.append((AUTH_CHANGES, {"channel": channel}))
+
     # -- credentials ---------------------------------------------------------------------------
     @property
     def credentials(self) -> Credentials | None:
@@ -226,28 +239,46 @@ class Context:
             self.caller["user_id"] = str(viewer.user_id)
         return viewer
 
-    async def _authenticate(self, given: AsyncSession | None) -> Viewer | None:
+    async def _authenticate(self, given: AsyncSession | None, *, fresh: bool = False) -> Viewer | None:
+        """The caller, from memory unless `fresh` (a websocket re-checking its credential because
+        its channel announced a change: that announcement may reach this process's memory later)."""
         from app.accounts import credentials
+        from app.accounts.events import login_channel, session_channel, user_channel
+        from app.accounts.principals import MISSING
         from app.accounts.security import decode_access_token
 
         creds = self.credentials
         if creds is None or creds.scheme != "bearer":
             return None
-        async with self.reader(given) as session:
-            if creds.value.startswith(credentials.SESSION_PREFIX):
-                found = await credentials.find_session(session, token=creds.value)
-                if found is None:
-                    raise Unauthenticated("the session is invalid or expired")
-                self.deps.limiter.vouch(creds.value)
-                return Viewer(user_id=found.user_id, session_id=found.session_id, expires_at=found.expires_at)
-            claims = decode_access_token(creds.value, secret=self.deps.secret_key)
-            if claims is None:
-                raise Unauthenticated("the access token is invalid or expired")
-            if not await credentials.login_is_live(session, user_id=claims.user_id, login_id=claims.login_id):
+        principals = self.deps.principals
+        generation = principals.generation
+        if creds.value.startswith(credentials.SESSION_PREFIX):
+            key = ("session", hashlib.blake2b(creds.value.encode(), digest_size=16).digest())
+            found = MISSING if fresh else principals.get(key)
+            if found is MISSING:
+                async with self.reader(given) as session:
+                    found = await credentials.find_session(session, token=creds.value)
+                if found is not None:
+                    tags = (user_channel(found.user_id), session_channel(found.session_id))
+                    principals.put(key, found, tags=tags, generation=generation, until=found.expires_at.timestamp())
+            if found is None:
+                raise Unauthenticated("the session is invalid or expired")
+            self.deps.limiter.vouch(creds.value)
+            return Viewer(user_id=found.user_id, session_id=found.session_id, expires_at=found.expires_at)
+        claims = decode_access_token(creds.value, secret=self.deps.secret_key)
+        if claims is None:
+            raise Unauthenticated("the access token is invalid or expired")
+        login = ("login", claims.user_id, claims.login_id)
+        if fresh or principals.get(login) is MISSING:
+            async with self.reader(given) as session:
+                live = await credentials.login_is_live(session, user_id=claims.user_id, login_id=claims.login_id)
+            if not live:
                 raise Unauthenticated("this login has ended (logged out, or the account is no longer active)")
-            return Viewer(
-                user_id=claims.user_id, session_id=None, expires_at=claims.expires_at, login_id=claims.login_id
-            )
+            login_tags = [user_channel(claims.user_id)]
+            if claims.login_id is not None:
+                login_tags.append(login_channel(claims.login_id))
+            principals.put(login, True, tags=login_tags, generation=generation, until=claims.expires_at.timestamp())
+        return Viewer(user_id=claims.user_id, session_id=None, expires_at=claims.expires_at, login_id=claims.login_id)
 
     async def user_id(self, session: AsyncSession | None = None) -> uuid.UUID | None:
         """The signed-in user's id, or None when the caller is anonymous or uses an API key."""
@@ -292,13 +323,15 @@ class Context:
         from app.logs import service as logs_service
 
         secret = self.api_key_secret()
-        if conn is not None:
-            key = await logs_service.authenticate_api_key(conn, secret=secret)
-        else:
-            scope = self.scope
-            if scope.api_key is None:
-                scope.api_key = await logs_service.authenticate_api_key(self.session, secret=secret)
+        scope = _scope.get()
+        if scope is not None and scope.api_key is not None:
             key = scope.api_key
+        else:
+            key = await logs_service.authenticate_api_key_cached(
+                self.deps.principals, conn if conn is not None else self.session, secret=secret
+            )
+            if scope is not None:
+                scope.api_key = key
         self.key_authenticated(key, secret)
         return key
 

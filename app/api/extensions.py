@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from app.accounts.events import AUTH_CHANGES
 from app.api.context import Context, OperationScope
 from app.api.errors import BAD_USER_INPUT, CONFLICT, INTERNAL, BadUserInput, LodgeError
 from app.api.scalars import contains_nul
@@ -84,14 +85,22 @@ async def finish_operation(ctx: Context, scope: OperationScope, result: Any, *, 
                     log.exception("commit failed (request %s)", scope.request_id)
                     await _record_failure(session, ctx, "the commit failed")
                     raise CommitFailed(scope.request_id) from exc
-        for channel, payload in scope.events:
-            await ctx.deps.hub.publish(channel, payload)
+        await _publish(ctx, scope.events)
         return
     first = result.errors[0].message if result is not None and result.errors else "error"
     if scope.session is not None or scope.audit or scope.on_failure:
         await _record_failure(ctx.session, ctx, first)
     if result is not None and mutation:
         result.data = None
+
+
+async def _publish(ctx: Context, events: list[tuple[str, Any]]) -> None:
+    for channel, payload in events:
+        if channel == AUTH_CHANGES:
+            # This process forgets at once, before the answer goes out; the others when the
+            # broker delivers the message.
+            ctx.deps.principals.announce(payload["channel"])
+        await ctx.deps.hub.publish(channel, payload)
 
 
 async def close_operation(scope: OperationScope) -> None:
@@ -124,6 +133,7 @@ async def _record(session: AsyncSession, ctx: Context, reason: str) -> None:
             audit.mark_rolled_back(scope.audit, reason)
             await audit.write(session, ctx=ctx, entries=scope.audit)
         await session.commit()
+        await _publish(ctx, scope.failure_events)
     except Exception as exc:
         if database_unavailable(exc):
             log.warning("could not record a failed operation (request %s): database unavailable", scope.request_id)

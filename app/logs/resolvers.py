@@ -230,7 +230,7 @@ class LogsMutation:
     async def delete_project(self, info: Info, id: strawberry.ID) -> bool:
         project = await _owned_project(info, id, write=True)
         for key_id in await service.delete_project(info.context.session, project_id=project.id):
-            info.context.publish_after_commit(api_key_channel(key_id), end("project deleted"))
+            info.context.announce(api_key_channel(key_id), end("project deleted"))
         return True
 
     @strawberry.mutation
@@ -254,7 +254,7 @@ class LogsMutation:
         await require_project_access(ctx, ctx.session, key.project_id)
         revoked = await service.revoke_api_key(ctx.session, key=key)
         # Its websockets close on every instance, however busy their live tails are.
-        ctx.publish_after_commit(api_key_channel(key.id), end("revoked"))
+        ctx.announce(api_key_channel(key.id), end("revoked"))
         return ApiKey.from_model(revoked)
 
     @strawberry.mutation(  # type: ignore[untyped-decorator]

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import BigInteger, DateTime, Text, and_, column, delete, func, select, text, update
@@ -22,8 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
+from app.accounts.events import api_key_channel
+from app.accounts.principals import MISSING
 from app.api.errors import BadUserInput, NotFound, Unauthenticated
 from app.logs import models
+
+if TYPE_CHECKING:
+    from app.accounts.principals import Principals
 
 KEY_PREFIX = "lodge_"
 PREFIX_LENGTH = len(KEY_PREFIX) + 8
@@ -174,6 +179,25 @@ async def authenticate_api_key(session: AsyncSession | AsyncConnection, *, secre
     if row["expired"]:
         raise Unauthenticated("this API key has expired")
     return models.ApiKey.model_construct(**{k: v for k, v in row.items() if k != "expired"})
+
+
+async def authenticate_api_key_cached(
+    principals: Principals, conn: AsyncSession | AsyncConnection, *, secret: str
+) -> models.ApiKey:
+    """`authenticate_api_key`, remembered for a while (app.accounts.principals) until the key's
+    revocation is announced. A remembered key touches no `lastUsedAt`: it is still kept to the
+    minute while the cache lasts less than a minute (LODGE_AUTH_CACHE_SECONDS)."""
+    key = ("apikey", hashlib.blake2b(secret.encode(), digest_size=16).digest())
+    found = principals.get(key)
+    if found is not MISSING:
+        assert isinstance(found, models.ApiKey)
+        if found.expires_at is None or found.expires_at > datetime.now(UTC):
+            return found
+    generation = principals.generation
+    row = await authenticate_api_key(conn, secret=secret)
+    until = row.expires_at.timestamp() if row.expires_at is not None else None
+    principals.put(key, row, tags=(api_key_channel(row.id),), generation=generation, until=until)
+    return row
 
 
 async def list_api_keys(session: AsyncSession, *, project_id: uuid.UUID) -> Sequence[models.ApiKey]:
