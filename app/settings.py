@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         validation_alias="LODGE_DB_STATEMENT_CACHE_SIZE",
         description="Set 0 behind PgBouncer in transaction mode.",
     )
+    db_ping_idle_seconds: float = Field(
+        1.0,
+        ge=0,
+        validation_alias="LODGE_DB_PING_IDLE_SECONDS",
+        description="A pooled connection idle longer than this is pinged before use (0: before every use).",
+    )
     statement_timeout_ms: int = Field(
         30_000,
         ge=0,

@@ -1,0 +1,46 @@
+"""A pooled connection that died while idle is replaced before use, unseen by the client
+(app/db.py ping_when_idle): PostgreSQL restarted, or something between cut the connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from app.settings import Settings
+from tests.conftest import _asyncpg_dsn
+from tests.support import LiveServer, live_server, new_user
+
+
+@pytest.fixture
+async def pinging_server(settings: Settings, database_url: str) -> AsyncIterator[LiveServer]:
+    # 0: every checkout counts as idle, so the test needs no waiting; sweepers asleep, so the pool
+    # holds only the connections the test's own requests used.
+    quiet = {"db_ping_idle_seconds": 0, "session_sweep_seconds": 3600, "reservation_sweep_seconds": 3600}
+    async with live_server(settings.model_copy(update=quiet), database_url) as live:
+        yield live
+
+
+async def kill_the_pooled_connection(server: LiveServer, database_url: str) -> None:
+    """Terminate, from outside, the one connection the server's pool holds."""
+    pool = server.deps.db.engine.sync_engine.pool
+    assert pool.checkedin() == 1, pool.status()
+    async with server.deps.db.engine.connect() as conn:
+        pid = await conn.scalar(text("SELECT pg_backend_pid()"))
+    outside = await asyncpg.connect(_asyncpg_dsn(database_url))
+    try:
+        assert await outside.fetchval("SELECT pg_terminate_backend($1)", pid) is True
+    finally:
+        await outside.close()
+
+
+async def test_a_connection_killed_while_idle_is_replaced_unseen(pinging_server: LiveServer, database_url: str) -> None:
+    token = await new_user(pinging_server)
+    await kill_the_pooled_connection(pinging_server, database_url)
+    # The pool's only connection is dead: the ping finds out, the pool connects anew, the client sees nothing.
+    created = await pinging_server.data('mutation { createProject(input: {name: "ping"}) { id } }', token=token)
+    assert created["createProject"]["id"]
+    await kill_the_pooled_connection(pinging_server, database_url)
+    assert (await pinging_server.data("{ me { id } }", token=token))["me"]["id"]
