@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
 
 from app.settings import Settings
 from tests.conftest import _asyncpg_dsn
@@ -26,7 +27,7 @@ async def pinging_server(settings: Settings, database_url: str) -> AsyncIterator
 async def kill_the_pooled_connection(server: LiveServer, database_url: str) -> None:
     """Terminate, from outside, the one connection the server's pool holds."""
     pool = server.deps.db.engine.sync_engine.pool
-    assert pool.checkedin() == 1, pool.status()
+    assert isinstance(pool, QueuePool) and pool.checkedin() == 1, pool.status()
     async with server.deps.db.engine.connect() as conn:
         pid = await conn.scalar(text("SELECT pg_backend_pid()"))
     outside = await asyncpg.connect(_asyncpg_dsn(database_url))
