@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import BigInteger, DateTime, Text, and_, column, delete, func, select, text, update
+from sqlalchemy import BigInteger, DateTime, Text, and_, column, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -48,11 +48,12 @@ def hash_secret(secret: str) -> str:
 async def create_project(
     session: AsyncSession, *, owner_id: uuid.UUID, name: str, description: str | None
 ) -> models.Project:
-    project = models.Project(owner_id=owner_id, name=_required(name, "name"), description=description)
-    session.add(project)
-    await session.flush()
-    await session.refresh(project)
-    return project
+    """One INSERT ... RETURNING (Core: the ORM's flush and refresh took two round trips and a third
+    of the mutation's time)."""
+    table: Any = models.Project.__table__  # type: ignore[attr-defined]
+    values = {"owner_id": owner_id, "name": _required(name, "name"), "description": description}
+    row = (await session.execute(insert(table).values(values).returning(*table.c))).mappings().one()
+    return models.Project.model_construct(**row)
 
 
 async def get_project_or_raise(session: AsyncSession, *, project_id: uuid.UUID) -> models.Project:
