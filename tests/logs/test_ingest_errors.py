@@ -3,16 +3,21 @@ the record by its 1-based `line`, and leaves the server healthy."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import logging
 import os
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
+from starlette.types import Message
 
 from app.api.errors import BadUserInput
-from app.logs.http import Refused, read_body
+from app.logs.http import GZIP, INFLATE_STEP, Refused, parse_body, read_body
 from tests.support import LiveServer, Tenant, new_tenant
 
 COUNT = "query($p: ID!) { logs(projectId: $p) { totalCount } }"
@@ -202,3 +207,178 @@ async def test_every_record_error_names_its_line(server: LiveServer) -> None:
     error = await refused(server, t, too_many, 400)
     assert error["limit"] == server.deps.settings.max_ingest_records and "line" not in error
     await still_ingests(server, t)
+
+
+async def asgi_ingest(server: LiveServer, headers: dict[str, str], messages: list[Message]) -> tuple[int, Any, int]:
+    """POST /ingest straight to the server's ASGI app, whose receive() hands over `messages` in
+    order (the ASGI protocol itself, as uvicorn speaks it), then a disconnect. Returns the status,
+    the JSON answer and how many messages the app asked for."""
+    asked = 0
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal asked
+        asked += 1
+        return messages[asked - 1] if asked <= len(messages) else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/ingest",
+        "raw_path": b"/ingest",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", server.port),
+        "state": {},
+    }
+    await server.app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], orjson.loads(body), asked
+
+
+def _bomb_array(size: int) -> bytes:
+    """`[{},{},...]` of `size` bytes: millions of dicts once parsed."""
+    return b"[" + b",".join([b"{}"] * ((size - 2) // 3)) + b"]"
+
+
+async def test_a_caller_without_a_valid_key_is_401_before_its_body_is_read(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    limit = server.deps.settings.max_body_bytes
+    bomb = zeros_gzip(64 * 1024 * 1024)
+    cases: list[tuple[bytes, dict[str, str]]] = [
+        (bomb, {"content-encoding": "gzip"}),  # 413 once inflated, for a caller with a key
+        (b"\x81\xa3log\xa1x", {"content-type": "application/msgpack"}),  # 415
+        (b'{"log": "x"}', {"content-encoding": "br"}),  # 415
+        (b"this is not gzip", {"content-encoding": "gzip"}),  # 400
+        (gzip.compress(_bomb_array(limit)), {"content-encoding": "gzip"}),  # 400, too many records
+    ]
+    for key in ({}, {"x-api-key": "lodge_unknown0123456789"}, {"authorization": "ApiKey nope"}):
+        for body, headers in cases:
+            response = await server.http.post("/ingest", content=body, headers={**key, **headers})
+            assert response.status_code == 401, (key, headers, response.text)
+            assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+    # Not even read: the app never asks for the body (here one Content-Length says is too big).
+    status, answer, asked = await asgi_ingest(
+        server,
+        {"x-api-key": "lodge_unknown0123456789", "content-encoding": "gzip", "content-length": str(limit + 1)},
+        [{"type": "http.request", "body": bomb, "more_body": False}],
+    )
+    assert (status, answer["error"]["code"], asked) == (401, "UNAUTHENTICATED", 0)
+    # The same request with the key is refused for what it is.
+    status, answer, asked = await asgi_ingest(
+        server,
+        {"x-api-key": t.secret, "content-encoding": "gzip"},
+        [{"type": "http.request", "body": bomb, "more_body": False}],
+    )
+    assert (status, answer["error"]["code"]) == (413, "BAD_USER_INPUT") and "decompressed" in answer["error"]["message"]
+    await still_ingests(server, t)
+
+
+async def test_a_client_gone_mid_body_is_no_internal_error(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = await new_tenant(server)
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"log": "first"}\n{"log": "sec', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    with caplog.at_level(logging.INFO, logger="lodge.api"):
+        status, answer, _ = await asgi_ingest(server, {"x-api-key": t.secret}, messages)
+    assert status == 400 and answer["error"]["code"] == "BAD_USER_INPUT", answer
+    ours = [r for r in caplog.records if r.name == "lodge.api"]
+    assert ours and all(r.levelno <= logging.INFO and r.exc_info is None for r in ours), ours
+    assert "disconnected" in ours[0].getMessage()
+    assert (await server.data(COUNT, {"p": t.project_id}, token=t.token))["logs"]["totalCount"] == 0
+    await still_ingests(server, t)
+
+
+async def test_too_many_records_are_refused_without_parsing_the_body(server: LiveServer) -> None:
+    t = await new_tenant(server)
+    limit = server.deps.settings.max_body_bytes
+    max_records = server.deps.settings.max_ingest_records
+    tiny_lines = b'{"log":"x"}\n' * (limit // 12)
+    for body in (_bomb_array(limit), b"[" + b",".join([b'{"log":"x"}'] * (limit // 12 - 1)) + b"]", tiny_lines):
+        assert len(body) <= limit
+        error = await refused(server, t, gzip.compress(body), 400, **{"content-encoding": "gzip"})
+        assert error["limit"] == max_records and "line" not in error, error
+    # Blank lines count as lines, not records: the record after 8 MiB of them is named by its line.
+    blank = limit - 100
+    error = await refused(server, t, gzip.compress(b"\r\n" * (blank // 2) + b'{"no": "message"}'), 400, **_gzip(t))
+    assert error["line"] == blank // 2 + 1, error
+    await still_ingests(server, t)
+
+
+def test_counting_records_builds_no_objects() -> None:
+    """Refusing a body of millions of tiny records (or skipping millions of blank lines) costs
+    little memory: before, `[{},{},...]` of 8 MiB became ~300 MB of dicts before it was counted,
+    and 8 MiB of newlines a list of 8 million lines (~70 MB)."""
+    size = 8 * 1024 * 1024
+    bodies = [
+        _bomb_array(size),
+        b"[" + b",".join([b'{"log":"x"}'] * (size // 12 - 1)) + b"]",
+        b'{"log":"x"}\n' * (size // 12),
+        b"\n" * size + b'{"log":"x"}',
+    ]
+    for body in bodies:
+        tracemalloc.start()
+        try:
+            try:
+                items, _ = parse_body(body, max_batch=20_000)
+            except BadUserInput as refusal:
+                assert refusal.extensions["limit"] == 20_000
+            else:
+                assert len(items) == 1
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < size, (body[:20], peak)  # less than the body itself
+
+
+async def test_inflating_gives_the_event_loop_turns() -> None:
+    """A bomb in one chunk is inflated a step at a time, with the loop free in between."""
+    limit = 16 * INFLATE_STEP
+    turns = 0
+    inflating = True
+
+    async def other_requests() -> None:
+        nonlocal turns
+        while inflating:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_requests())
+    await asyncio.sleep(0)
+    before = turns
+    try:
+        with pytest.raises(Refused):
+            await read_body(_once(zeros_gzip(4 * 1024 * 1024)), wbits=GZIP, limit=limit)
+    finally:
+        inflating = False
+        await other
+    assert turns - before >= 15, turns - before
+
+
+async def test_the_limit_holds_at_every_step_boundary() -> None:
+    """Exactly `limit` decompressed bytes are read, `limit + 1` refused, wherever the steps fall."""
+    for size in (INFLATE_STEP - 1, INFLATE_STEP, INFLATE_STEP + 1, 3 * INFLATE_STEP, 3 * INFLATE_STEP + 7):
+        text = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+        for wbits, packed in ((GZIP, gzip.compress(text)), (zlib.MAX_WBITS, zlib.compress(text))):
+            for piece in (len(packed), 7):
+                chunks = [packed[i : i + piece] for i in range(0, len(packed), piece)]
+                assert await read_body(_each(chunks), wbits=wbits, limit=size) == text
+                with pytest.raises(Refused):
+                    await read_body(_each(chunks), wbits=wbits, limit=size - 1)
+
+
+async def _each(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
