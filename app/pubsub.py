@@ -374,10 +374,11 @@ class Hub:
             await self._leave(channel, sub)
 
     async def _leave(self, channel: str, sub: Subscription) -> None:
+        # Gone at once, before any wait: a leave cancelled while it waits for the lock leaves no
+        # subscriber behind (the channel's pump then stops when its next subscriber leaves).
+        self._local.get(channel, set()).discard(sub)
         async with self._lock:
-            members = self._local.get(channel, set())
-            members.discard(sub)
-            if members:
+            if self._local.get(channel):
                 return
             self._local.pop(channel, None)
             self._ready.pop(channel, None)
@@ -385,15 +386,7 @@ class Hub:
             if pump is not None:
                 # Still under the lock: a newcomer must not subscribe while this one unsubscribes.
                 pump.cancel()
-                try:
-                    await pump
-                except asyncio.CancelledError:
-                    # The pump's own end, expected; but a cancellation aimed at the leaving task
-                    # (the server stopping, its operation cancelled) must go on, not be swallowed.
-                    if (task := asyncio.current_task()) is not None and task.cancelling():
-                        raise
-                except Exception:
-                    pass  # broadcaster 0.3.1 raises KeyError when a subscription is cancelled before it is confirmed
+                await _outlast(pump)
 
     def subscribers(self, channel: str) -> set[Subscription]:
         return set(self._local.get(channel, ()))
@@ -431,6 +424,26 @@ class Hub:
                 for sub in receivers:
                     sub.offer(item, size)
                 _LIVE_DELIVERIES.inc(len(receivers))
+
+
+async def _outlast(pump: asyncio.Task[None]) -> None:
+    """Wait until the (cancelled) pump has finished unsubscribing, even if the waiting task is
+    cancelled meanwhile; that cancellation is raised once the pump is done.
+
+    `await pump` would pass the waiter's cancellation on to the pump, cutting its UNSUBSCRIBE
+    short; `asyncio.wait` alone would return at once, and the caller release the hub's lock
+    while the pump still unsubscribes, so that a newcomer could subscribe to the channel then."""
+    cancelled = False
+    while not pump.done():
+        try:
+            await asyncio.wait({pump})
+        except asyncio.CancelledError:
+            cancelled = True
+    if not pump.cancelled() and (exc := pump.exception()) is not None:
+        # broadcaster 0.3.1 raises KeyError when a subscription is cancelled before it is confirmed
+        log.debug("pump ended with %r", exc)
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _encode(message: Any) -> str:

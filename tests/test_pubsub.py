@@ -243,3 +243,78 @@ async def test_a_subscriber_cancelled_while_it_leaves_stays_cancelled(hub: Hub) 
         task.cancel()  # it now waits in an Event, where a cancellation ends it
         await asyncio.wait({task}, timeout=5)
     assert not lost and task.cancelled() and not after_leaving.is_set()
+
+
+async def test_a_leave_cancelled_while_its_pump_unsubscribes_holds_the_lock_until_it_is_done(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The last subscriber of a channel stops its pump under the hub's lock, so that nobody joins
+    # the channel while the pump unsubscribes. Cancelling the leaving task then must neither cut
+    # the UNSUBSCRIBE short (`await pump` passed the cancellation on to the pump) nor let the lock
+    # go before the pump is done (as `asyncio.wait` alone would).
+    channel = f"test:{uuid.uuid4()}"
+    backend = hub._backend
+    real_unsubscribe = backend.unsubscribe
+    unsubscribing, release = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def held_unsubscribe(name: str) -> None:
+        if name == channel:
+            unsubscribing.set()
+            await release.wait()
+            # The leaving task's cancellation is handled first (asyncio runs callbacks in order).
+            order.append("under the lock" if hub._lock.locked() else "lock released")
+        await real_unsubscribe(name)
+        if name == channel:
+            order.append("unsubscribed")
+
+    monkeypatch.setattr(backend, "unsubscribe", held_unsubscribe)
+
+    async def subscribe_then_leave() -> None:
+        async with hub.subscribe(channel):
+            pass
+        order.append("left")  # only reached if the cancellation below was lost
+
+    async def newcomer() -> None:
+        async with hub._lock:
+            order.append("lock")
+
+    leaving = asyncio.create_task(subscribe_then_leave())
+    async with asyncio.timeout(10):
+        await unsubscribing.wait()
+    assert hub._lock.locked()  # the pump unsubscribes under the leaving task's lock
+    competitor = asyncio.create_task(newcomer())
+    leaving.cancel()
+    release.set()
+    async with asyncio.timeout(10):
+        await competitor
+        await asyncio.wait({leaving})
+    assert order == ["under the lock", "unsubscribed", "lock"]
+    assert leaving.cancelled()
+    assert channel not in hub._pumps and hub.subscribers(channel) == set()
+
+
+async def test_a_leave_cancelled_while_it_waits_for_the_lock_leaves_no_subscriber(hub: Hub) -> None:
+    channel = f"test:{uuid.uuid4()}"
+    leave = asyncio.Event()
+
+    async def member() -> None:
+        async with hub.subscribe(channel):
+            await leave.wait()
+
+    task = asyncio.create_task(member())
+    async with asyncio.timeout(10):
+        while not hub.subscribers(channel):
+            await asyncio.sleep(0)
+        async with hub._lock:  # another subscribe or leave holds the hub
+            leave.set()
+            while not hub._lock._waiters:  # the member waits for the lock to leave
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.wait({task})
+    assert task.cancelled()
+    assert hub.subscribers(channel) == set()  # no subscriber left behind to be fed forever
+    # The channel's pump outlived it; the next subscriber to leave stops it.
+    async with hub.subscribe(channel):
+        pass
+    assert channel not in hub._pumps and hub.subscribers(channel) == set()
