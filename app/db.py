@@ -115,6 +115,10 @@ class OperationSession(AsyncSession):
 class Database:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # Sessions whose statements each commit by themselves: for queries, which write nothing. Under
+    # READ COMMITTED every statement sees a snapshot of its own anyway, so a transaction around a
+    # query's reads bought nothing but the BEGIN and COMMIT round trips.
+    reader_sessionmaker: async_sessionmaker[AsyncSession]
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -152,8 +156,11 @@ def create_database(url: str, settings: Settings) -> Database:
         json_deserializer=orjson.loads,
     )
     ping_when_idle(engine, settings.db_ping_idle_seconds)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     return Database(
-        engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False, class_=OperationSession)
+        engine=engine,
+        sessionmaker=async_sessionmaker(engine, expire_on_commit=False, class_=OperationSession),
+        reader_sessionmaker=async_sessionmaker(autocommit, expire_on_commit=False, class_=OperationSession),
     )
 
 

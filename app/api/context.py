@@ -108,13 +108,15 @@ class Context:
             raise RuntimeError("no operation scope: resolvers run inside OperationScopeExtension")
         return scope
 
-    def open_scope(self, *, lazy: bool) -> Any:
+    def open_scope(self, *, lazy: bool, read_only: bool = False) -> Any:
         """A scope for one operation. `lazy`: its session (so its transaction) is opened by the first
         resolver that needs it, so an operation that reads nothing from the database (`__typename`,
-        a refused field) costs no pool checkout, no BEGIN and no COMMIT. Subscriptions pass False:
-        their events open scopes of their own (`event_scope`)."""
+        a refused field) costs no pool checkout, no BEGIN and no COMMIT. `read_only` (queries): its
+        statements run without a transaction (`Database.reader_sessionmaker`). Subscriptions pass
+        `lazy=False`: their events open scopes of their own (`event_scope`)."""
         request_id = getattr(self.request.state, "request_id", None) or uuid.uuid4().hex
-        sessionmaker = self.deps.db.sessionmaker if lazy else None
+        db = self.deps.db
+        sessionmaker = (db.reader_sessionmaker if read_only else db.sessionmaker) if lazy else None
         scope = OperationScope(session=None, loaders=None, request_id=request_id, lazy_session=sessionmaker)
         return _scope.set(scope)
 

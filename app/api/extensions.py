@@ -50,11 +50,11 @@ class OperationScopeExtension(SchemaExtension):
                 ctx.close_scope(token)
             return
 
-        token = ctx.open_scope(lazy=True)
+        mutation = self.execution_context.operation_type == OperationType.MUTATION
+        token = ctx.open_scope(lazy=True, read_only=not mutation)
         scope = ctx.scope
         try:
             yield
-            mutation = self.execution_context.operation_type == OperationType.MUTATION
             await finish_operation(ctx, scope, self.execution_context.result, mutation=mutation)
         finally:
             await close_operation(scope)

@@ -236,7 +236,7 @@ class Pipeline:
 
     async def _run(self, ctx: Context, prepared: Prepared, call: Call) -> bytes:
         started = time.perf_counter()
-        token = ctx.open_scope(lazy=True)
+        token = ctx.open_scope(lazy=True, read_only=not prepared.mutation)
         scope = ctx.scope
         raised: BaseException | None = None
         result: ExecutionResult | None = None
