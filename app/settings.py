@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         10.0,
         ge=0,
+        le=60,  # an API key's lastUsedAt is kept to the minute by the reads the cache lets through
         validation_alias="LODGE_AUTH_CACHE_SECONDS",
         description="How long a process remembers a verified caller (live login, session, API key) without "
         "asking PostgreSQL; revocations through the API are announced and take effect at once. 0: always ask.",

@@ -330,8 +330,10 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
         # makes the server read (or inflate) nothing. The connection goes back to the pool
         # while the body arrives, and another is taken to store it.
         secret = _secret(request)
-        async with deps.db.autocommit() as conn:
-            key = await service.authenticate_api_key(conn, secret=secret)
+        key = service.remembered_api_key(deps.principals, secret)
+        if key is None:
+            async with deps.db.autocommit() as conn:
+                key = await service.authenticate_api_key_cached(deps.principals, conn, secret=secret)
         request.scope.setdefault("state", {})["lodge_caller"] = {"api_key_id": str(key.id)}
         deps.limiter.vouch(secret)
         wbits = _wbits(request)

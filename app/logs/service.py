@@ -182,22 +182,31 @@ async def authenticate_api_key(session: AsyncSession | AsyncConnection, *, secre
     return models.ApiKey.model_construct(**{k: v for k, v in row.items() if k != "expired"})
 
 
+def _remembered_key(secret: str) -> tuple[str, bytes]:
+    return ("apikey", hashlib.blake2b(secret.encode(), digest_size=16).digest())
+
+
+def remembered_api_key(principals: Principals, secret: str) -> models.ApiKey | None:
+    """The key of `secret` if this process remembers it as valid (app.accounts.principals)."""
+    found = principals.get(_remembered_key(secret))
+    if found is MISSING:
+        return None
+    assert isinstance(found, models.ApiKey)
+    return found if found.expires_at is None or found.expires_at > datetime.now(UTC) else None
+
+
 async def authenticate_api_key_cached(
     principals: Principals, conn: AsyncSession | AsyncConnection, *, secret: str
 ) -> models.ApiKey:
     """`authenticate_api_key`, remembered for a while (app.accounts.principals) until the key's
     revocation is announced. A remembered key touches no `lastUsedAt`: it is still kept to the
     minute while the cache lasts less than a minute (LODGE_AUTH_CACHE_SECONDS)."""
-    key = ("apikey", hashlib.blake2b(secret.encode(), digest_size=16).digest())
-    found = principals.get(key)
-    if found is not MISSING:
-        assert isinstance(found, models.ApiKey)
-        if found.expires_at is None or found.expires_at > datetime.now(UTC):
-            return found
+    if (found := remembered_api_key(principals, secret)) is not None:
+        return found
     generation = principals.generation
     row = await authenticate_api_key(conn, secret=secret)
     until = row.expires_at.timestamp() if row.expires_at is not None else None
-    principals.put(key, row, tags=(api_key_channel(row.id),), generation=generation, until=until)
+    principals.put(_remembered_key(secret), row, tags=(api_key_channel(row.id),), generation=generation, until=until)
     return row
 
 

@@ -62,6 +62,20 @@ async def test_a_revoked_key_is_refused_at_once_though_it_was_remembered(server:
     assert await errors(server, PROJECT, {"id": project_id}, api_key=secret) == ["UNAUTHENTICATED"]
 
 
+async def test_a_revoked_key_is_refused_by_ingest_at_once_though_it_was_remembered(server: LiveServer) -> None:
+    token = await new_user(server)
+    project_id = await new_project(server, token)
+    key_id, secret = await new_api_key(server, token, project_id)
+    headers = {"authorization": f"ApiKey {secret}"}
+    for _ in range(2):  # the second is answered from memory
+        response = await server.http.post("/ingest", content=b'{"log": "remembered"}\n', headers=headers)
+        assert response.status_code == 200, response.text
+    revoke = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
+    assert not await errors(server, revoke, {"id": key_id}, token=token)
+    response = await server.http.post("/ingest", content=b'{"log": "after"}\n', headers=headers)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
 async def test_another_instance_forgets_a_login_that_ended_here(
     server: LiveServer, settings: Settings, database_url: str
 ) -> None:
