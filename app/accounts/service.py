@@ -73,11 +73,15 @@ async def require_user_exists(session: AsyncSession, user_id: uuid.UUID, argumen
     return user_id
 
 
+_USERS: Any = models.User.__table__  # type: ignore[attr-defined]
+
+
 async def get_active_user(session: AsyncSession, *, user_id: uuid.UUID) -> models.User | None:
-    user = await session.get(models.User, user_id)
-    if user is None or user.deleted_at is not None or not user.is_active:
-        return None
-    return user
+    """One Core SELECT, the row built without the ORM's identity map and loading (a third of a
+    `me` request's time went to `Session.get`). The row is not attached to the session."""
+    query = select(_USERS).where(_USERS.c.id == user_id, _USERS.c.deleted_at.is_(None), _USERS.c.is_active)
+    row = (await session.execute(query)).mappings().first()
+    return models.User.model_construct(**row) if row is not None else None
 
 
 async def authenticate(session: AsyncSession, *, email: str, password: str) -> models.User:
