@@ -36,9 +36,9 @@ from app.api import graphiql
 from app.api.context import Context
 from app.api.errors import BAD_USER_INPUT, LodgeError
 from app.api.extensions import database_unavailable
-from app.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.api.middleware import Edge
 from app.api.pipeline import Pipeline
-from app.api.ratelimit import RateLimiter, RateLimitMiddleware
+from app.api.ratelimit import RateLimiter
 from app.api.schema import LodgeSchema, create_schema
 from app.db import create_database, resolve_database_url
 from app.deps import Deps
@@ -46,7 +46,7 @@ from app.logs.http import ingest_endpoint
 from app.logs.service import authenticate_api_key
 from app.observability import metrics, tracing
 from app.observability.graphql import WS_CLOSE_CODE
-from app.observability.logs import AccessLogMiddleware, configure_logging
+from app.observability.logs import configure_logging
 from app.pubsub import Hub
 from app.settings import Settings
 
@@ -316,16 +316,11 @@ def create_app(deps: Deps) -> Starlette:
             await deps.db.dispose()
 
     serve_metrics_here = settings.metrics_enabled and settings.metrics_port is None
-    middleware = [
-        Middleware(RequestIdMiddleware),
-        Middleware(AccessLogMiddleware),
-        *([Middleware(RateLimitMiddleware, limiter=deps.limiter)] if deps.limiter.enabled else []),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
-    ]
-    # Outside the limiter, so that a browser can read a 429.
+    middleware = [Middleware(Edge, limiter=deps.limiter, max_bytes=settings.max_body_bytes, graphql=graphql_app)]
+    # Outside the edge (which holds the rate limit), so that a browser can read a 429.
     if settings.cors_origins:
         middleware.insert(
-            2,
+            0,
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,

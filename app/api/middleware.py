@@ -1,13 +1,32 @@
-"""ASGI middleware: request ids and a request body limit."""
+"""The edge of every request: one ASGI middleware, one pass (issue 15).
+
+For each HTTP request and websocket `Edge` does, in order:
+
+1. its request id: a sane `X-Request-ID` kept, else a new one; in `scope["state"]` and echoed back;
+2. the rate limit (`app.api.ratelimit`): over it, 429 before any work (websockets: closed with 4429);
+3. the body limit: a body over `max_bytes` is refused with 413, whether or not Content-Length is
+   sent (`/ingest` bounds its own, as sent and decompressed);
+4. the request itself: `/graphql` by POST or GET goes straight to the GraphQL app (past
+   Starlette's exception middleware and router, which have nothing to do for it), anything else
+   to Starlette;
+5. the access-log record and the request metrics, once answered.
+
+These were four middlewares, each wrapping `send` and `receive` again; one pass does the same
+with one wrapper each. CORS, when configured, sits outside (a browser can read a 429).
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.ratelimit import RateLimiter, is_limited, refuse
+from app.observability.logs import log_request
 
 # Endpoints that bound their bodies themselves: `POST /ingest` limits the body as sent and as
 # decompressed, and answers in its own error shape (app/logs/http.py).
@@ -17,77 +36,103 @@ SELF_LIMITED_PATHS = frozenset({"/ingest"})
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-class RequestIdMiddleware:
-    """Give every HTTP request and websocket an id (or keep a sane `X-Request-ID`), echoed back."""
-
-    def __init__(self, app: ASGIApp) -> None:
+class Edge:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter,
+        max_bytes: int,
+        graphql: ASGIApp | None = None,
+        exempt: Collection[str] = SELF_LIMITED_PATHS,
+    ) -> None:
         self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes` with 413, whether or not Content-Length is sent."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: Collection[str] = SELF_LIMITED_PATHS) -> None:
-        self.app = app
+        self.limiter = limiter
         self.max_bytes = max_bytes
+        self.graphql = graphql
         self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+        incoming = b""
+        length: bytes | None = None
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                incoming = value
+            elif name == b"content-length":
+                length = value
+        text = incoming.decode("latin-1")
+        request_id = text if text and _SAFE_ID.fullmatch(text) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
             return
-        received = 0
-        started = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
+        started = time.perf_counter()
+        status = 500
+        responded = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def edge_send(message: Message) -> None:
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                started = True
+                status = int(message["status"])
+                responded = True
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            if self.limiter.enabled and is_limited(scope):
+                principal, key = self.limiter.principal(scope)
+                wait = await self.limiter.take(principal, key)
+                if wait > 0:
+                    await refuse(scope, edge_send, principal, wait)
+                    return
+            path = scope["path"]
+            limited = path not in self.exempt
+            if limited and length is not None and length.isdigit() and int(length) > self.max_bytes:
+                await self._too_large(edge_send)
+                return
+            inner = self.app
+            if self.graphql is not None and path == "/graphql" and scope["method"] in ("POST", "GET"):
+                inner = self.graphql
+            if not limited:
+                await inner(scope, receive, edge_send)
+                return
+            received = 0
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "errors": [
-                    {"message": f"request body over {self.max_bytes} bytes", "extensions": {"code": "BAD_USER_INPUT"}}
-                ]
-            }
-        ).encode()
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_bytes:
+                        raise _TooLarge
+                return message
+
+            try:
+                await inner(scope, limited_receive, edge_send)
+            except _TooLarge:
+                if not responded:
+                    await self._too_large(edge_send)
+        finally:
+            log_request(scope, status, started)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.limiter.enabled and is_limited(scope):
+            principal, key = self.limiter.principal(scope)
+            wait = await self.limiter.take(principal, key)
+            if wait > 0:
+                await refuse(scope, send, principal, wait)
+                return
+        await self.app(scope, receive, send)
+
+    async def _too_large(self, send: Send) -> None:
+        message = f"request body over {self.max_bytes} bytes"
+        body = json.dumps({"errors": [{"message": message, "extensions": {"code": "BAD_USER_INPUT"}}]}).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -294,7 +294,7 @@ def _encode(result: ExecutionResult) -> bytes:
 
 async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
     """The whole body, and a `receive` that gives it again (to strawberry's view, if it is handed
-    the request). BodyLimitMiddleware, outside, bounds what is read."""
+    the request). `Edge`, outside, bounds what is read."""
     chunks: list[bytes] = []
     more = True
     while more:

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs
 import orjson
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
@@ -223,51 +223,43 @@ REQUEST_KINDS = ("api_key", "user", "anonymous")
 LIMITED_PATHS = frozenset({"/graphql", "/ingest"})
 
 
-class RateLimitMiddleware:
-    """Refuse over-limit requests with 429, `Retry-After` and a RATE_LIMITED error, before any work."""
+def is_limited(scope: Scope) -> bool:
+    """Whether the request takes a token: GraphQL and `/ingest`, by POST or GET (not GraphiQL's
+    page), and every websocket handshake there."""
+    if scope.get("path") not in LIMITED_PATHS:
+        return False
+    if scope["type"] == "websocket":
+        return True
+    method = scope.get("method")
+    return method == "POST" or (method == "GET" and not _wants_html(scope))
 
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter) -> None:
-        self.app = app
-        self.limiter = limiter
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope.get("path") not in LIMITED_PATHS:
-            await self.app(scope, receive, send)
-            return
-        if scope["type"] == "http" and scope.get("method") not in ("POST", "GET"):
-            await self.app(scope, receive, send)
-            return
-        if scope["type"] == "http" and scope.get("method") == "GET" and _wants_html(scope):
-            await self.app(scope, receive, send)  # GraphiQL's page
-            return
-        kind, key = self.limiter.principal(scope)
-        wait = await self.limiter.take(kind, key)
-        if wait <= 0:
-            await self.app(scope, receive, send)
-            return
-        metrics.RATE_LIMITED.labels(kind).inc()
-        retry_after = max(1, math.ceil(wait))
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4429, "reason": "rate limited"})
-            return
-        message = f"too many requests: retry in {retry_after} s"
-        extensions = {"code": RATE_LIMITED, "retryAfter": retry_after}
-        if scope.get("path") == "/ingest":
-            body = orjson.dumps({"error": {"message": message, **extensions}})
-        else:
-            body = orjson.dumps({"data": None, "errors": [{"message": message, "extensions": extensions}]})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(retry_after).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+async def refuse(scope: Scope, send: Send, kind: str, wait: float) -> None:
+    """The answer to a request over its limit: 429 with `Retry-After` and RATE_LIMITED (in
+    `/ingest`'s error shape there), or a websocket handshake closed with 4429."""
+    metrics.RATE_LIMITED.labels(kind).inc()
+    retry_after = max(1, math.ceil(wait))
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 4429, "reason": "rate limited"})
+        return
+    message = f"too many requests: retry in {retry_after} s"
+    extensions = {"code": RATE_LIMITED, "retryAfter": retry_after}
+    if scope.get("path") == "/ingest":
+        body = orjson.dumps({"error": {"message": message, **extensions}})
+    else:
+        body = orjson.dumps({"data": None, "errors": [{"message": message, "extensions": extensions}]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _wants_html(scope: Scope) -> bool:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from app.observability import metrics
 
@@ -78,47 +78,31 @@ def configure_logging(level: str, log_format: str = "auto") -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-class AccessLogMiddleware:
-    """Time each HTTP request and log it once it has been answered."""
+def log_request(scope: Scope, status: int, started: float) -> None:
+    """Count an answered HTTP request and write its access-log record (`app.api.middleware.Edge`)."""
+    path = scope.get("path", "")
+    route = path if path in ROUTES else "other"
+    metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
+    level = logging.DEBUG if path in QUIET_PATHS and status < 500 else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    state = scope.get("state", {})
+    fields: dict[str, Any] = {
+        "request_id": state.get("request_id"),
+        "method": scope.get("method"),
+        "path": path,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    operation = state.get(OPERATION)
+    if operation:
+        fields.update(operation)
+    elif (caller := state.get("lodge_caller")) is not None:
+        fields.update(caller)
+    access_log.log(level, "%s %s %s", scope.get("method"), path, status, extra={"fields": fields})
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            path = scope.get("path", "")
-            route = path if path in ("/graphql", "/ingest", "/healthz", "/readyz", "/metrics") else "other"
-            metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
-            state = scope.get("state", {})
-            fields: dict[str, Any] = {
-                "request_id": state.get("request_id"),
-                "method": scope.get("method"),
-                "path": path,
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            }
-            operation = state.get(OPERATION)
-            if operation:
-                fields.update(operation)
-            elif (caller := state.get("lodge_caller")) is not None:
-                fields.update(caller)
-            level = logging.DEBUG if path in QUIET_PATHS and status < 500 else logging.INFO
-            if access_log.isEnabledFor(level):
-                access_log.log(level, "%s %s %s", scope.get("method"), path, status, extra={"fields": fields})
+ROUTES = frozenset({"/graphql", "/ingest", "/healthz", "/readyz", "/metrics"})
 
 
 def log_operation(fields: dict[str, Any]) -> None:
