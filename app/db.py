@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,10 @@ def import_models() -> MetaData:
     return metadata
 
 
+READS_WITHOUT_TRANSACTION = "lodge_reads_without_transaction"
+RAW_LISTENERS = "lodge_raw_listeners"
+
+
 class OperationSession(AsyncSession):
     """An AsyncSession that sibling resolvers may share.
 
@@ -79,6 +83,32 @@ class OperationSession(AsyncSession):
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         return await self._in_turn(super().execute(*args, **kwargs))
+
+    @property
+    def reads_without_transaction(self) -> bool:
+        """A session of `Database.reader_sessionmaker`: each statement commits by itself."""
+        return bool(self.info.get(READS_WITHOUT_TRANSACTION))
+
+    async def fetch_raw(self, sql: str, *args: Any) -> list[Any]:
+        """Run `sql` ($1-style parameters) on the session's connection straight through asyncpg
+        (its prepared-statement cache included), past SQLAlchemy's compilation, events and result
+        machinery: for the hottest reads. Only in a session without a transaction (a query's,
+        `Database.reader_sessionmaker`), since asyncpg would not know of one SQLAlchemy has yet to
+        begin. Errors are asyncpg's own; `app.api.extensions` classifies them by SQLSTATE as it
+        does SQLAlchemy's."""
+
+        async def run() -> list[Any]:
+            if not self.reads_without_transaction:
+                raise RuntimeError("fetch_raw runs only on a session without a transaction")
+            conn = await AsyncSession.connection(self)
+            raw = await conn.get_raw_connection()
+            for listener in self.info.get(RAW_LISTENERS, ()):
+                listener(sql)
+            rows: list[Any] = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            return rows
+
+        result: list[Any] = await self._in_turn(run())
+        return result
 
     async def scalar(self, *args: Any, **kwargs: Any) -> Any:
         return await self._in_turn(super().scalar(*args, **kwargs))
@@ -119,6 +149,9 @@ class Database:
     # READ COMMITTED every statement sees a snapshot of its own anyway, so a transaction around a
     # query's reads bought nothing but the BEGIN and COMMIT round trips.
     reader_sessionmaker: async_sessionmaker[AsyncSession]
+    # Called with the text of each statement `OperationSession.fetch_raw` runs (SQLAlchemy's
+    # events do not see those): for tests that count statements.
+    raw_listeners: list[Callable[[str], None]]
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -157,10 +190,17 @@ def create_database(url: str, settings: Settings) -> Database:
     )
     ping_when_idle(engine, settings.db_ping_idle_seconds)
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    raw_listeners: list[Callable[[str], None]] = []
     return Database(
         engine=engine,
         sessionmaker=async_sessionmaker(engine, expire_on_commit=False, class_=OperationSession),
-        reader_sessionmaker=async_sessionmaker(autocommit, expire_on_commit=False, class_=OperationSession),
+        reader_sessionmaker=async_sessionmaker(
+            autocommit,
+            expire_on_commit=False,
+            class_=OperationSession,
+            info={READS_WITHOUT_TRANSACTION: True, RAW_LISTENERS: raw_listeners},
+        ),
+        raw_listeners=raw_listeners,
     )
 
 

@@ -281,9 +281,11 @@ async def counted(server: LiveServer, query: str, variables: dict[str, Any], tok
 
     engine = server.deps.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
+    server.deps.db.raw_listeners.append(statements.append)  # reads past SQLAlchemy (fetch_raw)
     try:
         data = await server.data(query, variables, token=token)
     finally:
         event.remove(engine, "before_cursor_execute", count)
+        server.deps.db.raw_listeners.remove(statements.append)
     control = ("BEGIN", "COMMIT", "ROLLBACK")
     return data, len([s for s in statements if not s.lstrip().upper().startswith(control)])

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 
+from app.db import OperationSession
 from app.settings import Settings
 from tests.conftest import _asyncpg_dsn
 from tests.support import LiveServer, live_server, new_user
@@ -45,3 +46,17 @@ async def test_a_connection_killed_while_idle_is_replaced_unseen(pinging_server:
     assert created["createProject"]["id"]
     await kill_the_pooled_connection(pinging_server, database_url)
     assert (await pinging_server.data("{ me { id } }", token=token))["me"]["id"]
+
+
+async def test_raw_reads_run_only_outside_a_transaction(server: LiveServer) -> None:
+    """`OperationSession.fetch_raw` bypasses SQLAlchemy: in a session with a transaction it would
+    run outside it (asyncpg knows nothing of a BEGIN SQLAlchemy has not sent yet), so it refuses."""
+    db = server.deps.db
+    async with db.reader_sessionmaker() as reader:
+        assert isinstance(reader, OperationSession)
+        rows = await reader.fetch_raw("SELECT $1::int + 1 AS n", 41)
+        assert [row["n"] for row in rows] == [42]
+    async with db.sessionmaker() as writer:
+        assert isinstance(writer, OperationSession)
+        with pytest.raises(RuntimeError, match="without a transaction"):
+            await writer.fetch_raw("SELECT 1")

@@ -16,6 +16,7 @@ from sqlmodel import col
 from app.accounts import models
 from app.accounts.security import hash_password, verify_password
 from app.api.errors import BadUserInput, Conflict, NotFound, Unauthenticated
+from app.db import OperationSession
 
 MIN_PASSWORD_LENGTH = 12
 _EMAIL = re.compile(models.EMAIL_PATTERN)
@@ -79,9 +80,15 @@ _USERS: Any = models.User.__table__  # type: ignore[attr-defined]
 async def get_active_user(session: AsyncSession, *, user_id: uuid.UUID) -> models.User | None:
     """One Core SELECT, the row built without the ORM's identity map and loading (a third of a
     `me` request's time went to `Session.get`). The row is not attached to the session."""
+    if isinstance(session, OperationSession) and session.reads_without_transaction:
+        rows = await session.fetch_raw(_ACTIVE_USER, user_id)
+        return models.User.model_construct(**rows[0]) if rows else None
     query = select(_USERS).where(_USERS.c.id == user_id, _USERS.c.deleted_at.is_(None), _USERS.c.is_active)
     row = (await session.execute(query)).mappings().first()
     return models.User.model_construct(**row) if row is not None else None
+
+
+_ACTIVE_USER = "SELECT * FROM users WHERE id = $1 AND deleted_at IS NULL AND is_active"
 
 
 async def authenticate(session: AsyncSession, *, email: str, password: str) -> models.User:
