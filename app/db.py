@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import orjson
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import DisconnectionError
@@ -104,7 +105,12 @@ class OperationSession(AsyncSession):
             raw = await conn.get_raw_connection()
             for listener in self.info.get(RAW_LISTENERS, ()):
                 listener(sql)
-            rows: list[Any] = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            try:
+                rows: list[Any] = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+                # SQLAlchemy did not see it fail: the pool must not hand the dead connection out again.
+                await conn.invalidate(exc)
+                raise
             return rows
 
         result: list[Any] = await self._in_turn(run())

@@ -60,3 +60,18 @@ async def test_raw_reads_run_only_outside_a_transaction(server: LiveServer) -> N
         assert isinstance(writer, OperationSession)
         with pytest.raises(RuntimeError, match="without a transaction"):
             await writer.fetch_raw("SELECT 1")
+
+
+async def test_a_raw_read_on_a_dead_connection_fails_once_and_the_pool_recovers(
+    settings: Settings, database_url: str
+) -> None:
+    # No ping (a connection that dies while busy is the case): the raw read's failure must take
+    # the dead connection out of the pool, or every request handed it would fail.
+    quiet = {"db_ping_idle_seconds": 1000, "session_sweep_seconds": 3600, "reservation_sweep_seconds": 3600}
+    async with live_server(settings.model_copy(update=quiet), database_url) as live:
+        token = await new_user(live)
+        assert (await live.data("{ me { id } }", token=token))["me"]["id"]  # the login is remembered now
+        await kill_the_pooled_connection(live, database_url)
+        failed = await live.gql("{ me { id } }", token=token)
+        assert failed["errors"][0]["extensions"]["reason"] == "database_unavailable"
+        assert (await live.data("{ me { id } }", token=token))["me"]["id"]
