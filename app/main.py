@@ -15,6 +15,7 @@ import orjson
 from cross_web import HTTPException
 from prometheus_client import start_http_server
 from sqlalchemy import text
+from sqlalchemy.orm import configure_mappers
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
@@ -282,6 +283,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(deps: Deps) -> Starlette:
     settings = deps.settings
+    # Rows built with model_construct (reads past the ORM: fetch_raw, INSERT ... RETURNING) need
+    # the mappers configured, which SQLAlchemy otherwise does on the first ORM query: a new worker
+    # whose first request was such a read failed with AttributeError.
+    configure_mappers()
     graphql_app = LodgeGraphQL(deps)
 
     @contextlib.asynccontextmanager

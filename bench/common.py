@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,12 @@ async def lodge_server(
 
 @contextlib.asynccontextmanager
 async def lodge_process(
-    database_url: str, *, port: int = 8765, broadcast_url: str = "memory://", **env: str
+    database_url: str,
+    *,
+    port: int = 8765,
+    broadcast_url: str = "memory://",
+    serve_args: Sequence[str] = (),
+    **env: str,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """`lodge_server`, also handing over the process (one worker: its pid is the server's, for profilers)."""
     environment = {
@@ -91,7 +96,8 @@ async def lodge_process(
         **{f"LODGE_RATE_LIMIT_LOGIN_{kind}_PER_MINUTE": "0" for kind in ("ADDRESS", "EMAIL")},
         **env,
     }
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=environment)
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *serve_args]
+    proc = subprocess.Popen(command, cwd=ROOT, env=environment)
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(base, proc)

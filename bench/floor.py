@@ -1,8 +1,10 @@
 """The per-request floor of the pipeline on one worker (issue 15): the cheapest request of each kind,
 driven by wrk so that the client costs little next to the server.
 
-Run by hand: `uv run python -m bench.floor [--seconds 10] [--only ROW] [--profile]`. Needs wrk
-(Debian's `wrk` package: `apt-get install -y wrk`). Rows:
+Run by hand: `uv run python -m bench.floor [--seconds 10] [--only ROW] [--profile] [--workers 1,2]`.
+Needs wrk (Debian's `wrk` package: `apt-get install -y wrk`). `--workers 1,2` measures every row
+against `lodge serve --workers 1` and then `--workers 2` (on a Redis bus, `--redis`), in one run,
+and prints each figure and the ratio. Rows:
 
 - typename:      `{ __typename }`, no auth
 - me:            `{ me { id email } }` with a JWT (one user read)
@@ -32,6 +34,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -238,44 +241,75 @@ async def preflight(client: httpx.AsyncClient, row: Row) -> None:
         raise RuntimeError(f"{row.name}: {response.status_code} {response.text[:400]} (expected {row.expect!r})")
 
 
-async def main(args: argparse.Namespace) -> None:
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench.floor needs wrk, the HTTP load generator: apt-get install -y wrk (Debian/Ubuntu)")
+async def measure(
+    url: str, workers: int, args: argparse.Namespace
+) -> tuple[list[tuple[Row, dict[str, float]]], list[Path]]:
     chosen = set(args.only or ROWS)
     results: list[tuple[Row, dict[str, float]]] = []
     profiles: list[Path] = []
-    async with bench_database() as url:
-        # The JWT has to outlive every row (15 minutes by default).
-        async with lodge_process(url, port=args.port, LODGE_ACCESS_TOKEN_TTL="86400") as (base, proc):
-            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-                tenant = await new_tenant(client)
-                selected = [row for row in rows(tenant.token, tenant.secret) if row.name in chosen]
-                for row in selected:
-                    await preflight(client, row)
-            conn = await asyncpg.connect(_dsn(url))
-            try:
-                postgres = await conn.fetchval("SHOW server_version")
-            finally:
-                await conn.close()
+    serve: dict[str, Any] = {"serve_args": ["--workers", str(workers)]} if workers > 1 else {}
+    if workers > 1:
+        serve["broadcast_url"] = args.redis
+    # The JWT has to outlive every row (15 minutes by default).
+    async with lodge_process(url, port=args.port, LODGE_ACCESS_TOKEN_TTL="86400", **serve) as (base, proc):
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            tenant = await new_tenant(client)
+            selected = [row for row in rows(tenant.token, tenant.secret) if row.name in chosen]
             for row in selected:
-                print(
-                    f"{row.name}: {args.warmup:g} s warm-up, {args.seconds:g} s measured", file=sys.stderr, flush=True
-                )
-                result, profile = await asyncio.to_thread(run_row, row, base, proc.pid, args)
-                results.append((row, result))
-                if profile:
-                    profiles.append(profile)
+                await preflight(client, row)
+        for row in selected:
+            print(
+                f"{row.name} ({workers} worker{'s' if workers > 1 else ''}): {args.warmup:g} s warm-up, "
+                f"{args.seconds:g} s measured",
+                file=sys.stderr,
+                flush=True,
+            )
+            result, profile = await asyncio.to_thread(run_row, row, base, proc.pid, args)
+            results.append((row, result))
+            if profile:
+                profiles.append(profile)
+    return results, profiles
+
+
+async def main(args: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench.floor needs wrk, the HTTP load generator: apt-get install -y wrk (Debian/Ubuntu)")
+    counts = [int(n) for n in args.workers.split(",")]
+    if args.profile and any(n > 1 for n in counts):
+        raise SystemExit("--profile samples one process: use it with --workers 1")
+    by_workers: dict[int, list[tuple[Row, dict[str, float]]]] = {}
+    profiles: list[Path] = []
+    async with bench_database() as url:
+        conn = await asyncpg.connect(_dsn(url))
+        try:
+            postgres = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+        for workers in counts:
+            by_workers[workers], found = await measure(url, workers, args)
+            profiles += found
     print(f"machine: {machine()}")
     print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; PostgreSQL {postgres}")
     print(
         f"wrk: {args.threads} threads, {args.connections} connections, {args.seconds:g} s per row after "
-        f"{args.warmup:g} s of warm-up; one `lodge serve` worker, rate limits off, client on the same machine"
+        f"{args.warmup:g} s of warm-up; `lodge serve --workers {args.workers}`, rate limits off, client on the same machine"
     )
     if args.profile:
         print("profiled run: py-spy pauses the server to sample it, these figures are not for the record")
-    print("\n| row | requests/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |")
-    for row, result in results:
-        print(f"| {row.label} | {result['rps']:,.0f} | {result['p50']:.2f} | {result['p99']:.2f} |")
+    first = by_workers[counts[0]]
+    heads = " | ".join(f"{n} worker{'s' if n > 1 else ''}: req/s, p50, p99 ms" for n in counts)
+    ratio = " | ratio" if len(counts) > 1 else ""
+    print(f"\n| row | {heads}{ratio} |")
+    print("| --- |" + " ---: |" * len(counts) + (" ---: |" if len(counts) > 1 else ""))
+    for index, (row, _) in enumerate(first):
+        cells = []
+        for n in counts:
+            result = by_workers[n][index][1]
+            cells.append(f"{result['rps']:,.0f}, {result['p50']:.2f}, {result['p99']:.2f}")
+        line = f"| {row.label} | " + " | ".join(cells)
+        if len(counts) > 1:
+            line += f" | {by_workers[counts[-1]][index][1]['rps'] / first[index][1]['rps']:.2f}x"
+        print(line + " |")
     for path in profiles:
         print(f"profile: {path.relative_to(ROOT)}")
 
@@ -287,6 +321,8 @@ if __name__ == "__main__":
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", default="1", help="worker counts to measure, comma-separated (default 1)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="the bus for more than one worker")
     parser.add_argument("--only", action="append", choices=ROWS, help="run this row only (repeatable)")
     parser.add_argument("--profile", action="store_true", help="py-spy record the server during each measured run")
     parser.add_argument("--profile-format", choices=("flamegraph", "speedscope", "raw"), default="flamegraph")
