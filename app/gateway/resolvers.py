@@ -1,9 +1,13 @@
 """Gateway administration (gateway:admin, or a project's owner for its environments) and the
 gateway's own calls, authenticated by an environment's API key.
 
-Each check-and-change of a quota is one conditional statement inside the operation's transaction
-(with its audit row). Measured alternative: running them in autocommit like ingestion was slower
-here (bench/gateway.py), as each request then needs a second pooled connection for its audit row."""
+Each check-and-change of a quota is one conditional statement. startFlow and completeFlow, the
+calls a flow makes on its service's one quota row, are batched with their concurrent peers and
+committed on a connection of their own (app/gateway/coalesce.py) when the operation is that one
+field: the row is then locked for one statement per batch instead of for each operation's whole
+transaction (bench/gateway.py). In an operation of several fields, or one whose transaction has
+begun, they run inside the operation's transaction as before, so the operation stays all or
+nothing and never waits for a batch while holding a pooled connection."""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from datetime import datetime
 from typing import Annotated
 
 import strawberry
+from graphql import FieldNode
 
-from app.api.context import Info
+from app.api.context import Context, Info
 from app.api.errors import Forbidden
 from app.api.lengths import max_length
 from app.api.pagination import (
@@ -27,7 +32,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.validation import MAX_NAME, MAX_URL
-from app.gateway import models, service
+from app.gateway import coalesce, models, service
 from app.gateway.types import (
     ADMIN,
     Client,
@@ -40,6 +45,7 @@ from app.gateway.types import (
     Service,
     ServiceInput,
 )
+from app.logs import models as logs_models
 from app.logs import service as logs_service
 from app.logs.types import Project
 
@@ -58,6 +64,30 @@ async def _environment(info: Info, environment_id: strawberry.ID) -> models.Envi
         info.context.session, models.Environment, parse_id(environment_id, "environmentId"), "environment"
     )
     return env
+
+
+def _batched(info: Info) -> bool:
+    """Whether this field may be committed on its own, in a batch (app/gateway/coalesce.py).
+
+    Only when it is the operation's one root field (a failed sibling must still undo it, so an
+    operation of several fields keeps its one transaction) and the operation holds no connection
+    yet: a caller waiting for its batch must not hold one, or callers could take the whole pool
+    while the batch waits for a connection."""
+    selections = info.operation.selection_set.selections
+    if len(selections) != 1 or not isinstance(selections[0], FieldNode):
+        return False
+    session = info.context.scope.session
+    return session is None or not session.in_transaction()
+
+
+def _authenticated(ctx: Context, secret: str) -> coalesce.Authenticated:
+    """What `require_api_key` records, for a key its batch has checked."""
+
+    def record(key: logs_models.ApiKey) -> None:
+        ctx.scope.api_key = key
+        ctx.key_authenticated(key, secret)
+
+    return record
 
 
 @strawberry.type
@@ -147,8 +177,6 @@ class GatewayQuery:
 async def _owned_environments(info: Info) -> list[uuid.UUID]:
     from sqlalchemy import select
     from sqlmodel import col
-
-    from app.logs import models as logs_models
 
     user_id = await info.context.require_user_id()
     query = (
@@ -243,15 +271,40 @@ class GatewayMutation:
         from app.gateway import service as gateway
 
         ctx = info.context
-        key = await ctx.require_api_key()
-        reservation, start = await gateway.start_flow(
-            ctx.session, key=key, service=service, endpoint=endpoint, amount=amount, ttl_seconds=ttl_seconds
-        )
+        if _batched(info):
+            secret = ctx.api_key_secret()
+            reservation, start = await coalesce.start_flow(
+                ctx.deps.db,
+                secret=secret,
+                service=service,
+                endpoint=endpoint,
+                amount=amount,
+                ttl_seconds=ttl_seconds,
+                authenticated=_authenticated(ctx, secret),
+            )
+            # Committed: a failure of the operation's own commit does not undo it.
+            ctx.scope.committed_outside = True
+        else:
+            key = await ctx.require_api_key()
+            reservation, start = await gateway.start_flow(
+                ctx.session, key=key, service=service, endpoint=endpoint, amount=amount, ttl_seconds=ttl_seconds
+            )
         return FlowStart(request_log=RequestLog.from_model(start), reservation=Reservation.from_model(reservation))
 
     @strawberry.mutation(description="Spend (success) or release the flow's hold; the reservation is deleted.")  # type: ignore[untyped-decorator]
     async def complete_flow(self, info: Info, reservation_id: strawberry.ID, success: bool) -> EnvironmentService:
         ctx = info.context
-        key = await ctx.require_api_key()
-        row = await service.complete_flow(ctx.session, key=key, reservation_id=str(reservation_id), success=success)
+        if _batched(info):
+            secret = ctx.api_key_secret()
+            row = await coalesce.complete_flow(
+                ctx.deps.db,
+                secret=secret,
+                reservation_id=str(reservation_id),
+                success=success,
+                authenticated=_authenticated(ctx, secret),
+            )
+            ctx.scope.committed_outside = True
+        else:
+            key = await ctx.require_api_key()
+            row = await service.complete_flow(ctx.session, key=key, reservation_id=str(reservation_id), success=success)
         return EnvironmentService.from_model(row)

@@ -3,6 +3,10 @@
 Every check-and-change of a quota is one conditional SQL statement: `available - reserved >=
 amount` is tested by the UPDATE that takes the hold, and a reservation is spent by the DELETE that
 returns it, so no interleaving of requests can oversell or spend a hold twice.
+
+`start_flows` and `complete_flows` do the same for a whole batch of callers in one statement each
+(app/gateway/coalesce.py gathers the batches): the quota row is locked once, and the batch's
+outcome is exactly what its requests would have got one after another, in arrival order.
 """
 
 from __future__ import annotations
@@ -170,14 +174,20 @@ async def _why_refused(conn: AsyncConnection | AsyncSession, *, environment_id: 
     """After a conditional statement changed nothing: say why (the decision was already atomic)."""
     service_id = await conn.scalar(select(col(models.Service.id)).where(col(models.Service.name) == service))
     if service_id is None:
-        return NotFound(f"unknown service {service!r}", service=service)
+        return _refusal(service, known=False, enabled=False)
     enabled = await conn.scalar(
         select(col(models.EnvironmentService.service_id)).where(
             col(models.EnvironmentService.environment_id) == environment_id,
             col(models.EnvironmentService.service_id) == service_id,
         )
     )
-    if enabled is None:
+    return _refusal(service, known=True, enabled=enabled is not None)
+
+
+def _refusal(service: str, *, known: bool, enabled: bool) -> LodgeError:
+    if not known:
+        return NotFound(f"unknown service {service!r}", service=service)
+    if not enabled:
         return Forbidden(f"service {service!r} is not enabled in this environment", service=service)
     return QuotaExhausted(f"not enough requests left for {service!r}", service=service)
 
@@ -289,6 +299,13 @@ _START = text(
 )
 
 
+def check_flow_request(*, amount: int, ttl_seconds: int) -> None:
+    if not 0 < amount <= MAX_AMOUNT:
+        raise BadUserInput(f"amount must be between 1 and {MAX_AMOUNT}", field="amount")
+    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
+        raise BadUserInput(f"ttlSeconds must be between 1 and {MAX_TTL_SECONDS}", field="ttlSeconds")
+
+
 async def start_flow(
     conn: AsyncConnection | AsyncSession,
     *,
@@ -300,10 +317,7 @@ async def start_flow(
 ) -> tuple[models.Reservation, models.RequestLog]:
     """Take the hold, log the flow's first request and create the reservation in one statement."""
     environment_id = environment_of(key)
-    if not 0 < amount <= MAX_AMOUNT:
-        raise BadUserInput(f"amount must be between 1 and {MAX_AMOUNT}", field="amount")
-    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
-        raise BadUserInput(f"ttlSeconds must be between 1 and {MAX_TTL_SECONDS}", field="ttlSeconds")
+    check_flow_request(amount=amount, ttl_seconds=ttl_seconds)
     params = {
         "service": service,
         "environment_id": environment_id,
@@ -367,6 +381,205 @@ async def complete_flow(
         raise NotFound("no running flow holds this reservation (completed or expired)", reservationId=reservation_id)
     metrics.RESERVATIONS.labels("completed" if success else "failed").inc()
     return models.EnvironmentService.model_construct(**row)
+
+
+# -- batches of concurrent callers (app/gateway/coalesce.py) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowRequest:
+    """One startFlow call waiting for its batch (already validated: `check_flow_request`)."""
+
+    api_key_id: uuid.UUID
+    endpoint: str | None
+    amount: int
+    ttl_seconds: int
+
+
+_START_BATCH = text(
+    """
+    WITH RECURSIVE
+    req AS MATERIALIZED (
+        -- Ids are drawn here, as the columns' defaults would, so that each caller finds its rows.
+        SELECT r.ord, r.amount, r.ttl, r.endpoint, r.api_key_id,
+               'rl_' || replace(gen_random_uuid()::text, '-', '') AS log_id,
+               'rsv_' || replace(gen_random_uuid()::text, '-', '') AS rsv_id
+        FROM unnest(CAST(:amounts AS integer[]), CAST(:ttls AS integer[]), CAST(:endpoints AS text[]),
+                    CAST(:api_key_ids AS uuid[])) WITH ORDINALITY AS r(amount, ttl, endpoint, api_key_id, ord)
+    ),
+    svc AS MATERIALIZED (SELECT id FROM services WHERE name = CAST(:service AS text)),
+    quota AS MATERIALIZED (
+        -- The one lock of the batch (the mode the UPDATE below takes); under READ COMMITTED this
+        -- reads the row as its last committed writer left it.
+        SELECT es.environment_id, es.service_id, es.available_requests - es.reserved_requests AS free
+        FROM environment_services es
+        WHERE es.environment_id = CAST(:environment_id AS uuid) AND es.service_id = (SELECT id FROM svc)
+        FOR NO KEY UPDATE
+    ),
+    fit (ord, room, granted) AS (
+        -- In arrival order, each request that fits in what the earlier ones left is granted: the
+        -- same answers as running them one after another. A refused request leaves the room to
+        -- later, smaller ones.
+        SELECT CAST(0 AS bigint), free, false FROM quota
+        UNION ALL
+        SELECT fit.ord + 1,
+               CASE WHEN a.amount <= fit.room THEN fit.room - a.amount ELSE fit.room END,
+               a.amount <= fit.room
+        FROM fit CROSS JOIN LATERAL (SELECT (CAST(:amounts AS integer[]))[fit.ord + 1] AS amount) a
+        WHERE fit.ord < cardinality(CAST(:amounts AS integer[]))
+    ),
+    granted AS MATERIALIZED (SELECT req.* FROM req JOIN fit ON fit.ord = req.ord WHERE fit.granted),
+    held AS (
+        -- The whole batch's hold in one change, still conditional: if the arithmetic above were
+        -- ever wrong, nothing is granted (and the quota CHECK refuses any overdraft).
+        UPDATE environment_services es SET reserved_requests = es.reserved_requests + total.amount
+        FROM quota, (SELECT sum(amount) AS amount FROM granted) total
+        WHERE es.environment_id = quota.environment_id AND es.service_id = quota.service_id
+          AND total.amount IS NOT NULL AND es.available_requests - es.reserved_requests >= total.amount
+        RETURNING es.environment_id, es.service_id
+    ),
+    started AS (
+        INSERT INTO request_logs (id, api_key_id, environment_id, service_id, endpoint, status)
+        SELECT granted.log_id, granted.api_key_id, held.environment_id, held.service_id, granted.endpoint,
+               'flow_started'
+        FROM granted CROSS JOIN held ORDER BY granted.ord
+        RETURNING id, created_at
+    ),
+    held_for AS (
+        INSERT INTO reservations (id, environment_id, service_id, start_point, amount, expires_at)
+        SELECT granted.rsv_id, held.environment_id, held.service_id, granted.log_id, granted.amount,
+               now() + make_interval(secs => granted.ttl)
+        FROM granted CROSS JOIN held ORDER BY granted.ord
+        RETURNING id, steps, expires_at, created_at
+    )
+    SELECT req.ord, req.log_id, req.rsv_id, (SELECT id FROM svc) AS service_id,
+           EXISTS (SELECT 1 FROM quota) AS enabled, started.created_at AS log_created_at,
+           held_for.steps, held_for.expires_at, held_for.created_at
+    FROM req
+    LEFT JOIN started ON started.id = req.log_id
+    LEFT JOIN held_for ON held_for.id = req.rsv_id
+    ORDER BY req.ord
+    """
+)
+
+Started = tuple[models.Reservation, models.RequestLog]
+
+
+async def start_flows(
+    conn: AsyncConnection, *, environment_id: uuid.UUID, service: str, requests: Sequence[FlowRequest]
+) -> list[Started | LodgeError]:
+    """startFlow for a batch of callers of one service in one environment, in one statement: each
+    request in arrival order is granted if it fits in what the earlier ones left (so, as if they
+    had run one after another); the answers are in the order of `requests`. Refusals say why, as
+    `start_flow`'s do; as there, a refused request writes nothing."""
+    params = {
+        "environment_id": environment_id,
+        "service": service,
+        "amounts": [r.amount for r in requests],
+        "ttls": [r.ttl_seconds for r in requests],
+        "endpoints": [r.endpoint for r in requests],
+        "api_key_ids": [r.api_key_id for r in requests],
+    }
+    rows = (await conn.execute(_START_BATCH, params)).mappings().all()
+    if len(rows) != len(requests):
+        raise RuntimeError(f"a batch of {len(requests)} flows got {len(rows)} answers")
+    answers: list[Started | LodgeError] = []
+    granted = refused = 0
+    for request, row in zip(requests, rows, strict=True):
+        if row["created_at"] is None:
+            refusal = _refusal(service, known=row["service_id"] is not None, enabled=row["enabled"])
+            refused += isinstance(refusal, QuotaExhausted)
+            answers.append(refusal)
+            continue
+        granted += 1
+        reservation = models.Reservation.model_construct(
+            id=row["rsv_id"],
+            environment_id=environment_id,
+            service_id=row["service_id"],
+            start_point=row["log_id"],
+            amount=request.amount,
+            steps=row["steps"],
+            expires_at=row["expires_at"],
+            created_at=row["created_at"],
+        )
+        log = models.RequestLog.model_construct(
+            id=row["log_id"],
+            api_key_id=request.api_key_id,
+            environment_id=environment_id,
+            service_id=row["service_id"],
+            endpoint=request.endpoint,
+            start_point=None,
+            status="flow_started",
+            created_at=row["log_created_at"],
+        )
+        answers.append((reservation, log))
+    if granted:
+        metrics.RESERVATIONS.labels("granted").inc(granted)
+    if refused:
+        metrics.RESERVATIONS.labels("quota_exhausted").inc(refused)
+    return answers
+
+
+_COMPLETE_BATCH = text(
+    """
+    WITH req AS MATERIALIZED (
+        SELECT r.id, r.success FROM unnest(CAST(:ids AS text[]), CAST(:successes AS boolean[])) AS r(id, success)
+    ),
+    spent AS MATERIALIZED (
+        DELETE FROM reservations rsv USING req
+        WHERE rsv.id = req.id AND rsv.environment_id = CAST(:environment_id AS uuid) AND rsv.expires_at > now()
+        RETURNING rsv.id, rsv.service_id, rsv.start_point, rsv.amount, req.success
+    ),
+    marked AS (
+        UPDATE request_logs l SET status = CASE WHEN spent.success THEN 'flow_completed' ELSE 'flow_failed' END
+        FROM spent WHERE l.id = spent.start_point
+    ),
+    totals AS (
+        SELECT service_id, sum(amount) AS held, coalesce(sum(amount) FILTER (WHERE success), 0) AS used
+        FROM spent GROUP BY service_id
+    ),
+    returned AS (
+        UPDATE environment_services es
+        SET reserved_requests = es.reserved_requests - totals.held,
+            available_requests = es.available_requests - totals.used
+        FROM totals
+        WHERE es.environment_id = CAST(:environment_id AS uuid) AND es.service_id = totals.service_id
+        RETURNING es.*
+    )
+    SELECT spent.id AS reservation_id, returned.*
+    FROM spent JOIN returned ON returned.service_id = spent.service_id
+    """
+)
+
+
+async def complete_flows(
+    conn: AsyncConnection, *, environment_id: uuid.UUID, completions: Sequence[tuple[str, bool]]
+) -> list[models.EnvironmentService | LodgeError]:
+    """completeFlow for a batch of (reservation id, success) of one environment, in one statement.
+    The ids must be distinct (a second completion of the same hold belongs to a later batch, where
+    it finds nothing, as it would have one after another). Each completed caller gets the quota
+    row as the batch left it, which includes its own completion."""
+    ids = [rid for rid, _ in completions]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a batch completes each reservation once")
+    params = {"environment_id": environment_id, "ids": ids, "successes": [ok for _, ok in completions]}
+    rows = {row["reservation_id"]: row for row in (await conn.execute(_COMPLETE_BATCH, params)).mappings().all()}
+    answers: list[models.EnvironmentService | LodgeError] = []
+    counts = {True: 0, False: 0}
+    for rid, success in completions:
+        row = rows.get(rid)
+        if row is None:
+            answers.append(NotFound("no running flow holds this reservation (completed or expired)", reservationId=rid))
+            continue
+        counts[success] += 1
+        answers.append(
+            models.EnvironmentService.model_construct(**{k: v for k, v in row.items() if k != "reservation_id"})
+        )
+    if counts[True]:
+        metrics.RESERVATIONS.labels("completed").inc(counts[True])
+    if counts[False]:
+        metrics.RESERVATIONS.labels("failed").inc(counts[False])
+    return answers
 
 
 _SWEEP = text(
