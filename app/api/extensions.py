@@ -197,7 +197,7 @@ def database_unavailable(exc: BaseException | None) -> bool:
     return False
 
 
-def _sqlstate(exc: BaseException | None) -> str | None:
+def sqlstate(exc: BaseException | None) -> str | None:
     """The SQLSTATE behind an exception, through SQLAlchemy's and asyncpg's wrappers."""
     seen = 0
     while exc is not None and seen < 5:
@@ -218,7 +218,7 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
         # of the wrong type. All are the client's to fix.
         error.extensions = {**(error.extensions or {}), "code": BAD_USER_INPUT}
         return error
-    if _sqlstate(original) in TEXT_POSTGRES_REFUSES:
+    if sqlstate(original) in TEXT_POSTGRES_REFUSES:
         # U+0000 in an inline literal (variables are checked up front): the client's to fix.
         return GraphQLError(
             "text may not contain the NUL character (U+0000)",
@@ -226,7 +226,7 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
             path=error.path,
             extensions={"code": BAD_USER_INPUT},
         )
-    if _sqlstate(original) == CANCELLED:
+    if sqlstate(original) == CANCELLED:
         metrics.REFUSED.labels("timeout").inc()
         return GraphQLError(
             "the operation ran past the statement timeout and was cancelled; nothing was saved: "
@@ -235,14 +235,14 @@ def _shape(error: GraphQLError, execution_context: Any) -> GraphQLError:
             path=error.path,
             extensions={"code": BAD_USER_INPUT, "reason": "statement_timeout"},
         )
-    if _sqlstate(original) == ABORTED:
+    if sqlstate(original) == ABORTED:
         return GraphQLError(
             "not run: an earlier error in this operation undid its transaction",
             nodes=error.nodes,
             path=error.path,
             extensions={"code": BAD_USER_INPUT, "reason": "transaction_aborted"},
         )
-    if _sqlstate(original) in RETRYABLE:
+    if sqlstate(original) in RETRYABLE:
         return GraphQLError(
             "the operation collided with a concurrent one and was undone: retry it",
             nodes=error.nodes,

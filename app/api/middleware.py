@@ -85,12 +85,8 @@ class Edge:
             await send(message)
 
         try:
-            if self.limiter.enabled and is_limited(scope):
-                principal, key = self.limiter.principal(scope)
-                wait = await self.limiter.take(principal, key)
-                if wait > 0:
-                    await refuse(scope, edge_send, principal, wait)
-                    return
+            if await self._refused(scope, edge_send):
+                return
             path = scope["path"]
             limited = path not in self.exempt
             if limited and length is not None and length.isdigit() and int(length) > self.max_bytes:
@@ -122,13 +118,19 @@ class Edge:
             log_request(scope, status, started)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.limiter.enabled and is_limited(scope):
-            principal, key = self.limiter.principal(scope)
-            wait = await self.limiter.take(principal, key)
-            if wait > 0:
-                await refuse(scope, send, principal, wait)
-                return
-        await self.app(scope, receive, send)
+        if not await self._refused(scope, send):
+            await self.app(scope, receive, send)
+
+    async def _refused(self, scope: Scope, send: Send) -> bool:
+        """Take the caller's token; over the limit, answer (429 or close 4429) and say so."""
+        if not (self.limiter.enabled and is_limited(scope)):
+            return False
+        principal, key = self.limiter.principal(scope)
+        wait = await self.limiter.take(principal, key)
+        if wait <= 0:
+            return False
+        await refuse(scope, send, principal, wait)
+        return True
 
     async def _too_large(self, send: Send) -> None:
         message = f"request body over {self.max_bytes} bytes"

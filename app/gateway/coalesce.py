@@ -52,6 +52,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.api.errors import LodgeError
+from app.api.extensions import RETRYABLE, sqlstate
 from app.db import Database
 from app.gateway import models
 from app.gateway import service as gateway
@@ -68,8 +69,7 @@ Connect = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 Run = Callable[[AsyncConnection, Sequence[T]], Awaitable[Sequence[R | BaseException]]]
 
 MAX_BATCH = 500
-# deadlock_detected, serialization_failure: the statement was undone whole, run it again.
-RETRYABLE = frozenset({"40P01", "40001"})
+# RETRYABLE (deadlock_detected, serialization_failure): the statement was undone whole, run it again.
 
 
 class BatchFailed(Exception):
@@ -194,7 +194,7 @@ class Coalescer:
                 answers = await lane.run(conn, items)
                 break
             except Exception as exc:
-                if attempt >= self.attempts or _sqlstate(exc) not in RETRYABLE:
+                if attempt >= self.attempts or sqlstate(exc) not in RETRYABLE:
                     raise
             # Autocommit: the failed statement was undone whole and the connection is usable.
             attempt += 1
@@ -221,17 +221,6 @@ def _fail(batch: list[_Waiter[Any, Any]], exc: BaseException) -> None:
             error = BatchFailed("the batch this request was part of failed; nothing of it was saved")
             error.__cause__ = exc
             waiter.future.set_exception(error)
-
-
-def _sqlstate(exc: BaseException | None) -> str | None:
-    seen = 0
-    while exc is not None and seen < 5:
-        state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-        if state:
-            return str(state)
-        exc = exc.__cause__ or getattr(exc, "orig", None)
-        seen += 1
-    return None
 
 
 # -- the gateway's lanes -----------------------------------------------------------------------------
