@@ -426,6 +426,10 @@ class Hub:
                 _LIVE_DELIVERIES.inc(len(receivers))
 
 
+# How long a leaver waits for a cancelled pump's UNSUBSCRIBE before going on without it.
+OUTLAST_SECONDS = 5.0
+
+
 async def _outlast(pump: asyncio.Task[None]) -> None:
     """Wait until the (cancelled) pump has finished unsubscribing, even if the waiting task is
     cancelled meanwhile; that cancellation is raised once the pump is done.
@@ -434,12 +438,19 @@ async def _outlast(pump: asyncio.Task[None]) -> None:
     short; `asyncio.wait` alone would return at once, and the caller release the hub's lock
     while the pump still unsubscribes, so that a newcomer could subscribe to the channel then."""
     cancelled = False
+    deadline = time.monotonic() + OUTLAST_SECONDS
     while not pump.done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            # An UNSUBSCRIBE that does not return (a broker that stopped answering) must not
+            # hold every leaver, and the server's shutdown, forever: go on without it.
+            log.warning("a bus pump did not stop within %.0f s; leaving it behind", OUTLAST_SECONDS)
+            break
         try:
-            await asyncio.wait({pump})
+            await asyncio.wait({pump}, timeout=left)
         except asyncio.CancelledError:
             cancelled = True
-    if not pump.cancelled() and (exc := pump.exception()) is not None:
+    if pump.done() and not pump.cancelled() and (exc := pump.exception()) is not None:
         # broadcaster 0.3.1 raises KeyError when a subscription is cancelled before it is confirmed
         log.debug("pump ended with %r", exc)
     if cancelled:
