@@ -206,13 +206,10 @@ class LogsMutation:
     async def create_project(self, info: Info, input: ProjectInput) -> Project:
         ctx = info.context
         owner_id = await ctx.require_user_id()
+        client_id = await _client(info, input.client_id) if input.client_id is not None else None
         row = await service.create_project(
-            ctx.session, owner_id=owner_id, name=input.name, description=input.description
+            ctx.session, owner_id=owner_id, name=input.name, description=input.description, client_id=client_id
         )
-        if input.client_id is not None:
-            row = await service.update_project(
-                ctx.session, project=row, changes={"client_id": await _client(info, input.client_id)}
-            )
         return Project.from_model(row)
 
     @strawberry.mutation

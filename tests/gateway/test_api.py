@@ -365,3 +365,20 @@ async def test_clients_group_projects_for_gateway_admins_only(server: LiveServer
     assert [p["id"] for p in listed["client"]["projects"]] == [g.project_id]
     peek = "query($id: ID!) { project(id: $id) { client { projects { id } } } }"
     assert await server.error_code(peek, {"id": g.project_id}, token=g.owner) == "FORBIDDEN"
+
+
+async def test_a_project_is_created_with_its_client(server: LiveServer) -> None:
+    """createProject(clientId:) stores the project and its client in one statement; a client the
+    caller may not attach is refused and nothing is created."""
+    g = await new_gateway(server)
+    client_id = (await server.data('mutation { createClient(input: {name: "Initech"}) { id } }', token=g.admin))[
+        "createClient"
+    ]["id"]
+    create = 'mutation($c: ID) { createProject(input: {name: "with client", clientId: $c}) { name client { name } } }'
+    root, _ = await new_admin(server)
+    created = await server.data(create, {"c": client_id}, token=root)
+    assert created["createProject"] == {"name": "with client", "client": {"name": "Initech"}}
+    owner_projects = "{ me { projects(first: 50) { nodes { name } } } }"
+    before = await server.data(owner_projects, token=g.owner)
+    assert await server.error_code(create, {"c": client_id}, token=g.owner) == "FORBIDDEN"
+    assert await server.data(owner_projects, token=g.owner) == before
