@@ -248,7 +248,9 @@ async def measure(
     results: list[tuple[Row, dict[str, float]]] = []
     profiles: list[Path] = []
     serve: dict[str, Any] = {"serve_args": ["--workers", str(workers)]} if workers > 1 else {}
-    if workers > 1:
+    if workers > 1 or args.compare_workers:
+        # Every count on the same bus when counts are compared: publishing to Redis costs what
+        # the in-process bus does not.
         serve["broadcast_url"] = args.redis
     # The JWT has to outlive every row (15 minutes by default).
     async with lodge_process(url, port=args.port, LODGE_ACCESS_TOKEN_TTL="86400", **serve) as (base, proc):
@@ -275,6 +277,7 @@ async def main(args: argparse.Namespace) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("bench.floor needs wrk, the HTTP load generator: apt-get install -y wrk (Debian/Ubuntu)")
     counts = [int(n) for n in args.workers.split(",")]
+    args.compare_workers = len(counts) > 1
     if args.profile and any(n > 1 for n in counts):
         raise SystemExit("--profile samples one process: use it with --workers 1")
     by_workers: dict[int, list[tuple[Row, dict[str, float]]]] = {}

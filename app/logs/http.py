@@ -345,6 +345,9 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
         batch = await read_batch(body, max_batch=settings.max_ingest_records, max_bytes=settings.max_log_bytes)
         del body  # only the batch is needed while it is stored
         async with deps.db.autocommit() as conn:
+            # Again, now that the body is in: the key may have been revoked while it arrived (a
+            # revocation makes this process forget the key, so this asks PostgreSQL then).
+            key = await service.authenticate_api_key_cached(deps.principals, conn, secret=secret)
             outcome = await service.ingest(conn, api_key=key, batch=batch)
     except LodgeError as exc:
         status = exc.status if isinstance(exc, Refused) else _STATUS.get(exc.code, 400)

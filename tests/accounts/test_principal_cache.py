@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 from app.settings import Settings
 from tests.accounts.test_revocation import LOGIN, ME, second_instance
@@ -103,3 +104,24 @@ async def test_without_the_cache_every_request_asks(settings: Settings, database
             assert statements == 2
         assert uncached.deps.principals.hits == 0
         assert uuid.UUID((await uncached.data(ME, token=access))["me"]["id"])
+
+
+async def test_a_key_revoked_while_its_ingest_body_arrives_stores_nothing(server: LiveServer) -> None:
+    token = await new_user(server)
+    project_id = await new_project(server, token)
+    key_id, secret = await new_api_key(server, token, project_id)
+    revoke = "mutation($id: ID!) { revokeApiKey(id: $id) { id } }"
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"log": "sent before the revocation"}\n'
+        # The key was checked when the request began; revoke it before the rest arrives.
+        assert not await errors(server, revoke, {"id": key_id}, token=token)
+        yield b'{"log": "sent after the revocation"}\n'
+
+    headers = {"authorization": f"ApiKey {secret}", "content-type": "application/x-ndjson"}
+    response = await server.http.post("/ingest", content=body(), headers=headers)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "UNAUTHENTICATED"
+    logs = await server.data(
+        "query($p: ID!) { logs(projectId: $p, first: 10) { nodes { id } } }", {"p": project_id}, token=token
+    )
+    assert logs["logs"]["nodes"] == []
