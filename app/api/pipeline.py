@@ -47,7 +47,7 @@ from graphql import (
     specified_rules,
 )
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.schema.schema import validate_document
@@ -122,7 +122,10 @@ class Pipeline:
             if headers.get("content-type", "").partition(";")[0].strip().lower() != "application/json":
                 await fallback(scope, receive, send)
                 return
-            body, receive = await _read_body(receive)
+            try:
+                body, receive = await _read_body(receive)
+            except ClientDisconnect:
+                return
             call = _call_from_body(body)
         elif method == "GET":
             call = _call_from_query_string(scope)
@@ -300,7 +303,8 @@ async def _read_body(receive: Receive) -> tuple[bytes, Receive]:
     while more:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            # The client left before its whole body arrived: run nothing of it, answer nobody.
+            raise ClientDisconnect
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
     body = b"".join(chunks)

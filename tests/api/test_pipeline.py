@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import event, select
 from sqlmodel import col
@@ -112,7 +113,9 @@ async def test_mutations_commit_and_audit_on_the_lean_path(server: LiveServer, s
     me = await server.data("{ me { id } }", token=token)
     async with server.deps.db.session() as session:
         rows = await session.execute(
-            select(col(AuditLog.action), col(AuditLog.success)).where(col(AuditLog.user_id) == uuid.UUID(me["me"]["id"]))
+            select(col(AuditLog.action), col(AuditLog.success)).where(
+                col(AuditLog.user_id) == uuid.UUID(me["me"]["id"])
+            )
         )
         audited = sorted(tuple(row) for row in rows)
     assert audited == [("project.create", True), ("project.create", True), ("user.register", True)]
@@ -144,3 +147,40 @@ async def test_an_operation_that_reads_nothing_takes_no_connection(quiet_server:
         assert len(checkouts) == 1  # authentication and the read share the operation's connection
     finally:
         event.remove(pool, "checkout", counted)
+
+
+async def test_a_body_cut_short_by_a_disconnect_runs_nothing(server: LiveServer) -> None:
+    """The client leaves before its whole body arrived (the ASGI server reports it): whatever part
+    came is not run, though it may read as complete JSON."""
+    token = await new_user(server)
+    body = orjson.dumps({"query": 'mutation { createProject(input: {name: "cut short"}) { id } }'})
+    incoming = [
+        {"type": "http.request", "body": body, "more_body": True},  # more was announced...
+        {"type": "http.disconnect"},  # ...and never came
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", server.port),
+    }
+    await server.app(scope, receive, send)
+    assert not [m for m in sent if m["type"] == "http.response.start" and m["status"] == 200]
+    projects = await server.data("{ me { projects(first: 10) { nodes { name } } } }", token=token)
+    assert projects["me"]["projects"]["nodes"] == []
