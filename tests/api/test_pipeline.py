@@ -16,6 +16,7 @@ import orjson
 import pytest
 from sqlalchemy import event, select
 from sqlmodel import col
+from starlette.types import Message
 
 from app.api.persisted import Registry
 from app.audit.models import AuditLog
@@ -154,16 +155,16 @@ async def test_a_body_cut_short_by_a_disconnect_runs_nothing(server: LiveServer)
     came is not run, though it may read as complete JSON."""
     token = await new_user(server)
     body = orjson.dumps({"query": 'mutation { createProject(input: {name: "cut short"}) { id } }'})
-    incoming = [
+    incoming: list[Message] = [
         {"type": "http.request", "body": body, "more_body": True},  # more was announced...
         {"type": "http.disconnect"},  # ...and never came
     ]
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return incoming.pop(0) if incoming else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {
