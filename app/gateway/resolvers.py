@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Annotated
 
 import strawberry
-from graphql import FieldNode
+from graphql import FieldNode, InlineFragmentNode, SelectionSetNode
 
 from app.api.context import Context, Info
-from app.api.errors import Forbidden
+from app.api.errors import BadUserInput, Forbidden
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
@@ -31,6 +31,7 @@ from app.api.pagination import (
     wants_total,
 )
 from app.api.permissions import has_permission, parse_id, require_permission
+from app.api.scalars import contains_nul
 from app.api.validation import MAX_NAME, MAX_URL
 from app.gateway import coalesce, models, service
 from app.gateway.types import (
@@ -66,18 +67,50 @@ async def _environment(info: Info, environment_id: strawberry.ID) -> models.Envi
     return env
 
 
-def _batched(info: Info) -> bool:
+def _batched(info: Info, *, depth: int) -> bool:
     """Whether this field may be committed on its own, in a batch (app/gateway/coalesce.py).
 
     Only when it is the operation's one root field (a failed sibling must still undo it, so an
-    operation of several fields keeps its one transaction) and the operation holds no connection
-    yet: a caller waiting for its batch must not hold one, or callers could take the whole pool
-    while the batch waits for a connection."""
+    operation of several fields keeps its one transaction); when what it selects goes no deeper
+    than `depth` (the result's own values: a nested field that could fail after the batch has
+    committed would report "nothing was saved" of a saved change); and when the operation holds
+    no connection yet: a caller waiting for its batch must not hold one, or callers could take
+    the whole pool while the batch waits for a connection."""
     selections = info.operation.selection_set.selections
     if len(selections) != 1 or not isinstance(selections[0], FieldNode):
         return False
+    if _depth(selections[0].selection_set, limit=depth) > depth:
+        return False
     session = info.context.scope.session
     return session is None or not session.in_transaction()
+
+
+def _depth(selection_set: SelectionSetNode | None, *, limit: int) -> int:
+    """How deep a selection goes (a leaf's selection is 0), counted up to limit + 1; a named
+    fragment counts as too deep (the batch is a fast path, not a rule: declining it is safe)."""
+    if selection_set is None:
+        return 0
+    deepest = 1
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            inner = selection.selection_set
+            deepest = max(deepest, 1 + _depth(inner, limit=limit) if inner is not None else 1)
+        elif isinstance(selection, InlineFragmentNode):
+            deepest = max(deepest, _depth(selection.selection_set, limit=limit))
+        else:
+            return limit + 1
+        if deepest > limit:
+            break
+    return deepest
+
+
+def _refuse_nul(**values: str | None) -> None:
+    """Text PostgreSQL cannot hold, refused for its caller alone: in a batch it would fail the
+    statement, and with it every other caller of the batch (variables are checked up front, an
+    inline literal is not)."""
+    for name, value in values.items():
+        if value is not None and contains_nul(value):
+            raise BadUserInput("text may not contain the NUL character (U+0000)", field=name)
 
 
 def _authenticated(ctx: Context, secret: str) -> coalesce.Authenticated:
@@ -271,7 +304,8 @@ class GatewayMutation:
         from app.gateway import service as gateway
 
         ctx = info.context
-        if _batched(info):
+        _refuse_nul(service=service, endpoint=endpoint)
+        if _batched(info, depth=2):  # flowStart { reservation { id } requestLog { id } }
             secret = ctx.api_key_secret()
             reservation, start = await coalesce.start_flow(
                 ctx.deps.db,
@@ -294,7 +328,8 @@ class GatewayMutation:
     @strawberry.mutation(description="Spend (success) or release the flow's hold; the reservation is deleted.")  # type: ignore[untyped-decorator]
     async def complete_flow(self, info: Info, reservation_id: strawberry.ID, success: bool) -> EnvironmentService:
         ctx = info.context
-        if _batched(info):
+        _refuse_nul(reservationId=str(reservation_id))
+        if _batched(info, depth=1):  # environmentService { availableRequests }
             secret = ctx.api_key_secret()
             row = await coalesce.complete_flow(
                 ctx.deps.db,

@@ -304,3 +304,29 @@ async def test_batches_are_capped() -> None:
     results = await asyncio.gather(*(lanes.submit("k", n, gate.run, connect=no_connection) for n in range(7)))
     assert results == [n * 10 for n in range(7)]
     assert gate.batches == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_one_callers_nul_fails_that_caller_alone(server: LiveServer) -> None:
+    """Text PostgreSQL cannot hold, sent inline (variables are checked before any work), is refused
+    for its caller before it joins a batch: it would fail the batch's statement, and every caller in it."""
+    g = await new_gateway(server, available=400)
+    bad = 'mutation($s: String!) { startFlow(service: $s, endpoint: "/bad\\u0000") { reservation { id } } }'
+    results = await asyncio.gather(
+        *(server.gql(bad if n % 50 == 0 else START, {"s": g.service}, api_key=g.key) for n in range(400))
+    )
+    codes = Counter(code_of(r) for r in results)
+    assert codes == {"ok": 392, "BAD_USER_INPUT": 8}, codes
+
+
+async def test_a_flow_with_a_nested_selection_keeps_its_transaction(server: LiveServer) -> None:
+    """A startFlow selecting deeper than its own result is not batched: a nested field that fails
+    undoes the hold with the rest of the operation, as it always did."""
+    g = await new_gateway(server, available=10)
+    deep = (
+        "mutation($s: String!) { startFlow(service: $s) { "
+        "reservation { id environment { project { logs(first: 100000) { nodes { id } } } } } } }"
+    )
+    answer = await server.gql(deep, {"s": g.service}, api_key=g.key)
+    assert answer["errors"] and answer["data"] is None
+    assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 0}
+    assert await reservations(server, g) == 0
