@@ -315,14 +315,16 @@ class Hub:
         backend = self._backend
         return await backend.ping() if isinstance(backend, RedisBackend) else True
 
-    async def publish(self, channel: str, payload: Any) -> bool:
+    async def publish(self, channel: str, payload: Any, *, essential: bool = False) -> bool:
         """Publish after commit. A broker failure is logged, not raised: the data is already stored.
 
         After a failure, publishing pauses for PUBLISH_BACKOFF seconds (a request must not wait
         for a broker that does not answer), and this process's own subscribers of the channel are
-        told to read PostgreSQL at once; other processes' subscribers poll while theirs is down."""
+        told to read PostgreSQL at once; other processes' subscribers poll while theirs is down.
+        An `essential` message (a credential's end, for other processes' memory of callers) is
+        tried even during the pause."""
         now = time.monotonic()
-        if now < self._publish_paused_until:
+        if now < self._publish_paused_until and not essential:
             self._resync_local(channel)
             self.publish_failures += 1
             metrics.PUBLISH_FAILURES.inc()

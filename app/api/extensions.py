@@ -95,12 +95,14 @@ async def finish_operation(ctx: Context, scope: OperationScope, result: Any, *, 
 
 
 async def _publish(ctx: Context, events: list[tuple[str, Any]]) -> None:
+    # This process forgets ended credentials at once, before any message goes out (a slow
+    # broker must not delay it) and before the answer is sent; the others when the broker
+    # delivers `auth:changes`, which is published even while publishing is paused after a failure.
     for channel, payload in events:
         if channel == AUTH_CHANGES:
-            # This process forgets at once, before the answer goes out; the others when the
-            # broker delivers the message.
             ctx.deps.principals.announce(payload["channel"])
-        await ctx.deps.hub.publish(channel, payload)
+    for channel, payload in events:
+        await ctx.deps.hub.publish(channel, payload, essential=channel == AUTH_CHANGES)
 
 
 async def close_operation(scope: OperationScope) -> None:
