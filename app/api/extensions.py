@@ -69,6 +69,17 @@ async def finish_operation(ctx: Context, scope: OperationScope, result: Any, *, 
     so fields that had succeeded must not look as if they were."""
     await scope.settle()  # nothing may still use the session when it commits or rolls back
     if result is not None and not result.errors:
+        if scope.session is None and scope.committed_outside:
+            # The change is committed on a connection of its own (ingestion, a gateway batch): its
+            # audit rows need no transaction either, only their INSERT (no BEGIN, no COMMIT).
+            if scope.audit:
+                try:
+                    async with ctx.deps.db.autocommit() as conn:
+                        await audit.write(conn, ctx=ctx, entries=scope.audit)
+                except Exception as exc:
+                    log.error("audit row lost after a committed change (request %s): %r", scope.request_id, exc)
+            await _publish(ctx, scope.events)
+            return
         if scope.session is not None or scope.audit:
             session = ctx.session
             try:

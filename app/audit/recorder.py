@@ -19,7 +19,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from strawberry.extensions import FieldExtension
 
 from app.api.errors import LodgeError
@@ -113,7 +113,7 @@ def audit_mutations(mutation: type) -> None:
             field.extensions.append(AuditField(*action_for(field.python_name)))
 
 
-async def write(session: AsyncSession, *, ctx: Any, entries: list[AuditEntry]) -> None:
+async def write(session: AsyncSession | AsyncConnection, *, ctx: Any, entries: list[AuditEntry]) -> None:
     """One multi-row INSERT (Core, not the ORM unit of work: this runs for every mutation)."""
     viewer = ctx.scope.viewer
     client = getattr(ctx.request, "client", None)

@@ -30,6 +30,15 @@ async def request_logs(server: LiveServer, g: Gateway) -> Counter[str]:
         return Counter({status: int(n) for status, n in rows.all()})
 
 
+async def audited(server: LiveServer, action: str) -> Counter[bool]:
+    """Audit rows of `action` so far, by success."""
+    async with server.deps.db.session() as session:
+        rows = await session.execute(
+            text("SELECT success, count(*) FROM audit_logs WHERE action = :a GROUP BY success"), {"a": action}
+        )
+        return Counter({success: count for success, count in rows.all()})
+
+
 def reservations_counted(outcome: str) -> float:
     return metrics.REGISTRY.get_sample_value("lodge_reservations_total", {"outcome": outcome}) or 0.0
 
@@ -40,6 +49,7 @@ def code_of(result: dict[str, Any]) -> str:
 
 async def test_1000_concurrent_flow_starts_on_300_grant_exactly_300(server: LiveServer) -> None:
     g = await new_gateway(server, available=300)
+    audited_before = await audited(server, "flow.start")
     results = await asyncio.gather(*(server.gql(START, {"s": g.service}, api_key=g.key) for _ in range(1000)))
     assert Counter(code_of(r) for r in results) == {"ok": 300, "QUOTA_EXHAUSTED": 700}
     refused = next(r for r in results if r.get("errors"))
@@ -51,6 +61,8 @@ async def test_1000_concurrent_flow_starts_on_300_grant_exactly_300(server: Live
     held = {r["data"]["startFlow"]["reservation"]["id"] for r in results if not r.get("errors")}
     logs = {r["data"]["startFlow"]["requestLog"]["id"] for r in results if not r.get("errors")}
     assert len(held) == len(logs) == 300
+    # Each call wrote its audit row (outside a transaction, after its batch committed), granted or not.
+    assert await audited(server, "flow.start") - audited_before == {True: 300, False: 700}
     async with server.deps.db.session() as session:
         pairs = await session.execute(
             text("SELECT id, start_point, amount FROM reservations WHERE environment_id = :e"),
