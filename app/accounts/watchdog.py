@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from starlette.websockets import WebSocket
 
-from app.accounts.events import api_key_channel, ends, session_channel, user_channel
+from app.accounts.events import api_key_channel, ends, login_channel, session_channel, user_channel
 from app.api.context import Context, Viewer
 from app.api.errors import LodgeError
 from app.logs.service import authenticate_api_key
@@ -39,6 +39,8 @@ class Watched:
         channels = [user_channel(viewer.user_id)]
         if viewer.session_id is not None:
             channels.append(session_channel(viewer.session_id))
+        if viewer.login_id is not None:
+            channels.append(login_channel(viewer.login_id))  # ended when a spent refresh token is reused
         return cls(tuple(channels), viewer.expires_at)
 
     @classmethod

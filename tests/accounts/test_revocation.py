@@ -195,3 +195,21 @@ async def test_users_admin_cannot_act_on_someone_holding_more(server: LiveServer
     # Holding as much is enough.
     assert (await server.data(delete_user, {"id": ordinary_id}, token=admin))["deleteUser"] is True
     assert (await server.data(delete_session, {"id": session_id}, token=superuser))["deleteSession"] is True
+
+
+async def test_reusing_a_spent_refresh_token_closes_the_logins_sockets(server: LiveServer) -> None:
+    """A spent refresh token presented again ends its whole login (someone else holds it): the
+    login's websockets close with 4403, another login of the same user stays open."""
+    email = unique_email()
+    await new_user(server, email)
+    stolen = (await server.data(LOGIN, {"e": email, "p": PASSWORD}))["login"]
+    other = (await server.data(LOGIN, {"e": email, "p": PASSWORD}))["login"]
+    refresh = "mutation($t: String!) { refresh(refreshToken: $t) { accessToken } }"
+    async with (
+        GraphQLWS.connect(server.ws_url, authorization=f"Bearer {stolen['accessToken']}") as ws_stolen,
+        GraphQLWS.connect(server.ws_url, authorization=f"Bearer {other['accessToken']}") as ws_other,
+    ):
+        assert (await server.data(refresh, {"t": stolen["refreshToken"]}))["refresh"]["accessToken"]
+        assert await server.error_code(refresh, {"t": stolen["refreshToken"]}) == "UNAUTHENTICATED"  # reused
+        await closed_with(ws_stolen)
+        await still_open(ws_other)
