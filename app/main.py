@@ -19,7 +19,6 @@ from sqlalchemy.orm import configure_mappers
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -321,19 +320,18 @@ def create_app(deps: Deps) -> Starlette:
             await deps.db.dispose()
 
     serve_metrics_here = settings.metrics_enabled and settings.metrics_port is None
-    middleware = [Middleware(Edge, limiter=deps.limiter, max_bytes=settings.max_body_bytes, graphql=graphql_app)]
-    # Outside the edge (which holds the rate limit), so that a browser can read a 429.
-    if settings.cors_origins:
-        middleware.insert(
-            0,
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
-                expose_headers=["x-request-id"],
-            ),
-        )
+    cors = (
+        {
+            "allow_origins": settings.cors_origins,
+            "allow_methods": ["GET", "POST", "OPTIONS"],
+            "allow_headers": ["authorization", "content-type", "x-api-key", "x-request-id"],
+            "expose_headers": ["x-request-id"],
+        }
+        if settings.cors_origins
+        else None
+    )
+    edge = Middleware(Edge, limiter=deps.limiter, max_bytes=settings.max_body_bytes, graphql=graphql_app, cors=cors)
+    middleware = [edge]
     app = Starlette(
         routes=[
             Route("/graphql", graphql_app, methods=["GET", "POST"]),

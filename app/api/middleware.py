@@ -12,7 +12,8 @@ For each HTTP request and websocket `Edge` does, in order:
 5. the access-log record and the request metrics, once answered.
 
 These were four middlewares, each wrapping `send` and `receive` again; one pass does the same
-with one wrapper each. CORS, when configured, sits outside (a browser can read a 429).
+with one wrapper each. CORS, when configured, runs inside the edge between steps 1 and 2: every
+answer, a preflight too, has its request id and access record, and a browser can read a 429.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import re
 import time
 import uuid
 from collections.abc import Collection
+from typing import Any
 
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.ratelimit import RateLimiter, is_limited, refuse
@@ -45,12 +48,16 @@ class Edge:
         max_bytes: int,
         graphql: ASGIApp | None = None,
         exempt: Collection[str] = SELF_LIMITED_PATHS,
+        cors: dict[str, Any] | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.max_bytes = max_bytes
         self.graphql = graphql
         self.exempt = exempt
+        # CORS (when configured) between the request id and access log, which every answer gets,
+        # preflights included, and the rate limit, whose 429 a browser must be able to read.
+        self.serve: ASGIApp = self._serve if cors is None else CORSMiddleware(self._serve, **cors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -58,12 +65,9 @@ class Edge:
             await self.app(scope, receive, send)
             return
         incoming = b""
-        length: bytes | None = None
         for name, value in scope.get("headers") or ():
             if name == b"x-request-id":
                 incoming = value
-            elif name == b"content-length":
-                length = value
         text = incoming.decode("latin-1")
         request_id = text if text and _SAFE_ID.fullmatch(text) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -85,37 +89,39 @@ class Edge:
             await send(message)
 
         try:
-            if await self._refused(scope, edge_send):
-                return
-            path = scope["path"]
-            limited = path not in self.exempt
-            if limited and length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self.serve(scope, receive, edge_send)
+        except _TooLarge:
+            if not responded:
                 await self._too_large(edge_send)
-                return
-            inner = self.app
-            if self.graphql is not None and path == "/graphql" and scope["method"] in ("POST", "GET"):
-                inner = self.graphql
-            if not limited:
-                await inner(scope, receive, edge_send)
-                return
-            received = 0
-
-            async def limited_receive() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.max_bytes:
-                        raise _TooLarge
-                return message
-
-            try:
-                await inner(scope, limited_receive, edge_send)
-            except _TooLarge:
-                if not responded:
-                    await self._too_large(edge_send)
         finally:
             log_request(scope, status, started)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The rate limit, the body limit, then the request's handler."""
+        if await self._refused(scope, send):
+            return
+        path = scope["path"]
+        inner = self.app
+        if self.graphql is not None and path == "/graphql" and scope["method"] in ("POST", "GET"):
+            inner = self.graphql
+        if path in self.exempt:
+            await inner(scope, receive, send)
+            return
+        length = next((value for name, value in scope.get("headers") or () if name == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            raise _TooLarge
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        await inner(scope, limited_receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not await self._refused(scope, send):

@@ -86,6 +86,12 @@ async def test_cors_and_websocket_origins(database_url: str) -> None:
             headers={"origin": "https://app.example", "access-control-request-method": "POST"},
         )
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        assert preflight.headers["x-request-id"]  # the edge answers for preflights too
+        answered = await server.http.post(
+            "/graphql", json={"query": "{ __typename }"}, headers={"origin": "https://app.example"}
+        )
+        assert answered.headers["access-control-allow-origin"] == "https://app.example"
+        assert answered.headers["access-control-expose-headers"] == "x-request-id" and answered.headers["x-request-id"]
         refused = await server.http.options(
             "/graphql", headers={"origin": "https://evil.example", "access-control-request-method": "POST"}
         )
@@ -208,3 +214,21 @@ async def test_a_database_outage_is_a_retryable_error_not_a_bare_500(database_ur
             async with GraphQLWS.connect(server.ws_url, authorization=f"Bearer {token.token}"):
                 pass
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+
+async def test_a_browser_reads_the_429(database_url: str) -> None:
+    """CORS answers before the rate limit refuses: the refusal carries the CORS headers."""
+    settings = make_settings(
+        cors_origins=["https://app.example"],
+        rate_limit_anonymous_per_second=0.001,
+        rate_limit_anonymous_burst=1,
+        broadcast_url="memory://",  # buckets in the process: this server's own
+    )
+    async with live_server(settings, database_url) as server:
+        headers = {"origin": "https://app.example"}
+        first = await server.http.post("/graphql", json={"query": "{ __typename }"}, headers=headers)
+        assert first.status_code == 200
+        refused = await server.http.post("/graphql", json={"query": "{ __typename }"}, headers=headers)
+        assert refused.status_code == 429 and refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
+        assert refused.headers["x-request-id"]
