@@ -190,3 +190,21 @@ async def test_a_failed_registration_is_recorded_without_the_user_it_undid(serve
             )
         ).all()
     assert [(r.action, r.success, r.user_id) for r in rows] == [("user.register", False, None)]
+
+
+async def test_an_ingestion_that_stood_is_audited_as_done_though_a_nested_field_failed(server: LiveServer) -> None:
+    """Ingestion commits on its own connection: a nested field failing afterwards does not undo it,
+    so its audit row says it happened (not "rolled back with the operation")."""
+    async with server.deps.db.session() as session:
+        since = await session.scalar(text("SELECT now()"))
+    reader, _ = await new_admin(server, ("audit:read",))
+    t = await new_tenant(server)
+    nested = "mutation($i: LogInput!) { ingestLog(input: $i) { id project { logs(first: 100000) { nodes { id } } } } }"
+    answer = await server.gql(nested, {"i": {"log": "stored whatever follows"}}, api_key=t.secret)
+    assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    stored = await server.data(
+        "query($p: ID!) { logs(projectId: $p, first: 10) { nodes { log } } }", {"p": t.project_id}, token=t.token
+    )
+    assert [n["log"] for n in stored["logs"]["nodes"]] == ["stored whatever follows"]
+    rows = await audit_rows(server, reader, action="log.ingest", since=since.isoformat())
+    assert [(r["success"], r["details"].get("submitted")) for r in rows] == [(True, 1)]
