@@ -54,6 +54,7 @@ def import_models() -> MetaData:
 
 READS_WITHOUT_TRANSACTION = "lodge_reads_without_transaction"
 RAW_LISTENERS = "lodge_raw_listeners"
+SUSPECT_ALL = "lodge_suspect_all"
 
 
 class OperationSession(AsyncSession):
@@ -108,8 +109,11 @@ class OperationSession(AsyncSession):
             try:
                 rows: list[Any] = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
-                # SQLAlchemy did not see it fail: the pool must not hand the dead connection out again.
+                # SQLAlchemy did not see it fail: the pool must not hand the dead connection out
+                # again, and the others from before may be dead too (PostgreSQL restarted).
                 await conn.invalidate(exc)
+                if (suspect_all := self.info.get(SUSPECT_ALL)) is not None:
+                    suspect_all()
                 raise
             return rows
 
@@ -194,7 +198,7 @@ def create_database(url: str, settings: Settings) -> Database:
         # (json.loads would make Python ints that no JSON encoder of a response can write).
         json_deserializer=orjson.loads,
     )
-    ping_when_idle(engine, settings.db_ping_idle_seconds)
+    suspect_all = ping_when_idle(engine, settings.db_ping_idle_seconds)
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     raw_listeners: list[Callable[[str], None]] = []
     return Database(
@@ -204,13 +208,13 @@ def create_database(url: str, settings: Settings) -> Database:
             autocommit,
             expire_on_commit=False,
             class_=OperationSession,
-            info={READS_WITHOUT_TRANSACTION: True, RAW_LISTENERS: raw_listeners},
+            info={READS_WITHOUT_TRANSACTION: True, RAW_LISTENERS: raw_listeners, SUSPECT_ALL: suspect_all},
         ),
         raw_listeners=raw_listeners,
     )
 
 
-def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> Callable[[], None]:
     """Ping a pooled connection before use only if it sat idle for a while.
 
     `pool_pre_ping` pings on every checkout: a round trip per operation (8% of a `me` request in
@@ -220,12 +224,21 @@ def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
     which SQLAlchemy discards the connection (and the pool's older ones) and connects anew, as
     pre-ping does (SQLAlchemy's documented pessimistic disconnect handling, with a checkout
     event). A connection that goes stale while busy fails its statement, which is then reported
-    as `database_unavailable` (retryable) and invalidates the pool, as before."""
+    as `database_unavailable` (retryable) and invalidates the pool, as before.
+
+    Returns `suspect_all`: after a connection failed where SQLAlchemy did not see it (a raw read),
+    every connection pooled before then is pinged at its next checkout, as SQLAlchemy's own
+    disconnect handling would have them replaced."""
     pool = engine.sync_engine.pool
+    suspect_before = 0.0
+
+    def suspect_all() -> None:
+        nonlocal suspect_before
+        suspect_before = time.monotonic()
 
     @event.listens_for(pool, "connect")
     def connected(dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
+        record.info["idle_since"] = record.info["checked"] = time.monotonic()
 
     @event.listens_for(pool, "checkin")
     def checked_in(dbapi_connection: Any, record: Any) -> None:
@@ -234,13 +247,17 @@ def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
 
     @event.listens_for(pool, "checkout")
     def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if time.monotonic() - record.info.get("idle_since", 0.0) < idle_seconds:
+        now = time.monotonic()
+        fresh = now - record.info.get("idle_since", 0.0) < idle_seconds
+        if fresh and record.info.get("checked", 0.0) >= suspect_before:
             return
         try:
             dbapi_connection.ping()
         except Exception as exc:
             raise DisconnectionError(f"a pooled connection failed its ping: {exc!r}") from exc
-        record.info["idle_since"] = time.monotonic()
+        record.info["idle_since"] = record.info["checked"] = now
+
+    return suspect_all
 
 
 def embedded_database_url(data_dir: Path, database: str = "postgres") -> str:

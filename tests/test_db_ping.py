@@ -75,3 +75,26 @@ async def test_a_raw_read_on_a_dead_connection_fails_once_and_the_pool_recovers(
         failed = await live.gql("{ me { id } }", token=token)
         assert failed["errors"][0]["extensions"]["reason"] == "database_unavailable"
         assert (await live.data("{ me { id } }", token=token))["me"]["id"]
+
+
+async def test_after_a_raw_read_fails_every_older_connection_is_checked(settings: Settings, database_url: str) -> None:
+    """A raw read that finds its connection dead makes the pool ping every connection it held
+    from before at its next checkout (PostgreSQL restarted: they are all dead), so only the first
+    request fails, not one per pooled connection."""
+    quiet = {"db_ping_idle_seconds": 1000, "session_sweep_seconds": 3600, "reservation_sweep_seconds": 3600}
+    async with live_server(settings.model_copy(update=quiet), database_url) as live:
+        token = await new_user(live)
+        assert (await live.data("{ me { id } }", token=token))["me"]["id"]  # the login is remembered now
+        engine = live.deps.db.engine
+        async with engine.connect() as a, engine.connect() as b:  # two connections in the pool
+            pids = [await c.scalar(text("SELECT pg_backend_pid()")) for c in (a, b)]
+        outside = await asyncpg.connect(_asyncpg_dsn(database_url))
+        try:
+            for pid in pids:
+                assert await outside.fetchval("SELECT pg_terminate_backend($1)", pid) is True
+        finally:
+            await outside.close()
+        failed = await live.gql("{ me { id } }", token=token)
+        assert failed["errors"][0]["extensions"]["reason"] == "database_unavailable"
+        for _ in range(3):  # the other dead connection is found by its ping, not by a request
+            assert (await live.data("{ me { id } }", token=token))["me"]["id"]
