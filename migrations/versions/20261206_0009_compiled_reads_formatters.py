@@ -7,6 +7,8 @@ value must come out of PostgreSQL exactly as orjson and the scalars write it fro
   when integral; `1e+16`, `1e-6` beyond), NULL for NaN and the infinities (no JSON for them);
 - `lodge_ts(timestamptz)`: `datetime.isoformat()` of the UTC time (`2026-12-06T01:02:03+00:00`,
   microseconds only when there are some), NULL outside years 1-9999;
+- `lodge_json(jsonb)`: what the Python path writes for a jsonb value (orjson of orjson's reading
+  of its text: no spaces, decimals as doubles, integers past 64 bits as doubles, jsonb's key order);
 - `lodge_cursor(kind, position)`: `app.api.pagination.encode_cursor` (URL-safe base64 of
   `kind:position`, unpadded; PostgreSQL's base64 breaks lines, which are removed).
 
@@ -118,6 +120,44 @@ CREATE FUNCTION lodge_ts(t timestamptz) RETURNS text LANGUAGE sql STABLE PARALLE
   END$$
 """,
     r"""
+CREATE FUNCTION lodge_json_rare(j jsonb) RETURNS text LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    parts text[] := '{}';
+    k text;
+    v jsonb;
+    t text;
+BEGIN
+    CASE jsonb_typeof(j)
+    WHEN 'object' THEN
+        FOR k, v IN SELECT e.key, e.value FROM jsonb_each(j) WITH ORDINALITY AS e(key, value, i) ORDER BY e.i LOOP
+            parts := parts || (to_json(k)::text || ':' || lodge_json_rare(v));
+        END LOOP;
+        RETURN '{' || array_to_string(parts, ',') || '}';
+    WHEN 'array' THEN
+        FOR v IN SELECT e.value FROM jsonb_array_elements(j) WITH ORDINALITY AS e(value, i) ORDER BY e.i LOOP
+            parts := parts || lodge_json_rare(v);
+        END LOOP;
+        RETURN '[' || array_to_string(parts, ',') || ']';
+    WHEN 'number' THEN
+        t := j::text;
+        -- orjson reads an integer in [-2^63, 2^64 - 1] as an integer, anything else as a double.
+        IF t ~ '^-?[0-9]+$' AND t::numeric BETWEEN -9223372036854775808 AND 18446744073709551615 THEN
+            RETURN (t::numeric)::text;  -- '-0' -> '0'
+        END IF;
+        RETURN lodge_float(t::numeric::float8);
+    ELSE
+        RETURN j::text;  -- strings (jsonb escapes as orjson does), true, false, null
+    END CASE;
+END$$
+""",
+    r"""
+CREATE FUNCTION lodge_json(j jsonb) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN j::text ~ '[0-9][.]|[0-9]{19}' THEN lodge_json_rare(j)  -- decimals, integers past 64 bits
+    ELSE regexp_replace(j::text, '("(?:[^"\\]|\\.)*")|([,:]) ', '\1\2', 'g')
+  END$$
+""",
+    r"""
 CREATE FUNCTION lodge_cursor(kind text, pos text) RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT rtrim(translate(encode(convert_to(kind || ':' || pos, 'UTF8'), 'base64'), E'+/\n', '-_'), '=')$$
 """,
@@ -132,6 +172,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     for signature in (
         "lodge_cursor(text, text)",
+        "lodge_json(jsonb)",
+        "lodge_json_rare(jsonb)",
         "lodge_ts(timestamptz)",
         "lodge_float(float8)",
         "lodge_float_rare(float8)",

@@ -4,6 +4,7 @@ runs one statement over many generated values and compares the text, value by va
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 from collections.abc import AsyncIterator
@@ -143,6 +144,50 @@ async def test_lodge_cursor_writes_what_encode_cursor_writes(pg: asyncpg.Connect
     assert wrong[:5] == [] and len(wrong) == 0
 
 
+def random_json(rng: random.Random, depth: int = 0) -> object:
+    """JSON values that reach every layout: escapes, 64-bit edges, decimals, nesting."""
+    r = rng.random()
+    if depth > 3 or r < 0.45:
+        choice = rng.randrange(7)
+        if choice == 0:
+            return rng.choice([None, True, False])
+        if choice == 1:
+            return rng.randrange(-(10**6), 10**6)
+        if choice == 2:
+            return rng.choice([0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**63) - 1, 10**20, 10**19])
+        if choice == 3:
+            return rng.uniform(-1e6, 1e6)
+        if choice == 4:
+            return rng.choice([0.0, 1.5, 2.5, 1e-7, 1e-5, 1e16, 0.1, 123.456, 1e300])
+        alphabet = 'abcXYZ "\\/\n\t\x01\x1f\x7f:,.é€\u2028\U0001f600 0123456789'
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+    if r < 0.75:
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(0, 5))]
+    keys = 'abcAB é:,"'
+    return {
+        "".join(rng.choice(keys) for _ in range(rng.randrange(0, 6))): random_json(rng, depth + 1)
+        for _ in range(rng.randrange(0, 5))
+    }
+
+
+async def test_lodge_json_writes_what_orjson_writes(pg: asyncpg.Connection) -> None:
+    """The Python path reads a jsonb column's text with orjson and writes it with orjson."""
+    rng = random.Random(3)
+    texts = [json.dumps(random_json(rng), ensure_ascii=False) for _ in range(20_000)]
+    texts += ['{"a": 1.50}', "1e20", "-0", "[]", "{}", '""', "0", "false", "null", '{"b": 1, "a": 2, "aa": 3}']
+    rows = await pg.fetch(
+        "SELECT i, j::text AS stored, lodge_json(j) AS written "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS u(s, i), LATERAL (SELECT s::jsonb AS j) AS parsed ORDER BY i",
+        texts,
+    )
+    wrong = [
+        (row["stored"], row["written"])
+        for row in rows
+        if row["written"] != orjson.dumps(orjson.loads(row["stored"])).decode()
+    ]
+    assert len(rows) == len(texts) and len(wrong) == 0, wrong[:10]
+
+
 async def test_the_common_cases_are_inlined(pg: asyncpg.Connection) -> None:
     """One-expression SQL functions are inlined into the statement: no call per value."""
     plan = await pg.fetchval(
@@ -150,8 +195,10 @@ async def test_the_common_cases_are_inlined(pg: asyncpg.Connection) -> None:
         "FROM unnest(ARRAY[now()]) AS u(t)"
     )
     rows = await pg.fetch(
-        "EXPLAIN (VERBOSE) SELECT lodge_ts(t), lodge_cursor('log', t::text), lodge_float(1.5::float8 * extract(epoch FROM t)) "
+        "EXPLAIN (VERBOSE) SELECT lodge_ts(t), lodge_cursor('log', t::text), lodge_json(to_jsonb(t)), "
+        "lodge_float(1.5::float8 * extract(epoch FROM t)) "
         "FROM unnest(ARRAY[now()]) AS u(t)"
     )
     text = "\n".join(row[0] for row in rows)
     assert plan and "lodge_ts" not in text and "lodge_cursor" not in text and "lodge_float(" not in text, text
+    assert "lodge_json(" not in text, text
