@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 import websockets
 from starlette.applications import Starlette
+from starlette.types import Message
 from websockets.typing import Subprotocol
 
 from app.api.pagination import encode_cursor
@@ -178,6 +179,42 @@ class GraphQLWS:
 
 
 # -- factories: plain functions over the public API, so invariants hold in test data ----------
+
+
+async def asgi_post(
+    server: LiveServer, path: str, headers: dict[str, str], messages: list[Message]
+) -> tuple[list[Message], int]:
+    """POST `path` straight to the server's ASGI app, whose receive() hands over `messages` in
+    order (the ASGI protocol itself, as uvicorn speaks it), then a disconnect. Returns what the
+    app sent and how many messages it asked for."""
+    asked = 0
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal asked
+        asked += 1
+        return messages[asked - 1] if asked <= len(messages) else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", server.port),
+        "state": {},
+    }
+    await server.app(scope, receive, send)
+    return sent, asked
 
 
 def unique_email() -> str:

@@ -21,7 +21,7 @@ from starlette.types import Message
 from app.api.persisted import Registry
 from app.audit.models import AuditLog
 from app.settings import Settings
-from tests.support import LiveServer, live_server, new_api_key, new_project, new_user
+from tests.support import LiveServer, asgi_post, live_server, new_api_key, new_project, new_user
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MASKED_KEYS = {"requestId", "createdAt", "updatedAt", "occurredAt", "cursor"}
@@ -159,29 +159,8 @@ async def test_a_body_cut_short_by_a_disconnect_runs_nothing(server: LiveServer)
         {"type": "http.request", "body": body, "more_body": True},  # more was announced...
         {"type": "http.disconnect"},  # ...and never came
     ]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/graphql",
-        "raw_path": b"/graphql",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {token}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", server.port),
-    }
-    await server.app(scope, receive, send)
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
+    sent, _ = await asgi_post(server, "/graphql", headers, incoming)
     assert not [m for m in sent if m["type"] == "http.response.start" and m["status"] == 200]
     projects = await server.data("{ me { projects(first: 10) { nodes { name } } } }", token=token)
     assert projects["me"]["projects"]["nodes"] == []

@@ -18,7 +18,7 @@ from starlette.types import Message
 
 from app.api.errors import BadUserInput
 from app.logs.http import GZIP, INFLATE_STEP, Refused, parse_body, read_body
-from tests.support import LiveServer, Tenant, new_tenant
+from tests.support import LiveServer, Tenant, asgi_post, new_tenant
 
 COUNT = "query($p: ID!) { logs(projectId: $p) { totalCount } }"
 
@@ -210,36 +210,9 @@ async def test_every_record_error_names_its_line(server: LiveServer) -> None:
 
 
 async def asgi_ingest(server: LiveServer, headers: dict[str, str], messages: list[Message]) -> tuple[int, Any, int]:
-    """POST /ingest straight to the server's ASGI app, whose receive() hands over `messages` in
-    order (the ASGI protocol itself, as uvicorn speaks it), then a disconnect. Returns the status,
-    the JSON answer and how many messages the app asked for."""
-    asked = 0
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        nonlocal asked
-        asked += 1
-        return messages[asked - 1] if asked <= len(messages) else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/ingest",
-        "raw_path": b"/ingest",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", server.port),
-        "state": {},
-    }
-    await server.app(scope, receive, send)
+    """POST /ingest straight to the server's ASGI app (`asgi_post`). Returns the status, the JSON
+    answer and how many messages the app asked for."""
+    sent, asked = await asgi_post(server, "/ingest", headers, messages)
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], orjson.loads(body), asked
