@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,3 +153,34 @@ def percentile(values: list[float], p: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+# wrk's done() for a script whose response() counts `failures` and keeps `first_failure` per
+# thread: prints the total and a sample, which bench.floor.parse reads.
+LUA_DONE = [
+    "function done(summary, latency, requests)",
+    "  local total, sample = 0, ''",
+    "  for _, thread in ipairs(threads) do",
+    "    total = total + thread:get('failures')",
+    "    if sample == '' then sample = thread:get('first_failure') end",
+    "  end",
+    "  io.write(string.format('floor-failures: %d\\n', total))",
+    "  if sample ~= '' then io.write('floor-sample: ' .. sample .. '\\n') end",
+    "end",
+]
+
+
+async def wait_for_graphql(
+    base: str, proc: subprocess.Popen[bytes], *, seconds: float, failed: Callable[[], str]
+) -> None:
+    """Until `base` answers `{ __typename }`; RuntimeError(failed()) if `proc` exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=base) as client:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await client.post("/graphql", json={"query": "{ __typename }"})
+                if response.status_code == 200:
+                    return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(failed())
+            await asyncio.sleep(0.2)

@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import ROOT, _dsn, bench_database, lodge_process, machine, new_tenant
+from bench.common import LUA_DONE, ROOT, _dsn, bench_database, lodge_process, machine, new_tenant
 
 RESULTS = ROOT / "bench" / ".results"
 NAME = "@@name@@"  # where createProject's body takes the per-request name
@@ -143,15 +143,7 @@ def lua_script(row: Row, tag: str) -> str:
         "    if first_failure == '' then first_failure = status .. ' ' .. string.sub(body or '', 1, 400) end",
         "  end",
         "end",
-        "function done(summary, latency, requests)",
-        "  local total, sample = 0, ''",
-        "  for _, thread in ipairs(threads) do",
-        "    total = total + thread:get('failures')",
-        "    if sample == '' then sample = thread:get('first_failure') end",
-        "  end",
-        "  io.write(string.format('floor-failures: %d\\n', total))",
-        "  if sample ~= '' then io.write('floor-sample: ' .. sample .. '\\n') end",
-        "end",
+        *LUA_DONE,
     ]
     return "\n".join(lines) + "\n"
 

@@ -49,7 +49,17 @@ import asyncpg
 import httpx
 
 from app import migrate
-from bench.common import ROOT, _dsn, bench_database, gql, lodge_process, lodge_server, machine
+from bench.common import (
+    LUA_DONE,
+    ROOT,
+    _dsn,
+    bench_database,
+    gql,
+    lodge_process,
+    lodge_server,
+    machine,
+    wait_for_graphql,
+)
 from bench.floor import RESULTS, Row, lua_string, parse
 
 POSTGRAPHILE_DIR = ROOT / ".lodge" / "bench" / "postgraphile4"
@@ -155,17 +165,11 @@ async def postgraphile(url: str, port: int) -> AsyncIterator[str]:
     proc = subprocess.Popen([*args, "--disable-query-log"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient(base_url=base) as client:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    response = await client.post("/graphql", json={"query": "{ __typename }"})
-                    if response.status_code == 200:
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    errors = proc.stderr.read().decode() if proc.stderr else ""
-                    raise RuntimeError(f"postgraphile did not start: {errors}")
-                await asyncio.sleep(0.2)
+
+        def failed() -> str:
+            return f"postgraphile did not start: {proc.stderr.read().decode() if proc.stderr else ''}"
+
+        await wait_for_graphql(base, proc, seconds=60, failed=failed)
         yield base
     finally:
         proc.terminate()
@@ -308,17 +312,12 @@ async def postgraphile5(url: str, port: int) -> AsyncIterator[tuple[str, subproc
         proc = subprocess.Popen(command, cwd=PG5_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            async with httpx.AsyncClient(base_url=base) as client:
-                while True:
-                    with contextlib.suppress(httpx.HTTPError):
-                        response = await client.post("/graphql", json={"query": "{ __typename }"})
-                        if response.status_code == 200:
-                            break
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise RuntimeError(f"PostGraphile 5 did not start:\n{log.read().decode(errors='replace')}")
-                    await asyncio.sleep(0.2)
+
+            def failed() -> str:
+                log.seek(0)
+                return f"PostGraphile 5 did not start:\n{log.read().decode(errors='replace')}"
+
+            await wait_for_graphql(base, proc, seconds=120, failed=failed)
             yield base, proc
         finally:
             proc.terminate()
@@ -352,15 +351,7 @@ def nested_lua(row: Row, positions: int) -> str:
         "    end",
         "  end",
         "end",
-        "function done(summary, latency, requests)",
-        "  local total, sample = 0, ''",
-        "  for _, thread in ipairs(threads) do",
-        "    total = total + thread:get('failures')",
-        "    if sample == '' then sample = thread:get('first_failure') end",
-        "  end",
-        "  io.write(string.format('floor-failures: %d\\n', total))",
-        "  if sample ~= '' then io.write('floor-sample: ' .. sample .. '\\n') end",
-        "end",
+        *LUA_DONE,
     ]
     return "\n".join(lines) + "\n"
 
