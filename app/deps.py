@@ -12,6 +12,7 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.accounts.principals import Principals
     from app.api.ratelimit import RateLimiter
+    from app.gateway.coalesce import Coalescer
 
 
 @dataclass
@@ -22,3 +23,5 @@ class Deps:
     secret_key: str
     limiter: RateLimiter
     principals: Principals
+    # The gateway's batches of concurrent reservations (one set per process; idle lanes hold nothing).
+    lanes: Coalescer

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -48,6 +49,11 @@ class Principals:
         self._entries: OrderedDict[Hashable, tuple[float, Any, tuple[str, ...]]] = OrderedDict()
         self._by_tag: dict[str, set[Hashable]] = {}
         self._hub: Hub | None = None
+
+    @staticmethod
+    def key_of(kind: str, secret: str) -> tuple[str, bytes]:
+        """The entry key of a credential: a digest, so that memory holds no secret."""
+        return (kind, hashlib.blake2b(secret.encode(), digest_size=16).digest())
 
     @property
     def enabled(self) -> bool:

@@ -255,7 +255,7 @@ class Context:
         principals = self.deps.principals
         generation = principals.generation
         if creds.value.startswith(credentials.SESSION_PREFIX):
-            key = ("session", hashlib.blake2b(creds.value.encode(), digest_size=16).digest())
+            key = principals.key_of("session", creds.value)
             found = MISSING if fresh else principals.get(key)
             if found is MISSING:
                 async with self.reader(given) as session:

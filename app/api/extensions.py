@@ -38,7 +38,7 @@ class RefuseNulCharacters(SchemaExtension):
 
 class OperationScopeExtension(SchemaExtension):
     """The operation's scope around execution, for operations strawberry runs (websockets, and
-    HTTP requests the lean pipeline hands over): see `run_in_scope`."""
+    HTTP requests the lean pipeline hands over): see `finish_operation`."""
 
     async def on_execute(self) -> AsyncIterator[None]:
         ctx: Context = self.execution_context.context
@@ -89,15 +89,9 @@ async def finish_operation(ctx: Context, scope: OperationScope, result: Any, *, 
                     await audit.write(session, ctx=ctx, entries=scope.audit)
                 await session.commit()
             except Exception as exc:
-                if scope.committed_outside:
-                    # The logs are stored (and published below); only the audit row is lost.
-                    log.error("audit row lost after a committed ingestion (request %s): %r", scope.request_id, exc)
-                    with contextlib.suppress(Exception):
-                        await session.rollback()
-                else:
-                    log.exception("commit failed (request %s)", scope.request_id)
-                    await _record_failure(session, ctx, "the commit failed")
-                    raise CommitFailed(scope.request_id) from exc
+                log.exception("commit failed (request %s)", scope.request_id)
+                await _record_failure(session, ctx, "the commit failed")
+                raise CommitFailed(scope.request_id) from exc
         await _publish(ctx, scope.events)
         return
     first = result.errors[0].message if result is not None and result.errors else "error"

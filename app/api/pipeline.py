@@ -27,6 +27,7 @@ same requests through both and compares the answers.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -287,12 +288,16 @@ def _encode(result: ExecutionResult) -> bytes:
     body: dict[str, Any] = {"data": result.data}
     if result.errors:
         body["errors"] = [error.formatted for error in result.errors]
-    try:
-        return orjson.dumps(body, default=str)
-    except TypeError:  # an integer beyond 64 bits (from an inline literal): the slow encoder writes it
-        import json
+    return json_bytes(body)
 
-        return json.dumps(body, default=str).encode()
+
+def json_bytes(data: object) -> bytes:
+    """A response's JSON: orjson, several times faster than json (every subscriber's frame is
+    encoded too); an integer beyond 64 bits (from an inline literal) goes to the slow encoder."""
+    try:
+        return orjson.dumps(data, default=str)
+    except TypeError:
+        return json.dumps(data, default=str).encode()
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Receive]:

@@ -225,9 +225,6 @@ def _fail(batch: list[_Waiter[Any, Any]], exc: BaseException) -> None:
 
 # -- the gateway's lanes -----------------------------------------------------------------------------
 
-# One per process: lanes are keyed by the database's engine too, and hold nothing while idle.
-LANES = Coalescer()
-
 Authenticated = Callable[[logs_models.ApiKey], None]
 
 
@@ -271,7 +268,7 @@ async def start_flow(
     amount: int,
     ttl_seconds: int,
     authenticated: Authenticated | None = None,
-    lanes: Coalescer = LANES,
+    lanes: Coalescer,
 ) -> gateway.Started:
     """`service.start_flow` for the API key `secret`, batched with the concurrent calls of that key
     for the same service; committed when it returns. The key is checked once per batch, on the
@@ -321,7 +318,7 @@ async def complete_flow(
     reservation_id: str,
     success: bool,
     authenticated: Authenticated | None = None,
-    lanes: Coalescer = LANES,
+    lanes: Coalescer,
 ) -> models.EnvironmentService:
     """`service.complete_flow` for the API key `secret`, batched with the concurrent completions
     of that key; committed when it returns (the key is checked as in `start_flow`). Two

@@ -315,6 +315,7 @@ class GatewayMutation:
                 amount=amount,
                 ttl_seconds=ttl_seconds,
                 authenticated=_authenticated(ctx, secret),
+                lanes=ctx.deps.lanes,
             )
             # Committed: a failure of the operation's own commit does not undo it.
             ctx.scope.committed_outside = True
@@ -337,6 +338,7 @@ class GatewayMutation:
                 reservation_id=str(reservation_id),
                 success=success,
                 authenticated=_authenticated(ctx, secret),
+                lanes=ctx.deps.lanes,
             )
             ctx.scope.committed_outside = True
         else:

@@ -187,17 +187,13 @@ async def authenticate_api_key(session: AsyncSession | AsyncConnection, *, secre
     return models.ApiKey.model_construct(**{k: v for k, v in row.items() if k != "expired"})
 
 
-def _remembered_key(secret: str) -> tuple[str, bytes]:
-    return ("apikey", hashlib.blake2b(secret.encode(), digest_size=16).digest())
-
-
 def remembered_api_key(principals: Principals, secret: str) -> models.ApiKey | None:
     """The key of `secret` if this process remembers it as valid (app.accounts.principals)."""
-    found = principals.get(_remembered_key(secret))
+    found = principals.get(principals.key_of("apikey", secret))
     if found is MISSING:
         return None
     assert isinstance(found, models.ApiKey)
-    return found if found.expires_at is None or found.expires_at > datetime.now(UTC) else None
+    return found  # never past its expiry: it was remembered until then at most
 
 
 async def authenticate_api_key_cached(
@@ -211,7 +207,9 @@ async def authenticate_api_key_cached(
     generation = principals.generation
     row = await authenticate_api_key(conn, secret=secret)
     until = row.expires_at.timestamp() if row.expires_at is not None else None
-    principals.put(_remembered_key(secret), row, tags=(api_key_channel(row.id),), generation=generation, until=until)
+    principals.put(
+        principals.key_of("apikey", secret), row, tags=(api_key_channel(row.id),), generation=generation, until=until
+    )
     return row
 
 

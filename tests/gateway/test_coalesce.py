@@ -151,16 +151,30 @@ async def test_batched_refusals_say_why(server: LiveServer) -> None:
     for service, code in (("no-such-service", "NOT_FOUND"), (other, "FORBIDDEN"), (g.service, "QUOTA_EXHAUSTED")):
         with pytest.raises(LodgeError) as refused:
             await coalesce.start_flow(
-                server.deps.db, secret=g.key, service=service, endpoint=None, amount=11, ttl_seconds=60
+                server.deps.db,
+                secret=g.key,
+                service=service,
+                endpoint=None,
+                amount=11,
+                ttl_seconds=60,
+                lanes=server.deps.lanes,
             )
         assert refused.value.code == code, service
     with pytest.raises(NotFound):
-        await coalesce.complete_flow(server.deps.db, secret=g.key, reservation_id="rsv_nothing", success=True)
+        await coalesce.complete_flow(
+            server.deps.db, secret=g.key, reservation_id="rsv_nothing", success=True, lanes=server.deps.lanes
+        )
     # The key is checked first, once per batch, as require_api_key would.
     seen: list[str] = []
     with pytest.raises(LodgeError) as refused:
         await coalesce.start_flow(
-            server.deps.db, secret="lodge_unknown", service=g.service, endpoint=None, amount=0, ttl_seconds=60
+            server.deps.db,
+            secret="lodge_unknown",
+            service=g.service,
+            endpoint=None,
+            amount=0,
+            ttl_seconds=60,
+            lanes=server.deps.lanes,
         )
     assert refused.value.code == "UNAUTHENTICATED"
     with pytest.raises(LodgeError) as refused:
@@ -172,6 +186,7 @@ async def test_batched_refusals_say_why(server: LiveServer) -> None:
             amount=0,
             ttl_seconds=60,
             authenticated=lambda key: seen.append(str(key.environment_id)),
+            lanes=server.deps.lanes,
         )
     assert refused.value.code == "BAD_USER_INPUT" and seen == [g.environment_id]
 
@@ -179,7 +194,13 @@ async def test_batched_refusals_say_why(server: LiveServer) -> None:
 async def test_a_hold_is_completed_once_even_within_a_batch(server: LiveServer) -> None:
     g = await new_gateway(server, available=10)
     reservation, _ = await coalesce.start_flow(
-        server.deps.db, secret=g.key, service=g.service, endpoint=None, amount=3, ttl_seconds=60
+        server.deps.db,
+        secret=g.key,
+        service=g.service,
+        endpoint=None,
+        amount=3,
+        ttl_seconds=60,
+        lanes=server.deps.lanes,
     )
     lanes = coalesce.Coalescer()
     results = await asyncio.gather(
