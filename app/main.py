@@ -86,7 +86,7 @@ class LodgeGraphQL(GraphQL[Context, None]):
         self.graphiql = graphiql.load()
         schema = self.schema
         assert isinstance(schema, LodgeSchema)
-        self.pipeline = Pipeline(deps, schema, limit_rules=schema.limit_rules, registry=schema.registry)
+        self.pipeline = Pipeline(deps, schema)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         # Lodge's own page, whose files Lodge serves (strawberry's loads them from unpkg.com).

@@ -40,7 +40,6 @@ from graphql import (
     DocumentNode,
     ExecutionResult,
     GraphQLError,
-    OperationDefinitionNode,
     OperationType,
     execute,
     get_operation_ast,
@@ -58,12 +57,13 @@ from app.api.cost import operation_cost
 from app.api.errors import LodgeError
 from app.api.extensions import close_operation, finish_operation, shape_errors
 from app.api.lengths import InputLengths
-from app.api.persisted import Registry, sha256
+from app.api.persisted import sha256
 from app.api.scalars import contains_nul
 from app.api.sharing import SharingExecutor
 from app.observability.graphql import record_operation
 
 if TYPE_CHECKING:
+    from app.api.schema import LodgeSchema
     from app.deps import Deps
 
 CACHE_SIZE = 1024
@@ -75,7 +75,6 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 @dataclass(frozen=True)
 class Prepared:
     document: DocumentNode
-    operation: OperationDefinitionNode
     name: str | None  # the operation's name (for metrics and the access log)
     mutation: bool
     cost: int | None  # None: depends on the variables
@@ -93,16 +92,15 @@ class Call:
 
 
 class Pipeline:
-    def __init__(self, deps: Deps, schema: Any, *, limit_rules: list[Any], registry: Registry) -> None:
+    def __init__(self, deps: Deps, schema: LodgeSchema) -> None:
         settings = deps.settings
         self.deps = deps
-        self.schema = schema  # strawberry's schema: its graphql-core schema is `schema._schema`
         self.core = schema._schema
-        self.rules = (*specified_rules, *limit_rules)
+        self.rules = (*specified_rules, *schema.limit_rules)
         self.max_tokens = settings.max_query_tokens
         self.max_cost = settings.max_query_cost
         self.lengths = InputLengths(settings)
-        self.registry = registry
+        self.registry = schema.registry
         self.persisted_only = settings.persisted_only
         self.apq = settings.apq
         self.enabled = settings.lean_pipeline and not settings.otel_enabled
@@ -209,7 +207,6 @@ class Pipeline:
                 return None
         return Prepared(
             document=document,
-            operation=operation,
             name=operation.name.value if operation.name is not None else None,
             mutation=operation.operation == OperationType.MUTATION,
             cost=cost,
