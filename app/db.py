@@ -55,6 +55,14 @@ def import_models() -> MetaData:
 READS_WITHOUT_TRANSACTION = "lodge_reads_without_transaction"
 RAW_LISTENERS = "lodge_raw_listeners"
 SUSPECT_ALL = "lodge_suspect_all"
+# What asyncpg raises when the connection under a statement is gone (closed, terminated, or caught
+# mid-operation by the termination: "cannot switch to state ...").
+RAW_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 
 class OperationSession(AsyncSession):
@@ -108,7 +116,7 @@ class OperationSession(AsyncSession):
                 listener(sql)
             try:
                 rows: list[Any] = await raw.driver_connection.fetch(sql, *args)  # type: ignore[union-attr]
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            except RAW_CONNECTION_ERRORS as exc:
                 # SQLAlchemy did not see it fail: the pool must not hand the dead connection out
                 # again, and the others from before may be dead too (PostgreSQL restarted).
                 await conn.invalidate(exc)
