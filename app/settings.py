@@ -156,6 +156,17 @@ class Settings(BaseSettings):
         description="Run ordinary HTTP queries and mutations on the lean path (README: How requests run); "
         "off: every request goes through strawberry's extension stack.",
     )
+    compiled_reads: bool = Field(
+        True,
+        validation_alias="LODGE_COMPILED_READS",
+        description="Run each compilable root field of a query as one SQL statement that writes its JSON "
+        "(README: How queries run); off: every field runs its resolver.",
+    )
+    log_plans: bool = Field(
+        False,
+        validation_alias="LODGE_LOG_PLANS",
+        description="Log the SQL of each compiled statement once (logger lodge.plans, level INFO).",
+    )
     max_query_cost: int = Field(
         250_000,
         ge=0,

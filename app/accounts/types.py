@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import strawberry
 
 from app.accounts import models
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
 from app.api.pagination import Connection
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 PRIVATE = "Shown to the user themself and to `users:admin` only (null for anyone else)."
 
 
+# Only the public columns compile; the private fields and relations have resolvers (for now).
+@c.table(models.User)
 @strawberry.type(name="User")
 class User:
     # Public: what anyone who meets this user (a vendor's owner, a guild member, a chat author) sees.

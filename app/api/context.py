@@ -99,6 +99,9 @@ class Context:
     connection_params: dict[str, Any] | None = None
     # Who called, once known (user_id, api_key_id): for the access log.
     caller: dict[str, str] = field(default_factory=dict)
+    # The operation's compiled root fields by response key (app.api.compiled), set by the lean
+    # pipeline for a prepared query.
+    compiled: dict[str, Any] | None = None
 
     # -- per-operation state -------------------------------------------------------------------
     @property

@@ -52,6 +52,7 @@ from starlette.types import Message, Receive, Scope, Send
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.schema.schema import validate_document
 
+from app.api.compiled.planner import RootPlan, plan_operation
 from app.api.context import Context
 from app.api.cost import operation_cost
 from app.api.errors import LodgeError
@@ -79,6 +80,7 @@ class Prepared:
     mutation: bool
     cost: int | None  # None: depends on the variables
     lengths_checked: bool  # no String or ID argument can be over its bound whatever the variables
+    compiled: dict[str, RootPlan] | None  # root fields that run as one SQL statement each
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Pipeline:
         self.persisted_only = settings.persisted_only
         self.apq = settings.apq
         self.enabled = settings.lean_pipeline and not settings.otel_enabled
+        self.compiled_reads = settings.compiled_reads
         self._prepared: OrderedDict[tuple[str, str | None], Prepared | None] = OrderedDict()
 
     # -- the request ---------------------------------------------------------------------------
@@ -211,6 +214,7 @@ class Pipeline:
             mutation=operation.operation == OperationType.MUTATION,
             cost=cost,
             lengths_checked=static,
+            compiled=plan_operation(self.core, document, operation) if self.compiled_reads else None,
         )
 
     def _admissible(self, prepared: Prepared, call: Call) -> bool:
@@ -238,6 +242,7 @@ class Pipeline:
     async def _run(self, ctx: Context, prepared: Prepared, call: Call) -> bytes:
         started = time.perf_counter()
         token = ctx.open_scope(lazy=True, read_only=not prepared.mutation)
+        ctx.compiled = prepared.compiled
         scope = ctx.scope
         raised: BaseException | None = None
         result: ExecutionResult | None = None

@@ -20,6 +20,7 @@ from graphql import ExecutionResult, FieldNode, VariableNode, Visitor, get_named
 from graphql.execution import Executor
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from app.api.compiled.runtime import CompiledRoots
 from app.api.fast import FastCompletion
 from app.api.visibility import selection_depends_on_viewer
 from app.observability import metrics
@@ -39,7 +40,7 @@ def forget_per_event_memos(executor: Any) -> None:
     executor.__dict__.pop("_fast_fields", None)
 
 
-class SharingExecutor(FastCompletion, StrawberryGraphQLCoreExecutionContext):
+class SharingExecutor(CompiledRoots, FastCompletion, StrawberryGraphQLCoreExecutionContext):
     _shared: SharedEvent | None = None
     _share_key: tuple[int, str, str | None] | None = None
 

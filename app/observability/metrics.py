@@ -59,6 +59,13 @@ WEBSOCKETS = Gauge("lodge_websocket_connections", "Open websocket connections.",
 SUBSCRIPTIONS = Gauge(
     "lodge_graphql_subscriptions_active", "GraphQL subscriptions running, by field.", ["field"], registry=REGISTRY
 )
+COMPILED_ROOTS = Counter(
+    "lodge_compiled_roots_total",
+    "Root fields of queries by how they ran: `compiled` as one SQL statement, or on the resolver "
+    "path after a bail (`bail_before` the statement: arguments the resolver refuses; `bail_after`: a "
+    "value or guard the resolver reports as an error, or a failed statement).",
+    ["outcome"],
+)
 SHARED_RENDERS = Counter(
     "lodge_subscription_shared_renders_total",
     "Shared subscription events by rendering: `executed` once per document, variables and (for "

@@ -10,6 +10,7 @@ from typing import Annotated
 import strawberry
 
 from app.accounts.service import require_user_exists
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
@@ -22,7 +23,7 @@ from app.api.pagination import (
     wants_total,
 )
 from app.api.permissions import has_permission, parse_id, require_permission
-from app.api.validation import MAX_SEARCH
+from app.api.validation import MAX_SEARCH, like_pattern
 from app.pubsub import RESYNC
 from app.vendors import events, geo, models
 from app.vendors.service import billing, integrations, vendors
@@ -111,6 +112,26 @@ async def billing_subscriptions_of(info: Info, *, user_id: uuid.UUID) -> list[Bi
         return []
     rows = await ctx.loaders.batch("billing-subscriptions-of-user", billing.subscriptions_of_users).load(user_id)
     return [BillingSubscription.from_model(row) for row in rows]
+
+
+c.root(
+    "Query.vendors",
+    c.Connection(
+        "Vendor",
+        order=c.Keyset("created_at", "id", VENDOR_CURSOR),
+        filters={
+            "open": c.Filter(lambda t, open: f"{t}.open = {open}::boolean"),
+            "search": c.Filter(lambda t, like: f"{t}.name ILIKE {like}::text", bind=like_pattern, truthy=True),
+            "ownerId": c.Filter(
+                lambda t, owner: f"{t}.user_id = {owner}::uuid",
+                bind=lambda owner: parse_id(owner, "ownerId"),
+                truthy=True,
+                guard=lambda owner: f"EXISTS (SELECT 1 FROM users WHERE id = {owner}::uuid AND deleted_at IS NULL)",
+            ),
+        },
+    ),
+)
+c.root("Query.vendor", c.ById("Vendor", bind=parse_id))
 
 
 @strawberry.type

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
 from app.api.loaders import PageKey
@@ -19,7 +20,6 @@ from app.api.pagination import (
     time_cursor,
     wants_total,
 )
-from app.api.permissions import has_permission
 from app.api.scalars import JSON, utc
 from app.api.validation import MAX_NAME
 from app.vendors import loaders, models
@@ -50,15 +50,15 @@ async def load_user(info: Info, user_id: uuid.UUID) -> Any:
     return User.from_model(row)
 
 
+# Who may see a vendor's history and change the vendor: its owner, or `vendors:write`.
+MANAGE_VENDOR = c.Rule(owner="user_id", permissions=(WRITE,))
+
+
 async def can_manage(info: Info, vendor: models.Vendor) -> bool:
-    """The vendor's owner, or `vendors:write`."""
-    ctx = info.context
-    user_id = await ctx.user_id(ctx.session)
-    if user_id is None:
-        return False
-    return vendor.user_id == user_id or await has_permission(ctx, WRITE, ctx.session)
+    return await MANAGE_VENDOR.allows(info.context, vendor.user_id)
 
 
+@c.table(models.Location, vendor=c.ManyToOne("Vendor", key="vendor_id"))
 @strawberry.type(name="Location")
 class Location:
     id: strawberry.ID
@@ -83,6 +83,17 @@ class Location:
         return Vendor.from_model(row) if row is not None else None  # None: deleted since
 
 
+@c.table(
+    models.Vendor,
+    owner=c.ManyToOne("User", key="user_id"),
+    locations=c.Connection(
+        "Location",
+        order=c.Keyset("timestamp", "id", LOCATION_CURSOR),
+        child_key="vendor_id",
+        filters={"since": c.Filter(lambda t, since: f'{t}."timestamp" >= {since}::timestamptz')},
+        visible=MANAGE_VENDOR,
+    ),
+)
 @strawberry.type(name="Vendor")
 class Vendor:
     id: strawberry.ID

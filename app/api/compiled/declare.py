@@ -1,0 +1,166 @@
+"""What a compiled read may read: declarations placed next to the strawberry types.
+
+A type declared with `table(model, ...)` reads one table. Its plain fields (strawberry fields with
+no resolver whose Python name is a column of the model) compile to that column; fields with a
+resolver compile only when declared here (a `Connection`, a `ManyToOne`); anything else keeps the
+resolver path. Root fields are declared with `root("Query.vendors", ...)`.
+
+A `Rule` says who may see a private part of a row. It has two forms that must agree: `sql` (the
+predicate a plan embeds) and `allows` (what resolvers call), so a rule is written once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import inspect
+
+from app.api.context import Context
+from app.api.pagination import decode_time_uuid_cursor
+from app.api.permissions import has_permission
+
+SUPERUSER = "*"
+T = TypeVar("T")
+
+
+def literal(text: str) -> str:
+    """`text` as an SQL string literal (standard_conforming_strings, PostgreSQL's default)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row's owner (`owner`: the column holding their user id), or a holder of any of
+    `permissions` (or `*`). Anonymous callers and API keys are neither."""
+
+    owner: str | None = None
+    permissions: tuple[str, ...] = ()
+
+    async def allows(self, ctx: Context, owner_id: uuid.UUID | None) -> bool:
+        user_id = await ctx.user_id(ctx.session)
+        if user_id is None:
+            return False
+        if self.owner is not None and owner_id == user_id:
+            return True
+        for permission in self.permissions:
+            if await has_permission(ctx, permission, ctx.session):
+                return True
+        return False
+
+    def sql(self, row: str, viewer: str) -> str:
+        """The predicate over the row alias `row`, `viewer` being the caller's user id (NULL for
+        anonymous callers and API keys). The permission test does not depend on the row, so
+        PostgreSQL evaluates it once per statement."""
+        tests = []
+        if self.owner is not None:
+            tests.append(f"{row}.{self.owner} = {viewer}")
+        if self.permissions:
+            names = ", ".join(literal(p) for p in (*self.permissions, SUPERUSER))
+            tests.append(
+                "EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.id = ur.role_id "
+                f"WHERE ur.user_id = {viewer} AND r.permissions ?| ARRAY[{names}])"
+            )
+        return "(" + " OR ".join(tests) + ") IS TRUE" if tests else "false"
+
+
+@dataclass(frozen=True)
+class Filter:
+    """An argument that narrows rows: `sql(alias, placeholder)` is the predicate. The argument's
+    value goes through `bind` first (a raising `bind` hands the field to its resolver); the
+    filter applies when the value is not None (or, with `truthy`, when it is truthy: `search: ""`
+    filters nothing). `guard(placeholder)`, if given, must hold or the resolver answers (e.g. an
+    `ownerId` naming nobody is NOT_FOUND there)."""
+
+    sql: Callable[[str, Any], str]  # (row alias, placeholder: formats as "$n")
+    bind: Callable[[Any], Any] = lambda value: value
+    truthy: bool = False
+    guard: Callable[[Any], str] | None = None
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """The order of a connection: newest first over (time column, uuid column), with its time
+    cursor `kind` (`pagination.time_cursor`)."""
+
+    time: str
+    key: str
+    kind: str
+    decode: Callable[[str, str | None], tuple[datetime, uuid.UUID] | None] = decode_time_uuid_cursor
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A Relay connection of `target` rows. Nested (`child_key` set): the rows whose `child_key`
+    is the parent's `parent_key`; at the root: all rows. Callers for whom `visible` does not hold
+    get the empty connection (no nodes, totalCount 0, hasPreviousPage false)."""
+
+    target: str
+    order: Keyset
+    child_key: str | None = None
+    parent_key: str = "id"
+    filters: Mapping[str, Filter] = field(default_factory=dict)
+    visible: Rule | None = None
+
+
+@dataclass(frozen=True)
+class ById:
+    """One `target` row by its primary key `id`, taken from the argument `arg`; null if none."""
+
+    target: str
+    arg: str = "id"
+    bind: Callable[[Any], Any] = lambda value: value
+
+
+@dataclass(frozen=True)
+class ManyToOne:
+    """The `target` row whose `id` is this row's `key`. A missing row is null, or, for a non-null
+    field, left to the resolver."""
+
+    target: str
+    key: str
+
+
+Relation = Connection | ManyToOne
+
+
+@dataclass(frozen=True)
+class TableDecl:
+    name: str  # the GraphQL type
+    table: str
+    columns: Mapping[str, Any]  # Python attribute name -> SQLAlchemy column
+    relations: Mapping[str, Relation]  # Python attribute name -> relation
+
+
+TYPES: dict[str, TableDecl] = {}
+ROOTS: dict[str, Connection | ById] = {}
+
+
+def table(model: type, **relations: Relation) -> Callable[[T], T]:
+    """Declare that a strawberry type (the decorated class) reads `model`'s table."""
+
+    def declare(cls: T) -> T:
+        definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
+        mapper: Any = inspect(model)
+        columns = {prop.key: prop.columns[0] for prop in mapper.column_attrs}
+        names = {f.python_name for f in definition.fields}
+        unknown = set(relations) - names
+        if unknown:
+            raise TypeError(f"{definition.name} has no field {', '.join(sorted(unknown))}")
+        TYPES[definition.name] = TableDecl(
+            name=definition.name,
+            table=mapper.local_table.name,
+            columns=columns,
+            relations=dict(relations),
+        )
+        return cls
+
+    return declare
+
+
+def root(coordinate: str, source: Connection | ById) -> None:
+    """Declare how a root field (`"Query.vendors"`) reads its rows."""
+    ROOTS[coordinate] = source

@@ -1,0 +1,553 @@
+"""Plan a root field's selection once per document; render it per request as one SQL statement
+whose single value is the field's JSON text, byte for byte what the resolver path would write.
+
+The plan follows graphql-core's own field collection (fragments merged, response keys in the
+executor's order). Rendering binds the request's arguments: a value the resolver would refuse (a
+page size out of range, a malformed cursor or id) raises `Bail`, and the resolver path answers
+instead, errors included. Inside the statement, anything the resolver path would report as an
+error (a null in a non-null field, NaN, an Int beyond 32 bits, a guard that fails) is written as
+the JSON string "\\u0000", which no data can produce (PostgreSQL text cannot hold U+0000): its
+presence in the text hands the field to the resolver path too. See docs/compiled-reads.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from graphql import (
+    DirectiveNode,
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLField,
+    GraphQLObjectType,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    Visitor,
+    get_named_type,
+    is_enum_type,
+    is_non_null_type,
+    is_object_type,
+    visit,
+)
+from graphql.execution.collect_fields import (
+    FieldDetails,
+    FragmentDetails,
+    collect_fields,
+    collect_subfields,
+)
+from graphql.execution.values import VariableValues, get_argument_values
+
+from app.api.compiled.declare import ROOTS, TYPES, ById, Connection, ManyToOne, TableDecl, literal
+from app.api.errors import LodgeError
+from app.api.pagination import page_size
+
+DEFINITION = "strawberry-definition"
+# The JSON string "\u0000" as an SQL literal, and as it appears in the text: the bail marker.
+B = "'\"\\u0000\"'"
+MARKER = '"\\u0000"'
+# PostgreSQL functions take at most 100 arguments: longer concat() calls are nested.
+MAX_CONCAT = 90
+NO_VARIABLES = VariableValues({}, {})
+ROW_INFO = ("hasNextPage", "startCursor", "endCursor")
+
+
+class Unsupported(Exception):
+    """This selection does not compile: its root field keeps the resolver path."""
+
+
+class Bail(Exception):
+    """This request's arguments are not plain: the resolver path answers (and words any error)."""
+
+
+# -- SQL text helpers -----------------------------------------------------------------------------
+
+
+def concat(parts: list[str]) -> str:
+    merged: list[str] = []
+    for part in parts:  # adjacent literals become one
+        if merged and part.startswith("'") and merged[-1].startswith("'") and _is_literal(part, merged[-1]):
+            merged[-1] = merged[-1][:-1] + part[1:]
+        else:
+            merged.append(part)
+    while len(merged) > MAX_CONCAT:
+        merged = [f"concat({', '.join(merged[i : i + MAX_CONCAT])})" for i in range(0, len(merged), MAX_CONCAT)]
+    return merged[0] if len(merged) == 1 and merged[0].startswith("'") else f"concat({', '.join(merged)})"
+
+
+def _is_literal(*parts: str) -> bool:
+    # A literal is '...' with no unescaped quote inside; expressions never start with a quote here.
+    return all(p.endswith("'") and "'" not in p[1:-1].replace("''", "") for p in parts)
+
+
+def json_object(entries: list[tuple[str, str]]) -> str:
+    """The JSON object text of (response key, JSON text expression) pairs, in order. Keys are
+    GraphQL names or aliases ([_A-Za-z][_0-9A-Za-z]*): nothing to escape."""
+    parts: list[str] = []
+    for i, (key, value) in enumerate(entries):
+        parts.append(literal(("{" if i == 0 else ",") + f'"{key}":'))
+        parts.append(value)
+    parts.append(literal("}"))
+    return concat(parts)
+
+
+def scalar(named: str, python_type: Any, non_null: bool) -> Callable[[str], str]:
+    """The encoder of a column read as a GraphQL scalar: its JSON text as orjson writes the value
+    the resolver path holds (tests/api/test_compiled_encode.py)."""
+    core: Callable[[str], str]
+    if named == "ID" and python_type is uuid.UUID:
+        core = lambda e: f"('\"' || {e}::text || '\"')"  # noqa: E731
+    elif named in ("ID", "String") and python_type is str:
+        core = lambda e: f"to_json({e})::text"  # noqa: E731
+    elif named == "Boolean" and python_type is bool:
+        core = lambda e: f"{e}::text"  # noqa: E731
+    elif named == "Int" and python_type is int:
+        core = lambda e: f"CASE WHEN {e} BETWEEN -2147483648 AND 2147483647 THEN {e}::text END"  # noqa: E731
+    elif named == "Float" and python_type in (float, int):
+        core = lambda e: f"lodge_float({e}::float8)"  # noqa: E731
+    elif named == "DateTime" and python_type is datetime:
+        core = lambda e: f"('\"' || lodge_ts({e}) || '\"')"  # noqa: E731
+    elif named == "JSON" and python_type in (dict, list, object):
+        # A JSON null is None in Python: null for a nullable field, an error for a non-null one.
+        core = lambda e: f"CASE WHEN jsonb_typeof({e}) <> 'null' THEN lodge_json({e}) END"  # noqa: E731
+        if not non_null:
+            return lambda e: f"COALESCE({core(e)}, 'null')"
+    else:
+        raise Unsupported(f"no encoder for {named} from {python_type}")
+    if non_null:
+        return lambda e: f"COALESCE({core(e)}, {B})"
+    return lambda e: f"CASE WHEN {e} IS NULL THEN 'null' ELSE COALESCE({core(e)}, {B}) END"
+
+
+def _python_type(column: Any) -> Any:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return object
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -- per request ----------------------------------------------------------------------------------
+
+
+class Render:
+    """One request's rendering: its variables, its viewer, the parameters bound so far."""
+
+    def __init__(self, variables: VariableValues, viewer: uuid.UUID | None) -> None:
+        self.variables = variables
+        self.viewer_id = viewer
+        self.params: list[Any] = []
+        self._viewer: str | None = None
+        self._aliases = 0
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def lazy(self, value: Any) -> Lazy:
+        """A parameter numbered when first written into the statement: one that a selection does
+        not use is never sent (PostgreSQL cannot type a parameter it never sees)."""
+        return Lazy(self, value)
+
+    def viewer(self) -> str:
+        if self._viewer is None:
+            self._viewer = self.param(self.viewer_id) + "::uuid"
+        return self._viewer
+
+    def alias(self) -> str:
+        self._aliases += 1
+        return f"t{self._aliases}"
+
+    def args(self, field_def: GraphQLField, node: FieldNode) -> dict[str, Any]:
+        try:
+            return get_argument_values(field_def, node, self.variables)
+        except Exception as exc:  # graphql-core words it: the resolver path reports it
+            raise Bail from exc
+
+
+class Lazy:
+    def __init__(self, render: Render, value: Any) -> None:
+        self.render = render
+        self.value = value
+        self.text: str | None = None
+
+    def __format__(self, spec: str) -> str:
+        if self.text is None:
+            self.text = self.render.param(self.value)
+        return self.text
+
+    __str__ = lambda self: self.__format__("")  # noqa: E731
+
+
+# -- plans ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Column:
+    column: str
+    encode: Callable[[str], str]
+
+    def render(self, r: Render, row: str) -> str:
+        return self.encode(f"{row}.{self.column}")
+
+
+@dataclass
+class Constant:
+    text: str
+
+    def render(self, r: Render, row: str) -> str:
+        return self.text
+
+
+@dataclass
+class ObjectPlan:
+    decl: TableDecl
+    fields: list[tuple[str, Any]]  # (response key, Column | Constant | ConnectionPlan | ManyToOnePlan)
+
+    def render(self, r: Render, row: str) -> str:
+        return json_object([(key, plan.render(r, row)) for key, plan in self.fields])
+
+
+@dataclass
+class ManyToOnePlan:
+    target: ObjectPlan
+    key: str
+    non_null: bool
+
+    def render(self, r: Render, row: str) -> str:
+        x = r.alias()
+        found = f"(SELECT {self.target.render(r, x)} FROM {self.target.decl.table} {x} WHERE {x}.id = {row}.{self.key})"
+        return f"COALESCE({found}, {B if self.non_null else literal('null')})"
+
+
+@dataclass
+class ConnectionPlan:
+    decl: Connection
+    target: TableDecl
+    field_def: GraphQLField
+    node: FieldNode
+    # (response key, part): part is ("nodes", ObjectPlan), ("edges", [(key, edge part)]),
+    # ("pageInfo", [(key, name)]), ("totalCount", None) or ("const", text)
+    parts: list[tuple[str, tuple[str, Any]]]
+    needs_more: bool  # pageInfo.hasNextPage is selected: read one row more
+    reads_rows: bool  # anything but totalCount, hasPreviousPage and __typename is selected
+
+    def render(self, r: Render, parent: str | None) -> str:
+        args = r.args(self.field_def, self.node)
+        decl = self.decl
+        try:
+            size = page_size(args.get("first"), args.get("last"))
+            after = args.get("after")
+            position = decl.order.decode(decl.order.kind, after)
+            bound = []
+            for name, spec in decl.filters.items():
+                value = args.get(name)
+                if value is None or (spec.truthy and not value):
+                    continue
+                bound.append((spec, r.lazy(spec.bind(value))))
+        except LodgeError as exc:
+            raise Bail from exc
+        table = self.target.table
+        a = r.alias()
+
+        def where(alias: str, *, page: bool) -> str:
+            conditions = []
+            if decl.child_key is not None:
+                assert parent is not None
+                conditions.append(f"{alias}.{_quote(decl.child_key)} = {parent}.{_quote(decl.parent_key)}")
+            conditions.extend(spec.sql(alias, placeholder) for spec, placeholder in bound)
+            if decl.visible is not None and parent is not None:
+                conditions.append(decl.visible.sql(parent, r.viewer()))
+            if page and position is not None:
+                stamp, key = position
+                order = decl.order
+                conditions.append(
+                    f"({alias}.{_quote(order.time)}, {alias}.{_quote(order.key)}) "
+                    f"< ({r.lazy(stamp)}::timestamptz, {r.lazy(key)}::uuid)"
+                )
+            return " AND ".join(conditions) or "true"
+
+        order = f"{a}.{_quote(decl.order.time)} DESC, {a}.{_quote(decl.order.key)} DESC"
+        limit = r.lazy(size + 1 if self.needs_more else size)
+        size_param = r.lazy(size)
+        within = f" FILTER (WHERE {a}.lodge_rn <= {size_param})" if self.needs_more else ""
+        cursor = (
+            f"COALESCE(lodge_cursor({literal(decl.order.kind)}, lodge_ts({a}.{_quote(decl.order.time)}) || '|' || "
+            f"{a}.{_quote(decl.order.key)}::text), '\\u0000')"  # a cursor that cannot be written bails
+        )
+
+        def previous() -> str:
+            """hasPreviousPage: whether `after` was given (as build_connection says); false when hidden."""
+            if after is None:
+                return "'false'"
+            if decl.visible is None or parent is None:
+                return "'true'"
+            return f"CASE WHEN {decl.visible.sql(parent, r.viewer())} THEN 'true' ELSE 'false' END"
+
+        entries: list[tuple[str, str]] = []
+        for key, (kind, spec) in self.parts:
+            if kind == "nodes":
+                entries.append((key, _list(spec.render(r, a), a, within)))
+            elif kind == "edges":
+                edge = []
+                for edge_key, (edge_kind, edge_spec) in spec:
+                    if edge_kind == "cursor":
+                        edge.append((edge_key, f"('\"' || {cursor} || '\"')"))
+                    elif edge_kind == "node":
+                        edge.append((edge_key, edge_spec.render(r, a)))
+                    else:
+                        edge.append((edge_key, edge_spec))
+                entries.append((key, _list(json_object(edge), a, within)))
+            elif kind == "pageInfo":
+                info = []
+                for info_key, name in spec:
+                    if name == "hasNextPage":
+                        value = f"CASE WHEN count(*) > {size_param} THEN 'true' ELSE 'false' END"
+                    elif name == "hasPreviousPage":
+                        value = previous()
+                    elif name == "startCursor":
+                        value = _quoted_or_null(f"(array_agg({cursor} ORDER BY {a}.lodge_rn){within})[1]")
+                    elif name == "endCursor":
+                        value = _quoted_or_null(f"(array_agg({cursor} ORDER BY {a}.lodge_rn DESC){within})[1]")
+                    else:
+                        value = name  # a constant (__typename)
+                    info.append((info_key, value))
+                entries.append((key, json_object(info)))
+            elif kind == "totalCount":
+                x = r.alias()
+                count = f"(SELECT count(*) FROM {table} {x} WHERE {where(x, page=False)})"
+                entries.append((key, f"(SELECT CASE WHEN n > 2147483647 THEN {B} ELSE n::text END FROM {count} c(n))"))
+            else:
+                entries.append((key, spec))
+        # One row, even over no rows (an empty grouping set); the page is read only when something
+        # selected reads its rows.
+        body = f"SELECT {json_object(entries)}"
+        if self.reads_rows:
+            body += (
+                f" FROM (SELECT {a}.*, row_number() OVER (ORDER BY {order}) AS lodge_rn FROM {table} {a} "
+                f"WHERE {where(a, page=True)} ORDER BY {order} LIMIT {limit}) {a} GROUP BY ()"
+            )
+        guards = [spec.guard(placeholder) for spec, placeholder in bound if spec.guard is not None]
+        if guards:
+            body = f"SELECT CASE WHEN {' AND '.join(guards)} THEN ({body}) ELSE {B} END"
+        return f"({body})" if parent is not None else body
+
+
+def _quoted_or_null(text: str) -> str:
+    return f"COALESCE('\"' || {text} || '\"', 'null')"
+
+
+def _list(item: str, row: str, within: str) -> str:
+    return f"('[' || COALESCE(string_agg({item}, ',' ORDER BY {row}.lodge_rn){within}, '') || ']')"
+
+
+@dataclass
+class ByIdPlan:
+    decl: ById
+    target: ObjectPlan
+    field_def: GraphQLField
+    node: FieldNode
+
+    def render(self, r: Render, parent: str | None) -> str:
+        args = r.args(self.field_def, self.node)
+        try:
+            key = self.decl.bind(args[self.decl.arg])
+        except LodgeError as exc:
+            raise Bail from exc
+        x = r.alias()
+        placeholder = r.param(key)
+        found = f"(SELECT {self.target.render(r, x)} FROM {self.target.decl.table} {x} WHERE {x}.id = {placeholder})"
+        return f"SELECT COALESCE({found}, 'null')"
+
+
+@dataclass
+class RootPlan:
+    """A root field compiled: `render` gives the statement and its parameters for one request."""
+
+    key: str  # the response key
+    coordinate: str  # "Query.vendors"
+    source: ConnectionPlan | ByIdPlan
+    needs_viewer: bool
+    seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
+
+    def render(self, variables: VariableValues, viewer: uuid.UUID | None) -> tuple[str, list[Any]]:
+        r = Render(variables, viewer)
+        sql = self.source.render(r, None)
+        return sql, r.params
+
+
+# -- planning -------------------------------------------------------------------------------------
+
+
+class _Planner:
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode) -> None:
+        self.schema = schema
+        self.operation = operation
+        self.fragments = _fragments(document)
+        self.needs_viewer = False
+
+    def subfields(self, parent: GraphQLObjectType, details: list[FieldDetails]) -> dict[str, list[FieldDetails]]:
+        collected = collect_subfields(self.schema, self.fragments, NO_VARIABLES, self.operation, parent, details)
+        if collected.new_defer_usages:
+            raise Unsupported("@defer")
+        return collected.grouped_field_set
+
+    def object(self, type_: GraphQLObjectType, details: list[FieldDetails]) -> ObjectPlan:
+        decl = TYPES.get(type_.name)
+        if decl is None:
+            raise Unsupported(f"{type_.name} is not declared")
+        fields: list[tuple[str, Any]] = []
+        for key, group in self.subfields(type_, details).items():
+            name = group[0].node.name.value
+            if name == "__typename":
+                fields.append((key, Constant(literal(f'"{type_.name}"'))))
+                continue
+            field_def = type_.fields[name]
+            definition = field_def.extensions.get(DEFINITION)
+            if definition is None or definition.permission_classes or definition.extensions:
+                raise Unsupported(f"{type_.name}.{name} has permissions or extensions")
+            python_name = definition.python_name
+            relation = decl.relations.get(python_name)
+            if relation is not None:
+                fields.append((key, self.relation(relation, field_def, group)))
+            elif definition.base_resolver is None and python_name in decl.columns:
+                column = decl.columns[python_name]
+                named = get_named_type(field_def.type)
+                if is_enum_type(named):
+                    raise Unsupported(f"{type_.name}.{name} is an enum (not declared yet)")
+                encode = scalar(named.name, _python_type(column), is_non_null_type(field_def.type))
+                fields.append((key, Column(_quote(column.name), encode)))
+            else:
+                raise Unsupported(f"{type_.name}.{name} needs Python")
+        return ObjectPlan(decl, fields)
+
+    def relation(self, relation: Any, field_def: GraphQLField, group: list[FieldDetails]) -> Any:
+        if isinstance(relation, ManyToOne):
+            target = get_named_type(field_def.type)
+            assert isinstance(target, GraphQLObjectType)
+            return ManyToOnePlan(self.object(target, group), _quote(relation.key), is_non_null_type(field_def.type))
+        return self.connection(relation, field_def, group)
+
+    def connection(self, decl: Connection, field_def: GraphQLField, group: list[FieldDetails]) -> ConnectionPlan:
+        if not is_non_null_type(field_def.type):
+            raise Unsupported("a nullable connection")
+        connection = get_named_type(field_def.type)
+        assert isinstance(connection, GraphQLObjectType)
+        target = TYPES.get(decl.target)
+        if target is None:
+            raise Unsupported(f"{decl.target} is not declared")
+        if decl.visible is not None:
+            self.needs_viewer = True
+        parts: list[tuple[str, tuple[str, Any]]] = []
+        needs_more = False
+        for key, sub in self.subfields(connection, group).items():
+            name = sub[0].node.name.value
+            sub_type = get_named_type(connection.fields[name].type) if name != "__typename" else None
+            if name == "__typename":
+                parts.append((key, ("const", literal(f'"{connection.name}"'))))
+            elif name == "nodes":
+                assert isinstance(sub_type, GraphQLObjectType)
+                parts.append((key, ("nodes", self.object(sub_type, sub))))
+            elif name == "totalCount":
+                parts.append((key, ("totalCount", None)))
+            elif name == "edges":
+                assert isinstance(sub_type, GraphQLObjectType)
+                edge: list[tuple[str, tuple[str, Any]]] = []
+                for edge_key, edge_group in self.subfields(sub_type, sub).items():
+                    edge_name = edge_group[0].node.name.value
+                    if edge_name == "cursor":
+                        edge.append((edge_key, ("cursor", None)))
+                    elif edge_name == "node":
+                        node_type = get_named_type(sub_type.fields["node"].type)
+                        assert isinstance(node_type, GraphQLObjectType)
+                        edge.append((edge_key, ("node", self.object(node_type, edge_group))))
+                    elif edge_name == "__typename":
+                        edge.append((edge_key, ("const", literal(f'"{sub_type.name}"'))))
+                    else:
+                        raise Unsupported(f"{sub_type.name}.{edge_name}")
+                parts.append((key, ("edges", edge)))
+            elif name == "pageInfo":
+                assert isinstance(sub_type, GraphQLObjectType)
+                info: list[tuple[str, str]] = []
+                for info_key, info_group in self.subfields(sub_type, sub).items():
+                    info_name = info_group[0].node.name.value
+                    if info_name == "__typename":
+                        info.append((info_key, literal(f'"{sub_type.name}"')))
+                    elif info_name in ("hasNextPage", "hasPreviousPage", "startCursor", "endCursor"):
+                        needs_more = needs_more or info_name == "hasNextPage"
+                        info.append((info_key, info_name))
+                    else:
+                        raise Unsupported(f"PageInfo.{info_name}")
+                parts.append((key, ("pageInfo", info)))
+            else:
+                raise Unsupported(f"{connection.name}.{name}")
+        node = group[0].node
+        reads_rows = any(
+            kind in ("nodes", "edges") or (kind == "pageInfo" and any(n in ROW_INFO for _, n in spec))
+            for _, (kind, spec) in parts
+        )
+        return ConnectionPlan(decl, target, field_def, node, parts, needs_more, reads_rows)
+
+    def root(self, key: str, group: list[FieldDetails]) -> RootPlan:
+        query = self.schema.query_type
+        assert query is not None
+        name = group[0].node.name.value
+        coordinate = f"{query.name}.{name}"
+        source = ROOTS.get(coordinate)
+        if source is None:
+            raise Unsupported(f"{coordinate} is not declared")
+        field_def = query.fields[name]
+        definition = field_def.extensions.get(DEFINITION)
+        if definition is None or definition.permission_classes or definition.extensions:
+            raise Unsupported(f"{coordinate} has permissions or extensions")
+        plan: ConnectionPlan | ByIdPlan
+        if isinstance(source, Connection):
+            if source.child_key is not None or source.visible is not None:
+                raise Unsupported("a root connection has no parent")
+            plan = self.connection(source, field_def, group)
+        else:
+            target = get_named_type(field_def.type)
+            if is_non_null_type(field_def.type) or not is_object_type(target):
+                raise Unsupported("a by-id root is a nullable object")
+            assert isinstance(target, GraphQLObjectType)
+            plan = ByIdPlan(source, self.object(target, group), field_def, group[0].node)
+        return RootPlan(key, coordinate, plan, self.needs_viewer)
+
+
+def _fragments(document: DocumentNode) -> dict[str, FragmentDetails]:
+    return {d.name.value: FragmentDetails(d) for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+
+
+class _Directives(Visitor):
+    found = False
+
+    def enter_directive(self, node: DirectiveNode, *_: Any) -> None:
+        self.found = True
+
+
+def plan_operation(
+    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+) -> dict[str, RootPlan] | None:
+    """The compiled root fields of a query operation, by response key; None if none compiles."""
+    if operation.operation != OperationType.QUERY or schema.query_type is None:
+        return None
+    directives = _Directives()
+    visit(document, directives)
+    if directives.found:  # @skip/@include/@defer: the resolver path (variants are future work)
+        return None
+    roots: dict[str, RootPlan] = {}
+    grouped = collect_fields(schema, _fragments(document), NO_VARIABLES, schema.query_type, operation).grouped_field_set
+    for key, group in grouped.items():
+        try:
+            roots[key] = _Planner(schema, document, operation).root(key, group)
+        except Unsupported:
+            continue
+    return roots or None

@@ -1,0 +1,279 @@
+"""Compiled reads answer byte for byte as the resolvers do (issue 16).
+
+Two real servers on one database: the shared one (compiled reads on) and one with
+`LODGE_COMPILED_READS=false`. Each request goes to both and the raw response bodies must be equal
+(request ids aside). Each case also says how the compiled server ran its root field, read from
+`lodge_compiled_roots_total`, so a case cannot pass by quietly falling back to the resolvers.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from app.accounts import models as accounts
+from app.observability import metrics
+from app.settings import Settings
+from app.vendors import models
+from tests.support import LiveServer, counted, live_server, new_admin, new_api_key, new_project, new_user
+
+REQUEST_ID = re.compile(rb'"requestId":"[0-9a-f]+"')
+OUTCOMES = ("compiled", "bail_before", "bail_after")
+# Names that exercise every escape orjson and to_json must agree on.
+NAMES = ['Quote "q" and \\ back', "tab\tnew\nline\x01\x1f", "café é ü", "sep\u2028\u2029", "astral 🍕𝄞", "", "  "]
+LATS = [40.0, -0.0, 1e-05, 1e-07, 12.345678901234567, -89.99999999999999, 0.1, 89.5, None]
+LONGS = [179.5, -0.0, 1e-07, -180.0, 0.30000000000000004, 100.0, -1e-05, 2.5e-06]
+BASE = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+async def resolver_server(settings: Settings, database_url: str) -> AsyncIterator[LiveServer]:
+    async with live_server(settings.model_copy(update={"compiled_reads": False}), database_url) as live:
+        yield live
+
+
+class World:
+    """A fixed set of rows and the callers who look at them."""
+
+    def __init__(self) -> None:
+        self.viewers: dict[str, dict[str, str]] = {}
+        self.owner = ""
+        self.other_owner = ""
+        self.vendors: list[str] = []
+        self.deleted_owner = ""
+
+
+@pytest.fixture(scope="module")
+async def world(server: LiveServer) -> World:
+    w = World()
+    owner_token, w.owner = await _user(server)
+    other_token, w.other_owner = await _user(server)
+    writer_token, _ = await new_admin(server, ("vendors:write",))
+    admin_token, _ = await new_admin(server, ("*",))
+    project = await new_project(server, owner_token)
+    _, secret = await new_api_key(server, owner_token, project)
+    w.viewers = {
+        "anonymous": {},
+        "owner": {"authorization": f"Bearer {owner_token}"},
+        "other": {"authorization": f"Bearer {other_token}"},
+        "writer": {"authorization": f"Bearer {writer_token}"},
+        "admin": {"authorization": f"Bearer {admin_token}"},
+        "apikey": {"authorization": f"ApiKey {secret}"},
+        "badtoken": {"authorization": "Bearer not-a-token"},
+    }
+    async with server.deps.db.session() as session:
+        deleted = accounts.User(email=f"gone-{uuid.uuid4().hex[:8]}@example.com", deleted_at=BASE)
+        session.add(deleted)
+        await session.flush()
+        w.deleted_owner = str(deleted.id)
+        for i in range(23):
+            lat = LATS[i % len(LATS)]
+            owner = w.owner if i % 3 else w.other_owner
+            vendor = models.Vendor(
+                user_id=uuid.UUID(owner),
+                name=NAMES[i % len(NAMES)] + f" #{i}",
+                description=None if i % 2 else NAMES[(i + 1) % len(NAMES)],
+                open=i % 4 != 0,
+                lat=lat,
+                long=None if lat is None else LONGS[i % len(LONGS)],
+                primary_image=None if i % 5 else "https://example.com/🍕.png",
+                # Two vendors share an instant: the id breaks the tie in the order and the cursor.
+                created_at=BASE + timedelta(minutes=i // 2 * 2, microseconds=0 if i % 3 else 123456),
+                updated_at=BASE + timedelta(days=1, microseconds=i),
+            )
+            session.add(vendor)
+            await session.flush()
+            w.vendors.append(str(vendor.id))
+            for j in range(i % 13):  # 0 to 12 positions: pages of exactly 10 and 11 among them
+                session.add(
+                    models.Location(
+                        vendor_id=vendor.id,
+                        lat=LATS[j % (len(LATS) - 1)] or 0.0,
+                        long=LONGS[(j + 3) % len(LONGS)],
+                        timestamp=BASE + timedelta(seconds=j // 2, microseconds=j * 7 % 3),
+                    )
+                )
+        await session.commit()
+    return w
+
+
+async def _user(server: LiveServer) -> tuple[str, str]:
+    token = await new_user(server)
+    me = await server.data("{ me { id } }", token=token)
+    return token, me["me"]["id"]
+
+
+def _outcomes() -> dict[str, float]:
+    return {name: metrics.COMPILED_ROOTS.labels(name)._value.get() for name in OUTCOMES}
+
+
+async def compare(
+    compiled: LiveServer, resolvers: LiveServer, query: str, variables: dict[str, Any] | None, headers: dict[str, str]
+) -> tuple[dict[str, Any], str | None]:
+    """Both servers' answers, equal byte for byte; returns the answer and how the compiled server
+    ran its root field (None: not at all)."""
+    body = {"query": query, "variables": variables or {}}
+    before = _outcomes()
+    first = await compiled.http.post("/graphql", json=body, headers=headers)
+    after = _outcomes()
+    second = await resolvers.http.post("/graphql", json=body, headers=headers)
+    assert first.status_code == second.status_code
+    ours, theirs = REQUEST_ID.sub(b"", first.content), REQUEST_ID.sub(b"", second.content)
+    assert ours == theirs, f"{query} {variables}\ncompiled:  {ours[:3000]!r}\nresolvers: {theirs[:3000]!r}"
+    ran = [name for name in OUTCOMES if after[name] > before[name]]
+    assert len(ran) <= 1
+    return first.json(), (ran[0] if ran else None)
+
+
+VENDOR_SCALARS = "id name description phone email website open primaryImage lat long createdAt updatedAt"
+LOCATION_SCALARS = "id lat long timestamp"
+
+
+def selections() -> list[str]:
+    """Generated selections of Vendor under `vendors`: each field alone, all of them, aliases,
+    fragments, __typename, every connection part."""
+    fields = VENDOR_SCALARS.split()
+    out = [f"nodes {{ {name} }}" for name in fields]
+    out += [
+        f"nodes {{ {VENDOR_SCALARS} __typename }}",
+        "nodes { a: id b: name a2: id } totalCount __typename",
+        "nodes { ...V } fragment_marker",
+        "nodes { ... on Vendor { id name } name }",
+        "edges { cursor node { id } __typename } pageInfo { hasNextPage hasPreviousPage startCursor endCursor __typename }",
+        "nodes { id } edges { node { name } } totalCount pageInfo { endCursor }",
+        "pageInfo { startCursor } totalCount",
+        "nodes { owner { id name username globalName avatarUrl isActive createdAt updatedAt __typename } }",
+        f"nodes {{ id locations(first: 10) {{ nodes {{ {LOCATION_SCALARS} }} totalCount "
+        "pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor node { id } } } }",
+        "nodes { name locations(first: 3) { nodes { id vendor { id name owner { id } } } } }",
+        "nodes { locations { totalCount } }",
+        "nodes { l: locations(first: 0) { pageInfo { hasNextPage hasPreviousPage } nodes { id } } }",
+        "nodes { locations(first: 11) { pageInfo { hasNextPage } nodes { timestamp } } }",
+    ]
+    return out
+
+
+def _document(selection: str, arguments: str = "first: 50") -> str:
+    if "fragment_marker" in selection:
+        selection = selection.replace(" fragment_marker", "")
+        return f"{{ vendors({arguments}) {{ {selection} }} }} fragment V on Vendor {{ id name lat }}"
+    return f"{{ vendors({arguments}) {{ {selection} }} }}"
+
+
+async def test_generated_selections_compile_and_match(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    for viewer in ("owner", "other", "writer", "anonymous", "apikey"):
+        for selection in selections():
+            query = _document(selection, f'ownerId: "{world.owner}", first: 50')
+            _, ran = await compare(server, resolver_server, query, None, world.viewers[viewer])
+            assert ran == "compiled", (viewer, query)
+            query = _document(selection, "first: 5")  # the whole table, as it is
+            _, ran = await compare(server, resolver_server, query, None, world.viewers[viewer])
+            assert ran == "compiled", (viewer, query)
+
+
+async def test_every_page_of_a_walk_matches(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
+    query = (
+        "query($o: ID, $after: String, $n: Int, $since: DateTime) { vendors(ownerId: $o, first: $n, after: $after) {"
+        " totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor }"
+        " edges { cursor node { id createdAt locations(first: 4, since: $since) { totalCount nodes { id timestamp } } } } } }"
+    )
+    for owner in (world.owner, world.other_owner):
+        for size in (1, 4, 7):
+            for since in (None, (BASE + timedelta(seconds=2)).isoformat()):
+                after = None
+                pages = 0
+                while True:
+                    variables = {"o": owner, "after": after, "n": size, "since": since}
+                    data, ran = await compare(server, resolver_server, query, variables, world.viewers["owner"])
+                    assert ran == "compiled"
+                    page = data["data"]["vendors"]
+                    pages += 1
+                    if not page["pageInfo"]["hasNextPage"]:
+                        break
+                    after = page["pageInfo"]["endCursor"]
+                assert pages > 1 or size == 7
+
+
+async def test_filters_and_lookups_match(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
+    listing = "query($s: String, $o: Boolean, $owner: ID) { vendors(search: $s, open: $o, ownerId: $owner, first: 50) { totalCount nodes { id name open } } }"
+    for variables in (
+        {"s": "café"},
+        {"s": "#1"},
+        {"s": "%"},
+        {"s": "_"},
+        {"s": "\\"},
+        {"s": ""},
+        {"o": True, "owner": world.owner},
+        {"o": False},
+        {"s": "#", "o": True, "owner": world.other_owner},
+    ):
+        _, ran = await compare(server, resolver_server, listing, variables, world.viewers["anonymous"])
+        assert ran == "compiled", variables
+    lookup = (
+        "query($id: ID!, $since: DateTime, $after: String) { vendor(id: $id) { id name description open lat long"
+        " owner { id name } locations(since: $since, first: 50, after: $after) { totalCount nodes { lat long timestamp }"
+        " pageInfo { hasNextPage endCursor } } } }"
+    )
+    for viewer in ("owner", "other", "writer", "admin", "anonymous"):
+        for vendor in world.vendors[:6]:
+            _, ran = await compare(server, resolver_server, lookup, {"id": vendor}, world.viewers[viewer])
+            assert ran == "compiled"
+        _, ran = await compare(server, resolver_server, lookup, {"id": str(uuid.uuid4())}, world.viewers[viewer])
+        assert ran == "compiled"  # unknown: null, no error
+
+
+async def test_refusals_bail_to_the_resolvers_with_the_same_errors(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    vendor = world.vendors[4]
+    history = (
+        "query($id: ID!, $a: String, $n: Int) { vendor(id: $id) { locations(first: $n, after: $a) { nodes { id } } } }"
+    )
+    cases: list[tuple[str, dict[str, Any], str, str]] = [
+        ("{ vendors(first: 501) { nodes { id } } }", {}, "anonymous", "bail_before"),
+        ("{ vendors(first: -1) { nodes { id } } }", {}, "anonymous", "bail_before"),
+        ('{ vendors(after: "bm9wZQ") { nodes { id } } }', {}, "anonymous", "bail_before"),
+        ('{ vendors(ownerId: "nope") { nodes { id } } }', {}, "anonymous", "bail_before"),
+        (f'{{ vendors(ownerId: "{uuid.uuid4()}") {{ nodes {{ id }} }} }}', {}, "anonymous", "bail_after"),
+        (f'{{ vendors(ownerId: "{world.deleted_owner}") {{ nodes {{ id }} }} }}', {}, "anonymous", "bail_after"),
+        ('{ vendor(id: "not-a-uuid") { id } }', {}, "anonymous", "bail_before"),
+        (history, {"id": vendor, "n": 501}, "owner", "bail_before"),
+        (history, {"id": vendor, "a": "garbage"}, "owner", "bail_before"),
+        (history, {"id": vendor, "a": "garbage"}, "other", "bail_before"),  # no error there: hidden
+        (history, {"id": vendor}, "badtoken", "bail_before"),  # the viewer is asked: UNAUTHENTICATED
+        ("{ vendors(first: 2) { nodes { id name } } }", {}, "badtoken", "compiled"),  # public: never asks
+    ]
+    for query, variables, viewer, expected in cases:
+        _, ran = await compare(server, resolver_server, query, variables, world.viewers[viewer])
+        assert ran == expected, (query, variables, viewer, ran)
+
+
+async def test_what_does_not_compile_keeps_the_resolvers(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    for query in (
+        "{ vendors(first: 2) { nodes { owner { email } } } }",  # a field with a resolver (private)
+        "query($b: Boolean!) { vendors(first: 2) { nodes { id @include(if: $b) } } }",
+        "{ vendorsNear(lat: 1, long: 1, radiusKm: 10) { distanceKm } }",
+    ):
+        _, ran = await compare(server, resolver_server, query, {"b": True}, world.viewers["owner"])
+        assert ran is None, query
+
+
+async def test_one_statement_for_the_nested_history(server: LiveServer, world: World) -> None:
+    token = world.viewers["owner"]["authorization"].removeprefix("Bearer ")
+    query = (
+        "query($o: ID) { vendors(ownerId: $o, first: 100) { nodes { id name lat long owner { name }"
+        " locations(first: 10) { totalCount nodes { id lat long timestamp vendor { name } } } } } }"
+    )
+    await server.data(query, {"o": world.owner}, token=token)  # the caller is known from here on
+    data, statements = await counted(server, query, {"o": world.owner}, token)
+    assert len(data["vendors"]["nodes"]) == 15
+    assert statements == 1
