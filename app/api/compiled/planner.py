@@ -276,9 +276,11 @@ class ConnectionPlan:
             return " AND ".join(conditions) or "true"
 
         order = f"{a}.{_quote(decl.order.time)} DESC, {a}.{_quote(decl.order.key)} DESC"
-        limit = r.lazy(size + 1 if self.needs_more else size)
-        size_param = r.lazy(size)
-        within = f" FILTER (WHERE {a}.lodge_rn <= {size_param})" if self.needs_more else ""
+        # Page sizes are written into the statement (whole numbers checked by page_size): with
+        # only ids and the like as parameters, PostgreSQL can reuse one plan for every request
+        # instead of planning each (a LIMIT $n plan must assume any size).
+        limit = size + 1 if self.needs_more else size
+        within = f" FILTER (WHERE {a}.lodge_rn <= {size})" if self.needs_more else ""
         cursor = (
             f"COALESCE(lodge_cursor({literal(decl.order.kind)}, lodge_ts({a}.{_quote(decl.order.time)}) || '|' || "
             f"{a}.{_quote(decl.order.key)}::text), '\\u0000')"  # a cursor that cannot be written bails
@@ -310,7 +312,7 @@ class ConnectionPlan:
                 info = []
                 for info_key, name in spec:
                     if name == "hasNextPage":
-                        value = f"CASE WHEN count(*) > {size_param} THEN 'true' ELSE 'false' END"
+                        value = f"CASE WHEN count(*) > {size} THEN 'true' ELSE 'false' END"
                     elif name == "hasPreviousPage":
                         value = previous()
                     elif name == "startCursor":
@@ -533,10 +535,17 @@ class _Directives(Visitor):
         self.found = True
 
 
+@dataclass(frozen=True)
+class CompiledOperation:
+    operation: OperationDefinitionNode
+    roots: dict[str, RootPlan]  # by response key
+    whole: bool  # every root field compiled: the answer is written without graphql-core
+
+
 def plan_operation(
     schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
-) -> dict[str, RootPlan] | None:
-    """The compiled root fields of a query operation, by response key; None if none compiles."""
+) -> CompiledOperation | None:
+    """The compiled root fields of a query operation; None if none compiles."""
     if operation.operation != OperationType.QUERY or schema.query_type is None:
         return None
     directives = _Directives()
@@ -550,4 +559,4 @@ def plan_operation(
             roots[key] = _Planner(schema, document, operation).root(key, group)
         except Unsupported:
             continue
-    return roots or None
+    return CompiledOperation(operation, roots, len(roots) == len(grouped)) if roots else None

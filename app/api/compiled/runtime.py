@@ -1,9 +1,14 @@
-"""Running compiled root fields inside graphql-core's execution.
+"""Running compiled root fields.
 
-`CompiledRoots` sits first in the executor's bases. A root field with a plan on the context
-(`Context.compiled`, set by the lean pipeline for a prepared query) runs as one statement; its
-JSON text goes into `data` as an `orjson.Fragment`, written to the response without being parsed.
-Anything else, and every bail, runs the field's resolver as before.
+`run_root` runs one root field's statement and gives its JSON text, or None when the resolver
+path must answer (any bail: see planner.py). Two callers:
+
+- the lean pipeline, for a query whose every root field compiled: it writes the response itself,
+  and graphql-core does not run at all (unless a root bails; then graphql-core runs the whole
+  operation, compiling what still compiles);
+- `CompiledRoots`, first in the executor's bases, for a query with compiled and other root
+  fields: a compiled root's text goes into `data` as an `orjson.Fragment`, written to the
+  response without being parsed.
 """
 
 from __future__ import annotations
@@ -13,12 +18,41 @@ from typing import Any
 
 import orjson
 from graphql import GraphQLObjectType
+from graphql.execution.values import VariableValues
 
 from app.api.compiled.planner import MARKER, Bail, RootPlan
 from app.observability import metrics
 
 log = logging.getLogger("lodge.plans")
 MAX_LOGGED = 64  # statements logged per plan (LODGE_LOG_PLANS): variants are few
+COMPILED, BAIL_BEFORE, BAIL_AFTER = (
+    metrics.COMPILED_ROOTS.labels(o) for o in ("compiled", "bail_before", "bail_after")
+)
+
+
+async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str | None:
+    """The root field's JSON text, or None: the resolver path answers (and words any error)."""
+    outcome = BAIL_BEFORE
+    try:
+        # Only a plan with a visibility rule asks who is calling: a public read with a bad token
+        # answers as the resolver does, which never asks.
+        viewer = await ctx.user_id(ctx.session) if plan.needs_viewer else None
+        sql, params = plan.render(variables, viewer)
+        if ctx.deps.settings.log_plans and sql not in plan.seen and len(plan.seen) < MAX_LOGGED:
+            plan.seen.add(sql)
+            log.info("%s: %s (%d parameters)", plan.coordinate, sql, len(params))
+        outcome = BAIL_AFTER
+        rows = await ctx.session.fetch_raw(sql, *params)
+        text: str = rows[0][0]
+        if MARKER in text:
+            raise Bail
+    except Exception as exc:  # a refusal, an unusual value, or a failed statement
+        if not isinstance(exc, Bail):
+            log.debug("%s ran on the resolver path after: %r", plan.coordinate, exc)
+        outcome.inc()
+        return None
+    COMPILED.inc()
+    return text
 
 
 class CompiledRoots:
@@ -45,30 +79,10 @@ class CompiledRoots:
         path: Any,
         position_context: Any,
     ) -> Any:
-        ctx = self.context_value  # type: ignore[attr-defined]
-        outcome = "bail_before"
-        try:
-            # Only a plan with a visibility rule asks who is calling: a public read with a bad
-            # token answers as the resolver does (which never asks).
-            viewer = await ctx.user_id(ctx.session) if plan.needs_viewer else None
-            sql, params = plan.render(self.variable_values, viewer)  # type: ignore[attr-defined]
-            if ctx.deps.settings.log_plans and sql not in plan.seen and len(plan.seen) < MAX_LOGGED:
-                plan.seen.add(sql)
-                log.info("%s: %s (parameters %s)", plan.coordinate, sql, len(params))
-            outcome = "bail_after"
-            rows = await ctx.session.fetch_raw(sql, *params)
-            text: str = rows[0][0]
-            if MARKER in text:
-                raise Bail
-        except Exception as exc:
-            if not isinstance(exc, Bail):
-                log.debug("%s ran on the resolver path after: %r", plan.coordinate, exc)
-            # A refusal, an unusual value, or a failed statement: the resolver path answers, and
-            # words whatever error there is exactly as it always has.
-            metrics.COMPILED_ROOTS.labels(outcome).inc()
-            result = super().execute_field(  # type: ignore[misc]
-                parent_type, source, field_details_list, path, position_context
-            )
-            return await result if self.is_awaitable(result) else result  # type: ignore[attr-defined]
-        metrics.COMPILED_ROOTS.labels("compiled").inc()
-        return orjson.Fragment(text)
+        text = await run_root(self.context_value, plan, self.variable_values)  # type: ignore[attr-defined]
+        if text is not None:
+            return orjson.Fragment(text)
+        result = super().execute_field(  # type: ignore[misc]
+            parent_type, source, field_details_list, path, position_context
+        )
+        return await result if self.is_awaitable(result) else result  # type: ignore[attr-defined]
