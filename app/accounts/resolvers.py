@@ -10,6 +10,7 @@ from app.accounts import credentials, models, roles, service
 from app.accounts.events import check, end, login_channel, session_channel, user_channel
 from app.accounts.security import issue_access_token
 from app.accounts.types import (
+    USER_PRIVATE,
     AuthPayload,
     ClerkUserInput,
     DiscordUserInput,
@@ -21,13 +22,48 @@ from app.accounts.types import (
     UpdateMeInput,
     User,
 )
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.errors import NotFound
 from app.api.pagination import Connection, build_connection, decode_time_uuid_cursor, page_size, time_cursor
 from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 from app.api.ratelimit import limit_sign_in
+from app.api.validation import like_pattern
 
 USER_CURSOR = "user"
+
+c.root("Query.me", c.ByViewer("User", where=lambda t: f"{t}.deleted_at IS NULL AND {t}.is_active"))
+c.root(
+    "Query.user",
+    c.ById(
+        "User",
+        bind=parse_id,
+        where=lambda t: f"{t}.deleted_at IS NULL",
+        guard=USER_PRIVATE,  # yourself, or users:admin: else the resolver's UNAUTHENTICATED or FORBIDDEN
+    ),
+)
+c.root(
+    "Query.users",
+    c.Connection(
+        "User",
+        order=c.Keyset("created_at", "id", USER_CURSOR, descending=False),
+        where=lambda t: f"{t}.deleted_at IS NULL",
+        filters={
+            "search": c.Filter(
+                lambda t, like: (
+                    "("
+                    + " OR ".join(
+                        f"{t}.{column} ILIKE {like}::text" for column in ("email", "name", "username", "global_name")
+                    )
+                    + ")"
+                ),
+                bind=like_pattern,
+                truthy=True,
+            )
+        },
+        guard=c.Rule(permissions=("users:admin",)),
+    ),
+)
 
 
 async def _auth_payload(info: Info, user: models.User) -> AuthPayload:

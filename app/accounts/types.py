@@ -26,8 +26,21 @@ if TYPE_CHECKING:
 PRIVATE = "Shown to the user themself and to `users:admin` only (null for anyone else)."
 
 
-# Only the public columns compile; the private fields and relations have resolvers (for now).
-@c.table(models.User)
+# Who sees a user's private fields: the user themself, or `users:admin`.
+USER_PRIVATE = c.Rule(owner="id", permissions=("users:admin",))
+_MASKED = c.Masked(USER_PRIVATE)
+
+
+@c.table(
+    models.User,
+    email=_MASKED,
+    discord_id=_MASKED,
+    clerk_id=_MASKED,
+    first_name=_MASKED,
+    last_name=_MASKED,
+    email_verified_at=_MASKED,
+    last_login_at=_MASKED,
+)
 @strawberry.type(name="User")
 class User:
     # Public: what anyone who meets this user (a vendor's owner, a guild member, a chat author) sees.
@@ -63,11 +76,7 @@ class User:
         """Whether the caller may see this user's private fields: the user themself or `users:admin`.
 
         Guild members, analysis authors and chat participants are users other people see."""
-        from app.api.permissions import has_permission
-
-        if self.own or await info.context.user_id() == self.user_id:
-            return False
-        return not await has_permission(info.context, "users:admin")
+        return not self.own and not await USER_PRIVATE.allows(info.context, self.user_id)
 
     # Private: the user themself and `users:admin` see these; anyone else gets null.
     @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]

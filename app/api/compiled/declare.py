@@ -55,9 +55,13 @@ class Rule:
         """The predicate over the row alias `row`, `viewer` being the caller's user id (NULL for
         anonymous callers and API keys). The permission test does not depend on the row, so
         PostgreSQL evaluates it once per statement."""
+        return self.sql_of(f"{row}.{self.owner}" if self.owner is not None else None, viewer)
+
+    def sql_of(self, owner: Any, viewer: str) -> str:
+        """The predicate with the owner's id given as an SQL expression (an argument, say)."""
         tests = []
         if self.owner is not None:
-            tests.append(f"{row}.{self.owner} = {viewer}")
+            tests.append(f"{owner} = {viewer}")
         if self.permissions:
             names = ", ".join(literal(p) for p in (*self.permissions, SUPERUSER))
             tests.append(
@@ -89,14 +93,17 @@ class Keyset:
     time: str
     key: str
     kind: str
+    descending: bool = True
     decode: Callable[[str, str | None], tuple[datetime, uuid.UUID] | None] = decode_time_uuid_cursor
 
 
 @dataclass(frozen=True)
 class Connection:
     """A Relay connection of `target` rows. Nested (`child_key` set): the rows whose `child_key`
-    is the parent's `parent_key`; at the root: all rows. Callers for whom `visible` does not hold
-    get the empty connection (no nodes, totalCount 0, hasPreviousPage false)."""
+    is the parent's `parent_key`; at the root: all rows (that `where(alias)` lets through).
+    Nested, callers for whom `visible` does not hold get the empty connection (no nodes,
+    totalCount 0, hasPreviousPage false); at the root, callers for whom `guard` does not hold
+    get the resolver's error."""
 
     target: str
     order: Keyset
@@ -104,6 +111,8 @@ class Connection:
     parent_key: str = "id"
     filters: Mapping[str, Filter] = field(default_factory=dict)
     visible: Rule | None = None
+    where: Callable[[str], str] | None = None
+    guard: Rule | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,24 @@ class ById:
     target: str
     arg: str = "id"
     bind: Callable[[Any], Any] = lambda value: value
+    where: Callable[[str], str] | None = None  # rows that count as found
+    guard: Rule | None = None  # over the argument as the owner: else the resolver's error
+
+
+@dataclass(frozen=True)
+class ByViewer:
+    """The caller's own `target` row (`me`): null for anonymous callers and API keys."""
+
+    target: str
+    where: Callable[[str], str] | None = None
+
+
+@dataclass(frozen=True)
+class Masked:
+    """A column that only callers for whom `rule` holds (over the row) see; null for others."""
+
+    rule: Rule
+    column: str | None = None  # the model attribute; the field's Python name by default
 
 
 @dataclass(frozen=True)
@@ -124,7 +151,7 @@ class ManyToOne:
     key: str
 
 
-Relation = Connection | ManyToOne
+Relation = Connection | ManyToOne | Masked
 
 
 @dataclass(frozen=True)
@@ -136,7 +163,8 @@ class TableDecl:
 
 
 TYPES: dict[str, TableDecl] = {}
-ROOTS: dict[str, Connection | ById] = {}
+Root = Connection | ById | ByViewer
+ROOTS: dict[str, Root] = {}
 
 
 def table(model: type, **relations: Relation) -> Callable[[T], T]:
@@ -161,6 +189,6 @@ def table(model: type, **relations: Relation) -> Callable[[T], T]:
     return declare
 
 
-def root(coordinate: str, source: Connection | ById) -> None:
+def root(coordinate: str, source: Root) -> None:
     """Declare how a root field (`"Query.vendors"`) reads its rows."""
     ROOTS[coordinate] = source

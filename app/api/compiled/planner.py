@@ -43,7 +43,18 @@ from graphql.execution.collect_fields import (
 )
 from graphql.execution.values import VariableValues, get_argument_values
 
-from app.api.compiled.declare import ROOTS, TYPES, ById, Connection, ManyToOne, TableDecl, literal
+from app.api.compiled.declare import (
+    ROOTS,
+    TYPES,
+    ById,
+    ByViewer,
+    Connection,
+    ManyToOne,
+    Masked,
+    Rule,
+    TableDecl,
+    literal,
+)
 from app.api.errors import LodgeError
 from app.api.pagination import page_size
 
@@ -200,6 +211,16 @@ class Column:
 
 
 @dataclass
+class MaskedColumn:
+    column: str
+    encode: Callable[[str], str]
+    rule: Rule
+
+    def render(self, r: Render, row: str) -> str:
+        return f"CASE WHEN {self.rule.sql(row, r.viewer())} THEN {self.encode(f'{row}.{self.column}')} ELSE 'null' END"
+
+
+@dataclass
 class Constant:
     text: str
 
@@ -263,6 +284,8 @@ class ConnectionPlan:
             if decl.child_key is not None:
                 assert parent is not None
                 conditions.append(f"{alias}.{_quote(decl.child_key)} = {parent}.{_quote(decl.parent_key)}")
+            if decl.where is not None:
+                conditions.append(decl.where(alias))
             conditions.extend(spec.sql(alias, placeholder) for spec, placeholder in bound)
             if decl.visible is not None and parent is not None:
                 conditions.append(decl.visible.sql(parent, r.viewer()))
@@ -271,11 +294,12 @@ class ConnectionPlan:
                 order = decl.order
                 conditions.append(
                     f"({alias}.{_quote(order.time)}, {alias}.{_quote(order.key)}) "
-                    f"< ({r.lazy(stamp)}::timestamptz, {r.lazy(key)}::uuid)"
+                    f"{'<' if order.descending else '>'} ({r.lazy(stamp)}::timestamptz, {r.lazy(key)}::uuid)"
                 )
             return " AND ".join(conditions) or "true"
 
-        order = f"{a}.{_quote(decl.order.time)} DESC, {a}.{_quote(decl.order.key)} DESC"
+        direction = "DESC" if decl.order.descending else "ASC"
+        order = f"{a}.{_quote(decl.order.time)} {direction}, {a}.{_quote(decl.order.key)} {direction}"
         # Page sizes are written into the statement (whole numbers checked by page_size): with
         # only ids and the like as parameters, PostgreSQL can reuse one plan for every request
         # instead of planning each (a LIMIT $n plan must assume any size).
@@ -338,6 +362,8 @@ class ConnectionPlan:
                 f"WHERE {where(a, page=True)} ORDER BY {order} LIMIT {limit}) {a} GROUP BY ()"
             )
         guards = [spec.guard(placeholder) for spec, placeholder in bound if spec.guard is not None]
+        if decl.guard is not None and parent is None:
+            guards.insert(0, decl.guard.sql_of(None, r.viewer()))
         if guards:
             body = f"SELECT CASE WHEN {' AND '.join(guards)} THEN ({body}) ELSE {B} END"
         return f"({body})" if parent is not None else body
@@ -366,7 +392,27 @@ class ByIdPlan:
             raise Bail from exc
         x = r.alias()
         placeholder = r.param(key)
-        found = f"(SELECT {self.target.render(r, x)} FROM {self.target.decl.table} {x} WHERE {x}.id = {placeholder})"
+        where = f" AND {self.decl.where(x)}" if self.decl.where is not None else ""
+        table = self.target.decl.table
+        found = f"(SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {x}.id = {placeholder}::uuid{where})"
+        answer = f"COALESCE({found}, 'null')"
+        if self.decl.guard is not None:
+            answer = (
+                f"CASE WHEN {self.decl.guard.sql_of(f'{placeholder}::uuid', r.viewer())} THEN {answer} ELSE {B} END"
+            )
+        return f"SELECT {answer}"
+
+
+@dataclass
+class ByViewerPlan:
+    decl: ByViewer
+    target: ObjectPlan
+
+    def render(self, r: Render, parent: str | None) -> str:
+        x = r.alias()
+        where = f" AND {self.decl.where(x)}" if self.decl.where is not None else ""
+        table = self.target.decl.table
+        found = f"(SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {x}.id = {r.viewer()}{where})"
         return f"SELECT COALESCE({found}, 'null')"
 
 
@@ -376,7 +422,7 @@ class RootPlan:
 
     key: str  # the response key
     coordinate: str  # "Query.vendors"
-    source: ConnectionPlan | ByIdPlan
+    source: ConnectionPlan | ByIdPlan | ByViewerPlan
     needs_viewer: bool
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
 
@@ -418,18 +464,28 @@ class _Planner:
                 raise Unsupported(f"{type_.name}.{name} has permissions or extensions")
             python_name = definition.python_name
             relation = decl.relations.get(python_name)
-            if relation is not None:
+            if isinstance(relation, Masked):
+                column = decl.columns[relation.column or python_name]
+                encode = self.encoder(type_, name, field_def, column)
+                self.needs_viewer = True
+                fields.append((key, MaskedColumn(_quote(column.name), encode, relation.rule)))
+            elif relation is not None:
                 fields.append((key, self.relation(relation, field_def, group)))
             elif definition.base_resolver is None and python_name in decl.columns:
                 column = decl.columns[python_name]
-                named = get_named_type(field_def.type)
-                if is_enum_type(named):
-                    raise Unsupported(f"{type_.name}.{name} is an enum (not declared yet)")
-                encode = scalar(named.name, _python_type(column), is_non_null_type(field_def.type))
+                encode = self.encoder(type_, name, field_def, column)
                 fields.append((key, Column(_quote(column.name), encode)))
             else:
                 raise Unsupported(f"{type_.name}.{name} needs Python")
         return ObjectPlan(decl, fields)
+
+    def encoder(
+        self, type_: GraphQLObjectType, name: str, field_def: GraphQLField, column: Any
+    ) -> Callable[[str], str]:
+        named = get_named_type(field_def.type)
+        if is_enum_type(named):
+            raise Unsupported(f"{type_.name}.{name} is an enum (not declared yet)")
+        return scalar(named.name, _python_type(column), is_non_null_type(field_def.type))
 
     def relation(self, relation: Any, field_def: GraphQLField, group: list[FieldDetails]) -> Any:
         if isinstance(relation, ManyToOne):
@@ -510,17 +566,23 @@ class _Planner:
         definition = field_def.extensions.get(DEFINITION)
         if definition is None or definition.permission_classes or definition.extensions:
             raise Unsupported(f"{coordinate} has permissions or extensions")
-        plan: ConnectionPlan | ByIdPlan
+        plan: ConnectionPlan | ByIdPlan | ByViewerPlan
         if isinstance(source, Connection):
             if source.child_key is not None or source.visible is not None:
                 raise Unsupported("a root connection has no parent")
+            self.needs_viewer = source.guard is not None
             plan = self.connection(source, field_def, group)
         else:
             target = get_named_type(field_def.type)
             if is_non_null_type(field_def.type) or not is_object_type(target):
                 raise Unsupported("a by-id root is a nullable object")
             assert isinstance(target, GraphQLObjectType)
-            plan = ByIdPlan(source, self.object(target, group), field_def, group[0].node)
+            if isinstance(source, ByViewer):
+                self.needs_viewer = True
+                plan = ByViewerPlan(source, self.object(target, group))
+            else:
+                self.needs_viewer = source.guard is not None
+                plan = ByIdPlan(source, self.object(target, group), field_def, group[0].node)
         return RootPlan(key, coordinate, plan, self.needs_viewer)
 
 
