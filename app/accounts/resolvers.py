@@ -32,6 +32,7 @@ from app.api.validation import like_pattern
 
 USER_CURSOR = "user"
 
+c.root("Query.roles", c.Rows("Role", order=lambda t: f"{t}.name", guard=c.Rule(permissions=("users:admin",))))
 c.root("Query.me", c.ByViewer("User", where=lambda t: f"{t}.deleted_at IS NULL AND {t}.is_active"))
 c.root(
     "Query.user",

@@ -40,6 +40,9 @@ _MASKED = c.Masked(USER_PRIVATE)
     last_name=_MASKED,
     email_verified_at=_MASKED,
     last_login_at=_MASKED,
+    roles=c.Children(
+        "Role", order=lambda t: f"{t}.name", via=("user_roles", "user_id", "role_id"), visible=USER_PRIVATE
+    ),
 )
 @strawberry.type(name="User")
 class User:
@@ -167,6 +170,7 @@ class User:
         return await billing_subscriptions_of(info, user_id=self.user_id)
 
 
+@c.table(models.Role)
 @strawberry.type(name="Role")
 class Role:
     id: strawberry.ID

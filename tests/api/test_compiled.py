@@ -258,7 +258,7 @@ async def test_what_does_not_compile_keeps_the_resolvers(
     server: LiveServer, resolver_server: LiveServer, world: World
 ) -> None:
     for query in (
-        "{ vendors(first: 2) { nodes { owner { roles { name } } } } }",  # a field with a resolver
+        "{ vendors(first: 2) { nodes { owner { guilds { totalCount } } } } }",  # a field with a resolver
         "query($b: Boolean!) { vendors(first: 2) { nodes { id @include(if: $b) } } }",
         "{ vendorsNear(lat: 1, long: 1, radiusKm: 10) { distanceKm } }",
     ):
@@ -296,6 +296,7 @@ async def test_operations_with_several_roots(server: LiveServer, resolver_server
         assert ran == expected, (query, ran)
 
 
+ROLES = "roles { id name description permissions __typename }"
 USER_FIELDS = (
     "id name username globalName avatarUrl isActive createdAt updatedAt "
     "email discordId clerkId firstName lastName emailVerifiedAt lastLoginAt"
@@ -326,6 +327,14 @@ async def _people(server: LiveServer, marker: str) -> list[str]:
             session.add(person)
             await session.flush()
             ids.append(str(person.id))
+        for i, permissions in enumerate((["vendors:write", 'é"q'], [], ["users:admin"])):
+            role = accounts.Role(
+                name=f"{marker} role {2 - i}", description=None if i else "d\n", permissions=permissions
+            )
+            session.add(role)
+            await session.flush()
+            for person_id in ids[: 3 - i]:
+                session.add(accounts.UserRole(user_id=uuid.UUID(person_id), role_id=role.id))
         await session.commit()
     return ids
 
@@ -335,10 +344,10 @@ async def test_accounts_compile_and_match(server: LiveServer, resolver_server: L
     people = await _people(server, marker)
     viewers = ("owner", "other", "admin", "anonymous", "apikey", "badtoken")
     for viewer in viewers:
-        for selection in [*USER_FIELDS.split(), USER_FIELDS + " __typename", "a: id b: email id"]:
+        for selection in [*USER_FIELDS.split(), USER_FIELDS + " __typename", "a: id b: email id", ROLES]:
             _, ran = await compare(server, resolver_server, f"{{ me {{ {selection} }} }}", None, world.viewers[viewer])
             assert ran == ("bail_before" if viewer == "badtoken" else "compiled"), (viewer, selection, ran)
-        lookup = f"query($id: ID!) {{ user(id: $id) {{ {USER_FIELDS} }} }}"
+        lookup = f"query($id: ID!) {{ user(id: $id) {{ {USER_FIELDS} {ROLES} }} }}"
         targets = [world.owner, people[0], people[1], people[5], people[6], str(uuid.uuid4()), "nope"]
         for target in targets:
             _, ran = await compare(server, resolver_server, lookup, {"id": target}, world.viewers[viewer])
@@ -363,6 +372,16 @@ async def test_accounts_compile_and_match(server: LiveServer, resolver_server: L
     for viewer in ("owner", "anonymous", "apikey"):  # users:admin only: the resolvers' error
         _, ran = await compare(server, resolver_server, listing, {"s": marker}, world.viewers[viewer])
         assert ran == "bail_after"
+        _, ran = await compare(
+            server, resolver_server, "{ roles { id name permissions } }", None, world.viewers[viewer]
+        )
+        assert ran == "bail_after"
+    listing = f"query($s: String) {{ users(search: $s, first: 10) {{ nodes {{ name {ROLES} }} }} }}"
+    for viewer in ("admin", "writer"):
+        _, ran = await compare(server, resolver_server, listing, {"s": marker}, world.viewers[viewer])
+        assert ran == ("compiled" if viewer == "admin" else "bail_after")
+    _, ran = await compare(server, resolver_server, "{ roles { name permissions } }", None, world.viewers["admin"])
+    assert ran == "compiled"
 
 
 async def test_me_is_one_statement(server: LiveServer, world: World) -> None:

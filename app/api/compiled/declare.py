@@ -151,7 +151,23 @@ class ManyToOne:
     key: str
 
 
-Relation = Connection | ManyToOne | Masked
+@dataclass(frozen=True)
+class Children:
+    """An unpaged list (`[T!]!`) of `target` rows whose `child_key` is the parent's `parent_key`
+    (or, with `via=(table, parent column, child column)`, rows linked through a join table), in
+    `order(alias)`: the resolver's order exactly (COLLATE "C" where Python sorts text). Callers
+    for whom `visible` (over the parent) does not hold get []."""
+
+    target: str
+    order: Callable[[str], str]
+    child_key: str = ""
+    parent_key: str = "id"
+    via: tuple[str, str, str] | None = None
+    where: Callable[[str], str] | None = None
+    visible: Rule | None = None
+
+
+Relation = Connection | ManyToOne | Masked | Children
 
 
 @dataclass(frozen=True)
@@ -163,7 +179,20 @@ class TableDecl:
 
 
 TYPES: dict[str, TableDecl] = {}
-Root = Connection | ById | ByViewer
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Every `target` row (that `where` lets through), unpaged, in `order(alias)`; callers for
+    whom `guard` does not hold get the resolver's error."""
+
+    target: str
+    order: Callable[[str], str]
+    where: Callable[[str], str] | None = None
+    guard: Rule | None = None
+
+
+Root = Connection | ById | ByViewer | Rows
 ROOTS: dict[str, Root] = {}
 
 

@@ -12,6 +12,7 @@ presence in the text hands the field to the resolver path too. See docs/compiled
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +24,17 @@ from graphql import (
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
+    GraphQLEnumType,
     GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLOutputType,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     Visitor,
     get_named_type,
-    is_enum_type,
     is_non_null_type,
     is_object_type,
     visit,
@@ -42,15 +46,19 @@ from graphql.execution.collect_fields import (
     collect_subfields,
 )
 from graphql.execution.values import VariableValues, get_argument_values
+from sqlalchemy import ARRAY
+from sqlalchemy.dialects.postgresql import JSONB
 
 from app.api.compiled.declare import (
     ROOTS,
     TYPES,
     ById,
     ByViewer,
+    Children,
     Connection,
     ManyToOne,
     Masked,
+    Rows,
     Rule,
     TableDecl,
     literal,
@@ -130,6 +138,41 @@ def scalar(named: str, python_type: Any, non_null: bool) -> Callable[[str], str]
             return lambda e: f"COALESCE({core(e)}, 'null')"
     else:
         raise Unsupported(f"no encoder for {named} from {python_type}")
+    if non_null:
+        return lambda e: f"COALESCE({core(e)}, {B})"
+    return lambda e: f"CASE WHEN {e} IS NULL THEN 'null' ELSE COALESCE({core(e)}, {B}) END"
+
+
+def encoder(type_: GraphQLOutputType, column: Any) -> Callable[[str], str]:
+    """The encoder of a column read as the GraphQL type `type_`: a scalar, an enum (its stored
+    value to its name), or a list of strings (from text[] or a jsonb array)."""
+    non_null = is_non_null_type(type_)
+    inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+    core: Callable[[str], str]
+    if isinstance(inner, GraphQLList):
+        item = inner.of_type
+        if not is_non_null_type(item) or get_named_type(item).name != "String":
+            raise Unsupported(f"no encoder for {inner}")
+        if isinstance(column.type, ARRAY):
+            core = lambda e: (  # noqa: E731
+                f"(SELECT '[' || COALESCE(string_agg(COALESCE(to_json(x)::text, {B}), ',' ORDER BY o), '') || ']' "
+                f"FROM unnest({e}) WITH ORDINALITY u(x, o))"
+            )
+        elif isinstance(column.type, JSONB):
+            # Strings only: graphql-core would turn a number into a string, or refuse an object.
+            core = lambda e: (  # noqa: E731
+                f"CASE WHEN jsonb_typeof({e}) = 'array' AND NOT jsonb_path_exists({e}, "
+                f"'$[*] ? (@.type() != \"string\")') THEN lodge_json({e}) END"
+            )
+        else:
+            raise Unsupported(f"no encoder for {inner} from {column.type}")
+    elif isinstance(inner, GraphQLEnumType):
+        cases = " ".join(
+            f"WHEN {literal(str(value.value))} THEN {literal(json.dumps(name))}" for name, value in inner.values.items()
+        )
+        core = lambda e: f"CASE {e} {cases} END"  # noqa: E731
+    else:
+        return scalar(get_named_type(inner).name, _python_type(column), non_null)
     if non_null:
         return lambda e: f"COALESCE({core(e)}, {B})"
     return lambda e: f"CASE WHEN {e} IS NULL THEN 'null' ELSE COALESCE({core(e)}, {B}) END"
@@ -247,6 +290,31 @@ class ManyToOnePlan:
         x = r.alias()
         found = f"(SELECT {self.target.render(r, x)} FROM {self.target.decl.table} {x} WHERE {x}.id = {row}.{self.key})"
         return f"COALESCE({found}, {B if self.non_null else literal('null')})"
+
+
+@dataclass
+class ChildrenPlan:
+    decl: Children
+    target: ObjectPlan
+
+    def render(self, r: Render, row: str) -> str:
+        decl = self.decl
+        x = r.alias()
+        if decl.via is not None:
+            table, parent_column, child_column = decl.via
+            conditions = [
+                f"{x}.id IN (SELECT {_quote(child_column)} FROM {table} WHERE {_quote(parent_column)} = "
+                f"{row}.{_quote(decl.parent_key)})"
+            ]
+        else:
+            conditions = [f"{x}.{_quote(decl.child_key)} = {row}.{_quote(decl.parent_key)}"]
+        if decl.where is not None:
+            conditions.append(decl.where(x))
+        if decl.visible is not None:
+            conditions.append(decl.visible.sql(row, r.viewer()))
+        items = f"string_agg({self.target.render(r, x)}, ',' ORDER BY {decl.order(x)})"
+        where = " AND ".join(conditions)
+        return f"(SELECT '[' || COALESCE({items}, '') || ']' FROM {self.target.decl.table} {x} WHERE {where})"
 
 
 @dataclass
@@ -417,12 +485,27 @@ class ByViewerPlan:
 
 
 @dataclass
+class RowsPlan:
+    decl: Rows
+    target: ObjectPlan
+
+    def render(self, r: Render, parent: str | None) -> str:
+        x = r.alias()
+        where = f" WHERE {self.decl.where(x)}" if self.decl.where is not None else ""
+        items = f"string_agg({self.target.render(r, x)}, ',' ORDER BY {self.decl.order(x)})"
+        answer = f"(SELECT '[' || COALESCE({items}, '') || ']' FROM {self.target.decl.table} {x}{where})"
+        if self.decl.guard is not None:
+            answer = f"CASE WHEN {self.decl.guard.sql_of(None, r.viewer())} THEN {answer} ELSE {B} END"
+        return f"SELECT {answer}"
+
+
+@dataclass
 class RootPlan:
     """A root field compiled: `render` gives the statement and its parameters for one request."""
 
     key: str  # the response key
     coordinate: str  # "Query.vendors"
-    source: ConnectionPlan | ByIdPlan | ByViewerPlan
+    source: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan
     needs_viewer: bool
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
 
@@ -482,12 +565,18 @@ class _Planner:
     def encoder(
         self, type_: GraphQLObjectType, name: str, field_def: GraphQLField, column: Any
     ) -> Callable[[str], str]:
-        named = get_named_type(field_def.type)
-        if is_enum_type(named):
-            raise Unsupported(f"{type_.name}.{name} is an enum (not declared yet)")
-        return scalar(named.name, _python_type(column), is_non_null_type(field_def.type))
+        return encoder(field_def.type, column)
 
     def relation(self, relation: Any, field_def: GraphQLField, group: list[FieldDetails]) -> Any:
+        if isinstance(relation, Children):
+            list_type = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else None
+            if not isinstance(list_type, GraphQLList) or not is_non_null_type(list_type.of_type):
+                raise Unsupported("children are a non-null list of non-null objects")
+            target = get_named_type(field_def.type)
+            assert isinstance(target, GraphQLObjectType)
+            if relation.visible is not None:
+                self.needs_viewer = True
+            return ChildrenPlan(relation, self.object(target, group))
         if isinstance(relation, ManyToOne):
             target = get_named_type(field_def.type)
             assert isinstance(target, GraphQLObjectType)
@@ -566,8 +655,16 @@ class _Planner:
         definition = field_def.extensions.get(DEFINITION)
         if definition is None or definition.permission_classes or definition.extensions:
             raise Unsupported(f"{coordinate} has permissions or extensions")
-        plan: ConnectionPlan | ByIdPlan | ByViewerPlan
-        if isinstance(source, Connection):
+        plan: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan
+        if isinstance(source, Rows):
+            list_type = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else None
+            if not isinstance(list_type, GraphQLList) or not is_non_null_type(list_type.of_type):
+                raise Unsupported("rows are a non-null list of non-null objects")
+            target = get_named_type(field_def.type)
+            assert isinstance(target, GraphQLObjectType)
+            self.needs_viewer = source.guard is not None
+            plan = RowsPlan(source, self.object(target, group))
+        elif isinstance(source, Connection):
             if source.child_key is not None or source.visible is not None:
                 raise Unsupported("a root connection has no parent")
             self.needs_viewer = source.guard is not None
