@@ -8,33 +8,22 @@ Two real servers on one database: the shared one (compiled reads on) and one wit
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from app.accounts import models as accounts
-from app.observability import metrics
-from app.settings import Settings
 from app.vendors import models
-from tests.support import LiveServer, counted, live_server, new_admin, new_api_key, new_project, new_user
+from tests.api.compiled_support import compare
+from tests.support import LiveServer, counted, new_admin, new_api_key, new_project, new_user
 
-REQUEST_ID = re.compile(rb'"requestId":"[0-9a-f]+"')
-OUTCOMES = ("compiled", "bail_before", "bail_after")
 # Names that exercise every escape orjson and to_json must agree on.
 NAMES = ['Quote "q" and \\ back', "tab\tnew\nline\x01\x1f", "café é ü", "sep\u2028\u2029", "astral 🍕𝄞", "", "  "]
 LATS = [40.0, -0.0, 1e-05, 1e-07, 12.345678901234567, -89.99999999999999, 0.1, 89.5, None]
 LONGS = [179.5, -0.0, 1e-07, -180.0, 0.30000000000000004, 100.0, -1e-05, 2.5e-06]
 BASE = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-async def resolver_server(settings: Settings, database_url: str) -> AsyncIterator[LiveServer]:
-    async with live_server(settings.model_copy(update={"compiled_reads": False}), database_url) as live:
-        yield live
 
 
 class World:
@@ -106,27 +95,6 @@ async def _user(server: LiveServer) -> tuple[str, str]:
     token = await new_user(server)
     me = await server.data("{ me { id } }", token=token)
     return token, me["me"]["id"]
-
-
-def _outcomes() -> dict[str, float]:
-    return {name: metrics.COMPILED_ROOTS.labels(name)._value.get() for name in OUTCOMES}
-
-
-async def compare(
-    compiled: LiveServer, resolvers: LiveServer, query: str, variables: dict[str, Any] | None, headers: dict[str, str]
-) -> tuple[dict[str, Any], str | None]:
-    """Both servers' answers, equal byte for byte; returns the answer and how the compiled server
-    ran its root fields ("compiled", "bail_before", ... joined by "+"; None: nothing compiled)."""
-    body = {"query": query, "variables": variables or {}}
-    before = _outcomes()
-    first = await compiled.http.post("/graphql", json=body, headers=headers)
-    after = _outcomes()
-    second = await resolvers.http.post("/graphql", json=body, headers=headers)
-    assert first.status_code == second.status_code
-    ours, theirs = REQUEST_ID.sub(b"", first.content), REQUEST_ID.sub(b"", second.content)
-    assert ours == theirs, f"{query} {variables}\ncompiled:  {ours[:3000]!r}\nresolvers: {theirs[:3000]!r}"
-    ran = [name for name in OUTCOMES if after[name] > before[name]]
-    return first.json(), "+".join(ran) or None
 
 
 VENDOR_SCALARS = "id name description phone email website open primaryImage lat long createdAt updatedAt"

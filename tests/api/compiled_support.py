@@ -1,0 +1,37 @@
+"""The comparison harness of compiled reads (issue 16): each request goes to a server with compiled
+reads and to one without (`resolver_server`, tests/api/conftest.py), and the raw bodies must be
+equal byte for byte (request ids aside). `compare` also says how the compiled server ran its root
+fields, read from `lodge_compiled_roots_total`, so a case cannot pass by quietly falling back."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from app.observability import metrics
+from tests.support import LiveServer
+
+REQUEST_ID = re.compile(rb'"requestId":"[0-9a-f]+"')
+OUTCOMES = ("compiled", "bail_before", "bail_after")
+
+
+def _outcomes() -> dict[str, float]:
+    return {name: metrics.COMPILED_ROOTS.labels(name)._value.get() for name in OUTCOMES}
+
+
+async def compare(
+    compiled: LiveServer, resolvers: LiveServer, query: str, variables: dict[str, Any] | None, headers: dict[str, str]
+) -> tuple[dict[str, Any], str | None]:
+    """Both servers' answers, equal byte for byte; returns the answer and how the compiled server
+    ran its root fields ("compiled", "bail_before", ... joined by "+"; None: nothing compiled)."""
+    body = {"query": query, "variables": variables or {}}
+    before = _outcomes()
+    first = await compiled.http.post("/graphql", json=body, headers=headers)
+    after = _outcomes()
+    second = await resolvers.http.post("/graphql", json=body, headers=headers)
+    assert first.status_code == second.status_code
+    ours, theirs = REQUEST_ID.sub(b"", first.content), REQUEST_ID.sub(b"", second.content)
+    assert ours == theirs, f"{query} {variables}\ncompiled:  {ours[:3000]!r}\nresolvers: {theirs[:3000]!r}"
+    ran = [name for name in OUTCOMES if after[name] > before[name]]
+    result: dict[str, Any] = first.json()
+    return result, "+".join(ran) or None
