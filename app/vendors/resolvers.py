@@ -32,6 +32,7 @@ from app.vendors.types import (
     MAX_EXTERNAL_ID,
     MAX_SERVICE,
     MAX_STATUS,
+    SUBSCRIPTIONS_OF_USER,
     WRITE,
     BillingSubscription,
     BillingSubscriptionInput,
@@ -100,15 +101,9 @@ async def vendors_page(
 
 
 async def billing_subscriptions_of(info: Info, *, user_id: uuid.UUID) -> list[BillingSubscription]:
-    """`User.billingSubscriptions`: for the user themself, `users:admin` and `billing:write`; empty
-    for anyone else, like their email."""
+    """`User.billingSubscriptions` (SUBSCRIPTIONS_OF_USER)."""
     ctx = info.context
-    caller = await ctx.user_id(ctx.session)
-    if caller is None:
-        return []
-    if caller != user_id and not (
-        await has_permission(ctx, BILLING, ctx.session) or await has_permission(ctx, "users:admin", ctx.session)
-    ):
+    if not await SUBSCRIPTIONS_OF_USER.allows(ctx, user_id):
         return []
     rows = await ctx.loaders.batch("billing-subscriptions-of-user", billing.subscriptions_of_users).load(user_id)
     return [BillingSubscription.from_model(row) for row in rows]
@@ -132,6 +127,23 @@ c.root(
     ),
 )
 c.root("Query.vendor", c.ById("Vendor", bind=parse_id))
+c.root(
+    "Query.integration",
+    c.Lookup(
+        "Integration", keys={"service": "service", "externalId": "external_id"}, guard=c.Rule(permissions=(WRITE,))
+    ),
+)
+# Under a user: their vendors (public), and their subscriptions (SUBSCRIPTIONS_OF_USER).
+c.relate(
+    "User",
+    vendors=c.Connection("Vendor", order=c.Keyset("created_at", "id", VENDOR_CURSOR), child_key="user_id"),
+    billing_subscriptions=c.Children(
+        "BillingSubscription",
+        order=lambda t: f"{t}.created_at DESC, {t}.id DESC",
+        child_key="user_id",
+        visible=SUBSCRIPTIONS_OF_USER,
+    ),
+)
 
 
 @strawberry.type

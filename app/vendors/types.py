@@ -166,6 +166,12 @@ class VendorDistance:
     distance_km: float
 
 
+# Whose billing subscriptions a caller sees under a user: the user's own, `billing:write`'s and
+# `users:admin`'s; anyone else gets an empty list, like their email.
+SUBSCRIPTIONS_OF_USER = c.Rule(owner="id", permissions=(BILLING, "users:admin"))
+
+
+@c.table(models.BillingSubscription, user=c.ManyToOne("User", key="user_id"))
 @strawberry.type(name="BillingSubscription")
 class BillingSubscription:
     id: strawberry.ID
@@ -197,6 +203,7 @@ class BillingSubscription:
         return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
 
 
+@c.table(models.Integration)
 @strawberry.type(name="Integration")
 class Integration:
     id: strawberry.ID

@@ -87,6 +87,24 @@ async def world(server: LiveServer) -> World:
                         timestamp=BASE + timedelta(seconds=j // 2, microseconds=j * 7 % 3),
                     )
                 )
+        for i in range(5):
+            session.add(
+                models.BillingSubscription(
+                    user_id=uuid.UUID(w.owner if i % 2 else w.other_owner),
+                    provider=NAMES[i],
+                    product_id=f"prod_{i}",
+                    status=("active", "cancelled", "expired")[i % 3],
+                    start_date=BASE + timedelta(days=i, microseconds=i * 10),
+                    end_date=None if i % 2 else BASE + timedelta(days=40),
+                    created_at=BASE + timedelta(hours=i // 2),
+                )
+            )
+        for i, metadata in enumerate(({"a": [1, 2.5, {"b": None}]}, None, {}, [], "é", 1e20)):
+            session.add(
+                models.Integration(
+                    service=f"svc{i % 2}", external_id=f"ext-{i}", internal_id=NAMES[i], metadata_=metadata
+                )
+            )
         await session.commit()
     return w
 
@@ -359,3 +377,29 @@ async def test_me_is_one_statement(server: LiveServer, world: World) -> None:
     data, statements = await counted(server, query, {}, token)
     assert data["me"]["id"] == world.owner
     assert statements == 1
+
+
+async def test_vendor_relations_and_lookups(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
+    subscriptions = (
+        "billingSubscriptions { id provider productId status startDate endDate createdAt updatedAt user { id } }"
+    )
+    vendors = "vendors(first: 3) { totalCount nodes { id name } pageInfo { hasNextPage endCursor } }"
+    for viewer in ("owner", "other", "writer", "admin", "anonymous", "apikey"):
+        headers = world.viewers[viewer]
+        _, ran = await compare(server, resolver_server, f"{{ me {{ id {vendors} {subscriptions} }} }}", None, headers)
+        assert ran == "compiled", viewer
+        query = f"{{ vendors(first: 30) {{ nodes {{ owner {{ {subscriptions} {vendors} }} }} }} }}"
+        _, ran = await compare(server, resolver_server, query, None, headers)
+        assert ran == "compiled", viewer
+        lookup = "query($s: String!, $e: String!) { integration(service: $s, externalId: $e) { id service externalId internalId metadata createdAt updatedAt } }"
+        for key in (
+            ("svc0", "ext-0"),
+            ("svc1", "ext-1"),
+            ("svc0", "ext-2"),
+            ("svc1", "ext-3"),
+            ("svc0", "ext-4"),
+            ("svc1", "ext-5"),
+            ("svc0", "nope"),
+        ):
+            _, ran = await compare(server, resolver_server, lookup, {"s": key[0], "e": key[1]}, headers)
+            assert ran == ("compiled" if viewer in ("writer", "admin") else "bail_after"), (viewer, key)

@@ -127,6 +127,17 @@ class ById:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """One `target` row whose columns equal the arguments (`keys`: argument -> column, a unique
+    key); null if none. Callers for whom `guard` (permissions only) does not hold get the
+    resolver's error."""
+
+    target: str
+    keys: Mapping[str, str]
+    guard: Rule | None = None
+
+
+@dataclass(frozen=True)
 class ByViewer:
     """The caller's own `target` row (`me`): null for anonymous callers and API keys."""
 
@@ -179,6 +190,9 @@ class TableDecl:
 
 
 TYPES: dict[str, TableDecl] = {}
+# Relations declared by another domain than the type's own (`relate`): the domain that owns the
+# rows says how they hang under someone else's type (User.vendors lives with the vendors).
+RELATED: dict[str, dict[str, Relation]] = {}
 
 
 @dataclass(frozen=True)
@@ -192,7 +206,7 @@ class Rows:
     guard: Rule | None = None
 
 
-Root = Connection | ById | ByViewer | Rows
+Root = Connection | ById | ByViewer | Rows | Lookup
 ROOTS: dict[str, Root] = {}
 
 
@@ -202,7 +216,10 @@ def table(model: type, **relations: Relation) -> Callable[[T], T]:
     def declare(cls: T) -> T:
         definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
         mapper: Any = inspect(model)
+        # By attribute, and by column name where the attribute differs (Integration.metadata_).
         columns = {prop.key: prop.columns[0] for prop in mapper.column_attrs}
+        for prop in mapper.column_attrs:
+            columns.setdefault(prop.columns[0].name, prop.columns[0])
         names = {f.python_name for f in definition.fields}
         unknown = set(relations) - names
         if unknown:
@@ -216,6 +233,16 @@ def table(model: type, **relations: Relation) -> Callable[[T], T]:
         return cls
 
     return declare
+
+
+def relate(type_name: str, **relations: Relation) -> None:
+    """Declare relations of a type declared elsewhere (by GraphQL type name)."""
+    RELATED.setdefault(type_name, {}).update(relations)
+
+
+def relations_of(decl: TableDecl) -> Mapping[str, Relation]:
+    extra = RELATED.get(decl.name)
+    return {**decl.relations, **extra} if extra else decl.relations
 
 
 def root(coordinate: str, source: Root) -> None:

@@ -56,12 +56,14 @@ from app.api.compiled.declare import (
     ByViewer,
     Children,
     Connection,
+    Lookup,
     ManyToOne,
     Masked,
     Rows,
     Rule,
     TableDecl,
     literal,
+    relations_of,
 )
 from app.api.errors import LodgeError
 from app.api.pagination import page_size
@@ -472,6 +474,24 @@ class ByIdPlan:
 
 
 @dataclass
+class LookupPlan:
+    decl: Lookup
+    target: ObjectPlan
+    field_def: GraphQLField
+    node: FieldNode
+
+    def render(self, r: Render, parent: str | None) -> str:
+        args = r.args(self.field_def, self.node)
+        x = r.alias()
+        where = " AND ".join(f"{x}.{_quote(column)} = {r.param(args[arg])}" for arg, column in self.decl.keys.items())
+        table = self.target.decl.table
+        answer = f"COALESCE((SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {where}), 'null')"
+        if self.decl.guard is not None:
+            answer = f"CASE WHEN {self.decl.guard.sql_of(None, r.viewer())} THEN {answer} ELSE {B} END"
+        return f"SELECT {answer}"
+
+
+@dataclass
 class ByViewerPlan:
     decl: ByViewer
     target: ObjectPlan
@@ -505,7 +525,7 @@ class RootPlan:
 
     key: str  # the response key
     coordinate: str  # "Query.vendors"
-    source: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan
+    source: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan
     needs_viewer: bool
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
 
@@ -546,7 +566,7 @@ class _Planner:
             if definition is None or definition.permission_classes or definition.extensions:
                 raise Unsupported(f"{type_.name}.{name} has permissions or extensions")
             python_name = definition.python_name
-            relation = decl.relations.get(python_name)
+            relation = relations_of(decl).get(python_name)
             if isinstance(relation, Masked):
                 column = decl.columns[relation.column or python_name]
                 encode = self.encoder(type_, name, field_def, column)
@@ -655,7 +675,7 @@ class _Planner:
         definition = field_def.extensions.get(DEFINITION)
         if definition is None or definition.permission_classes or definition.extensions:
             raise Unsupported(f"{coordinate} has permissions or extensions")
-        plan: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan
+        plan: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan
         if isinstance(source, Rows):
             list_type = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else None
             if not isinstance(list_type, GraphQLList) or not is_non_null_type(list_type.of_type):
@@ -677,6 +697,9 @@ class _Planner:
             if isinstance(source, ByViewer):
                 self.needs_viewer = True
                 plan = ByViewerPlan(source, self.object(target, group))
+            elif isinstance(source, Lookup):
+                self.needs_viewer = source.guard is not None
+                plan = LookupPlan(source, self.object(target, group), field_def, group[0].node)
             else:
                 self.needs_viewer = source.guard is not None
                 plan = ByIdPlan(source, self.object(target, group), field_def, group[0].node)
