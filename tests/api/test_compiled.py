@@ -99,7 +99,8 @@ async def world(server: LiveServer) -> World:
                     created_at=BASE + timedelta(hours=i // 2),
                 )
             )
-        for i, metadata in enumerate(({"a": [1, 2.5, {"b": None}]}, None, {}, [], "é", 1e20)):
+        metadatas: tuple[Any, ...] = ({"a": [1, 2.5, {"b": None}]}, None, {}, [], "é", 1e20)
+        for i, metadata in enumerate(metadatas):
             session.add(
                 models.Integration(
                     service=f"svc{i % 2}", external_id=f"ext-{i}", internal_id=NAMES[i], metadata_=metadata
