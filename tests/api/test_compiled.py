@@ -8,6 +8,7 @@ Two real servers on one database: the shared one (compiled reads on) and one wit
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +16,10 @@ from typing import Any
 import pytest
 
 from app.accounts import models as accounts
+from app.settings import Settings
 from app.vendors import models
 from tests.api.compiled_support import compare
-from tests.support import LiveServer, counted, new_admin, new_api_key, new_project, new_user
+from tests.support import LiveServer, counted, live_server, new_admin, new_api_key, new_project, new_user
 
 # Names that exercise every escape orjson and to_json must agree on.
 NAMES = ['Quote "q" and \\ back', "tab\tnew\nline\x01\x1f", "café é ü", "sep\u2028\u2029", "astral 🍕𝄞", "", "  "]
@@ -404,3 +406,17 @@ async def test_vendor_relations_and_lookups(server: LiveServer, resolver_server:
         ):
             _, ran = await compare(server, resolver_server, lookup, {"s": key[0], "e": key[1]}, headers)
             assert ran == ("compiled" if viewer in ("writer", "admin") else "bail_after"), (viewer, key)
+
+
+async def test_plans_are_logged_once_each(
+    settings: Settings, database_url: str, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    query = "query($n: Int) { vendors(first: $n) { nodes { id name } } }"
+    async with live_server(settings.model_copy(update={"log_plans": True}), database_url) as logging_server:
+        with caplog.at_level(logging.INFO, logger="lodge.plans"):
+            for size in (2, 2, 3):
+                await logging_server.data(query, {"n": size})
+    logged = [r.getMessage() for r in caplog.records if r.name == "lodge.plans"]
+    assert len(logged) == 2  # one per distinct statement: sizes 2 and 3
+    assert all(m.startswith("Query.vendors: SELECT ") and "FROM vendors" in m for m in logged)
+    assert "LIMIT 2)" in logged[0] and "LIMIT 3)" in logged[1]
