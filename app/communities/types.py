@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.cost import max_items
 from app.api.errors import BadUserInput, Forbidden
@@ -39,6 +40,9 @@ UserType = Annotated["User", strawberry.lazy("app.accounts.types")]
 MEMBER_CURSOR = "member"
 MESSAGE_CURSOR = "message"
 ANALYSIS_CURSOR = "analysis"
+
+# A conversation is its owner's alone (ChatMessage.conversation is null for anyone else).
+CONVERSATION_OWNER = c.Rule(owner="user_id")
 
 
 async def load_user(info: Info, user_id: uuid.UUID | None) -> Any:
@@ -138,6 +142,12 @@ async def messages_connection(
     )
 
 
+# Compiled reads (docs/compiled-reads.md): the columns and relations below are plain, byte for
+# byte what the resolvers write. What reads a guild's insides (members, analyses, chat, a
+# message's guild) is checked by `access.require_reader` / `can_read`: membership of the guild or
+# `guilds:write`, which no `c.Rule` expresses yet (it would need a membership test), so those
+# fields stay on the resolver path, and so do the roots of resolvers.py.
+@c.table(models.Guild)
 @strawberry.type(name="Guild")
 class Guild:
     id: strawberry.ID
@@ -201,6 +211,13 @@ class Guild:
         )
 
 
+# joinedAt reads created_at under another name: no declaration kind renames a column yet, so it
+# keeps its resolver.
+@c.table(
+    models.UserGuild,
+    user=c.ManyToOne("User", key="user_id"),  # non-null: a missing row bails (load_user asserts)
+    guild=c.ManyToOne("Guild", key="guild_id"),  # load_guild checks nothing
+)
 @strawberry.type(name="GuildMember")
 class GuildMember:
     roles: list[str]
@@ -236,6 +253,7 @@ class GuildMember:
         )
 
 
+@c.table(models.ClubAnalysisImage)
 @strawberry.type(name="ClubAnalysisImage")
 class ClubAnalysisImage:
     id: strawberry.ID
@@ -255,6 +273,7 @@ class ClubAnalysisImage:
         )
 
 
+@c.table(models.ClubMetric)
 @strawberry.type(name="ClubMetric")
 class ClubMetric:
     id: strawberry.ID
@@ -268,6 +287,13 @@ class ClubMetric:
         return cls(id=strawberry.ID(str(row.id)), name=row.name, value=row.value, unit=row.unit, category=row.category)
 
 
+@c.table(
+    models.ClubAnalysis,
+    user=c.ManyToOne("User", key="user_id"),
+    # Loaders.children's order: the position as sent, then the primary key.
+    images=c.Children("ClubAnalysisImage", order=lambda t: f"{t}.position, {t}.id", child_key="analysis_id"),
+    metrics=c.Children("ClubMetric", order=lambda t: f"{t}.position, {t}.id", child_key="analysis_id"),
+)
 @strawberry.type(name="ClubAnalysis")
 class ClubAnalysis:
     id: strawberry.ID
@@ -314,6 +340,7 @@ class ClubAnalysis:
         return [ClubMetric.from_model(row) for row in rows]
 
 
+@c.table(models.ChatConversation, user=c.ManyToOne("User", key="user_id"))
 @strawberry.type(name="ChatConversation")
 class ChatConversation:
     id: strawberry.ID
@@ -354,6 +381,9 @@ class ChatConversation:
         )
 
 
+# `cursor` is written in Python; `conversation` is CONVERSATION_OWNER over the conversation's row,
+# which a ManyToOne cannot apply yet; `guild` is `access.can_read`.
+@c.table(models.ChatMessage, user=c.ManyToOne("User", key="user_id"))  # null when the author is gone
 @strawberry.type(name="ChatMessage")
 class ChatMessage:
     id: strawberry.ID
@@ -380,7 +410,7 @@ class ChatMessage:
         if self.row.conversation_id is None:
             return None
         row = await info.context.loaders.by_id(models.ChatConversation).load(self.row.conversation_id)
-        if row is None or row.user_id != await info.context.user_id(info.context.session):
+        if row is None or not await CONVERSATION_OWNER.allows(info.context, row.user_id):
             return None  # a guild member sees a message, not the private conversation it came from
         return ChatConversation.from_model(row)
 
