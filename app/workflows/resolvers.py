@@ -32,6 +32,7 @@ from app.workflows import access, events, models
 from app.workflows.service import executions, files, workflows
 from app.workflows.types import (
     EXECUTION_LOG_CURSOR,
+    WORKFLOW_STAFF,
     EdgeInput,
     Execution,
     ExecutionLog,
@@ -82,7 +83,8 @@ async def workflows_page(
     """A page of the workflows `spec` selects among those the caller may see."""
     ctx = info.context
     user_id = await ctx.require_user_id(ctx.session)
-    spec = dataclasses.replace(spec, visible_to=None if await access.is_staff(info) else user_id)
+    staff = await WORKFLOW_STAFF.allows(ctx, None)
+    spec = dataclasses.replace(spec, visible_to=None if staff else user_id)
     size = page_size(first)
     rows, total = await workflows.list_workflows(
         ctx.session,
@@ -102,6 +104,17 @@ async def workflows_page(
     return page  # type: ignore[return-value]  # the same fields, under the connection's own name
 
 
+# No root of this domain is declared for compiled reads yet (`c.root`): each one's visibility needs
+# a declaration kind the planner does not have (docs/compiled-reads.md, issue 16):
+# - `workflow(id)`: FORBIDDEN for a live row the caller may not read (`is_public`, or
+#   WRITE_WORKFLOW over the row), UNAUTHENTICATED for anonymous callers even on public rows, null
+#   when not found: a by-id guard over the found row, with a public column and "signed in".
+# - `workflows`: UNAUTHENTICATED for anonymous callers; rows filtered per viewer (own or public,
+#   unless WORKFLOW_STAFF): a root connection with a per-row rule and a "signed in" guard.
+# - `execution(id)`: FORBIDDEN unless the caller started it or WRITE_WORKFLOW holds over its
+#   workflow: a by-id guard over the found row, through a join.
+# - `files`: the caller's own rows only: a root connection scoped to the viewer.
+# - `file(id)`: UNAUTHENTICATED first, then FORBIDDEN unless owner or public: as `workflow(id)`.
 @strawberry.type
 class WorkflowsQuery:
     @strawberry.field(description="A live workflow its owner, `workflows:write` or, when public, anyone can see.")  # type: ignore[untyped-decorator]

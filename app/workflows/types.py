@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.cost import max_items
 from app.api.lengths import max_length
@@ -40,6 +41,11 @@ UserType = Annotated["User", strawberry.lazy("app.accounts.types")]
 EXECUTION_CURSOR = "execution"
 EXECUTION_LOG_CURSOR = "execlog"
 
+# Who changes a workflow and sees all its executions: its owner, or `workflows:write`.
+WRITE_WORKFLOW = c.Rule(owner="user_id", permissions=(access.WRITE,))
+# Who sees every live workflow in `workflows` (others: their own and public ones).
+WORKFLOW_STAFF = c.Rule(permissions=(access.WRITE,))
+
 
 @strawberry.enum
 class WorkflowStatus(enum.Enum):
@@ -70,6 +76,8 @@ def execution_log_cursor(seq: int) -> str:
     return encode_cursor(EXECUTION_LOG_CURSOR, seq)
 
 
+# WorkflowNode is not declared for compiled reads: `configuration` is `or {}` in Python (a stored
+# `[]`, `null`, `0` or `""` reads as `{}`), and `key`/`type` are renamed columns.
 @strawberry.type(name="WorkflowNode")
 class WorkflowNode:
     id: strawberry.ID
@@ -107,6 +115,9 @@ class WorkflowNode:
         )
 
 
+# Compiled: id, configuration (read as stored). `source`, `target` and `type` are renamed columns:
+# Python fields.
+@c.table(models.WorkflowEdge)
 @strawberry.type(name="WorkflowEdge")
 class WorkflowEdge:
     id: strawberry.ID
@@ -190,6 +201,9 @@ class ExecutionLog:
         )
 
 
+# Compiled: the plain columns and `user`. `input`/`output` are renamed columns; `workflow` raises
+# (deleted, or private since the run) and `logs` pages by an integer cursor: Python fields.
+@c.table(models.Execution, user=c.ManyToOne("User", key="user_id"))
 @strawberry.type(name="Execution")
 class Execution:
     id: strawberry.ID
@@ -255,6 +269,15 @@ class Execution:
         )
 
 
+# Compiled: the plain columns, `owner`, `nodes` and `edges` (in Loaders.children's order: creation,
+# then the primary key; `nodes` compiles once WorkflowNode is declared). `versions` (backward pages
+# by an integer) and `executions` (rows filtered per viewer) are Python fields.
+@c.table(
+    models.Workflow,
+    owner=c.ManyToOne("User", key="user_id"),
+    nodes=c.Children("WorkflowNode", order=lambda t: f"{t}.created_at, {t}.id", child_key="workflow_id"),
+    edges=c.Children("WorkflowEdge", order=lambda t: f"{t}.created_at, {t}.id", child_key="workflow_id"),
+)
 @strawberry.type(name="Workflow")
 class Workflow:
     id: strawberry.ID
@@ -321,14 +344,14 @@ class Workflow:
         self, info: Info, first: int | None = None, after: str | None = None, status: ExecutionStatus | None = None
     ) -> Connection[Execution]:
         size = page_size(first)
-        only = None if await access.can_write(info, self.row) else await info.context.require_user_id()
+        ctx = info.context
+        only = None if await WRITE_WORKFLOW.allows(ctx, self.row.user_id) else await ctx.require_user_id()
         key = PageKey(
             self.row.id,
             size + 1,
             decode_time_uuid_cursor(EXECUTION_CURSOR, after),
             (status.value if status else None, only),
         )
-        ctx = info.context
         rows = await ctx.loaders.batch("executions", loaders.executions).load(key)
         total = (
             await ctx.loaders.batch("execution-counts", loaders.execution_counts).load(key) if wants_total(info) else 0
@@ -353,6 +376,8 @@ class WorkflowConnection(Connection[Workflow]):
     edges: list[WorkflowConnectionEdge]  # type: ignore[assignment]
 
 
+# Compiled: the plain columns and `owner`. `size` and `path` are renamed columns: Python fields.
+@c.table(models.File, owner=c.ManyToOne("User", key="user_id"))
 @strawberry.type(name="File")
 class File:
     id: strawberry.ID
