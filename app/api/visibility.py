@@ -9,7 +9,9 @@ The rule, safe by default:
 - a plain field (no resolver, no extension) reads an attribute of an object already built, so it
   is as viewer-independent as the field that produced the object;
 - a field with a resolver depends on the viewer, unless it is declared otherwise next to its
-  definition with `metadata=VIEWER_INDEPENDENT` (the resolver must then ignore the caller).
+  definition with `metadata=VIEWER_INDEPENDENT` (the resolver must then ignore the caller), or
+  is a relation declared for compiled reads (`app.api.compiled.declare`) with no visibility rule:
+  the comparison suite holds the resolver to that declaration for every kind of caller.
 
 A selection depends on the viewer when any field in it does, through fragments included.
 """
@@ -30,18 +32,22 @@ from graphql import (
     get_named_type,
 )
 
+from app.api.compiled.declare import viewer_dependence
+
 VIEWER = "lodge.viewer"
 # For `strawberry.field(metadata=VIEWER_INDEPENDENT)`: this resolver answers the same to everyone.
 VIEWER_INDEPENDENT: dict[str, Any] = {VIEWER: False}
 _DEFINITION = "strawberry-definition"  # strawberry's back-reference on graphql-core fields
 
 
-def field_depends_on_viewer(field: Any) -> bool:
-    """`field` is a graphql-core GraphQLField built by strawberry."""
+def field_depends_on_viewer(field: Any, parent: str | None = None) -> bool:
+    """`field` is a graphql-core GraphQLField built by strawberry, of the type named `parent`."""
     definition = (field.extensions or {}).get(_DEFINITION)
     if definition is None:
         return True  # not strawberry's: nothing says it is safe
     declared = (definition.metadata or {}).get(VIEWER)
+    if declared is None and parent is not None and not definition.extensions:
+        declared = viewer_dependence(parent, definition.python_name)
     if declared is not None:
         return bool(declared)
     return definition.base_resolver is not None or bool(definition.extensions)
@@ -65,7 +71,7 @@ def selection_depends_on_viewer(
             if not isinstance(parent, GraphQLObjectType | GraphQLInterfaceType) or name not in parent.fields:
                 return True  # unknown shape: assume the worst
             field = parent.fields[name]
-            if field_depends_on_viewer(field):
+            if field_depends_on_viewer(field, parent.name):
                 return True
             child = get_named_type(field.type)
             if selection_depends_on_viewer(schema, child, selection.selection_set, fragments, _seen):

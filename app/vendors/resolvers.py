@@ -354,10 +354,10 @@ class VendorsSubscription:
                 message = await live.get()
                 if message is RESYNC:
                     continue  # live positions only: a missed one is superseded by the next
-                row = events.location_from_event(message)
+                row, shared = events.shared_location(message)
                 if box is not None and not geo.in_box(
                     row.lat, row.long, min_lat=box[0], max_lat=box[1], min_long=box[2], max_long=box[3]
                 ):
                     continue
                 async with ctx.event_scope():
-                    yield Location.from_model(row)
+                    yield shared  # type: ignore[misc]

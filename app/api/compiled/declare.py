@@ -245,6 +245,20 @@ def relations_of(decl: TableDecl) -> Mapping[str, Relation]:
     return {**decl.relations, **extra} if extra else decl.relations
 
 
+def viewer_dependence(type_name: str, python_name: str) -> bool | None:
+    """Whether a declared relation's value depends on who asks (a rule applies to it); None when
+    the field is not a declared relation."""
+    decl = TYPES.get(type_name)
+    relation = relations_of(decl).get(python_name) if decl is not None else None
+    if relation is None:
+        return None
+    if isinstance(relation, Masked):
+        return True
+    if isinstance(relation, Connection | Children):
+        return relation.visible is not None
+    return False  # ManyToOne: the same row for everyone
+
+
 def root(coordinate: str, source: Root) -> None:
     """Declare how a root field (`"Query.vendors"`) reads its rows."""
     ROOTS[coordinate] = source
