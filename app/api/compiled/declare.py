@@ -35,12 +35,20 @@ def literal(text: str) -> str:
 @dataclass(frozen=True)
 class Rule:
     """A row's owner (`owner`: the column holding their user id), or a holder of any of
-    `permissions` (or `*`). Anonymous callers and API keys are neither."""
+    `permissions` (or `*`); or anyone when the boolean column `public` is true; or whoever
+    `custom(row, viewer)` lets through (SQL, e.g. membership of the row's guild; its Python twin is
+    the resolver's own check, and the comparison suite holds the two together). Anonymous callers
+    and API keys are neither owners nor holders."""
 
     owner: str | None = None
     permissions: tuple[str, ...] = ()
+    public: str | None = None
+    custom: Callable[[str, str], str] | None = None
 
-    async def allows(self, ctx: Context, owner_id: uuid.UUID | None) -> bool:
+    async def allows(self, ctx: Context, owner_id: uuid.UUID | None, *, public: bool = False) -> bool:
+        """The rule in Python, for resolvers (a `custom` part is theirs to check)."""
+        if self.public is not None and public:
+            return True
         user_id = await ctx.user_id(ctx.session)
         if user_id is None:
             return False
@@ -55,11 +63,16 @@ class Rule:
         """The predicate over the row alias `row`, `viewer` being the caller's user id (NULL for
         anonymous callers and API keys). The permission test does not depend on the row, so
         PostgreSQL evaluates it once per statement."""
-        return self.sql_of(f"{row}.{self.owner}" if self.owner is not None else None, viewer)
-
-    def sql_of(self, owner: Any, viewer: str) -> str:
-        """The predicate with the owner's id given as an SQL expression (an argument, say)."""
         tests = []
+        if self.public is not None:
+            tests.append(f"{row}.{self.public}")
+        if self.custom is not None:
+            tests.append(self.custom(row, viewer))
+        return self.sql_of(f"{row}.{self.owner}" if self.owner is not None else None, viewer, tests)
+
+    def sql_of(self, owner: Any, viewer: str, tests: list[str] | None = None) -> str:
+        """The predicate with the owner's id given as an SQL expression (an argument, say)."""
+        tests = list(tests or ())
         if self.owner is not None:
             tests.append(f"{owner} = {viewer}")
         if self.permissions:
@@ -113,6 +126,8 @@ class Connection:
     visible: Rule | None = None
     where: Callable[[str], str] | None = None
     guard: Rule | None = None
+    filter: Rule | None = None  # rows the caller may not see are left out (counted out too)
+    signed_in: bool = False  # at the root: anonymous callers and API keys get the resolver's error
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,8 @@ class ById:
     bind: Callable[[Any], Any] = lambda value: value
     where: Callable[[str], str] | None = None  # rows that count as found
     guard: Rule | None = None  # over the argument as the owner: else the resolver's error
+    row_guard: Rule | None = None  # over the row found: else the resolver's error
+    signed_in: bool = False  # anonymous callers and API keys get the resolver's error
 
 
 @dataclass(frozen=True)
@@ -135,6 +152,7 @@ class Lookup:
     target: str
     keys: Mapping[str, str]
     guard: Rule | None = None
+    signed_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +178,14 @@ class ManyToOne:
 
     target: str
     key: str
+    visible: Rule | None = None  # over the target row: null for callers it does not let through
+
+
+@dataclass(frozen=True)
+class Col:
+    """A field that reads a column under another name (`joinedAt` reads `created_at`)."""
+
+    column: str
 
 
 @dataclass(frozen=True)
@@ -178,7 +204,7 @@ class Children:
     visible: Rule | None = None
 
 
-Relation = Connection | ManyToOne | Masked | Children
+Relation = Connection | ManyToOne | Masked | Children | Col
 
 
 @dataclass(frozen=True)
@@ -204,6 +230,7 @@ class Rows:
     order: Callable[[str], str]
     where: Callable[[str], str] | None = None
     guard: Rule | None = None
+    signed_in: bool = False
 
 
 Root = Connection | ById | ByViewer | Rows | Lookup
@@ -254,9 +281,11 @@ def viewer_dependence(type_name: str, python_name: str) -> bool | None:
         return None
     if isinstance(relation, Masked):
         return True
-    if isinstance(relation, Connection | Children):
+    if isinstance(relation, Connection):
+        return relation.visible is not None or relation.filter is not None
+    if isinstance(relation, Children | ManyToOne):
         return relation.visible is not None
-    return False  # ManyToOne: the same row for everyone
+    return False  # a column
 
 
 def root(coordinate: str, source: Root) -> None:

@@ -55,6 +55,7 @@ from app.api.compiled.declare import (
     ById,
     ByViewer,
     Children,
+    Col,
     Connection,
     Lookup,
     ManyToOne,
@@ -287,10 +288,14 @@ class ManyToOnePlan:
     target: ObjectPlan
     key: str
     non_null: bool
+    visible: Rule | None
 
     def render(self, r: Render, row: str) -> str:
         x = r.alias()
-        found = f"(SELECT {self.target.render(r, x)} FROM {self.target.decl.table} {x} WHERE {x}.id = {row}.{self.key})"
+        where = f"{x}.id = {row}.{self.key}"
+        if self.visible is not None:
+            where += f" AND {self.visible.sql(x, r.viewer())}"
+        found = f"(SELECT {self.target.render(r, x)} FROM {self.target.decl.table} {x} WHERE {where})"
         return f"COALESCE({found}, {B if self.non_null else literal('null')})"
 
 
@@ -359,6 +364,8 @@ class ConnectionPlan:
             conditions.extend(spec.sql(alias, placeholder) for spec, placeholder in bound)
             if decl.visible is not None and parent is not None:
                 conditions.append(decl.visible.sql(parent, r.viewer()))
+            if decl.filter is not None:
+                conditions.append(decl.filter.sql(alias, r.viewer()))
             if page and position is not None:
                 stamp, key = position
                 order = decl.order
@@ -464,7 +471,10 @@ class ByIdPlan:
         placeholder = r.param(key)
         where = f" AND {self.decl.where(x)}" if self.decl.where is not None else ""
         table = self.target.decl.table
-        found = f"(SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {x}.id = {placeholder}::uuid{where})"
+        value = self.target.render(r, x)
+        if self.decl.row_guard is not None:
+            value = f"CASE WHEN {self.decl.row_guard.sql(x, r.viewer())} THEN {value} ELSE {B} END"
+        found = f"(SELECT {value} FROM {table} {x} WHERE {x}.id = {placeholder}::uuid{where})"
         answer = f"COALESCE({found}, 'null')"
         if self.decl.guard is not None:
             answer = (
@@ -527,6 +537,7 @@ class RootPlan:
     coordinate: str  # "Query.vendors"
     source: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan
     needs_viewer: bool
+    signed_in: bool = False  # anonymous callers and API keys: the resolver answers (UNAUTHENTICATED)
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
 
     def render(self, variables: VariableValues, viewer: uuid.UUID | None) -> tuple[str, list[Any]]:
@@ -572,6 +583,9 @@ class _Planner:
                 encode = self.encoder(type_, name, field_def, column)
                 self.needs_viewer = True
                 fields.append((key, MaskedColumn(_quote(column.name), encode, relation.rule)))
+            elif isinstance(relation, Col):
+                column = decl.columns[relation.column]
+                fields.append((key, Column(_quote(column.name), self.encoder(type_, name, field_def, column))))
             elif relation is not None:
                 fields.append((key, self.relation(relation, field_def, group)))
             elif definition.base_resolver is None and python_name in decl.columns:
@@ -600,7 +614,11 @@ class _Planner:
         if isinstance(relation, ManyToOne):
             target = get_named_type(field_def.type)
             assert isinstance(target, GraphQLObjectType)
-            return ManyToOnePlan(self.object(target, group), _quote(relation.key), is_non_null_type(field_def.type))
+            if relation.visible is not None:
+                self.needs_viewer = True
+            return ManyToOnePlan(
+                self.object(target, group), _quote(relation.key), is_non_null_type(field_def.type), relation.visible
+            )
         return self.connection(relation, field_def, group)
 
     def connection(self, decl: Connection, field_def: GraphQLField, group: list[FieldDetails]) -> ConnectionPlan:
@@ -611,7 +629,7 @@ class _Planner:
         target = TYPES.get(decl.target)
         if target is None:
             raise Unsupported(f"{decl.target} is not declared")
-        if decl.visible is not None:
+        if decl.visible is not None or decl.filter is not None:
             self.needs_viewer = True
         parts: list[tuple[str, tuple[str, Any]]] = []
         needs_more = False
@@ -701,9 +719,10 @@ class _Planner:
                 self.needs_viewer = source.guard is not None
                 plan = LookupPlan(source, self.object(target, group), field_def, group[0].node)
             else:
-                self.needs_viewer = source.guard is not None
+                self.needs_viewer = source.guard is not None or source.row_guard is not None
                 plan = ByIdPlan(source, self.object(target, group), field_def, group[0].node)
-        return RootPlan(key, coordinate, plan, self.needs_viewer)
+        signed_in = bool(getattr(source, "signed_in", False))
+        return RootPlan(key, coordinate, plan, self.needs_viewer or signed_in, signed_in)
 
 
 def _fragments(document: DocumentNode) -> dict[str, FragmentDetails]:
