@@ -1,0 +1,538 @@
+"""Compiled reads of the workflows domain (issue 16): Workflow, WorkflowEdge, Execution and File
+are declared (app/workflows/types.py), but no root field of the domain is, since each one's
+visibility needs a declaration kind the planner does not have yet (see the comment above
+`WorkflowsQuery` in app/workflows/resolvers.py). So:
+
+- every query of the domain, from graphql/workflows.graphql and generated, runs on the resolver
+  path under every kind of caller (`compare` returns None) and answers as the reference server does;
+- the declarations themselves are checked by planning them under a row the caller may see and
+  running the SQL they write: it must be the resolver path's bytes, or the bail marker where the
+  resolver path errors. When a root of the domain gets declared, this is what it will write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from graphql import (
+    GraphQLObjectType,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    parse,
+    print_ast,
+)
+from graphql.execution.collect_fields import collect_fields
+from sqlalchemy import text
+
+from app.accounts import models as accounts
+from app.api.compiled.planner import MARKER, NO_VARIABLES, Render, Unsupported, _Planner
+from app.api.schema import create_schema
+from app.db import OperationSession
+from app.workflows import models
+from tests.api.compiled_support import compare
+from tests.support import LiveServer, new_admin, new_api_key, new_project, new_user
+
+# Strings that exercise every escape orjson and to_json must agree on.
+NAMES = ['Quote "q" and \\ back', "tab\tnew\nline\x01\x1f", "café é ü", "sep\u2028\u2029", "astral 🍕𝄞", "", "  "]
+CONFIGS: list[Any] = [
+    {},
+    [],
+    {"a": {"b": [1, 2.5, {"c": None}], "é": 'q"\\\u2028🍕'}},
+    {"x": 0.1, "y": 1e-07, "z": -0.0, "big": 12345678901234567},
+    {"k": [[], {}], "t": True, "f": False},
+    [1, "two", None, 0.30000000000000004],
+    0,
+    "",
+]
+# Written into jsonb as SQL text: jsonb keeps a decimal's digits (2.50, 1E+2), a 24-digit integer.
+RAW_CONFIG = '{"d": 2.50, "e": 1E+2, "big": 123456789012345678901234, "n": -0, "s": "a\\u0001b", "u": "\\u2028"}'
+POSITIONS = [0.1, -0.0, None, 1e-07, 12345.678, -3.4e38, 1.0, 2.5e-06]
+BASE = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+DOCUMENTS = Path(__file__).resolve().parents[2] / "graphql" / "workflows.graphql"
+VIEWERS = ("anonymous", "owner", "other", "writer", "admin", "apikey", "badtoken")
+
+
+class World:
+    """A fixed set of rows and the callers who look at them."""
+
+    def __init__(self) -> None:
+        self.viewers: dict[str, dict[str, str]] = {}
+        self.ids: dict[str, uuid.UUID] = {}  # viewer -> user id (signed-in viewers)
+        self.tag = ""  # on every workflow seeded here, so that listings hold only these
+        self.workflows: dict[str, str] = {}  # label -> id
+        self.executions: dict[str, str] = {}
+        self.files: dict[str, str] = {}
+
+
+async def _user(server: LiveServer) -> tuple[str, uuid.UUID]:
+    token = await new_user(server)
+    me = await server.data("{ me { id } }", token=token)
+    return token, uuid.UUID(me["me"]["id"])
+
+
+def _at(minutes: int, micro: int = 0) -> datetime:
+    return BASE + timedelta(minutes=minutes, microseconds=micro)
+
+
+@pytest.fixture(scope="module")
+async def world(server: LiveServer) -> World:
+    w = World()
+    owner_token, owner = await _user(server)
+    other_token, other = await _user(server)
+    writer_token, writer = await new_admin(server, ("workflows:write",))
+    admin_token, admin = await new_admin(server, ("*",))
+    project = await new_project(server, owner_token)
+    _, secret = await new_api_key(server, owner_token, project)
+    w.viewers = {
+        "anonymous": {},
+        "owner": {"authorization": f"Bearer {owner_token}"},
+        "other": {"authorization": f"Bearer {other_token}"},
+        "writer": {"authorization": f"Bearer {writer_token}"},
+        "admin": {"authorization": f"Bearer {admin_token}"},
+        "apikey": {"authorization": f"ApiKey {secret}"},
+        "badtoken": {"authorization": "Bearer not-a-token"},
+    }
+    w.ids = {"owner": owner, "other": other, "writer": uuid.UUID(writer), "admin": uuid.UUID(admin)}
+    w.tag = f"wf-{uuid.uuid4().hex[:8]}"
+    async with server.deps.db.session() as session:
+        for name in ("owner", "other"):  # awkward names on the owners, as `owner { name }` shows them
+            person = await session.get(accounts.User, w.ids[name])
+            assert person is not None
+            person.name = NAMES[0] if name == "owner" else NAMES[4]
+        # Two owners, public and private, every status, a deleted one; two share an instant.
+        plan = [
+            ("own-public", owner, True, "published", None),
+            ("own-private", owner, False, "draft", None),
+            ("own-archived", owner, True, "archived", None),
+            ("own-deleted", owner, True, "draft", BASE),
+            ("other-public", other, True, "published", None),
+            ("other-private", other, False, "published", None),
+            ("other-template", other, False, "draft", None),
+            ("other-deleted", other, False, "draft", _at(5, 5)),
+            ("own-raw", owner, False, "draft", None),
+            ("own-null", owner, False, "draft", None),
+        ]
+        for i, (label, user, public, status, deleted) in enumerate(plan):
+            workflow = models.Workflow(
+                user_id=user,
+                name=f"{NAMES[i % len(NAMES)]} {label}",
+                description=None if i % 3 == 1 else NAMES[(i + 2) % len(NAMES)],
+                version=1 + i % 3,
+                status=status,
+                is_template=label == "other-template",
+                is_public=public,
+                tags=[w.tag] + [[], ["é", 'q"'], ["\\", "a b", "🍕"]][i % 3],
+                configuration=CONFIGS[i % 6],
+                created_at=_at(i // 2 * 2, 0 if i % 3 else 123456),
+                updated_at=_at(60 * 24, i),
+                deleted_at=deleted,
+            )
+            session.add(workflow)
+            await session.flush()
+            w.workflows[label] = str(workflow.id)
+            for j in range(i % 5):  # 0 to 4 nodes, some made in one instant (the id breaks the tie)
+                session.add(
+                    models.WorkflowNode(
+                        workflow_id=workflow.id,
+                        node_key=f"n{j} {NAMES[j % len(NAMES)]}",
+                        node_type=["start", "http", "end é"][j % 3],
+                        label=None if j % 2 else NAMES[(i + j) % len(NAMES)],
+                        position_x=POSITIONS[(i + j) % len(POSITIONS)],
+                        position_y=POSITIONS[(i + 2 * j + 1) % len(POSITIONS)],
+                        configuration=CONFIGS[(i + j) % len(CONFIGS)],
+                        created_at=_at(1, j // 2 * 1000 + (7 if j == 3 else 0)),
+                        updated_at=_at(2),
+                    )
+                )
+            await session.flush()
+            for j in range(max(0, i % 5 - 1)):  # a chain: n0 -> n1 -> ...
+                session.add(
+                    models.WorkflowEdge(
+                        workflow_id=workflow.id,
+                        source_node_key=f"n{j} {NAMES[j % len(NAMES)]}",
+                        target_node_key=f"n{j + 1} {NAMES[(j + 1) % len(NAMES)]}",
+                        edge_type=["default", "on error", 'q"'][j % 3],
+                        configuration=CONFIGS[(i + j + 3) % 6],
+                        created_at=_at(3, 0 if j < 2 else 500),
+                    )
+                )
+            snapshot: list[dict[str, Any]] = [
+                {"id": str(uuid.uuid4()), "key": "a", "type": "start", "configuration": []},
+                {"id": str(uuid.uuid4()), "key": "b é", "type": "end", "label": "L", "position_x": 0.1},
+            ]
+            for version in range(1, 2 + i % 3):  # published snapshots, some with missing keys
+                session.add(
+                    models.WorkflowVersion(
+                        workflow_id=workflow.id,
+                        version=version,
+                        name=f"{NAMES[version % len(NAMES)]} v{version}",
+                        description=None if version % 2 else "d\n",
+                        configuration=CONFIGS[version % 6],
+                        nodes=snapshot[:version],
+                        edges=[]
+                        if version == 1
+                        else [{"id": str(uuid.uuid4()), "source": "a", "target": "b é", "type": "x"}],
+                        created_at=_at(10 + version, version * 11),
+                        created_by=user,
+                    )
+                )
+        await session.flush()
+        for label in ("own-raw", "own-null"):
+            value = RAW_CONFIG if label == "own-raw" else "null"
+            await session.execute(
+                text("UPDATE workflows SET configuration = CAST(:v AS jsonb) WHERE id = :id"),
+                {"v": value, "id": uuid.UUID(w.workflows[label])},
+            )
+        # Executions: the owner's and another user's (on a public workflow), every status; one on a
+        # workflow deleted since.
+        runs: list[tuple[str, str, uuid.UUID, str, int | None]] = [
+            ("own-1", "own-archived", owner, "completed", 1),
+            ("own-2", "own-public", owner, "running", 1),
+            ("other-on-own", "own-archived", other, "failed", 2),
+            ("other-1", "other-private", other, "pending", None),
+            ("own-on-other", "other-public", owner, "cancelled", 1),
+            ("on-deleted", "own-deleted", owner, "completed", None),
+        ]
+        for k, (label, workflow_label, user, status, pinned) in enumerate(runs):
+            execution = models.Execution(
+                workflow_id=uuid.UUID(w.workflows[workflow_label]),
+                user_id=user,
+                workflow_version=pinned,
+                status=status,
+                input_data=[None, {}, CONFIGS[2], [], 0.5][k % 5],
+                output_data=None if k % 2 else CONFIGS[(k + 3) % len(CONFIGS)],
+                error_message=NAMES[k % len(NAMES)] if status == "failed" else None,
+                started_at=None if status == "pending" else _at(20 + k, k * 999),
+                completed_at=_at(30 + k) if status in ("completed", "failed", "cancelled") else None,
+                created_at=_at(20, 0 if k % 2 else 42),
+                log_count=3 if k == 1 else 0,
+            )
+            session.add(execution)
+            await session.flush()
+            w.executions[label] = str(execution.id)
+            if k == 1:
+                for n in range(1, 4):
+                    session.add(
+                        models.ExecutionLog(
+                            execution_id=execution.id,
+                            number=n,
+                            node_key=None if n == 2 else NAMES[n],
+                            log_level=["debug", "info", "warn", "error"][n],
+                            message=NAMES[n + 2],
+                            data=None if n == 1 else CONFIGS[n],
+                            created_at=_at(21, n * 5),
+                        )
+                    )
+        files = [
+            ("own-private", owner, False, None),
+            ("own-public", owner, True, None),
+            ("own-deleted", owner, True, _at(9)),
+            ("own-other", owner, False, None),
+            ("other-public", other, True, None),
+            ("other-private", other, False, None),
+        ]
+        for k, (label, user, public, deleted) in enumerate(files):
+            file = models.File(
+                user_id=user,
+                filename=f"{label}/f{k}.bin",
+                original_filename=NAMES[k % len(NAMES)] or "x",
+                mime_type="application/octet-stream",
+                file_size=[0, 1, 2**40, 2**53, 12345, 7][k],
+                file_path=f"{user}/{label}/f{k}.bin",
+                checksum=None if k % 2 else "sha256:" + "ab" * 32,
+                is_public=public,
+                created_at=_at(40 + k // 2, 0 if k % 3 else 654321),
+                deleted_at=deleted,
+            )
+            session.add(file)
+            await session.flush()
+            w.files[label] = str(file.id)
+        await session.commit()
+    return w
+
+
+def _operations() -> dict[str, str]:
+    """The query documents of graphql/workflows.graphql, by operation name."""
+    document = parse(DOCUMENTS.read_text())
+    return {
+        d.name.value: print_ast(d)
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode) and d.operation.value == "query" and d.name is not None
+    }
+
+
+async def test_the_documents_keep_the_resolvers_and_match(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    operations = _operations()
+    assert sorted(operations) == ["Execution", "Files", "Workflow", "Workflows"]
+    unknown = str(uuid.uuid4())
+    cases: list[tuple[str, dict[str, Any]]] = [("Workflow", {"id": i}) for i in [*world.workflows.values(), unknown]]
+    cases += [("Workflow", {"id": "nope"})]
+    cases += [("Execution", {"id": i}) for i in [*world.executions.values(), unknown, "nope"]]
+    cases += [("Execution", {"id": world.executions["own-2"], "after": "garbage"})]
+    cases += [
+        ("Workflows", {"tag": world.tag}),
+        ("Workflows", {"tag": world.tag, "status": "PUBLISHED"}),
+        ("Workflows", {"tag": world.tag, "search": "café"}),
+        ("Workflows", {"tag": world.tag, "search": "%"}),
+        ("Workflows", {"tag": world.tag, "search": ""}),
+        ("Workflows", {"tag": "é"}),
+        ("Workflows", {"tag": world.tag, "after": "bm9wZQ"}),
+        ("Files", {}),
+        ("Files", {"after": "garbage"}),
+    ]
+    for viewer in VIEWERS:
+        for name, variables in cases:
+            data, ran = await compare(server, resolver_server, operations[name], variables, world.viewers[viewer])
+            assert ran is None, (viewer, name, variables, ran)
+    # The answers say what they should (so that the cases above are not all errors).
+    data, _ = await compare(
+        server, resolver_server, operations["Workflow"], {"id": world.workflows["own-public"]}, world.viewers["other"]
+    )
+    assert data["data"]["workflow"]["name"].endswith("own-public")
+    data, _ = await compare(
+        server, resolver_server, operations["Workflow"], {"id": world.workflows["own-private"]}, world.viewers["other"]
+    )
+    assert data["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    data, _ = await compare(
+        server, resolver_server, operations["Workflows"], {"tag": world.tag}, world.viewers["writer"]
+    )
+    assert data["data"]["workflows"]["totalCount"] == 8  # every live one
+    data, _ = await compare(server, resolver_server, operations["Files"], {}, world.viewers["owner"])
+    assert len(data["data"]["files"]["nodes"]) == 3  # live and own
+
+
+WORKFLOW_SCALARS = (
+    "id name description version status isTemplate isPublic tags configuration createdAt updatedAt deletedAt"
+)
+EXECUTION_SCALARS = "id workflowVersion status input output errorMessage startedAt completedAt createdAt"
+FILE_SCALARS = "id filename originalFilename mimeType size checksum path isPublic createdAt"
+
+
+def _selections(scalars: str, extra: list[str]) -> list[str]:
+    """Each field alone, all of them, aliases, a fragment spread, an inline fragment, __typename."""
+    fields = scalars.split()
+    return [
+        *fields,
+        f"{scalars} __typename",
+        f"a: {fields[0]} b: {fields[1]} a2: {fields[0]}",
+        "...F",
+        f"... {{ {fields[1]} }} {fields[0]}",
+        *extra,
+    ]
+
+
+WORKFLOW_EXTRA = [
+    "owner { id name email __typename }",
+    "nodes { id key type label positionX positionY configuration __typename }",
+    "edges { id source target type configuration __typename }",
+    "versions { version name description configuration createdAt createdBy { id } nodes { id key type label"
+    " positionX positionY configuration } edges { id source target type configuration } }",
+    "versions(last: 1) { version } v: versions(last: 2, before: 2) { version }",
+    "executions(first: 3) { totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor __typename }"
+    " edges { cursor node { id status } __typename } nodes { id user { id } } __typename }",
+    "executions(status: FAILED) { totalCount nodes { id status errorMessage } }",
+]
+
+
+async def test_generated_selections_keep_the_resolvers_and_match(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    documents: list[tuple[str, dict[str, Any]]] = []
+    for selection in _selections(WORKFLOW_SCALARS, WORKFLOW_EXTRA):
+        fragment = " fragment F on Workflow { id name tags }" if "...F" in selection else ""
+        documents.append((f"query($id: ID!) {{ workflow(id: $id) {{ {selection} }} }}{fragment}", {}))
+        documents.append(
+            (
+                f"query($t: String) {{ workflows(tag: $t, first: 50) {{ nodes {{ {selection} }} totalCount }} }}{fragment}",
+                {"t": world.tag},
+            )
+        )
+    for selection in _selections(
+        EXECUTION_SCALARS,
+        [
+            "user { id name }",
+            "workflow { id name }",
+            "logs { totalCount nodes { id nodeKey level message data createdAt cursor } }",
+        ],
+    ):
+        fragment = " fragment F on Execution { id status }" if "...F" in selection else ""
+        documents.append((f"query($id: ID!) {{ execution(id: $id) {{ {selection} }} }}{fragment}", {}))
+    for selection in _selections(FILE_SCALARS, ["owner { id username }"]):
+        fragment = " fragment F on File { id filename }" if "...F" in selection else ""
+        documents.append((f"query($id: ID!) {{ file(id: $id) {{ {selection} }} }}{fragment}", {}))
+        documents.append(
+            (
+                f"{{ files(first: 2) {{ nodes {{ {selection} }} edges {{ cursor node {{ id }} }} totalCount"
+                f" pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} __typename }} }}{fragment}",
+                {},
+            )
+        )
+    targets = {
+        "workflow(": [world.workflows[k] for k in ("own-public", "own-private", "other-public", "own-null", "own-raw")],
+        "execution(": [world.executions[k] for k in ("own-2", "other-on-own", "on-deleted")],
+        "file(": [world.files[k] for k in ("own-private", "other-public", "other-private")],
+    }
+    for viewer in ("owner", "other", "writer", "anonymous"):
+        for query, variables in documents:
+            ids = next((ids for root, ids in targets.items() if f"{{ {root}" in query), [None])
+            for target in ids:
+                given = {**variables, "id": target} if target is not None else variables
+                _, ran = await compare(server, resolver_server, query, given, world.viewers[viewer])
+                assert ran is None, (viewer, query, given, ran)
+
+
+async def test_pages_and_refusals_keep_the_resolvers_and_match(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    walks = [
+        (
+            "query($t: String, $n: Int, $a: String) { workflows(tag: $t, first: $n, after: $a) { totalCount"
+            " pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor node { id createdAt } } } }",
+            "workflows",
+            ("owner", "writer", "other"),
+        ),
+        (
+            "query($n: Int, $a: String) { files(first: $n, after: $a) { totalCount pageInfo { hasNextPage endCursor }"
+            " nodes { id createdAt } } }",
+            "files",
+            ("owner", "other"),
+        ),
+    ]
+    for query, root, viewers in walks:
+        for viewer in viewers:
+            for size in (1, 2, 3):
+                after = None
+                while True:
+                    variables = (
+                        {"t": world.tag, "n": size, "a": after} if root == "workflows" else {"n": size, "a": after}
+                    )
+                    data, ran = await compare(server, resolver_server, query, variables, world.viewers[viewer])
+                    assert ran is None
+                    page = data["data"][root]
+                    if not page["pageInfo"]["hasNextPage"]:
+                        break
+                    after = page["pageInfo"]["endCursor"]
+    workflow = world.workflows["own-public"]
+    for query in (
+        "{ workflows(first: 501) { nodes { id } } }",
+        "{ workflows(first: -1) { nodes { id } } }",
+        '{ workflows(after: "bm9wZQ") { nodes { id } } }',
+        '{ workflows(ownerId: "nope") { nodes { id } } }',
+        f'{{ workflows(ownerId: "{uuid.uuid4()}") {{ nodes {{ id }} }} }}',
+        f'{{ workflows(ownerId: "{world.ids["other"]}", tag: "{world.tag}") {{ totalCount nodes {{ id }} }} }}',
+        '{ workflow(id: "nope") { id } }',
+        f'{{ workflow(id: "{workflow}") {{ executions(first: 501) {{ nodes {{ id }} }} }} }}',
+        f'{{ workflow(id: "{workflow}") {{ executions(after: "garbage") {{ nodes {{ id }} }} }} }}',
+        f'{{ workflow(id: "{workflow}") {{ versions(last: 501) {{ version }} }} }}',
+        '{ execution(id: "nope") { id } }',
+        '{ file(id: "nope") { id } }',
+        "{ files(first: 501) { nodes { id } } }",
+        f'{{ a: workflow(id: "{workflow}") {{ id }} b: vendors(first: 1) {{ nodes {{ id }} }} }}',
+    ):
+        for viewer in VIEWERS:
+            _, ran = await compare(server, resolver_server, query, None, world.viewers[viewer])
+            # Only `vendors` (another domain's root) compiles; it never asks who calls.
+            assert ran == ("compiled" if "vendors" in query else None), (query, viewer, ran)
+
+
+# -- the declarations, planned and run under one row the caller may see --------------------------
+
+
+DECLARED: dict[str, list[str]] = {
+    "workflow": [
+        *WORKFLOW_SCALARS.split(),
+        f"{WORKFLOW_SCALARS} __typename",
+        "a: id b: name a2: id t: tags",
+        "... on Workflow { name status } id",
+        "owner { id name username email firstName createdAt __typename }",
+        "edges { id configuration __typename }",
+        "id e: edges { configuration } o: owner { name } edges { id }",
+    ],
+    "execution": [
+        *"id workflowVersion status errorMessage startedAt completedAt createdAt".split(),
+        "id workflowVersion status errorMessage startedAt completedAt createdAt __typename",
+        "user { id name email } a: status b: id",
+    ],
+    "file": [
+        *"id filename originalFilename mimeType checksum isPublic createdAt".split(),
+        "id filename originalFilename mimeType checksum isPublic createdAt __typename owner { id name email }",
+    ],
+}
+UNDECLARED = {
+    "workflow": ["nodes { id }", "versions { version }", "executions { totalCount }"],
+    "execution": ["input", "output", "workflow { id }", "logs { totalCount }"],
+    "file": ["size", "path"],
+}
+TABLES = {"workflow": ("Workflow", "workflows"), "execution": ("Execution", "executions"), "file": ("File", "files")}
+
+
+def _plan_sql(schema: GraphQLSchema, root: str, selection: str, viewer: uuid.UUID, row: str) -> tuple[str, list[Any]]:
+    """The statement that the declarations write for `root(id) { selection }` over one live row."""
+    document = parse(f'{{ {root}(id: "{row}") {{ {selection} }} }}')
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode) and schema.query_type is not None
+    group = collect_fields(schema, {}, NO_VARIABLES, schema.query_type, operation).grouped_field_set[root]
+    type_name, table = TABLES[root]
+    target = schema.type_map[type_name]
+    assert isinstance(target, GraphQLObjectType)
+    plan = _Planner(schema, document, operation).object(target, group)
+    r = Render(NO_VARIABLES, viewer)
+    key = r.param(uuid.UUID(row))
+    live = " AND x.deleted_at IS NULL" if table != "executions" else ""
+    found = f"(SELECT {plan.render(r, 'x')} FROM {table} x WHERE x.id = {key}::uuid{live})"
+    return f"SELECT COALESCE({found}, 'null')", r.params
+
+
+async def test_declarations_write_the_resolvers_bytes(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    schema = create_schema(server.deps.settings)._schema
+    rows = {
+        "workflow": list(world.workflows.values()),
+        "execution": list(world.executions.values()),
+        "file": list(world.files.values()),
+    }
+    checked = bails = 0
+    for viewer in ("owner", "writer", "admin", "other"):
+        for root, selections in DECLARED.items():
+            for selection in selections:
+                for row in rows[root]:
+                    query = f'{{ {root}(id: "{row}") {{ {selection} }} }}'
+                    response = await resolver_server.http.post(
+                        "/graphql", json={"query": query}, headers=world.viewers[viewer]
+                    )
+                    body = orjson.loads(response.content)
+                    if (
+                        body.get("errors")
+                        and body.get("data", {}).get(root) is None
+                        and any(
+                            e.get("extensions", {}).get("code") in ("FORBIDDEN", "UNAUTHENTICATED")
+                            for e in body["errors"]
+                        )
+                    ):
+                        continue  # the root's own refusal: not the declarations' business
+                    sql, params = _plan_sql(schema, root, selection, world.ids[viewer], row)
+                    async with server.deps.db.reader_sessionmaker() as session:
+                        assert isinstance(session, OperationSession)
+                        text_ = (await session.fetch_raw(sql, *params))[0][0]
+                    if body.get("errors"):
+                        assert MARKER in text_, (viewer, query, text_, body)
+                        bails += 1
+                    else:
+                        assert b'{"data":{"%s":%s}}' % (root.encode(), text_.encode()) == response.content, (
+                            viewer,
+                            query,
+                        )
+                        checked += 1
+    assert checked > 300 and bails > 0, (checked, bails)
+    for root, selections in UNDECLARED.items():
+        for selection in selections:
+            with pytest.raises(Unsupported):
+                _plan_sql(schema, root, selection, world.ids["owner"], rows[root][0])
