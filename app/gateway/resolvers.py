@@ -18,6 +18,7 @@ from typing import Annotated
 import strawberry
 from graphql import FieldNode, InlineFragmentNode, SelectionSetNode
 
+from app.api.compiled import declare as c
 from app.api.context import Context, Info
 from app.api.errors import BadUserInput, Forbidden
 from app.api.lengths import max_length
@@ -36,6 +37,7 @@ from app.api.validation import MAX_NAME, MAX_URL
 from app.gateway import coalesce, models, service
 from app.gateway.types import (
     ADMIN,
+    GATEWAY_ADMIN,
     Client,
     ClientInput,
     Environment,
@@ -49,6 +51,8 @@ from app.gateway.types import (
 from app.logs import models as logs_models
 from app.logs import service as logs_service
 from app.logs.types import Project
+
+CLIENT_CURSOR = "client"
 
 # Service names are looked up by name; an endpoint is a path or a URL.
 NAME = max_length(MAX_NAME)
@@ -123,6 +127,16 @@ def _authenticated(ctx: Context, secret: str) -> coalesce.Authenticated:
     return record
 
 
+# Compiled reads: gateway:admin only (anyone else, API keys included, bails to the resolvers'
+# UNAUTHENTICATED or FORBIDDEN). Query.requestLogs keeps its resolver: its ids are text (the keyset
+# is (created_at, text id)) and what it shows depends on the API key's environment.
+c.root("Query.client", c.ById("Client", bind=parse_id, guard=GATEWAY_ADMIN))
+c.root(
+    "Query.clients",
+    c.Connection("Client", order=c.Keyset("created_at", "id", CLIENT_CURSOR, descending=False), guard=GATEWAY_ADMIN),
+)
+
+
 @strawberry.type
 class GatewayQuery:
     @strawberry.field
@@ -140,7 +154,7 @@ class GatewayQuery:
         size = page_size(first)
         t = models.Client
         query = select(t)
-        if (position := decode_time_uuid_cursor("client", after)) is not None:
+        if (position := decode_time_uuid_cursor(CLIENT_CURSOR, after)) is not None:
             query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*position))
         session = info.context.session
         rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(size + 1))).scalars().all()
@@ -148,7 +162,7 @@ class GatewayQuery:
         return build_connection(
             rows,
             size=size,
-            cursor_of=lambda row: time_cursor("client", row.created_at, row.id),
+            cursor_of=lambda row: time_cursor(CLIENT_CURSOR, row.created_at, row.id),
             to_node=Client.from_model,
             total_count=total,
             has_more_before=after is not None,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import strawberry
 from sqlmodel import SQLModel
 
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
 from app.api.scalars import utc
@@ -16,6 +17,8 @@ from app.api.validation import MAX_DESCRIPTION, MAX_EMAIL, MAX_NAME
 from app.gateway import models
 
 ADMIN = "gateway:admin"  # the permission for platform objects: clients, services, quotas
+# Who administers the platform's objects (a client's email, its projects): `gateway:admin` holders.
+GATEWAY_ADMIN = c.Rule(permissions=(ADMIN,))
 
 if TYPE_CHECKING:
     from app.logs.types import ApiKey, Project
@@ -39,6 +42,17 @@ async def _hidden_from_key(info: Info, environment_id: uuid.UUID) -> bool:
     return confined is not None and confined != environment_id
 
 
+# Compiled reads (docs/compiled-reads.md). `projects` is a guard in its resolver (FORBIDDEN for
+# others), declared as `visible` (others: []): the two agree only because every compiled root that
+# reaches a Client (Query.client, Query.clients) is itself guarded by GATEWAY_ADMIN. A root that
+# lets anyone else reach a Client (or a Project, through Project.client) needs a nested guard first.
+@c.table(
+    models.Client,
+    email=c.Masked(GATEWAY_ADMIN),
+    projects=c.Children(
+        "Project", child_key="client_id", order=lambda t: f"{t}.created_at, {t}.id", visible=GATEWAY_ADMIN
+    ),
+)
 @strawberry.type(name="Client")
 class Client:
     id: strawberry.ID
@@ -61,9 +75,7 @@ class Client:
 
     @strawberry.field(description="Shown to `gateway:admin` only (a project's readers see its client's name).")  # type: ignore[untyped-decorator]
     async def email(self, info: Info) -> str | None:
-        from app.api.permissions import has_permission
-
-        return self.stored_email if await has_permission(info.context, ADMIN) else None
+        return self.stored_email if await GATEWAY_ADMIN.allows(info.context, None) else None
 
     @strawberry.field
     async def projects(self, info: Info) -> list[ProjectType]:
@@ -76,6 +88,7 @@ class Client:
         return [Project.from_model(row) for row in rows]
 
 
+@c.table(models.Service)
 @strawberry.type(name="Service")
 class Service:
     id: strawberry.ID
@@ -95,6 +108,20 @@ class Service:
         )
 
 
+# `apiKeys` and `services` are hidden from an API key of another environment; no compiled root
+# answers an API key (their guards need a signed-in `gateway:admin`), so for every compiled
+# caller they are the environment's children as the loaders order them.
+@c.table(
+    models.Environment,
+    project=c.ManyToOne("Project", key="project_id"),
+    api_keys=c.Children("ApiKey", child_key="environment_id", order=lambda t: f"{t}.created_at, {t}.id"),
+    services=c.Children(
+        "EnvironmentService",
+        child_key="environment_id",
+        # Loaders.children: creation order, then the primary key (environment_id, service_id).
+        order=lambda t: f"{t}.created_at, {t}.environment_id, {t}.service_id",
+    ),
+)
 @strawberry.type(name="Environment")
 class Environment:
     id: strawberry.ID
@@ -137,6 +164,11 @@ class Environment:
         return [EnvironmentService.from_model(row) for row in rows]
 
 
+@c.table(
+    models.EnvironmentService,
+    environment=c.ManyToOne("Environment", key="environment_id"),
+    service=c.ManyToOne("Service", key="service_id"),
+)
 @strawberry.type(name="EnvironmentService")
 class EnvironmentService:
     available_requests: int

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
 from app.api.pagination import Connection, encode_cursor
@@ -42,6 +43,19 @@ async def load_project(info: Info, project_id: uuid.UUID) -> Project:
     return Project.from_model(row)
 
 
+# Compiled reads (docs/compiled-reads.md). `apiKeys` and `environments` are narrowed for an API
+# key confined to one environment; no compiled root answers an API key today (the roots reaching a
+# Project, Query.client and Query.clients, need a signed-in `gateway:admin`), so for every compiled
+# caller they are the project's children in the loaders' order. `logs` (backward pages, integer
+# cursors) keeps its resolver.
+@c.table(
+    models.Project,
+    owner=c.ManyToOne("User", key="owner_id"),  # non-null: a missing row bails (the resolver asserts)
+    api_keys=c.Children("ApiKey", child_key="project_id", order=lambda t: f"{t}.created_at, {t}.id"),
+    client=c.ManyToOne("Client", key="client_id"),
+    environments=c.Children("Environment", child_key="project_id", order=lambda t: f"{t}.created_at, {t}.id"),
+    services=c.Children("Service", via=("project_services", "project_id", "service_id"), order=lambda t: f"{t}.name"),
+)
 @strawberry.type(name="Project")
 class Project:
     id: strawberry.ID
@@ -123,6 +137,11 @@ class Project:
         )
 
 
+@c.table(
+    models.ApiKey,
+    environment=c.ManyToOne("Environment", key="environment_id"),
+    project=c.ManyToOne("Project", key="project_id"),
+)
 @strawberry.type(name="ApiKey")
 class ApiKey:
     id: strawberry.ID
