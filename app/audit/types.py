@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
 from app.api.scalars import JSON, utc
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from app.accounts.types import User
 
 
+# Compiled reads (docs/compiled-reads.md): `timestamp` (the created_at column under another name)
+# and `ipAddress` (inet, written by Python's ipaddress) keep the resolver path.
+@c.table(models.AuditLog, user=c.ManyToOne("User", key="user_id"))
 @strawberry.type(name="AuditLog")
 class AuditLog:
     id: strawberry.ID
