@@ -114,6 +114,17 @@ async def guilds_of(info: Info, *, user_id: uuid.UUID, first: int | None, after:
     return await guilds_page(info, search=None, member_id=user_id, shared_with=shared, first=first, after=after)
 
 
+# Compiled reads (docs/compiled-reads.md): no root of this domain is declared yet (c.root), each
+# for want of a planner feature (tests/api/test_compiled_communities.py keeps them on the resolvers):
+# - guild(id, discordId), clubAnalysis(id): `access.require_reader` over the row found, i.e. a
+#   membership of the guild (user_guilds) or `guilds:write`, which no c.Rule expresses, applied as
+#   a guard over the row (a ById guard is over the argument); guild also looks up by either of two
+#   optional arguments, exactly one given.
+# - guilds: pages by (name, id) with the cursor "id|name", and reads only the caller's guilds
+#   unless they hold `guilds:write` (a filter on the viewer).
+# - conversation(id), conversations: the caller's own rows; anonymous callers are refused before
+#   any read. A root cannot test a row against the viewer yet.
+# - clubAnalyses: its cursor is json.dumps(...) in Python.
 @strawberry.type
 class CommunitiesQuery:
     @strawberry.field(description="One guild, by `id` or by `discordId`.")  # type: ignore[untyped-decorator]
