@@ -42,15 +42,12 @@ async def _hidden_from_key(info: Info, environment_id: uuid.UUID) -> bool:
     return confined is not None and confined != environment_id
 
 
-# Compiled reads (docs/compiled-reads.md). `projects` is a guard in its resolver (FORBIDDEN for
-# others), declared as `visible` (others: []): the two agree only because every compiled root that
-# reaches a Client (Query.client, Query.clients) is itself guarded by GATEWAY_ADMIN. A root that
-# lets anyone else reach a Client (or a Project, through Project.client) needs a nested guard first.
+# Compiled reads (docs/compiled-reads.md). `projects` raises FORBIDDEN for others (a guard).
 @c.table(
     models.Client,
     email=c.Masked(GATEWAY_ADMIN),
     projects=c.Children(
-        "Project", child_key="client_id", order=lambda t: f"{t}.created_at, {t}.id", visible=GATEWAY_ADMIN
+        "Project", child_key="client_id", order=lambda t: f"{t}.created_at, {t}.id", guard=GATEWAY_ADMIN
     ),
 )
 @strawberry.type(name="Client")
@@ -108,18 +105,22 @@ class Service:
         )
 
 
-# `apiKeys` and `services` are hidden from an API key of another environment; no compiled root
-# answers an API key (their guards need a signed-in `gateway:admin`), so for every compiled
-# caller they are the environment's children as the loaders order them.
+# `apiKeys` and `services` are hidden from an API key of another environment (c.key_may_see).
 @c.table(
     models.Environment,
     project=c.ManyToOne("Project", key="project_id"),
-    api_keys=c.Children("ApiKey", child_key="environment_id", order=lambda t: f"{t}.created_at, {t}.id"),
+    api_keys=c.Children(
+        "ApiKey",
+        child_key="environment_id",
+        order=lambda t: f"{t}.created_at, {t}.id",
+        visible=c.key_may_see("id"),
+    ),
     services=c.Children(
         "EnvironmentService",
         child_key="environment_id",
         # Loaders.children: creation order, then the primary key (environment_id, service_id).
         order=lambda t: f"{t}.created_at, {t}.environment_id, {t}.service_id",
+        visible=c.key_may_see("id"),
     ),
 )
 @strawberry.type(name="Environment")

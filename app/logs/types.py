@@ -43,17 +43,23 @@ async def load_project(info: Info, project_id: uuid.UUID) -> Project:
     return Project.from_model(row)
 
 
-# Compiled reads (docs/compiled-reads.md). `apiKeys` and `environments` are narrowed for an API
-# key confined to one environment; no compiled root answers an API key today (the roots reaching a
-# Project, Query.client and Query.clients, need a signed-in `gateway:admin`), so for every compiled
-# caller they are the project's children in the loaders' order. `logs` (backward pages, integer
-# cursors) keeps its resolver.
+# Compiled reads (docs/compiled-reads.md). A declaration must hold for every caller, since sharing
+# live renderings trusts it too (app/api/visibility.py): an API key confined to one environment sees
+# that environment and its keys only (c.key_may_see). `logs` (backward pages, integer cursors)
+# keeps its resolver.
 @c.table(
     models.Project,
     owner=c.ManyToOne("User", key="owner_id"),  # non-null: a missing row bails (the resolver asserts)
-    api_keys=c.Children("ApiKey", child_key="project_id", order=lambda t: f"{t}.created_at, {t}.id"),
+    api_keys=c.Children(
+        "ApiKey",
+        child_key="project_id",
+        order=lambda t: f"{t}.created_at, {t}.id",
+        filter=c.key_may_see("environment_id"),
+    ),
     client=c.ManyToOne("Client", key="client_id"),
-    environments=c.Children("Environment", child_key="project_id", order=lambda t: f"{t}.created_at, {t}.id"),
+    environments=c.Children(
+        "Environment", child_key="project_id", order=lambda t: f"{t}.created_at, {t}.id", filter=c.key_may_see("id")
+    ),
     services=c.Children("Service", via=("project_services", "project_id", "service_id"), order=lambda t: f"{t}.name"),
 )
 @strawberry.type(name="Project")

@@ -84,3 +84,16 @@ async def test_viewer_dependent_selection_is_shared_only_within_one_principal(se
     # Two sockets of the same key share; the owner and the other key get renderings of their own.
     credentials = [f"ApiKey {t.secret}", f"ApiKey {t.secret}", f"ApiKey {other_key}", f"Bearer {t.token}"]
     assert await renders(server, t.project_id, t.secret, credentials, PERSONAL) == (3, 1)
+
+
+async def test_each_part_that_depends_on_the_viewer_keeps_renderings_apart(server: LiveServer) -> None:
+    """Each viewer-dependent field alone (a key confined to an environment sees fewer keys and
+    environments) splits renderings by principal; declared public relations do not."""
+    t = await new_tenant(server)
+    other_key = (await new_api_key(server, t.token, t.project_id))[1]
+    credentials = [f"ApiKey {t.secret}", f"ApiKey {other_key}"]
+    for part in ("apiKeys { id }", "environments { id }", "owner { email }"):
+        document = f"subscription($projectId: ID!) {{ logAdded(projectId: $projectId) {{ log project {{ {part} }} }} }}"
+        assert await renders(server, t.project_id, t.secret, credentials, document) == (2, 0), part
+    public = "subscription($projectId: ID!) { logAdded(projectId: $projectId) { log project { name owner { name } services { name } } } }"
+    assert await renders(server, t.project_id, t.secret, credentials, public) == (1, 1)

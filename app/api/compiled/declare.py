@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import inspect
 
@@ -24,6 +24,26 @@ from app.api.pagination import decode_time_uuid_cursor
 from app.api.permissions import has_permission
 
 SUPERUSER = "*"
+
+
+def _unconfined_or(column: str) -> Callable[[str, Viewer], str]:
+    return lambda row, viewer: f"({viewer.key_environment} IS NULL OR {row}.{column} = {viewer.key_environment})"
+
+
+class Viewer(Protocol):
+    """The caller as SQL: parameters bound per request."""
+
+    @property
+    def user(self) -> str:
+        """The caller's user id (NULL for anonymous callers and API keys)."""
+        ...
+
+    @property
+    def key_environment(self) -> str:
+        """The environment an API key is confined to (NULL: not such a key, or a project-wide one)."""
+        ...
+
+
 T = TypeVar("T")
 
 
@@ -43,7 +63,7 @@ class Rule:
     owner: str | None = None
     permissions: tuple[str, ...] = ()
     public: str | None = None
-    custom: Callable[[str, str], str] | None = None
+    custom: Callable[[str, Viewer], str] | None = None
 
     async def allows(self, ctx: Context, owner_id: uuid.UUID | None, *, public: bool = False) -> bool:
         """The rule in Python, for resolvers (a `custom` part is theirs to check)."""
@@ -59,10 +79,9 @@ class Rule:
                 return True
         return False
 
-    def sql(self, row: str, viewer: str) -> str:
-        """The predicate over the row alias `row`, `viewer` being the caller's user id (NULL for
-        anonymous callers and API keys). The permission test does not depend on the row, so
-        PostgreSQL evaluates it once per statement."""
+    def sql(self, row: str, viewer: Viewer) -> str:
+        """The predicate over the row alias `row`, for the caller `viewer`. The permission test
+        does not depend on the row, so PostgreSQL evaluates it once per statement."""
         tests = []
         if self.public is not None:
             tests.append(f"{row}.{self.public}")
@@ -70,18 +89,24 @@ class Rule:
             tests.append(self.custom(row, viewer))
         return self.sql_of(f"{row}.{self.owner}" if self.owner is not None else None, viewer, tests)
 
-    def sql_of(self, owner: Any, viewer: str, tests: list[str] | None = None) -> str:
+    def sql_of(self, owner: Any, viewer: Viewer, tests: list[str] | None = None) -> str:
         """The predicate with the owner's id given as an SQL expression (an argument, say)."""
         tests = list(tests or ())
         if self.owner is not None:
-            tests.append(f"{owner} = {viewer}")
+            tests.append(f"{owner} = {viewer.user}")
         if self.permissions:
             names = ", ".join(literal(p) for p in (*self.permissions, SUPERUSER))
             tests.append(
                 "EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.id = ur.role_id "
-                f"WHERE ur.user_id = {viewer} AND r.permissions ?| ARRAY[{names}])"
+                f"WHERE ur.user_id = {viewer.user} AND r.permissions ?| ARRAY[{names}])"
             )
         return "(" + " OR ".join(tests) + ") IS TRUE" if tests else "false"
+
+
+# What an API key confined to one environment may see of its project: that environment and what
+# is in it (Context.key_environment). Over a row holding an environment's id in `column`.
+def key_may_see(column: str) -> Rule:
+    return Rule(custom=_unconfined_or(column))
 
 
 @dataclass(frozen=True)
@@ -202,6 +227,8 @@ class Children:
     via: tuple[str, str, str] | None = None
     where: Callable[[str], str] | None = None
     visible: Rule | None = None
+    guard: Rule | None = None  # over the parent row: else the resolver's error (FORBIDDEN)
+    filter: Rule | None = None  # over each child row: rows a caller may not see are left out
 
 
 Relation = Connection | ManyToOne | Masked | Children | Col
@@ -283,7 +310,9 @@ def viewer_dependence(type_name: str, python_name: str) -> bool | None:
         return True
     if isinstance(relation, Connection):
         return relation.visible is not None or relation.filter is not None
-    if isinstance(relation, Children | ManyToOne):
+    if isinstance(relation, Children):
+        return relation.visible is not None or relation.guard is not None or relation.filter is not None
+    if isinstance(relation, ManyToOne):
         return relation.visible is not None
     return False  # a column
 

@@ -198,11 +198,15 @@ def _quote(name: str) -> str:
 class Render:
     """One request's rendering: its variables, its viewer, the parameters bound so far."""
 
-    def __init__(self, variables: VariableValues, viewer: uuid.UUID | None) -> None:
+    def __init__(
+        self, variables: VariableValues, viewer: uuid.UUID | None, key_environment: uuid.UUID | None = None
+    ) -> None:
         self.variables = variables
         self.viewer_id = viewer
+        self.key_environment_id = key_environment
         self.params: list[Any] = []
         self._viewer: str | None = None
+        self._key: str | None = None
         self._aliases = 0
 
     def param(self, value: Any) -> str:
@@ -214,10 +218,19 @@ class Render:
         not use is never sent (PostgreSQL cannot type a parameter it never sees)."""
         return Lazy(self, value)
 
-    def viewer(self) -> str:
+    @property
+    def user(self) -> str:
+        """The caller's user id (NULL for anonymous callers and API keys)."""
         if self._viewer is None:
             self._viewer = self.param(self.viewer_id) + "::uuid"
         return self._viewer
+
+    @property
+    def key_environment(self) -> str:
+        """The environment an API key is confined to (NULL: not such a key)."""
+        if self._key is None:
+            self._key = self.param(self.key_environment_id) + "::uuid"
+        return self._key
 
     def alias(self) -> str:
         self._aliases += 1
@@ -263,7 +276,7 @@ class MaskedColumn:
     rule: Rule
 
     def render(self, r: Render, row: str) -> str:
-        return f"CASE WHEN {self.rule.sql(row, r.viewer())} THEN {self.encode(f'{row}.{self.column}')} ELSE 'null' END"
+        return f"CASE WHEN {self.rule.sql(row, r)} THEN {self.encode(f'{row}.{self.column}')} ELSE 'null' END"
 
 
 @dataclass
@@ -294,7 +307,7 @@ class ManyToOnePlan:
         x = r.alias()
         where = f"{x}.id = {row}.{self.key}"
         if self.visible is not None:
-            where += f" AND {self.visible.sql(x, r.viewer())}"
+            where += f" AND {self.visible.sql(x, r)}"
         found = f"(SELECT {self.target.render(r, x)} FROM {self.target.decl.table} {x} WHERE {where})"
         return f"COALESCE({found}, {B if self.non_null else literal('null')})"
 
@@ -318,10 +331,15 @@ class ChildrenPlan:
         if decl.where is not None:
             conditions.append(decl.where(x))
         if decl.visible is not None:
-            conditions.append(decl.visible.sql(row, r.viewer()))
+            conditions.append(decl.visible.sql(row, r))
+        if decl.filter is not None:
+            conditions.append(decl.filter.sql(x, r))
         items = f"string_agg({self.target.render(r, x)}, ',' ORDER BY {decl.order(x)})"
         where = " AND ".join(conditions)
-        return f"(SELECT '[' || COALESCE({items}, '') || ']' FROM {self.target.decl.table} {x} WHERE {where})"
+        found = f"(SELECT '[' || COALESCE({items}, '') || ']' FROM {self.target.decl.table} {x} WHERE {where})"
+        if decl.guard is not None:
+            return f"CASE WHEN {decl.guard.sql(row, r)} THEN {found} ELSE {B} END"
+        return found
 
 
 @dataclass
@@ -363,9 +381,9 @@ class ConnectionPlan:
                 conditions.append(decl.where(alias))
             conditions.extend(spec.sql(alias, placeholder) for spec, placeholder in bound)
             if decl.visible is not None and parent is not None:
-                conditions.append(decl.visible.sql(parent, r.viewer()))
+                conditions.append(decl.visible.sql(parent, r))
             if decl.filter is not None:
-                conditions.append(decl.filter.sql(alias, r.viewer()))
+                conditions.append(decl.filter.sql(alias, r))
             if page and position is not None:
                 stamp, key = position
                 order = decl.order
@@ -393,7 +411,7 @@ class ConnectionPlan:
                 return "'false'"
             if decl.visible is None or parent is None:
                 return "'true'"
-            return f"CASE WHEN {decl.visible.sql(parent, r.viewer())} THEN 'true' ELSE 'false' END"
+            return f"CASE WHEN {decl.visible.sql(parent, r)} THEN 'true' ELSE 'false' END"
 
         entries: list[tuple[str, str]] = []
         for key, (kind, spec) in self.parts:
@@ -440,7 +458,7 @@ class ConnectionPlan:
             )
         guards = [spec.guard(placeholder) for spec, placeholder in bound if spec.guard is not None]
         if decl.guard is not None and parent is None:
-            guards.insert(0, decl.guard.sql_of(None, r.viewer()))
+            guards.insert(0, decl.guard.sql_of(None, r))
         if guards:
             body = f"SELECT CASE WHEN {' AND '.join(guards)} THEN ({body}) ELSE {B} END"
         return f"({body})" if parent is not None else body
@@ -473,13 +491,11 @@ class ByIdPlan:
         table = self.target.decl.table
         value = self.target.render(r, x)
         if self.decl.row_guard is not None:
-            value = f"CASE WHEN {self.decl.row_guard.sql(x, r.viewer())} THEN {value} ELSE {B} END"
+            value = f"CASE WHEN {self.decl.row_guard.sql(x, r)} THEN {value} ELSE {B} END"
         found = f"(SELECT {value} FROM {table} {x} WHERE {x}.id = {placeholder}::uuid{where})"
         answer = f"COALESCE({found}, 'null')"
         if self.decl.guard is not None:
-            answer = (
-                f"CASE WHEN {self.decl.guard.sql_of(f'{placeholder}::uuid', r.viewer())} THEN {answer} ELSE {B} END"
-            )
+            answer = f"CASE WHEN {self.decl.guard.sql_of(f'{placeholder}::uuid', r)} THEN {answer} ELSE {B} END"
         return f"SELECT {answer}"
 
 
@@ -497,7 +513,7 @@ class LookupPlan:
         table = self.target.decl.table
         answer = f"COALESCE((SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {where}), 'null')"
         if self.decl.guard is not None:
-            answer = f"CASE WHEN {self.decl.guard.sql_of(None, r.viewer())} THEN {answer} ELSE {B} END"
+            answer = f"CASE WHEN {self.decl.guard.sql_of(None, r)} THEN {answer} ELSE {B} END"
         return f"SELECT {answer}"
 
 
@@ -510,7 +526,7 @@ class ByViewerPlan:
         x = r.alias()
         where = f" AND {self.decl.where(x)}" if self.decl.where is not None else ""
         table = self.target.decl.table
-        found = f"(SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {x}.id = {r.viewer()}{where})"
+        found = f"(SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {x}.id = {r.user}{where})"
         return f"SELECT COALESCE({found}, 'null')"
 
 
@@ -525,7 +541,7 @@ class RowsPlan:
         items = f"string_agg({self.target.render(r, x)}, ',' ORDER BY {self.decl.order(x)})"
         answer = f"(SELECT '[' || COALESCE({items}, '') || ']' FROM {self.target.decl.table} {x}{where})"
         if self.decl.guard is not None:
-            answer = f"CASE WHEN {self.decl.guard.sql_of(None, r.viewer())} THEN {answer} ELSE {B} END"
+            answer = f"CASE WHEN {self.decl.guard.sql_of(None, r)} THEN {answer} ELSE {B} END"
         return f"SELECT {answer}"
 
 
@@ -540,8 +556,10 @@ class RootPlan:
     signed_in: bool = False  # anonymous callers and API keys: the resolver answers (UNAUTHENTICATED)
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
 
-    def render(self, variables: VariableValues, viewer: uuid.UUID | None) -> tuple[str, list[Any]]:
-        r = Render(variables, viewer)
+    def render(
+        self, variables: VariableValues, viewer: uuid.UUID | None, key_environment: uuid.UUID | None = None
+    ) -> tuple[str, list[Any]]:
+        r = Render(variables, viewer, key_environment)
         sql = self.source.render(r, None)
         return sql, r.params
 
@@ -608,7 +626,7 @@ class _Planner:
                 raise Unsupported("children are a non-null list of non-null objects")
             target = get_named_type(field_def.type)
             assert isinstance(target, GraphQLObjectType)
-            if relation.visible is not None:
+            if relation.visible is not None or relation.guard is not None or relation.filter is not None:
                 self.needs_viewer = True
             return ChildrenPlan(relation, self.object(target, group))
         if isinstance(relation, ManyToOne):

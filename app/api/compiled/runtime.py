@@ -36,10 +36,13 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str |
     try:
         # Only a plan with a visibility rule asks who is calling: a public read with a bad token
         # answers as the resolver does, which never asks.
-        viewer = await ctx.user_id(ctx.session) if plan.needs_viewer else None
+        viewer = key = None
+        if plan.needs_viewer:
+            viewer = await ctx.user_id(ctx.session)
+            key = await ctx.key_environment()
         if plan.signed_in and viewer is None:
             raise Bail
-        sql, params = plan.render(variables, viewer)
+        sql, params = plan.render(variables, viewer, key)
         if ctx.deps.settings.log_plans and sql not in plan.seen and len(plan.seen) < MAX_LOGGED:
             plan.seen.add(sql)
             log.info("%s: %s (%d parameters)", plan.coordinate, sql, len(params))
