@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from app.accounts.types import User
 
 
-# Compiled reads (docs/compiled-reads.md): `timestamp` (the created_at column under another name)
-# and `ipAddress` (inet, written by Python's ipaddress) keep the resolver path.
-@c.table(models.AuditLog, user=c.ManyToOne("User", key="user_id"))
+# Compiled reads (docs/compiled-reads.md): `ipAddress` (inet, written by Python's ipaddress) keeps
+# the resolver path.
+@c.table(models.AuditLog, user=c.ManyToOne("User", key="user_id"), timestamp=c.Col("created_at"))
 @strawberry.type(name="AuditLog")
 class AuditLog:
     id: strawberry.ID

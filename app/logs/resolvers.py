@@ -10,6 +10,7 @@ from typing import Any
 import strawberry
 
 from app.accounts.events import api_key_channel, end
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.errors import NotFound
 from app.api.pagination import (
@@ -169,6 +170,38 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
     if (event := outcome.event()) is not None:
         await ctx.deps.hub.publish(events.project_channel(api_key.project_id), event)
     return outcome
+
+
+# A project is its owner's and projects:admin's (and its own API keys', which go to the resolver).
+c.root(
+    "Query.project",
+    c.ById(
+        "Project",
+        bind=lambda value: parse_id(value, "projectId"),
+        signed_in=True,
+        row_guard=c.Rule(owner="owner_id", permissions=("projects:admin",)),
+    ),
+)
+c.root(
+    "Query.projects",
+    c.Connection(
+        "Project",
+        order=c.Keyset("created_at", "id", PROJECT_CURSOR, descending=False),
+        filter=c.Rule(owner="owner_id"),
+        signed_in=True,
+    ),
+)
+# Under a user: their projects for themselves; the empty connection for anyone else signed in.
+c.relate(
+    "User",
+    projects=c.Connection(
+        "Project",
+        order=c.Keyset("created_at", "id", PROJECT_CURSOR, descending=False),
+        child_key="owner_id",
+        visible=c.Rule(owner="id"),
+        guard=c.SIGNED_IN,
+    ),
+)
 
 
 @strawberry.type

@@ -109,6 +109,10 @@ def key_may_see(column: str) -> Rule:
     return Rule(custom=_unconfined_or(column))
 
 
+# Anyone signed in (not anonymous, not an API key): as a guard, the resolver's UNAUTHENTICATED.
+SIGNED_IN = Rule(custom=lambda row, viewer: f"{viewer.user} IS NOT NULL")
+
+
 @dataclass(frozen=True)
 class Filter:
     """An argument that narrows rows: `sql(alias, placeholder)` is the predicate. The argument's
@@ -309,7 +313,7 @@ def viewer_dependence(type_name: str, python_name: str) -> bool | None:
     if isinstance(relation, Masked):
         return True
     if isinstance(relation, Connection):
-        return relation.visible is not None or relation.filter is not None
+        return relation.visible is not None or relation.filter is not None or relation.guard is not None
     if isinstance(relation, Children):
         return relation.visible is not None or relation.guard is not None or relation.filter is not None
     if isinstance(relation, ManyToOne):

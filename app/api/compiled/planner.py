@@ -47,7 +47,7 @@ from graphql.execution.collect_fields import (
 )
 from graphql.execution.values import VariableValues, get_argument_values
 from sqlalchemy import ARRAY
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import INET, JSONB
 
 from app.api.compiled.declare import (
     ROOTS,
@@ -169,6 +169,14 @@ def encoder(type_: GraphQLOutputType, column: Any) -> Callable[[str], str]:
             )
         else:
             raise Unsupported(f"no encoder for {inner} from {column.type}")
+    elif isinstance(column.type, INET) and get_named_type(inner).name == "String":
+        # str() of the address asyncpg gives: PostgreSQL's host() for a single address, except an
+        # IPv6 address written with a dotted tail (Python 3.11 prints it in hex) or a network with
+        # a mask (Python prints the mask): those go to the resolver.
+        core = lambda e: (  # noqa: E731
+            f"CASE WHEN masklen({e}) = CASE family({e}) WHEN 4 THEN 32 ELSE 128 END "
+            f"AND (family({e}) = 4 OR host({e}) NOT LIKE '%.%') THEN to_json(host({e}))::text END"
+        )
     elif isinstance(inner, GraphQLEnumType):
         cases = " ".join(
             f"WHEN {literal(str(value.value))} THEN {literal(json.dumps(name))}" for name, value in inner.values.items()
@@ -457,8 +465,8 @@ class ConnectionPlan:
                 f"WHERE {where(a, page=True)} ORDER BY {order} LIMIT {limit}) {a} GROUP BY ()"
             )
         guards = [spec.guard(placeholder) for spec, placeholder in bound if spec.guard is not None]
-        if decl.guard is not None and parent is None:
-            guards.insert(0, decl.guard.sql_of(None, r))
+        if decl.guard is not None:
+            guards.insert(0, decl.guard.sql_of(None, r) if parent is None else decl.guard.sql(parent, r))
         if guards:
             body = f"SELECT CASE WHEN {' AND '.join(guards)} THEN ({body}) ELSE {B} END"
         return f"({body})" if parent is not None else body
@@ -647,7 +655,7 @@ class _Planner:
         target = TYPES.get(decl.target)
         if target is None:
             raise Unsupported(f"{decl.target} is not declared")
-        if decl.visible is not None or decl.filter is not None:
+        if decl.visible is not None or decl.filter is not None or decl.guard is not None:
             self.needs_viewer = True
         parts: list[tuple[str, tuple[str, Any]]] = []
         needs_more = False
@@ -723,6 +731,8 @@ class _Planner:
         elif isinstance(source, Connection):
             if source.child_key is not None or source.visible is not None:
                 raise Unsupported("a root connection has no parent")
+            if source.guard is not None and (source.guard.custom is not None or source.guard.owner is not None):
+                raise Unsupported("a root guard holds permissions only (there is no row yet)")
             self.needs_viewer = source.guard is not None
             plan = self.connection(source, field_def, group)
         else:
