@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import strawberry
 
 from app.accounts.service import require_user_exists
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
@@ -29,6 +30,8 @@ from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH
 from app.communities import access, events, models
 from app.communities.service import analyses, chat, guilds
 from app.communities.types import (
+    CONVERSATION_OWNER,
+    IN_READABLE_GUILD,
     ChatConversation,
     ChatMessage,
     ChatMessageInput,
@@ -68,9 +71,9 @@ def _decode_guild_cursor(cursor: str | None) -> tuple[str, uuid.UUID] | None:
 async def _conversation(info: Info, conversation_id: uuid.UUID) -> models.ChatConversation:
     """A conversation is its owner's alone."""
     ctx = info.context
-    user_id = await ctx.require_user_id(ctx.session)
+    await ctx.require_user_id(ctx.session)
     conversation = await chat.get_conversation_or_raise(ctx.session, conversation_id=conversation_id)
-    if conversation.user_id != user_id:
+    if not await CONVERSATION_OWNER.allows(ctx, conversation.user_id):
         raise Forbidden("this conversation belongs to someone else")
     return conversation
 
@@ -114,16 +117,27 @@ async def guilds_of(info: Info, *, user_id: uuid.UUID, first: int | None, after:
     return await guilds_page(info, search=None, member_id=user_id, shared_with=shared, first=first, after=after)
 
 
-# Compiled reads (docs/compiled-reads.md): no root of this domain is declared yet (c.root), each
-# for want of a planner feature (tests/api/test_compiled_communities.py keeps them on the resolvers):
-# - guild(id, discordId), clubAnalysis(id): `access.require_reader` over the row found, i.e. a
-#   membership of the guild (user_guilds) or `guilds:write`, which no c.Rule expresses, applied as
-#   a guard over the row (a ById guard is over the argument); guild also looks up by either of two
-#   optional arguments, exactly one given.
-# - guilds: pages by (name, id) with the cursor "id|name", and reads only the caller's guilds
-#   unless they hold `guilds:write` (a filter on the viewer).
-# - conversation(id), conversations: the caller's own rows; anonymous callers are refused before
-#   any read. A root cannot test a row against the viewer yet.
+# Compiled reads (docs/compiled-reads.md; tests/api/test_compiled_communities.py).
+c.root("Query.clubAnalysis", c.ById("ClubAnalysis", bind=parse_id, row_guard=IN_READABLE_GUILD))  # unknown: null
+c.root(
+    "Query.conversation",
+    c.ById("ChatConversation", bind=parse_id, row_guard=CONVERSATION_OWNER, signed_in=True),  # unknown: null
+)
+c.root(
+    "Query.conversations",
+    c.Connection(
+        "ChatConversation",
+        order=c.Keyset("created_at", "id", CONVERSATION_CURSOR),
+        filter=CONVERSATION_OWNER,
+        signed_in=True,
+    ),
+)
+
+
+# Not declared, for want of a planner feature:
+# - guild(id, discordId): a lookup by either of two optional arguments (exactly one given), with a
+#   row guard (GUILD_READER).
+# - guilds: pages by (name, id) with the cursor "id|name" (a Keyset is a time and a uuid).
 # - clubAnalyses: its cursor is json.dumps(...) in Python.
 @strawberry.type
 class CommunitiesQuery:

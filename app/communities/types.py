@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -43,6 +44,20 @@ ANALYSIS_CURSOR = "analysis"
 
 # A conversation is its owner's alone (ChatMessage.conversation is null for anyone else).
 CONVERSATION_OWNER = c.Rule(owner="user_id")
+
+
+def _member_of(column: str) -> Callable[[str, c.Viewer], str]:
+    """SQL: the caller is a member of the guild whose id is the row's `column` (access.membership)."""
+    return lambda row, viewer: (
+        f"EXISTS (SELECT 1 FROM user_guilds lodge_m WHERE lodge_m.guild_id = {row}.{column} "
+        f"AND lodge_m.user_id = {viewer.user})"
+    )
+
+
+# `access.can_read` as SQL (its Python twin stays in access.py): a member of the guild, or
+# `guilds:write`. GUILD_READER is over a guild's row, IN_READABLE_GUILD over a row of a guild.
+GUILD_READER = c.Rule(permissions=(access.WRITE,), custom=_member_of("id"))
+IN_READABLE_GUILD = c.Rule(permissions=(access.WRITE,), custom=_member_of("guild_id"))
 
 
 async def load_user(info: Info, user_id: uuid.UUID | None) -> Any:
@@ -142,11 +157,10 @@ async def messages_connection(
     )
 
 
-# Compiled reads (docs/compiled-reads.md): the columns and relations below are plain, byte for
-# byte what the resolvers write. What reads a guild's insides (members, analyses, chat, a
-# message's guild) is checked by `access.require_reader` / `can_read`: membership of the guild or
-# `guilds:write`, which no `c.Rule` expresses yet (it would need a membership test), so those
-# fields stay on the resolver path, and so do the roots of resolvers.py.
+# Compiled reads (docs/compiled-reads.md): the columns and relations declared below write, byte
+# for byte, what the resolvers write. Guild's connections raise FORBIDDEN for non-readers, which a
+# nested connection cannot do yet (its rule gives the empty connection), and clubAnalyses has a
+# Python cursor, chatMessages backward pages: they keep their resolvers.
 @c.table(models.Guild)
 @strawberry.type(name="Guild")
 class Guild:
@@ -211,10 +225,9 @@ class Guild:
         )
 
 
-# joinedAt reads created_at under another name: no declaration kind renames a column yet, so it
-# keeps its resolver.
 @c.table(
     models.UserGuild,
+    joined_at=c.Col("created_at"),
     user=c.ManyToOne("User", key="user_id"),  # non-null: a missing row bails (load_user asserts)
     guild=c.ManyToOne("Guild", key="guild_id"),  # load_guild checks nothing
 )
@@ -290,6 +303,7 @@ class ClubMetric:
 @c.table(
     models.ClubAnalysis,
     user=c.ManyToOne("User", key="user_id"),
+    guild=c.ManyToOne("Guild", key="guild_id", visible=GUILD_READER),  # non-null: hidden bails (FORBIDDEN)
     # Loaders.children's order: the position as sent, then the primary key.
     images=c.Children("ClubAnalysisImage", order=lambda t: f"{t}.position, {t}.id", child_key="analysis_id"),
     metrics=c.Children("ClubMetric", order=lambda t: f"{t}.position, {t}.id", child_key="analysis_id"),
@@ -374,16 +388,21 @@ class ChatConversation:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[ChatMessage]:
-        if self.row.user_id != await info.context.require_user_id(info.context.session):
+        await info.context.require_user_id(info.context.session)
+        if not await CONVERSATION_OWNER.allows(info.context, self.row.user_id):
             raise Forbidden("this conversation belongs to someone else")
         return await messages_connection(
             info, conversation_id=self.row.id, guild_id=None, first=first, after=after, last=last, before=before
         )
 
 
-# `cursor` is written in Python; `conversation` is CONVERSATION_OWNER over the conversation's row,
-# which a ManyToOne cannot apply yet; `guild` is `access.can_read`.
-@c.table(models.ChatMessage, user=c.ManyToOne("User", key="user_id"))  # null when the author is gone
+# `cursor` is written in Python. `guild` stays with its resolver: `access.can_read` raises
+# UNAUTHENTICATED for anonymous callers where GUILD_READER would answer null.
+@c.table(
+    models.ChatMessage,
+    user=c.ManyToOne("User", key="user_id"),  # null when the author is gone
+    conversation=c.ManyToOne("ChatConversation", key="conversation_id", visible=CONVERSATION_OWNER),
+)
 @strawberry.type(name="ChatMessage")
 class ChatMessage:
     id: strawberry.ID
