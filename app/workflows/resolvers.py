@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 
 import strawberry
 
 from app.accounts.service import require_user_exists
+from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
@@ -25,13 +27,16 @@ from app.api.pagination import (
 )
 from app.api.permissions import parse_id
 from app.api.scalars import JSON
-from app.api.validation import MAX_SEARCH
+from app.api.validation import MAX_SEARCH, like_pattern
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
 from app.workflows import access, events, models
 from app.workflows.service import executions, files, workflows
 from app.workflows.types import (
     EXECUTION_LOG_CURSOR,
+    EXECUTION_READ,
+    FILE_READ,
+    WORKFLOW_READ,
     WORKFLOW_STAFF,
     EdgeInput,
     Execution,
@@ -104,17 +109,67 @@ async def workflows_page(
     return page  # type: ignore[return-value]  # the same fields, under the connection's own name
 
 
-# No root of this domain is declared for compiled reads yet (`c.root`): each one's visibility needs
-# a declaration kind the planner does not have (docs/compiled-reads.md, issue 16):
-# - `workflow(id)`: FORBIDDEN for a live row the caller may not read (`is_public`, or
-#   WRITE_WORKFLOW over the row), UNAUTHENTICATED for anonymous callers even on public rows, null
-#   when not found: a by-id guard over the found row, with a public column and "signed in".
-# - `workflows`: UNAUTHENTICATED for anonymous callers; rows filtered per viewer (own or public,
-#   unless WORKFLOW_STAFF): a root connection with a per-row rule and a "signed in" guard.
-# - `execution(id)`: FORBIDDEN unless the caller started it or WRITE_WORKFLOW holds over its
-#   workflow: a by-id guard over the found row, through a join.
-# - `files`: the caller's own rows only: a root connection scoped to the viewer.
-# - `file(id)`: UNAUTHENTICATED first, then FORBIDDEN unless owner or public: as `workflow(id)`.
+def _enum_value(member: Any) -> Any:
+    return member.value if isinstance(member, enum.Enum) else member
+
+
+def _is(column: str, kind: str) -> Callable[[str, Any], str]:
+    return lambda t, value: f"{t}.{column} = {value}::{kind}"
+
+
+_LIVE = lambda t: f"{t}.deleted_at IS NULL"  # noqa: E731
+
+# Compiled reads (issue 16). Every root of the domain asks who calls before anything else the
+# caller could see (UNAUTHENTICATED for anonymous callers and API keys): `signed_in`.
+c.root(
+    "Query.workflow",
+    c.ById("Workflow", bind=parse_id, where=_LIVE, row_guard=WORKFLOW_READ, signed_in=True),  # else FORBIDDEN
+)
+c.root(
+    "Query.workflows",
+    c.Connection(
+        "Workflow",
+        order=c.Keyset("created_at", "id", WORKFLOW_CURSOR),
+        where=_LIVE,
+        filters={
+            "status": c.Filter(_is("status", "text"), bind=_enum_value),
+            "tag": c.Filter(lambda t, tag: f"{t}.tags @> ARRAY[{tag}::text]"),
+            "search": c.Filter(
+                lambda t, like: f"({t}.name ILIKE {like}::text OR {t}.description ILIKE {like}::text)",
+                bind=like_pattern,
+                truthy=True,
+            ),
+            "isTemplate": c.Filter(_is("is_template", "boolean")),
+            "isPublic": c.Filter(_is("is_public", "boolean")),
+            "ownerId": c.Filter(
+                _is("user_id", "uuid"),
+                bind=lambda owner: parse_id(owner, "ownerId"),
+                truthy=True,
+                guard=lambda owner: f"EXISTS (SELECT 1 FROM users WHERE id = {owner}::uuid AND deleted_at IS NULL)",
+            ),
+        },
+        filter=WORKFLOW_READ,  # as `visible_to`: own and public ones, or all of them for WORKFLOW_STAFF
+        signed_in=True,
+    ),
+)
+# Not found: null (before the caller is asked, so an anonymous caller's unknown id bails, harmlessly).
+c.root(
+    "Query.execution",
+    c.ById("Execution", bind=parse_id, row_guard=EXECUTION_READ, signed_in=True),  # else FORBIDDEN
+)
+c.root(
+    "Query.files",
+    c.Connection(
+        "File",
+        order=c.Keyset("created_at", "id", FILE_CURSOR),
+        where=_LIVE,
+        filter=c.Rule(owner="user_id"),  # the caller's own
+        signed_in=True,
+    ),
+)
+c.root("Query.file", c.ById("File", bind=parse_id, where=_LIVE, row_guard=FILE_READ, signed_in=True))
+
+
 @strawberry.type
 class WorkflowsQuery:
     @strawberry.field(description="A live workflow its owner, `workflows:write` or, when public, anyone can see.")  # type: ignore[untyped-decorator]
@@ -123,7 +178,9 @@ class WorkflowsQuery:
             workflow = await workflows.get_workflow_or_raise(info.context.session, workflow_id=parse_id(id))
         except NotFound:
             return None
-        await access.require_read(info, workflow)
+        await info.context.require_user_id(info.context.session)
+        if not await WORKFLOW_READ.allows(info.context, workflow.user_id, public=workflow.is_public):
+            raise Forbidden("this workflow is private")
         return Workflow.from_model(workflow)
 
     @strawberry.field(description="Live workflows the caller can see (their own and public ones), newest first.")  # type: ignore[untyped-decorator]
@@ -184,12 +241,12 @@ class WorkflowsQuery:
     @strawberry.field(description="A file its owner, or anyone when it is public, can see.")  # type: ignore[untyped-decorator]
     async def file(self, info: Info, id: strawberry.ID) -> File | None:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        await ctx.require_user_id(ctx.session)  # who asks, before whether the file exists
         try:
             row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
         except NotFound:
             return None
-        if row.user_id != user_id and not row.is_public:
+        if not await FILE_READ.allows(ctx, row.user_id, public=row.is_public):
             raise Forbidden("this file is private")
         return File.from_model(row)
 

@@ -45,6 +45,23 @@ EXECUTION_LOG_CURSOR = "execlog"
 WRITE_WORKFLOW = c.Rule(owner="user_id", permissions=(access.WRITE,))
 # Who sees every live workflow in `workflows` (others: their own and public ones).
 WORKFLOW_STAFF = c.Rule(permissions=(access.WRITE,))
+# Who reads a workflow (access.can_read): anyone signed in when it is public, else WRITE_WORKFLOW.
+WORKFLOW_READ = c.Rule(owner="user_id", permissions=(access.WRITE,), public="is_public")
+
+
+def _owns_workflow_of(row: str, viewer: c.Viewer) -> str:
+    """SQL: the caller owns the workflow of the execution `row`."""
+    return (
+        f"EXISTS (SELECT 1 FROM workflows lodge_w WHERE lodge_w.id = {row}.workflow_id "
+        f"AND lodge_w.user_id = {viewer.user})"
+    )
+
+
+# Who sees an execution (access.can_report): who started it, or WRITE_WORKFLOW over its workflow.
+# Its Python twin is access.can_report (and Workflow.executions' `only`); the suite holds them together.
+EXECUTION_READ = c.Rule(owner="user_id", permissions=(access.WRITE,), custom=_owns_workflow_of)
+# Who reads a file: its owner, or anyone signed in when it is public.
+FILE_READ = c.Rule(owner="user_id", public="is_public")
 
 
 @strawberry.enum
@@ -72,12 +89,17 @@ async def load_user(info: Info, user_id: uuid.UUID) -> Any:
     return User.from_model(row)
 
 
+def _value(member: Any) -> Any:
+    """An enum argument's stored value (graphql-core may hand over the member or its value)."""
+    return member.value if isinstance(member, enum.Enum) else member
+
+
 def execution_log_cursor(seq: int) -> str:
     return encode_cursor(EXECUTION_LOG_CURSOR, seq)
 
 
 # WorkflowNode is not declared for compiled reads: `configuration` is `or {}` in Python (a stored
-# `[]`, `null`, `0` or `""` reads as `{}`), and `key`/`type` are renamed columns.
+# `[]`, `null`, `0` or `""` reads as `{}`), and a declared type would read the column as stored.
 @strawberry.type(name="WorkflowNode")
 class WorkflowNode:
     id: strawberry.ID
@@ -115,9 +137,13 @@ class WorkflowNode:
         )
 
 
-# Compiled: id, configuration (read as stored). `source`, `target` and `type` are renamed columns:
-# Python fields.
-@c.table(models.WorkflowEdge)
+# Compiled: every field (configuration is read as stored, unlike WorkflowNode's).
+@c.table(
+    models.WorkflowEdge,
+    source=c.Col("source_node_key"),
+    target=c.Col("target_node_key"),
+    type=c.Col("edge_type"),
+)
 @strawberry.type(name="WorkflowEdge")
 class WorkflowEdge:
     id: strawberry.ID
@@ -201,9 +227,14 @@ class ExecutionLog:
         )
 
 
-# Compiled: the plain columns and `user`. `input`/`output` are renamed columns; `workflow` raises
-# (deleted, or private since the run) and `logs` pages by an integer cursor: Python fields.
-@c.table(models.Execution, user=c.ManyToOne("User", key="user_id"))
+# Compiled: the columns and `user`. `workflow` raises (deleted, or private since the run) and `logs`
+# pages by an integer cursor: Python fields.
+@c.table(
+    models.Execution,
+    input=c.Col("input_data"),
+    output=c.Col("output_data"),
+    user=c.ManyToOne("User", key="user_id"),
+)
 @strawberry.type(name="Execution")
 class Execution:
     id: strawberry.ID
@@ -269,14 +300,24 @@ class Execution:
         )
 
 
-# Compiled: the plain columns, `owner`, `nodes` and `edges` (in Loaders.children's order: creation,
-# then the primary key; `nodes` compiles once WorkflowNode is declared). `versions` (backward pages
-# by an integer) and `executions` (rows filtered per viewer) are Python fields.
+# Compiled: the columns, `owner`, `nodes` and `edges` (in Loaders.children's order: creation, then
+# the primary key; `nodes` compiles once WorkflowNode is declared) and `executions`. `versions`
+# (backward pages by an integer) is a Python field.
 @c.table(
     models.Workflow,
     owner=c.ManyToOne("User", key="user_id"),
     nodes=c.Children("WorkflowNode", order=lambda t: f"{t}.created_at, {t}.id", child_key="workflow_id"),
     edges=c.Children("WorkflowEdge", order=lambda t: f"{t}.created_at, {t}.id", child_key="workflow_id"),
+    # Others than the owner (and workflows:write) see their own. Anonymous callers would get the
+    # resolver's UNAUTHENTICATED, which a nested connection cannot say: every root that reaches a
+    # Workflow (workflow, workflows) is declared `signed_in`, so none gets this far.
+    executions=c.Connection(
+        "Execution",
+        order=c.Keyset("created_at", "id", EXECUTION_CURSOR),
+        child_key="workflow_id",
+        filters={"status": c.Filter(lambda t, status: f"{t}.status = {status}::text", bind=lambda s: _value(s))},
+        filter=EXECUTION_READ,
+    ),
 )
 @strawberry.type(name="Workflow")
 class Workflow:
@@ -376,8 +417,8 @@ class WorkflowConnection(Connection[Workflow]):
     edges: list[WorkflowConnectionEdge]  # type: ignore[assignment]
 
 
-# Compiled: the plain columns and `owner`. `size` and `path` are renamed columns: Python fields.
-@c.table(models.File, owner=c.ManyToOne("User", key="user_id"))
+# Compiled: every field.
+@c.table(models.File, size=c.Col("file_size"), path=c.Col("file_path"), owner=c.ManyToOne("User", key="user_id"))
 @strawberry.type(name="File")
 class File:
     id: strawberry.ID
