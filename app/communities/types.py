@@ -158,10 +158,18 @@ async def messages_connection(
 
 
 # Compiled reads (docs/compiled-reads.md): the columns and relations declared below write, byte
-# for byte, what the resolvers write. Guild's connections raise FORBIDDEN for non-readers, which a
-# nested connection cannot do yet (its rule gives the empty connection), and clubAnalyses has a
-# Python cursor, chatMessages backward pages: they keep their resolvers.
-@c.table(models.Guild)
+# for byte, what the resolvers write. Guild.clubAnalyses has a Python cursor and chatMessages
+# backward pages: they keep their resolvers.
+@c.table(
+    models.Guild,
+    members=c.Connection(
+        "GuildMember",
+        order=c.Keyset("created_at", "id", MEMBER_CURSOR, descending=False),  # joining order
+        child_key="guild_id",
+        where=lambda t: f"EXISTS (SELECT 1 FROM users u WHERE u.id = {t}.user_id AND u.deleted_at IS NULL)",
+        guard=GUILD_READER,  # access.require_reader: FORBIDDEN (or UNAUTHENTICATED) for others
+    ),
+)
 @strawberry.type(name="Guild")
 class Guild:
     id: strawberry.ID

@@ -255,12 +255,21 @@ def _conversation_selections() -> list[str]:
     return [*CONVERSATION_SCALARS.split(), "__typename", USER, CONVERSATION_ALL, "a: id b: title u: user { id }"]
 
 
-def _python_selections() -> list[str]:
-    """Selections of clubAnalysis with a field that keeps its resolver (membership-checked
-    connections, Python cursors, backward pages): the whole root keeps the resolver path."""
+def _member_selections() -> list[str]:
+    """Guild.members under clubAnalysis.guild (a reader of the analysis reads its guild's members)."""
     return [
         f"guild {{ members(first: 2) {{ totalCount {PAGE} edges {{ cursor node {{ roles joinedAt {USER} }} }} }} }}",
-        "guild { members { nodes { roles guild { id name } clubAnalyses(first: 1) { totalCount nodes { id } } } } }",
+        "guild { members { nodes { roles guild { id name } } } }",
+        "guild { members(first: 0) { totalCount pageInfo { hasNextPage startCursor } } }",
+        "guild { members(first: 1) { nodes { joinedAt } pageInfo { hasNextPage endCursor } } }",
+    ]
+
+
+def _python_selections() -> list[str]:
+    """Selections of clubAnalysis with a field that keeps its resolver (Python cursors, backward
+    pages): the whole root keeps the resolver path."""
+    return [
+        "guild { members { nodes { roles clubAnalyses(first: 1) { totalCount nodes { id } } } } }",
         f"guild {{ clubAnalyses(first: 3) {{ totalCount {PAGE} nodes {{ {ANALYSIS_SCALARS} }} edges {{ cursor }} }} }}",
         f"guild {{ chatMessages(first: 2) {{ totalCount {PAGE} nodes {{ id text cursor createdAt user {{ id }} }} }} }}",
         "guild { chatMessages(last: 2) { nodes { id conversation { id title } guild { id } } } }",
@@ -295,7 +304,8 @@ async def test_club_analysis_compiles_for_readers(
         readers = viewer in ("member", "staff", "admin")  # the others see a few cases
         targets = (*world.analyses, UNKNOWN, "nope") if readers else (world.analyses[0], world.analyses[6], UNKNOWN)
         for target in targets:
-            for selection in _analysis_selections() if readers else [ANALYSIS_ALL, "id"]:
+            selections = [*_analysis_selections(), *_member_selections()] if readers else [ANALYSIS_ALL, "id"]
+            for selection in selections:
                 query = _document(f'clubAnalysis(id: "{target}")', selection)
                 _, ran = await compare(server, resolver_server, query, None, world.viewers[viewer])
                 assert ran == _analysis_outcome(world, viewer, target), (viewer, query, ran)
@@ -304,6 +314,23 @@ async def test_club_analysis_compiles_for_readers(
         for target in (*world.analyses, UNKNOWN):
             _, ran = await compare(server, resolver_server, lookup, {"id": target}, world.viewers[viewer])
             assert ran == _analysis_outcome(world, viewer, target), (viewer, target, ran)
+    members = (
+        "query($id: ID!, $n: Int, $a: String) { clubAnalysis(id: $id) { guild { members(first: $n, after: $a) {"
+        f" totalCount {PAGE} edges {{ cursor node {{ roles joinedAt user {{ id name }} }} }} }} }} }} }}"
+    )
+    for size in (1, 2):  # every page of guild 0's members (the deleted one left out)
+        after = None
+        while True:
+            page_variables: dict[str, Any] = {"id": world.analyses[0], "n": size, "a": after}
+            data, ran = await compare(server, resolver_server, members, page_variables, world.viewers["other"])
+            assert ran == "compiled", data
+            page = data["data"]["clubAnalysis"]["guild"]["members"]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+    for variables in ({"n": 501}, {"a": "bm9wZQ"}):
+        _, ran = await compare(server, resolver_server, members, {"id": world.analyses[0], **variables}, {})
+        assert ran == "bail_before", variables
 
 
 def _conversation_outcome(world: World, viewer: str, target: str) -> str:
