@@ -317,6 +317,7 @@ class Execution:
         child_key="workflow_id",
         filters={"status": c.Filter(lambda t, status: f"{t}.status = {status}::text", bind=lambda s: _value(s))},
         filter=EXECUTION_READ,
+        guard=c.SIGNED_IN,  # the resolver asks who is calling: UNAUTHENTICATED for anonymous callers
     ),
 )
 @strawberry.type(name="Workflow")

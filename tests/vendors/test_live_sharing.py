@@ -21,7 +21,9 @@ RECORD = "mutation($v: ID!, $lat: Float!, $long: Float!) { recordVendorLocation(
 RENDERS = "lodge_subscription_shared_renders_total"
 
 
-async def _renders(server: LiveServer, document: str, tokens: list[str | None]) -> tuple[int, int, list[dict[str, Any]]]:
+async def _renders(
+    server: LiveServer, document: str, tokens: list[str | None]
+) -> tuple[int, int, list[dict[str, Any]]]:
     owner = await new_user(server)
     vendor = (await server.data('mutation { createVendor(input: {name: "cart"}) { id } }', token=owner))[
         "createVendor"

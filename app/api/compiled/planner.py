@@ -365,6 +365,8 @@ class ConnectionPlan:
     def render(self, r: Render, parent: str | None) -> str:
         args = r.args(self.field_def, self.node)
         decl = self.decl
+        if args.get("last") is not None or args.get("before") is not None:
+            raise Bail  # backward pages are read by the resolver (not compiled yet)
         try:
             size = page_size(args.get("first"), args.get("last"))
             after = args.get("after")
@@ -650,6 +652,8 @@ class _Planner:
     def connection(self, decl: Connection, field_def: GraphQLField, group: list[FieldDetails]) -> ConnectionPlan:
         if not is_non_null_type(field_def.type):
             raise Unsupported("a nullable connection")
+        if "last" in field_def.args or "before" in field_def.args:
+            raise Unsupported("backward pages (last/before) are not compiled yet")
         connection = get_named_type(field_def.type)
         assert isinstance(connection, GraphQLObjectType)
         target = TYPES.get(decl.target)
