@@ -102,6 +102,8 @@ class Context:
     # The operation's compiled root fields by response key (app.api.compiled), set by the lean
     # pipeline for a prepared query.
     compiled: dict[str, Any] | None = None
+    # Statements of compiled roots that failed before graphql-core ran, by response key.
+    compiled_failures: dict[str, Exception] | None = None
 
     # -- per-operation state -------------------------------------------------------------------
     @property

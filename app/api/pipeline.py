@@ -257,7 +257,6 @@ class Pipeline:
                     result = ExecutionResult(data={}, errors=None)
                     await finish_operation(ctx, scope, result, mutation=False)
                     return payload
-                ctx.compiled = None  # a root bailed: the resolvers answer, errors worded as ever
             outcome = execute(
                 self.core,
                 prepared.document,
@@ -299,8 +298,13 @@ async def _compiled_answer(
         return None
     parts = []
     for key, plan in compiled.roots.items():
-        text = await run_root(ctx, plan, variables)
+        try:
+            text = await run_root(ctx, plan, variables)
+        except Exception as exc:
+            ctx.compiled_failures = {key: exc}  # graphql-core reports it, placed and shaped as ever
+            return None
         if text is None:
+            ctx.compiled = None  # a root bailed: the resolvers answer, errors worded as ever
             return None
         parts.append(f'"{key}":{text}')
     return ('{"data":{' + ",".join(parts) + "}}").encode()

@@ -98,8 +98,13 @@ def execution_log_cursor(seq: int) -> str:
     return encode_cursor(EXECUTION_LOG_CURSOR, seq)
 
 
-# WorkflowNode is not declared for compiled reads: `configuration` is `or {}` in Python (a stored
-# `[]`, `null`, `0` or `""` reads as `{}`), and a declared type would read the column as stored.
+# Compiled: `configuration` is `or {}` in Python (a stored `[]`, `null`, `0` or `""` reads as `{}`).
+@c.table(
+    models.WorkflowNode,
+    key=c.Col("node_key"),
+    type=c.Col("node_type"),
+    configuration=c.Col("configuration", expr=c.json_or_empty),
+)
 @strawberry.type(name="WorkflowNode")
 class WorkflowNode:
     id: strawberry.ID
@@ -202,6 +207,11 @@ class WorkflowVersion:
         return await load_user(info, self.row.created_by)  # type: ignore[no-any-return]
 
 
+@c.table(
+    models.ExecutionLog,
+    level=c.Col("log_level", expr=lambda v: f"upper({v})"),  # LogLevel(row.log_level.upper())
+    cursor=c.Expr(lambda t: f"lodge_cursor({c.literal(EXECUTION_LOG_CURSOR)}, {t}.seq::text)"),
+)
 @strawberry.type(name="ExecutionLog")
 class ExecutionLog:
     id: strawberry.ID
@@ -234,6 +244,20 @@ class ExecutionLog:
     input=c.Col("input_data"),
     output=c.Col("output_data"),
     user=c.ManyToOne("User", key="user_id"),
+    logs=c.Connection(
+        "ExecutionLog",
+        order=c.SeqKeyset("seq", EXECUTION_LOG_CURSOR),
+        child_key="execution_id",
+        filters={
+            "level": c.Filter(
+                lambda t, level: f"{t}.log_level = {level}::text", bind=lambda given: _value(given).lower()
+            )
+        },
+    ),
+    # NOT_FOUND once deleted, FORBIDDEN once private to the caller: the resolver's errors.
+    workflow=c.ManyToOne(
+        "Workflow", key="workflow_id", where=lambda t: f"{t}.deleted_at IS NULL", guard=WORKFLOW_READ, required=True
+    ),
 )
 @strawberry.type(name="Execution")
 class Execution:

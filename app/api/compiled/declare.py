@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import inspect
+from sqlalchemy import Text, inspect
 
 from app.api.context import Context
-from app.api.pagination import decode_time_uuid_cursor
+from app.api.pagination import decode_int_cursor, decode_time_uuid_cursor
 from app.api.permissions import has_permission
 
 SUPERUSER = "*"
@@ -138,6 +138,39 @@ class Keyset:
     descending: bool = True
     decode: Callable[[str, str | None], tuple[datetime, uuid.UUID] | None] = decode_time_uuid_cursor
 
+    def order(self, row: str) -> str:
+        direction = "DESC" if self.descending else "ASC"
+        return f'{row}."{self.time}" {direction}, {row}."{self.key}" {direction}'
+
+    def cursor(self, row: str) -> str:
+        """`pagination.time_cursor` of the row (NULL if it cannot be written)."""
+        return f'lodge_cursor({literal(self.kind)}, lodge_ts({row}."{self.time}") || \'|\' || {row}."{self.key}"::text)'
+
+    def after(self, row: str, position: Any, param: Callable[[Any], Any]) -> str:
+        stamp, key = position
+        sign = "<" if self.descending else ">"
+        return f'({row}."{self.time}", {row}."{self.key}") {sign} ({param(stamp)}::timestamptz, {param(key)}::uuid)'
+
+
+@dataclass(frozen=True)
+class SeqKeyset:
+    """The order of a connection over one integer column (a sequence), with its integer cursor
+    `kind` (`pagination.encode_cursor(kind, n)`, decoded by `decode_int_cursor`)."""
+
+    column: str
+    kind: str
+    descending: bool = False
+    decode: Callable[[str, str | None], int | None] = decode_int_cursor
+
+    def order(self, row: str) -> str:
+        return f'{row}."{self.column}" {"DESC" if self.descending else "ASC"}'
+
+    def cursor(self, row: str) -> str:
+        return f'lodge_cursor({literal(self.kind)}, {row}."{self.column}"::text)'
+
+    def after(self, row: str, position: Any, param: Callable[[Any], Any]) -> str:
+        return f'{row}."{self.column}" {"<" if self.descending else ">"} {param(position)}::bigint'
+
 
 @dataclass(frozen=True)
 class Connection:
@@ -148,7 +181,7 @@ class Connection:
     get the resolver's error."""
 
     target: str
-    order: Keyset
+    order: Keyset | SeqKeyset
     child_key: str | None = None
     parent_key: str = "id"
     filters: Mapping[str, Filter] = field(default_factory=dict)
@@ -208,13 +241,34 @@ class ManyToOne:
     target: str
     key: str
     visible: Rule | None = None  # over the target row: null for callers it does not let through
+    guard: Rule | None = None  # over the target row: else the resolver's error
+    where: Callable[[str], str] | None = None  # rows that count as found
+    required: bool = False  # a missing row is the resolver's error (NOT_FOUND), even if nullable
 
 
 @dataclass(frozen=True)
 class Col:
-    """A field that reads a column under another name (`joinedAt` reads `created_at`)."""
+    """A field that reads a column under another name (`joinedAt` reads `created_at`), through
+    `expr` (SQL over the column) when the resolver transforms it (`upper()`, `or {}`)."""
 
     column: str
+    expr: Callable[[str], str] | None = None
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A field computed in SQL from the row (`sql(alias)`), of the SQL type `type_` (a cursor)."""
+
+    sql: Callable[[str], str]
+    type_: Any = field(default_factory=Text)
+
+
+FALSY_JSON = """ARRAY['null', 'false', '0', '""', '[]', '{}']::jsonb[]"""  # 0.0 = 0 in jsonb
+
+
+def json_or_empty(value: str) -> str:
+    """`value or {}` in Python, for a jsonb column: any falsy JSON value (and NULL) is {}."""
+    return f"CASE WHEN {value} IS NULL OR {value} = ANY({FALSY_JSON}) THEN '{{}}'::jsonb ELSE {value} END"
 
 
 @dataclass(frozen=True)
@@ -235,7 +289,7 @@ class Children:
     filter: Rule | None = None  # over each child row: rows a caller may not see are left out
 
 
-Relation = Connection | ManyToOne | Masked | Children | Col
+Relation = Connection | ManyToOne | Masked | Children | Col | Expr
 
 
 @dataclass(frozen=True)
@@ -317,8 +371,8 @@ def viewer_dependence(type_name: str, python_name: str) -> bool | None:
     if isinstance(relation, Children):
         return relation.visible is not None or relation.guard is not None or relation.filter is not None
     if isinstance(relation, ManyToOne):
-        return relation.visible is not None
-    return False  # a column
+        return relation.visible is not None or relation.guard is not None
+    return False  # a column or an expression over one
 
 
 def root(coordinate: str, source: Root) -> None:

@@ -47,6 +47,7 @@ from graphql.execution.collect_fields import (
 )
 from graphql.execution.values import VariableValues, get_argument_values
 from sqlalchemy import ARRAY
+from sqlalchemy import Column as SAColumn
 from sqlalchemy.dialects.postgresql import INET, JSONB
 
 from app.api.compiled.declare import (
@@ -57,6 +58,7 @@ from app.api.compiled.declare import (
     Children,
     Col,
     Connection,
+    Expr,
     Lookup,
     ManyToOne,
     Masked,
@@ -272,9 +274,20 @@ class Lazy:
 class Column:
     column: str
     encode: Callable[[str], str]
+    expr: Callable[[str], str] | None = None
 
     def render(self, r: Render, row: str) -> str:
-        return self.encode(f"{row}.{self.column}")
+        value = f"{row}.{self.column}"
+        return self.encode(self.expr(value) if self.expr is not None else value)
+
+
+@dataclass
+class Computed:
+    sql: Callable[[str], str]
+    encode: Callable[[str], str]
+
+    def render(self, r: Render, row: str) -> str:
+        return self.encode(self.sql(row))
 
 
 @dataclass
@@ -309,15 +322,21 @@ class ManyToOnePlan:
     target: ObjectPlan
     key: str
     non_null: bool
-    visible: Rule | None
+    decl: ManyToOne
 
     def render(self, r: Render, row: str) -> str:
+        decl = self.decl
         x = r.alias()
         where = f"{x}.id = {row}.{self.key}"
-        if self.visible is not None:
-            where += f" AND {self.visible.sql(x, r)}"
-        found = f"(SELECT {self.target.render(r, x)} FROM {self.target.decl.table} {x} WHERE {where})"
-        return f"COALESCE({found}, {B if self.non_null else literal('null')})"
+        if decl.where is not None:
+            where += f" AND {decl.where(x)}"
+        if decl.visible is not None:
+            where += f" AND {decl.visible.sql(x, r)}"
+        value = self.target.render(r, x)
+        if decl.guard is not None:
+            value = f"CASE WHEN {decl.guard.sql(x, r)} THEN {value} ELSE {B} END"
+        found = f"(SELECT {value} FROM {self.target.decl.table} {x} WHERE {where})"
+        return f"COALESCE({found}, {B if self.non_null or decl.required else literal('null')})"
 
 
 @dataclass
@@ -395,25 +414,16 @@ class ConnectionPlan:
             if decl.filter is not None:
                 conditions.append(decl.filter.sql(alias, r))
             if page and position is not None:
-                stamp, key = position
-                order = decl.order
-                conditions.append(
-                    f"({alias}.{_quote(order.time)}, {alias}.{_quote(order.key)}) "
-                    f"{'<' if order.descending else '>'} ({r.lazy(stamp)}::timestamptz, {r.lazy(key)}::uuid)"
-                )
+                conditions.append(decl.order.after(alias, position, r.lazy))
             return " AND ".join(conditions) or "true"
 
-        direction = "DESC" if decl.order.descending else "ASC"
-        order = f"{a}.{_quote(decl.order.time)} {direction}, {a}.{_quote(decl.order.key)} {direction}"
+        order = decl.order.order(a)
         # Page sizes are written into the statement (whole numbers checked by page_size): with
         # only ids and the like as parameters, PostgreSQL can reuse one plan for every request
         # instead of planning each (a LIMIT $n plan must assume any size).
         limit = size + 1 if self.needs_more else size
         within = f" FILTER (WHERE {a}.lodge_rn <= {size})" if self.needs_more else ""
-        cursor = (
-            f"COALESCE(lodge_cursor({literal(decl.order.kind)}, lodge_ts({a}.{_quote(decl.order.time)}) || '|' || "
-            f"{a}.{_quote(decl.order.key)}::text), '\\u0000')"  # a cursor that cannot be written bails
-        )
+        cursor = f"COALESCE({decl.order.cursor(a)}, '\\u0000')"  # a cursor that cannot be written bails
 
         def previous() -> str:
             """hasPreviousPage: whether `after` was given (as build_connection says); false when hidden."""
@@ -611,9 +621,13 @@ class _Planner:
                 encode = self.encoder(type_, name, field_def, column)
                 self.needs_viewer = True
                 fields.append((key, MaskedColumn(_quote(column.name), encode, relation.rule)))
+            elif isinstance(relation, Expr):
+                encode = self.encoder(type_, name, field_def, SAColumn(relation.type_))
+                fields.append((key, Computed(relation.sql, encode)))
             elif isinstance(relation, Col):
                 column = decl.columns[relation.column]
-                fields.append((key, Column(_quote(column.name), self.encoder(type_, name, field_def, column))))
+                encode = self.encoder(type_, name, field_def, column)
+                fields.append((key, Column(_quote(column.name), encode, relation.expr)))
             elif relation is not None:
                 fields.append((key, self.relation(relation, field_def, group)))
             elif definition.base_resolver is None and python_name in decl.columns:
@@ -642,10 +656,10 @@ class _Planner:
         if isinstance(relation, ManyToOne):
             target = get_named_type(field_def.type)
             assert isinstance(target, GraphQLObjectType)
-            if relation.visible is not None:
+            if relation.visible is not None or relation.guard is not None:
                 self.needs_viewer = True
             return ManyToOnePlan(
-                self.object(target, group), _quote(relation.key), is_non_null_type(field_def.type), relation.visible
+                self.object(target, group), _quote(relation.key), is_non_null_type(field_def.type), relation
             )
         return self.connection(relation, field_def, group)
 

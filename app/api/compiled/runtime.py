@@ -25,14 +25,17 @@ from app.observability import metrics
 
 log = logging.getLogger("lodge.plans")
 MAX_LOGGED = 64  # statements logged per plan (LODGE_LOG_PLANS): variants are few
-COMPILED, BAIL_BEFORE, BAIL_AFTER = (
-    metrics.COMPILED_ROOTS.labels(o) for o in ("compiled", "bail_before", "bail_after")
+COMPILED, BAIL_BEFORE, BAIL_AFTER, FAILED = (
+    metrics.COMPILED_ROOTS.labels(o) for o in ("compiled", "bail_before", "bail_after", "failed")
 )
 
 
 async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str | None:
-    """The root field's JSON text, or None: the resolver path answers (and words any error)."""
-    outcome = BAIL_BEFORE
+    """The root field's JSON text, or None: the resolver path answers (and words any error).
+
+    A statement that fails (the database went away, a timeout) raises its error, to be reported
+    at the root field as the resolver's would be: the resolver, run after it, would meet the same
+    failure on a connection that may be gone."""
     try:
         # Only a plan with a visibility rule asks who is calling: a public read with a bad token
         # answers as the resolver does, which never asks.
@@ -43,18 +46,22 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str |
         if plan.signed_in and viewer is None:
             raise Bail
         sql, params = plan.render(variables, viewer, key)
-        if ctx.deps.settings.log_plans and sql not in plan.seen and len(plan.seen) < MAX_LOGGED:
-            plan.seen.add(sql)
-            log.info("%s: %s (%d parameters)", plan.coordinate, sql, len(params))
-        outcome = BAIL_AFTER
-        rows = await ctx.session.fetch_raw(sql, *params)
-        text: str = rows[0][0]
-        if MARKER in text:
-            raise Bail
-    except Exception as exc:  # a refusal, an unusual value, or a failed statement
+    except Exception as exc:  # a refusal of the arguments or of the caller
         if not isinstance(exc, Bail):
             log.debug("%s ran on the resolver path after: %r", plan.coordinate, exc)
-        outcome.inc()
+        BAIL_BEFORE.inc()
+        return None
+    if ctx.deps.settings.log_plans and sql not in plan.seen and len(plan.seen) < MAX_LOGGED:
+        plan.seen.add(sql)
+        log.info("%s: %s (%d parameters)", plan.coordinate, sql, len(params))
+    try:
+        rows = await ctx.session.fetch_raw(sql, *params)
+    except Exception:
+        FAILED.inc()
+        raise
+    text: str = rows[0][0]
+    if MARKER in text:  # a value or a guard that the resolver reports as an error
+        BAIL_AFTER.inc()
         return None
     COMPILED.inc()
     return text
@@ -84,7 +91,16 @@ class CompiledRoots:
         path: Any,
         position_context: Any,
     ) -> Any:
-        text = await run_root(self.context_value, plan, self.variable_values)  # type: ignore[attr-defined]
+        ctx = self.context_value  # type: ignore[attr-defined]
+        try:
+            failed = ctx.compiled_failures.pop(path.key, None) if ctx.compiled_failures else None
+            if failed is not None:
+                raise failed  # the pipeline ran it already: reported here, where graphql-core places it
+            text = await run_root(ctx, plan, self.variable_values)  # type: ignore[attr-defined]
+        except Exception as exc:
+            field = self.schema.get_field(parent_type, field_details_list[0].node.name.value)  # type: ignore[attr-defined]
+            self.handle_field_error(exc, field.type, field_details_list, path)  # type: ignore[attr-defined]
+            return None
         if text is not None:
             return orjson.Fragment(text)
         result = super().execute_field(  # type: ignore[misc]
