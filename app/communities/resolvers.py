@@ -26,11 +26,12 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission, parse_id
 from app.api.scalars import JSON
-from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH
+from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH, like_pattern
 from app.communities import access, events, models
 from app.communities.service import analyses, chat, guilds
 from app.communities.types import (
     CONVERSATION_OWNER,
+    GUILD_READER,
     IN_READABLE_GUILD,
     ChatConversation,
     ChatMessage,
@@ -133,12 +134,31 @@ c.root(
     ),
 )
 
+# By id or Discord id (exactly one); readers only (access.require_reader), unknown: null.
+c.root(
+    "Query.guild",
+    c.Lookup(
+        "Guild",
+        keys={"id": "id", "discordId": "discord_id"},
+        one_of=True,
+        bind={"id": parse_id},
+        row_guard=GUILD_READER,
+    ),
+)
+# By name: all of them for guilds:write, else the caller's (GUILD_READER as a filter).
+c.root(
+    "Query.guilds",
+    c.Connection(
+        "Guild",
+        order=c.NameKeyset("name", "id", GUILD_CURSOR, _decode_guild_cursor),
+        filters={"search": c.Filter(lambda t, like: f"{t}.name ILIKE {like}::text", bind=like_pattern, truthy=True)},
+        filter=GUILD_READER,
+        signed_in=True,
+    ),
+)
 
-# Not declared, for want of a planner feature:
-# - guild(id, discordId): a lookup by either of two optional arguments (exactly one given), with a
-#   row guard (GUILD_READER).
-# - guilds: pages by (name, id) with the cursor "id|name" (a Keyset is a time and a uuid).
-# - clubAnalyses: its cursor is json.dumps(...) in Python.
+
+# Not declared, for want of a planner feature: clubAnalyses (its cursor is json.dumps(...) in Python).
 @strawberry.type
 class CommunitiesQuery:
     @strawberry.field(description="One guild, by `id` or by `discordId`.")  # type: ignore[untyped-decorator]

@@ -217,10 +217,20 @@ async def test_the_documented_queries_match(server: LiveServer, resolver_server:
         ("ConversationHistory", {"id": world.conversations[0], "before": "bm9wZQ"}),
         *(("GuildChatHistory", {"guildId": g}) for g in [*world.guilds, str(uuid.uuid4())]),
     ]
+    signed_out = ("anonymous", "apikey", "badtoken")
     for viewer in VIEWERS:
         for name, variables in runs:
             _, ran = await compare(server, resolver_server, queries[name], variables, world.viewers[viewer])
-            assert ran is None, (viewer, name, variables, ran)  # guild, guilds, clubAnalyses, messages: resolvers
+            if name == "Guilds":
+                bad_cursor = "after" in variables
+                expected = "bail_before" if viewer in signed_out or bad_cursor else "compiled"
+                assert ran == expected, (viewer, name, variables, ran)
+            elif name == "Guild":  # found by readers, null if unknown, else the resolver's error
+                assert ran in ("compiled", "bail_after", "bail_before"), (viewer, name, variables, ran)
+                if variables["discordId"] == "nobody":  # null; a bad token is asked about first
+                    assert ran == ("bail_before" if viewer == "badtoken" else "compiled"), (viewer, ran)
+            else:  # clubAnalyses (a Python cursor), messages (backward pages): resolvers
+                assert ran is None, (viewer, name, variables, ran)
 
 
 # -- generated selections of every root --------------------------------------------------------------
@@ -393,21 +403,58 @@ async def test_what_needs_python_keeps_the_resolvers(
             (f'conversation(id: "{target}")', "messages { nodes { conversation { id } guild { id } } }"),
         ]
     cases.append(("conversations(first: 2)", "nodes { id messages { totalCount } }"))
-    for guild in (*world.guilds, UNKNOWN):
-        cases += [(f'guild(id: "{guild}")', s) for s in (f"{GUILD_SCALARS} __typename", "a: name b: settings")]
-    cases += [(f'guild(discordId: "{world.discord_ids[1]}")', "name settings"), ('guild(discordId: "nobody")', "id")]
-    cases += [("guild", "id"), (f'guild(id: "{UNKNOWN}", discordId: "x")', "id"), ('guild(id: "nope")', "id")]
-    for arguments in ("first: 2", f'search: "{world.marker}"', "first: 501", 'after: "bm9wZQ"'):
-        cases += [
-            (f"guilds({arguments})", f"totalCount {PAGE} edges {{ cursor node {{ {GUILD_SCALARS} }} }}"),
-            (f"guilds({arguments})", "nodes { name members { totalCount } }"),
-        ]
+    cases += [("guilds(first: 2)", "nodes { name clubAnalyses(first: 1) { totalCount } }")]
     cases += [("clubAnalyses(first: 2)", f"totalCount {PAGE} nodes {{ {ANALYSIS_SCALARS} }}")]
     for viewer in VIEWERS:
         for root, selection in cases:
             query = _document(root, selection)
             _, ran = await compare(server, resolver_server, query, None, world.viewers[viewer])
             assert ran is None, (viewer, query, ran)
+
+
+async def test_guilds_compile_for_their_readers(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
+    """guild(id | discordId) and guilds: a reader's (a member, or guilds:write) answer compiled, the
+    resolver's errors for anyone else, by name then id page after page."""
+    signed_out = ("anonymous", "apikey", "badtoken")
+    for viewer in VIEWERS:
+        headers = world.viewers[viewer]
+        for guild in (*world.guilds, UNKNOWN):
+            for selection in (f"{GUILD_SCALARS} __typename", "a: name b: settings", "members { totalCount }"):
+                _, ran = await compare(
+                    server, resolver_server, _document(f'guild(id: "{guild}")', selection), None, headers
+                )
+                assert ran is not None, (viewer, guild, selection)
+                if guild == UNKNOWN:  # null for anyone; a bad token is asked about first
+                    assert ran == ("bail_before" if viewer == "badtoken" else "compiled"), (viewer, ran)
+        for arguments in ("", f'discordId: "{world.discord_ids[1]}"', f'id: "{UNKNOWN}", discordId: "x"', 'id: "nope"'):
+            query = _document(f"guild({arguments})" if arguments else "guild", "id name")
+            _, ran = await compare(server, resolver_server, query, None, headers)
+            if arguments.startswith("discordId") and viewer != "badtoken":
+                assert ran in ("compiled", "bail_after"), (viewer, arguments, ran)
+            else:
+                assert ran == "bail_before", (viewer, arguments, ran)  # BAD_USER_INPUT there
+        listing = (
+            "query($s: String, $n: Int, $a: String) { guilds(search: $s, first: $n, after: $a) { totalCount"
+            f" {PAGE} edges {{ cursor node {{ {GUILD_SCALARS} }} }} }} }}"
+        )
+        for size in (1, 2):
+            after = None
+            while True:
+                data, ran = await compare(
+                    server, resolver_server, listing, {"s": world.marker, "n": size, "a": after}, headers
+                )
+                if viewer in signed_out:
+                    assert ran == "bail_before", (viewer, ran)
+                    break
+                assert ran == "compiled", (viewer, ran)
+                page = data["data"]["guilds"]
+                if not page["pageInfo"]["hasNextPage"]:
+                    break
+                after = page["pageInfo"]["endCursor"]
+        for variables in ({"n": 501}, {"a": "bm9wZQ"}, {"s": "%"}, {"s": ""}):
+            _, ran = await compare(server, resolver_server, listing, variables, headers)
+            bad = "n" in variables or "a" in variables
+            assert ran == ("bail_before" if viewer in signed_out or bad else "compiled"), (viewer, variables, ran)
 
 
 async def test_several_roots(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
@@ -425,7 +472,8 @@ async def test_several_roots(server: LiveServer, resolver_server: LiveServer, wo
     beside = f'{{ me {{ id name }} guild(id: "{world.guilds[0]}") {{ name settings }} conversations {{ totalCount }} }}'
     for viewer in ("member", "stranger", "staff"):
         _, ran = await compare(server, resolver_server, beside, None, world.viewers[viewer])
-        assert ran == "compiled", (viewer, ran)  # guild on the resolvers, the others spliced in
+        # A stranger may not read the guild: its FORBIDDEN comes from the resolvers.
+        assert ran == ("compiled+bail_after" if viewer == "stranger" else "compiled"), (viewer, ran)
 
 
 async def test_an_analysis_is_one_statement(server: LiveServer, world: World) -> None:

@@ -153,6 +153,31 @@ class Keyset:
 
 
 @dataclass(frozen=True)
+class NameKeyset:
+    """The order of a connection by a text column, then the uuid key, ascending, with the cursor
+    `encode_cursor(kind, f"{key}|{text}")` (guilds by name), decoded by `decode(cursor)` into
+    (text, key)."""
+
+    text: str
+    key: str
+    kind: str
+    decode_cursor: Callable[[str | None], tuple[str, uuid.UUID] | None]
+
+    def decode(self, kind: str, cursor: str | None) -> tuple[str, uuid.UUID] | None:
+        return self.decode_cursor(cursor)
+
+    def order(self, row: str) -> str:
+        return f'{row}."{self.text}", {row}."{self.key}"'
+
+    def cursor(self, row: str) -> str:
+        return f'lodge_cursor({literal(self.kind)}, {row}."{self.key}"::text || \'|\' || {row}."{self.text}")'
+
+    def after(self, row: str, position: Any, param: Callable[[Any], Any]) -> str:
+        text, key = position
+        return f'({row}."{self.text}", {row}."{self.key}") > ({param(text)}::text, {param(key)}::uuid)'
+
+
+@dataclass(frozen=True)
 class SeqKeyset:
     """The order of a connection over one integer column (a sequence), with its integer cursor
     `kind` (`pagination.encode_cursor(kind, n)`, decoded by `decode_int_cursor`)."""
@@ -181,7 +206,7 @@ class Connection:
     get the resolver's error."""
 
     target: str
-    order: Keyset | SeqKeyset
+    order: Keyset | SeqKeyset | NameKeyset
     child_key: str | None = None
     parent_key: str = "id"
     filters: Mapping[str, Filter] = field(default_factory=dict)
@@ -215,6 +240,9 @@ class Lookup:
     keys: Mapping[str, str]
     guard: Rule | None = None
     signed_in: bool = False
+    one_of: bool = False  # exactly one of the keys is given (else the resolver's BAD_USER_INPUT)
+    bind: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)  # per argument
+    row_guard: Rule | None = None  # over the row found: else the resolver's error
 
 
 @dataclass(frozen=True)

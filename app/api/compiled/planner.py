@@ -527,11 +527,22 @@ class LookupPlan:
     node: FieldNode
 
     def render(self, r: Render, parent: str | None) -> str:
+        decl = self.decl
         args = r.args(self.field_def, self.node)
+        given = {arg: column for arg, column in decl.keys.items() if args.get(arg) is not None}
+        if decl.one_of and len(given) != 1:
+            raise Bail
+        try:
+            values = {arg: decl.bind.get(arg, lambda value: value)(args[arg]) for arg in given}
+        except LodgeError as exc:
+            raise Bail from exc
         x = r.alias()
-        where = " AND ".join(f"{x}.{_quote(column)} = {r.param(args[arg])}" for arg, column in self.decl.keys.items())
+        where = " AND ".join(f"{x}.{_quote(column)} = {r.param(values[arg])}" for arg, column in given.items())
         table = self.target.decl.table
-        answer = f"COALESCE((SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {where}), 'null')"
+        value = self.target.render(r, x)
+        if decl.row_guard is not None:
+            value = f"CASE WHEN {decl.row_guard.sql(x, r)} THEN {value} ELSE {B} END"
+        answer = f"COALESCE((SELECT {value} FROM {table} {x} WHERE {where}), 'null')"
         if self.decl.guard is not None:
             answer = f"CASE WHEN {self.decl.guard.sql_of(None, r)} THEN {answer} ELSE {B} END"
         return f"SELECT {answer}"
@@ -762,7 +773,7 @@ class _Planner:
                 self.needs_viewer = True
                 plan = ByViewerPlan(source, self.object(target, group))
             elif isinstance(source, Lookup):
-                self.needs_viewer = source.guard is not None
+                self.needs_viewer = source.guard is not None or source.row_guard is not None
                 plan = LookupPlan(source, self.object(target, group), field_def, group[0].node)
             else:
                 self.needs_viewer = source.guard is not None or source.row_guard is not None
