@@ -95,9 +95,10 @@ class Settings(BaseSettings):
         description="Connections beyond the pool are opened and closed per use: under load, a queue is cheaper.",
     )
     db_statement_cache_size: int = Field(
-        100,
+        256,
         validation_alias="LODGE_DB_STATEMENT_CACHE_SIZE",
-        description="Set 0 behind PgBouncer in transaction mode.",
+        description="Prepared statements kept per connection (compiled reads add one per query shape and page "
+        "size); set 0 behind PgBouncer in transaction mode.",
     )
     db_ping_idle_seconds: float = Field(
         1.0,
