@@ -362,7 +362,17 @@ class ClubAnalysis:
         return [ClubMetric.from_model(row) for row in rows]
 
 
-@c.table(models.ChatConversation, user=c.ManyToOne("User", key="user_id"))
+@c.table(
+    models.ChatConversation,
+    user=c.ManyToOne("User", key="user_id"),
+    # Oldest first, pages either way; its owner's alone (else the resolver's errors).
+    messages=c.Connection(
+        "ChatMessage",
+        order=c.Keyset("created_at", "id", MESSAGE_CURSOR, descending=False),
+        child_key="conversation_id",
+        guard=CONVERSATION_OWNER,
+    ),
+)
 @strawberry.type(name="ChatConversation")
 class ChatConversation:
     id: strawberry.ID
@@ -404,10 +414,11 @@ class ChatConversation:
         )
 
 
-# `cursor` is written in Python. `guild` stays with its resolver: `access.can_read` raises
-# UNAUTHENTICATED for anonymous callers where GUILD_READER would answer null.
+# `guild` stays with its resolver: `access.can_read` raises UNAUTHENTICATED for anonymous callers
+# where GUILD_READER would answer null.
 @c.table(
     models.ChatMessage,
+    cursor=c.Expr(lambda t: c.Keyset("created_at", "id", MESSAGE_CURSOR).cursor(t)),
     user=c.ManyToOne("User", key="user_id"),  # null when the author is gone
     conversation=c.ManyToOne("ChatConversation", key="conversation_id", visible=CONVERSATION_OWNER),
 )

@@ -229,7 +229,9 @@ async def test_the_documented_queries_match(server: LiveServer, resolver_server:
                 assert ran in ("compiled", "bail_after", "bail_before"), (viewer, name, variables, ran)
                 if variables["discordId"] == "nobody":  # null; a bad token is asked about first
                     assert ran == ("bail_before" if viewer == "badtoken" else "compiled"), (viewer, ran)
-            else:  # clubAnalyses (a Python cursor), messages (backward pages): resolvers
+            elif name == "ConversationHistory":  # its owner's: compiled, else the resolver's errors
+                assert ran is not None, (viewer, name, variables, ran)
+            else:  # clubAnalyses (a Python cursor), a guild's messages (guild access): resolvers
                 assert ran is None, (viewer, name, variables, ran)
 
 
@@ -397,12 +399,7 @@ async def test_what_needs_python_keeps_the_resolvers(
     for target in (world.analyses[0], world.analyses[6], UNKNOWN):
         cases += [(f'clubAnalysis(id: "{target}")', s) for s in _python_selections()]
     for target in (world.conversations[0], UNKNOWN):
-        cases += [
-            (f'conversation(id: "{target}")', f"id messages(first: 3) {{ totalCount {PAGE} nodes {{ id text }} }}"),
-            (f'conversation(id: "{target}")', "messages(last: 2) { nodes { id cursor } }"),
-            (f'conversation(id: "{target}")', "messages { nodes { conversation { id } guild { id } } }"),
-        ]
-    cases.append(("conversations(first: 2)", "nodes { id messages { totalCount } }"))
+        cases += [(f'conversation(id: "{target}")', "messages { nodes { conversation { id } guild { id } } }")]
     cases += [("guilds(first: 2)", "nodes { name clubAnalyses(first: 1) { totalCount } }")]
     cases += [("clubAnalyses(first: 2)", f"totalCount {PAGE} nodes {{ {ANALYSIS_SCALARS} }}")]
     for viewer in VIEWERS:
@@ -455,6 +452,43 @@ async def test_guilds_compile_for_their_readers(server: LiveServer, resolver_ser
             _, ran = await compare(server, resolver_server, listing, variables, headers)
             bad = "n" in variables or "a" in variables
             assert ran == ("bail_before" if viewer in signed_out or bad else "compiled"), (viewer, variables, ran)
+
+
+async def test_messages_page_both_ways(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
+    """A conversation's messages, oldest first: forward with first/after and backward with
+    last/before (read from the end, written in order), every page, for its owner; the resolvers'
+    errors for anyone else."""
+    query = (
+        "query($id: ID!, $f: Int, $a: String, $l: Int, $b: String) { conversation(id: $id) { title"
+        f" messages(first: $f, after: $a, last: $l, before: $b) {{ totalCount {PAGE}"
+        " edges { cursor node { id text createdAt cursor user { id } conversation { id } } } } } }"
+    )
+    longest = 0
+    for conversation in [*world.conversations, world.bare_conversation]:
+        for backwards in (False, True):
+            for size in (1, 2, 3):
+                cursor = None
+                pages = 0
+                while pages < 20:
+                    variables: dict[str, Any] = {"id": conversation}
+                    variables.update({"l": size, "b": cursor} if backwards else {"f": size, "a": cursor})
+                    data, ran = await compare(server, resolver_server, query, variables, world.viewers["member"])
+                    if ran != "compiled":  # not the member's conversation: the resolver's FORBIDDEN
+                        assert ran == "bail_after", (conversation, ran)
+                        break
+                    pages += 1
+                    info = data["data"]["conversation"]["messages"]["pageInfo"]
+                    if not info["hasPreviousPage" if backwards else "hasNextPage"]:
+                        break
+                    cursor = info["startCursor" if backwards else "endCursor"]
+                longest = max(longest, pages)
+    assert longest >= 3  # walks of several pages each way were compared
+    for variables in ({"l": 2, "f": 2}, {"l": 501}, {"l": 2, "b": "garbage"}, {"l": 0}, {"f": 0, "a": None}):
+        for viewer in ("member", "stranger", "anonymous"):
+            _, ran = await compare(
+                server, resolver_server, query, {"id": world.conversations[0], **variables}, world.viewers[viewer]
+            )
+            assert ran is not None, (variables, viewer)
 
 
 async def test_several_roots(server: LiveServer, resolver_server: LiveServer, world: World) -> None:

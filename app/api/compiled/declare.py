@@ -138,17 +138,17 @@ class Keyset:
     descending: bool = True
     decode: Callable[[str, str | None], tuple[datetime, uuid.UUID] | None] = decode_time_uuid_cursor
 
-    def order(self, row: str) -> str:
-        direction = "DESC" if self.descending else "ASC"
+    def order(self, row: str, reverse: bool = False) -> str:
+        direction = "DESC" if self.descending != reverse else "ASC"
         return f'{row}."{self.time}" {direction}, {row}."{self.key}" {direction}'
 
     def cursor(self, row: str) -> str:
         """`pagination.time_cursor` of the row (NULL if it cannot be written)."""
         return f'lodge_cursor({literal(self.kind)}, lodge_ts({row}."{self.time}") || \'|\' || {row}."{self.key}"::text)'
 
-    def after(self, row: str, position: Any, param: Callable[[Any], Any]) -> str:
+    def after(self, row: str, position: Any, param: Callable[[Any], Any], before: bool = False) -> str:
         stamp, key = position
-        sign = "<" if self.descending else ">"
+        sign = "<" if self.descending != before else ">"
         return f'({row}."{self.time}", {row}."{self.key}") {sign} ({param(stamp)}::timestamptz, {param(key)}::uuid)'
 
 
@@ -166,15 +166,17 @@ class NameKeyset:
     def decode(self, kind: str, cursor: str | None) -> tuple[str, uuid.UUID] | None:
         return self.decode_cursor(cursor)
 
-    def order(self, row: str) -> str:
-        return f'{row}."{self.text}", {row}."{self.key}"'
+    def order(self, row: str, reverse: bool = False) -> str:
+        direction = "DESC" if reverse else "ASC"
+        return f'{row}."{self.text}" {direction}, {row}."{self.key}" {direction}'
 
     def cursor(self, row: str) -> str:
         return f'lodge_cursor({literal(self.kind)}, {row}."{self.key}"::text || \'|\' || {row}."{self.text}")'
 
-    def after(self, row: str, position: Any, param: Callable[[Any], Any]) -> str:
+    def after(self, row: str, position: Any, param: Callable[[Any], Any], before: bool = False) -> str:
         text, key = position
-        return f'({row}."{self.text}", {row}."{self.key}") > ({param(text)}::text, {param(key)}::uuid)'
+        sign = "<" if before else ">"
+        return f'({row}."{self.text}", {row}."{self.key}") {sign} ({param(text)}::text, {param(key)}::uuid)'
 
 
 @dataclass(frozen=True)
@@ -187,14 +189,14 @@ class SeqKeyset:
     descending: bool = False
     decode: Callable[[str, str | None], int | None] = decode_int_cursor
 
-    def order(self, row: str) -> str:
-        return f'{row}."{self.column}" {"DESC" if self.descending else "ASC"}'
+    def order(self, row: str, reverse: bool = False) -> str:
+        return f'{row}."{self.column}" {"DESC" if self.descending != reverse else "ASC"}'
 
     def cursor(self, row: str) -> str:
         return f'lodge_cursor({literal(self.kind)}, {row}."{self.column}"::text)'
 
-    def after(self, row: str, position: Any, param: Callable[[Any], Any]) -> str:
-        return f'{row}."{self.column}" {"<" if self.descending else ">"} {param(position)}::bigint'
+    def after(self, row: str, position: Any, param: Callable[[Any], Any], before: bool = False) -> str:
+        return f'{row}."{self.column}" {"<" if self.descending != before else ">"} {param(position)}::bigint'
 
 
 @dataclass(frozen=True)

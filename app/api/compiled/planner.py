@@ -378,18 +378,18 @@ class ConnectionPlan:
     # (response key, part): part is ("nodes", ObjectPlan), ("edges", [(key, edge part)]),
     # ("pageInfo", [(key, name)]), ("totalCount", None) or ("const", text)
     parts: list[tuple[str, tuple[str, Any]]]
-    needs_more: bool  # pageInfo.hasNextPage is selected: read one row more
-    reads_rows: bool  # anything but totalCount, hasPreviousPage and __typename is selected
+    info_names: frozenset[str]  # the pageInfo fields selected
+    reads_rows: bool  # nodes, edges, a cursor or hasNextPage is selected
 
     def render(self, r: Render, parent: str | None) -> str:
         args = r.args(self.field_def, self.node)
         decl = self.decl
-        if args.get("last") is not None or args.get("before") is not None:
-            raise Bail  # backward pages are read by the resolver (not compiled yet)
+        after, before = args.get("after"), args.get("before")
+        backwards = args.get("last") is not None  # read from the end, as build_connection(backwards=True)
         try:
             size = page_size(args.get("first"), args.get("last"))
-            after = args.get("after")
-            position = decl.order.decode(decl.order.kind, after)
+            start = decl.order.decode(decl.order.kind, after)
+            end = decl.order.decode(decl.order.kind, before)
             bound = []
             for name, spec in decl.filters.items():
                 value = args.get(name)
@@ -413,30 +413,40 @@ class ConnectionPlan:
                 conditions.append(decl.visible.sql(parent, r))
             if decl.filter is not None:
                 conditions.append(decl.filter.sql(alias, r))
-            if page and position is not None:
-                conditions.append(decl.order.after(alias, position, r.lazy))
+            if page and start is not None:
+                conditions.append(decl.order.after(alias, start, r.lazy))
+            if page and end is not None:
+                conditions.append(decl.order.after(alias, end, r.lazy, before=True))
             return " AND ".join(conditions) or "true"
 
-        order = decl.order.order(a)
+        # The page is read in the order of reading (from the end when backwards) and written in
+        # the connection's order; one row more says whether there is more in the reading direction.
+        order = decl.order.order(a, reverse=backwards)
+        more = "hasPreviousPage" if backwards else "hasNextPage"
+        needs_more = more in self.info_names
+        reads_rows = self.reads_rows or needs_more
         # Page sizes are written into the statement (whole numbers checked by page_size): with
         # only ids and the like as parameters, PostgreSQL can reuse one plan for every request
         # instead of planning each (a LIMIT $n plan must assume any size).
-        limit = size + 1 if self.needs_more else size
-        within = f" FILTER (WHERE {a}.lodge_rn <= {size})" if self.needs_more else ""
+        limit = size + 1 if needs_more else size
+        within = f" FILTER (WHERE {a}.lodge_rn <= {size})" if needs_more else ""
+        written, reversed_ = ("DESC", "") if backwards else ("", "DESC")
         cursor = f"COALESCE({decl.order.cursor(a)}, '\\u0000')"  # a cursor that cannot be written bails
 
-        def previous() -> str:
-            """hasPreviousPage: whether `after` was given (as build_connection says); false when hidden."""
-            if after is None:
+        def given(flag: bool) -> str:
+            """A page flag that says an argument was given (after: hasPreviousPage; before, when
+            backwards: hasNextPage); false when the relation is hidden."""
+            if not flag:
                 return "'false'"
             if decl.visible is None or parent is None:
                 return "'true'"
             return f"CASE WHEN {decl.visible.sql(parent, r)} THEN 'true' ELSE 'false' END"
 
+        has_more = f"CASE WHEN count(*) > {size} THEN 'true' ELSE 'false' END"
         entries: list[tuple[str, str]] = []
         for key, (kind, spec) in self.parts:
             if kind == "nodes":
-                entries.append((key, _list(spec.render(r, a), a, within)))
+                entries.append((key, _list(spec.render(r, a), a, within, written)))
             elif kind == "edges":
                 edge = []
                 for edge_key, (edge_kind, edge_spec) in spec:
@@ -446,18 +456,18 @@ class ConnectionPlan:
                         edge.append((edge_key, edge_spec.render(r, a)))
                     else:
                         edge.append((edge_key, edge_spec))
-                entries.append((key, _list(json_object(edge), a, within)))
+                entries.append((key, _list(json_object(edge), a, within, written)))
             elif kind == "pageInfo":
                 info = []
                 for info_key, name in spec:
                     if name == "hasNextPage":
-                        value = f"CASE WHEN count(*) > {size} THEN 'true' ELSE 'false' END"
+                        value = given(before is not None) if backwards else has_more
                     elif name == "hasPreviousPage":
-                        value = previous()
+                        value = has_more if backwards else given(after is not None)
                     elif name == "startCursor":
-                        value = _quoted_or_null(f"(array_agg({cursor} ORDER BY {a}.lodge_rn){within})[1]")
+                        value = _quoted_or_null(f"(array_agg({cursor} ORDER BY {a}.lodge_rn {written}){within})[1]")
                     elif name == "endCursor":
-                        value = _quoted_or_null(f"(array_agg({cursor} ORDER BY {a}.lodge_rn DESC){within})[1]")
+                        value = _quoted_or_null(f"(array_agg({cursor} ORDER BY {a}.lodge_rn {reversed_}){within})[1]")
                     else:
                         value = name  # a constant (__typename)
                     info.append((info_key, value))
@@ -471,7 +481,7 @@ class ConnectionPlan:
         # One row, even over no rows (an empty grouping set); the page is read only when something
         # selected reads its rows.
         body = f"SELECT {json_object(entries)}"
-        if self.reads_rows:
+        if reads_rows:
             body += (
                 f" FROM (SELECT {a}.*, row_number() OVER (ORDER BY {order}) AS lodge_rn FROM {table} {a} "
                 f"WHERE {where(a, page=True)} ORDER BY {order} LIMIT {limit}) {a} GROUP BY ()"
@@ -488,8 +498,8 @@ def _quoted_or_null(text: str) -> str:
     return f"COALESCE('\"' || {text} || '\"', 'null')"
 
 
-def _list(item: str, row: str, within: str) -> str:
-    return f"('[' || COALESCE(string_agg({item}, ',' ORDER BY {row}.lodge_rn){within}, '') || ']')"
+def _list(item: str, row: str, within: str, written: str = "") -> str:
+    return f"('[' || COALESCE(string_agg({item}, ',' ORDER BY {row}.lodge_rn {written}){within}, '') || ']')"
 
 
 @dataclass
@@ -677,8 +687,6 @@ class _Planner:
     def connection(self, decl: Connection, field_def: GraphQLField, group: list[FieldDetails]) -> ConnectionPlan:
         if not is_non_null_type(field_def.type):
             raise Unsupported("a nullable connection")
-        if "last" in field_def.args or "before" in field_def.args:
-            raise Unsupported("backward pages (last/before) are not compiled yet")
         connection = get_named_type(field_def.type)
         assert isinstance(connection, GraphQLObjectType)
         target = TYPES.get(decl.target)
@@ -687,7 +695,7 @@ class _Planner:
         if decl.visible is not None or decl.filter is not None or decl.guard is not None:
             self.needs_viewer = True
         parts: list[tuple[str, tuple[str, Any]]] = []
-        needs_more = False
+        info_names: set[str] = set()
         for key, sub in self.subfields(connection, group).items():
             name = sub[0].node.name.value
             sub_type = get_named_type(connection.fields[name].type) if name != "__typename" else None
@@ -722,7 +730,7 @@ class _Planner:
                     if info_name == "__typename":
                         info.append((info_key, literal(f'"{sub_type.name}"')))
                     elif info_name in ("hasNextPage", "hasPreviousPage", "startCursor", "endCursor"):
-                        needs_more = needs_more or info_name == "hasNextPage"
+                        info_names.add(info_name)
                         info.append((info_key, info_name))
                     else:
                         raise Unsupported(f"PageInfo.{info_name}")
@@ -734,7 +742,7 @@ class _Planner:
             kind in ("nodes", "edges") or (kind == "pageInfo" and any(n in ROW_INFO for _, n in spec))
             for _, (kind, spec) in parts
         )
-        return ConnectionPlan(decl, target, field_def, node, parts, needs_more, reads_rows)
+        return ConnectionPlan(decl, target, field_def, node, parts, frozenset(info_names), reads_rows)
 
     def root(self, key: str, group: list[FieldDetails]) -> RootPlan:
         query = self.schema.query_type
