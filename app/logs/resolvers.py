@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator
+from enum import Enum
 from typing import Any
 
 import strawberry
@@ -24,10 +25,12 @@ from app.api.pagination import (
 )
 from app.api.permissions import parse_id, require_permission, require_project_access
 from app.api.scalars import utc
+from app.api.validation import like_pattern
 from app.audit.recorder import AuditField, action_for
 from app.logs import events, models, service
 from app.logs.types import (
     LOG_CURSOR,
+    PROJECT_ACCESS,
     ApiKey,
     ApiKeyInput,
     CreatedApiKey,
@@ -172,6 +175,65 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
     return outcome
 
 
+def _log_spec(value: dict[str, Any]) -> service.LogFilterSpec:
+    """`filter_spec` of the coerced `filter` argument (an input object as graphql-core gives it)."""
+    level = value.get("level")
+    return service.LogFilterSpec(
+        level=level.value if isinstance(level, Enum) else level,
+        since=utc(value.get("since")),  # a time without an offset is taken as UTC
+        until=utc(value.get("until")),
+        search=value.get("search") or None,
+        api_key_id=parse_id(value["apiKeyId"], "apiKeyId") if value.get("apiKeyId") else None,
+    )
+
+
+def _log_filter_sql(t: str, spec: Any) -> str:
+    """`LogFilterSpec.clauses` in SQL: one parameter per member given."""
+    given: service.LogFilterSpec = spec.value
+    parts = []
+    if given.level is not None:
+        parts.append(f"{t}.level = {spec.part(given.level)}::text")
+    if given.since is not None:
+        parts.append(f"{t}.created_at >= {spec.part(given.since)}::timestamptz")
+    if given.until is not None:
+        parts.append(f"{t}.created_at < {spec.part(given.until)}::timestamptz")
+    if given.search:
+        parts.append(f"{t}.log ILIKE {spec.part(like_pattern(given.search))}::text")
+    if given.api_key_id is not None:
+        parts.append(f"{t}.api_key_id = {spec.part(given.api_key_id)}::uuid")
+    return " AND ".join(parts) or "true"
+
+
+LOG_FILTER = c.Filter(_log_filter_sql, bind=_log_spec)
+# A project's logs, oldest first, pages either way; readers as require_project_access says.
+c.root(
+    "Query.logs",
+    c.Connection(
+        "Log",
+        order=c.SeqKeyset("seq", LOG_CURSOR),
+        filters={
+            "projectId": c.Filter(
+                lambda t, project: f"{t}.project_id = {project}::uuid",
+                bind=lambda value: parse_id(value, "projectId"),
+                access=lambda project, viewer: (
+                    f"EXISTS (SELECT 1 FROM projects lp WHERE lp.id = {project}::uuid "
+                    f"AND {PROJECT_ACCESS.sql('lp', viewer)})"
+                ),
+            ),
+            "filter": LOG_FILTER,
+        },
+    ),
+)
+c.relate(
+    "Project",
+    logs=c.Connection(
+        "Log",
+        order=c.SeqKeyset("seq", LOG_CURSOR),
+        child_key="project_id",
+        filters={"filter": LOG_FILTER},
+        guard=PROJECT_ACCESS,
+    ),
+)
 # A project is its owner's and projects:admin's (and its own API keys', which go to the resolver).
 c.root(
     "Query.project",

@@ -43,6 +43,13 @@ async def load_project(info: Info, project_id: uuid.UUID) -> Project:
     return Project.from_model(row)
 
 
+# Who reads a project's logs (require_project_access): its owner, projects:admin, or one of its
+# own API keys.
+PROJECT_ACCESS = c.Rule(
+    owner="owner_id", permissions=("projects:admin",), custom=lambda row, viewer: f"{viewer.key_project} = {row}.id"
+)
+
+
 # Compiled reads (docs/compiled-reads.md). A declaration must hold for every caller, since sharing
 # live renderings trusts it too (app/api/visibility.py): an API key confined to one environment sees
 # that environment and its keys only (c.key_may_see). `logs` (backward pages, integer cursors)
@@ -197,6 +204,12 @@ class CreatedApiKey:
     secret: str = strawberry.field(description="Shown once; Lodge keeps only its SHA-256.")
 
 
+@c.table(
+    models.Log,
+    cursor=c.Expr(lambda t: f"lodge_cursor({c.literal(LOG_CURSOR)}, {t}.seq::text)"),
+    project=c.ManyToOne("Project", key="project_id"),
+    api_key=c.ManyToOne("ApiKey", key="api_key_id"),
+)
 @strawberry.type(name="Log")
 class Log:
     id: strawberry.ID

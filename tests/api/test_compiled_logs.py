@@ -22,7 +22,7 @@ from app.audit import models as audit
 from app.gateway import models as gateway
 from app.logs import models as logs
 from tests.api.compiled_support import compare
-from tests.support import LiveServer, counted, new_admin, new_api_key, new_project, new_user
+from tests.support import LiveServer, counted, ingest, new_admin, new_api_key, new_project, new_user
 
 # Names that exercise every escape orjson and to_json must agree on.
 NAMES = ['Quote "q" and \\ back', "tab\tnew\nline\x01\x1f", "café é ü", "sep\u2028\u2029", "astral 🍕𝄞", "", "  "]
@@ -297,10 +297,7 @@ async def test_who_may_not_read_clients_gets_the_resolvers_errors(
 async def test_what_does_not_compile_keeps_the_resolvers(
     server: LiveServer, resolver_server: LiveServer, world: World
 ) -> None:
-    project = world.projects[4]
     cases: list[tuple[str, dict[str, Any]]] = [
-        ("{ clients(first: 3) { nodes { projects { logs(first: 2) { totalCount } } } } }", {}),
-        ("query($id: ID!) { project(id: $id) { id logs(first: 1) { totalCount } } }", {"id": project}),
         ("{ requestLogs(first: 5) { totalCount nodes { id } } }", {}),
         ("{ auditLogStats { action count successRate } }", {}),
         ("query($b: Boolean!) { clients { nodes { id @include(if: $b) } } }", {"b": True}),
@@ -334,6 +331,69 @@ async def test_projects_compile_for_their_owners(server: LiveServer, resolver_se
             assert ran == ("compiled" if viewer in signed_in else "bail_before"), (viewer, ran)
 
 
+async def test_logs_page_both_ways_for_who_may_read_them(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    """A project's logs, oldest first, forward and backward, with each filter, for its owner, its
+    own API key, projects:admin; the resolvers' errors for anyone else."""
+    owner_token = world.viewers["owner"]["authorization"].removeprefix("Bearer ")
+    _, secret = await new_api_key(server, owner_token, world.key_project)
+    texts = [f"{world.marker} {name} {i}" for i, name in enumerate(NAMES * 2) if name.strip()]
+    for level, chunk in (("INFO", texts[:7]), ("ERROR", texts[7:11]), ("warn", texts[11:])):
+        await ingest(server, secret, chunk, level=level, attributes={"n": 1.5, "s": "é", "k": [None, {}]})
+    query = (
+        "query($p: ID!, $f: LogFilter, $n: Int, $a: String, $l: Int, $b: String) {"
+        " logs(projectId: $p, filter: $f, first: $n, after: $a, last: $l, before: $b) { totalCount"
+        " pageInfo { hasNextPage hasPreviousPage startCursor endCursor }"
+        " edges { cursor node { id log level attributes occurredAt createdAt cursor apiKey { id prefix } project { name } } } } }"
+    )
+    filters: list[dict[str, Any] | None] = [
+        None,
+        {"level": "ERROR"},
+        {"search": world.marker},
+        {"search": "%"},
+        {"since": "2000-01-01T00:00:00", "until": "2999-01-01T00:00:00Z"},
+    ]
+    for viewer in ("owner", "apikey", "projects"):
+        for f in filters:
+            for backwards in (False, True):
+                cursor, pages = None, 0
+                while pages < 30:
+                    variables: dict[str, Any] = {"p": world.key_project, "f": f}
+                    variables.update({"l": 4, "b": cursor} if backwards else {"n": 4, "a": cursor})
+                    data, ran = await compare(server, resolver_server, query, variables, world.viewers[viewer])
+                    assert ran == "compiled", (viewer, f, backwards, ran)
+                    pages += 1
+                    info = data["data"]["logs"]["pageInfo"]
+                    if not info["hasPreviousPage" if backwards else "hasNextPage"]:
+                        break
+                    cursor = info["startCursor" if backwards else "endCursor"]
+                if f is None:
+                    assert pages >= 3
+    nested = "query($id: ID!) { project(id: $id) { name logs(last: 3, filter: {level: WARN}) { totalCount nodes { log level } } } }"
+    for viewer in ("owner", "projects", "other", "anonymous", "apikey", "badtoken"):
+        _, ran = await compare(server, resolver_server, query, {"p": world.key_project, "n": 2}, world.viewers[viewer])
+        assert ran == (
+            "compiled"
+            if viewer in ("owner", "projects", "apikey")
+            else "bail_after"
+            if viewer != "badtoken"
+            else "bail_before"
+        ), (viewer, ran)
+        _, ran = await compare(server, resolver_server, nested, {"id": world.key_project}, world.viewers[viewer])
+        assert ran is not None, viewer
+    for variables in (
+        {"p": "nope"},
+        {"p": str(uuid.uuid4())},
+        {"p": world.key_project, "n": 501},
+        {"p": world.key_project, "a": "garbage"},
+        {"p": world.key_project, "n": 1, "l": 1},
+        {"p": world.key_project, "f": {"apiKeyId": "nope"}},
+    ):
+        _, ran = await compare(server, resolver_server, query, variables, world.viewers["owner"])
+        assert ran in ("bail_before", "bail_after"), (variables, ran)
+
+
 async def test_the_query_documents(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
     operations = {**_operations("logs.graphql"), **_operations("gateway.graphql"), **_operations("audit.graphql")}
     assert set(operations) == {"Projects", "Logs", "Flow", "Clients", "AuditLogs", "AuditLogStats"}
@@ -355,6 +415,9 @@ async def test_the_query_documents(server: LiveServer, resolver_server: LiveServ
                 assert ran in ("compiled", "bail_after"), (viewer, name, ran)
             else:
                 assert ran == ("bail_before" if viewer == "badtoken" else "bail_after"), (viewer, name, ran)
+        elif name == "Logs":  # the project's owner and its own key: compiled; anyone else: the resolver's errors
+            assert ran == ("compiled" if viewer in ("owner", "apikey", "admin", "projects") else ran), (viewer, ran)
+            assert ran is not None, (viewer, name)
         elif name != "Clients":  # the others keep their resolvers (see the module's docstring)
             assert ran is None, (viewer, name, ran)
         elif viewer in ("gateway", "admin"):

@@ -43,6 +43,11 @@ class Viewer(Protocol):
         """The environment an API key is confined to (NULL: not such a key, or a project-wide one)."""
         ...
 
+    @property
+    def key_project(self) -> str:
+        """The project of the API key calling (NULL: not an API key)."""
+        ...
+
 
 T = TypeVar("T")
 
@@ -125,6 +130,7 @@ class Filter:
     bind: Callable[[Any], Any] = lambda value: value
     truthy: bool = False
     guard: Callable[[Any], str] | None = None
+    access: Callable[[Any, Viewer], str] | None = None  # a guard that asks who is calling
 
 
 @dataclass(frozen=True)

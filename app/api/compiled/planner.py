@@ -209,14 +209,20 @@ class Render:
     """One request's rendering: its variables, its viewer, the parameters bound so far."""
 
     def __init__(
-        self, variables: VariableValues, viewer: uuid.UUID | None, key_environment: uuid.UUID | None = None
+        self,
+        variables: VariableValues,
+        viewer: uuid.UUID | None,
+        key_environment: uuid.UUID | None = None,
+        key_project: uuid.UUID | None = None,
     ) -> None:
         self.variables = variables
         self.viewer_id = viewer
         self.key_environment_id = key_environment
+        self.key_project_id = key_project
         self.params: list[Any] = []
         self._viewer: str | None = None
         self._key: str | None = None
+        self._key_project: str | None = None
         self._aliases = 0
 
     def param(self, value: Any) -> str:
@@ -234,6 +240,13 @@ class Render:
         if self._viewer is None:
             self._viewer = self.param(self.viewer_id) + "::uuid"
         return self._viewer
+
+    @property
+    def key_project(self) -> str:
+        """The project of the API key calling (NULL: not an API key)."""
+        if self._key_project is None:
+            self._key_project = self.param(self.key_project_id) + "::uuid"
+        return self._key_project
 
     @property
     def key_environment(self) -> str:
@@ -265,6 +278,10 @@ class Lazy:
         return self.text
 
     __str__ = lambda self: self.__format__("")  # noqa: E731
+
+    def part(self, value: Any) -> Lazy:
+        """Another parameter of the same statement (for a filter made of an input object's members)."""
+        return Lazy(self.render, value)
 
 
 # -- plans ----------------------------------------------------------------------------------------
@@ -487,6 +504,7 @@ class ConnectionPlan:
                 f"WHERE {where(a, page=True)} ORDER BY {order} LIMIT {limit}) {a} GROUP BY ()"
             )
         guards = [spec.guard(placeholder) for spec, placeholder in bound if spec.guard is not None]
+        guards += [spec.access(placeholder, r) for spec, placeholder in bound if spec.access is not None]
         if decl.guard is not None:
             guards.insert(0, decl.guard.sql_of(None, r) if parent is None else decl.guard.sql(parent, r))
         if guards:
@@ -598,9 +616,13 @@ class RootPlan:
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
 
     def render(
-        self, variables: VariableValues, viewer: uuid.UUID | None, key_environment: uuid.UUID | None = None
+        self,
+        variables: VariableValues,
+        viewer: uuid.UUID | None,
+        key_environment: uuid.UUID | None = None,
+        key_project: uuid.UUID | None = None,
     ) -> tuple[str, list[Any]]:
-        r = Render(variables, viewer, key_environment)
+        r = Render(variables, viewer, key_environment, key_project)
         sql = self.source.render(r, None)
         return sql, r.params
 
@@ -693,6 +715,8 @@ class _Planner:
         if target is None:
             raise Unsupported(f"{decl.target} is not declared")
         if decl.visible is not None or decl.filter is not None or decl.guard is not None:
+            self.needs_viewer = True
+        if any(spec.access is not None for spec in decl.filters.values()):
             self.needs_viewer = True
         parts: list[tuple[str, tuple[str, Any]]] = []
         info_names: set[str] = set()

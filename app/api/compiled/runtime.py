@@ -39,13 +39,16 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str |
     try:
         # Only a plan with a visibility rule asks who is calling: a public read with a bad token
         # answers as the resolver does, which never asks.
-        viewer = key = None
+        viewer = key_environment = key_project = None
         if plan.needs_viewer:
             viewer = await ctx.user_id(ctx.session)
-            key = await ctx.key_environment()
+            creds = ctx.credentials
+            if creds is not None and creds.scheme == "apikey":
+                api_key = await ctx.require_api_key()
+                key_environment, key_project = api_key.environment_id, api_key.project_id
         if plan.signed_in and viewer is None:
             raise Bail
-        sql, params = plan.render(variables, viewer, key)
+        sql, params = plan.render(variables, viewer, key_environment, key_project)
     except Exception as exc:  # a refusal of the arguments or of the caller
         if not isinstance(exc, Bail):
             log.debug("%s ran on the resolver path after: %r", plan.coordinate, exc)
