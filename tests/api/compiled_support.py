@@ -6,10 +6,12 @@ fields, read from `lodge_compiled_roots_total`, so a case cannot pass by quietly
 from __future__ import annotations
 
 import re
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from app.observability import metrics
-from tests.support import LiveServer
+from tests.support import LiveServer, new_admin, new_api_key, new_project, new_user
 
 REQUEST_ID = re.compile(rb'"requestId":"[0-9a-f]+"')
 OUTCOMES = ("compiled", "bail_before", "bail_after")
@@ -35,3 +37,32 @@ async def compare(
     ran = [name for name in OUTCOMES if after[name] > before[name]]
     result: dict[str, Any] = first.json()
     return result, "+".join(ran) or None
+
+
+@dataclass
+class Callers:
+    """The callers every comparison runs under: their request headers and user ids."""
+
+    headers: dict[str, dict[str, str]]
+    ids: dict[str, uuid.UUID]
+    tokens: dict[str, str]
+
+
+async def callers(server: LiveServer, writer: tuple[str, ...]) -> Callers:
+    """Anonymous, an owner, another user, a holder of `writer`, `*`, an API key of the owner's,
+    and a bad token."""
+    tokens: dict[str, str] = {}
+    ids: dict[str, uuid.UUID] = {}
+    for name in ("owner", "other"):
+        tokens[name] = await new_user(server)
+        me = await server.data("{ me { id } }", token=tokens[name])
+        ids[name] = uuid.UUID(me["me"]["id"])
+    for name, permissions in (("writer", writer), ("admin", ("*",))):
+        tokens[name], user_id = await new_admin(server, permissions)
+        ids[name] = uuid.UUID(user_id)
+    project = await new_project(server, tokens["owner"])
+    _, secret = await new_api_key(server, tokens["owner"], project)
+    headers = {name: {"authorization": f"Bearer {token}"} for name, token in tokens.items()}
+    headers.update(anonymous={}, apikey={"authorization": f"ApiKey {secret}"})
+    headers["badtoken"] = {"authorization": "Bearer not-a-token"}
+    return Callers(headers=headers, ids=ids, tokens=tokens)

@@ -18,8 +18,8 @@ import pytest
 from app.accounts import models as accounts
 from app.settings import Settings
 from app.vendors import models
-from tests.api.compiled_support import compare
-from tests.support import LiveServer, counted, live_server, new_admin, new_api_key, new_project, new_user
+from tests.api.compiled_support import callers, compare
+from tests.support import LiveServer, counted, live_server
 
 # Names that exercise every escape orjson and to_json must agree on.
 NAMES = ['Quote "q" and \\ back', "tab\tnew\nline\x01\x1f", "café é ü", "sep\u2028\u2029", "astral 🍕𝄞", "", "  "]
@@ -42,21 +42,9 @@ class World:
 @pytest.fixture(scope="module")
 async def world(server: LiveServer) -> World:
     w = World()
-    owner_token, w.owner = await _user(server)
-    other_token, w.other_owner = await _user(server)
-    writer_token, _ = await new_admin(server, ("vendors:write",))
-    admin_token, _ = await new_admin(server, ("*",))
-    project = await new_project(server, owner_token)
-    _, secret = await new_api_key(server, owner_token, project)
-    w.viewers = {
-        "anonymous": {},
-        "owner": {"authorization": f"Bearer {owner_token}"},
-        "other": {"authorization": f"Bearer {other_token}"},
-        "writer": {"authorization": f"Bearer {writer_token}"},
-        "admin": {"authorization": f"Bearer {admin_token}"},
-        "apikey": {"authorization": f"ApiKey {secret}"},
-        "badtoken": {"authorization": "Bearer not-a-token"},
-    }
+    people = await callers(server, ("vendors:write",))
+    w.viewers = people.headers
+    w.owner, w.other_owner = str(people.ids["owner"]), str(people.ids["other"])
     async with server.deps.db.session() as session:
         deleted = accounts.User(email=f"gone-{uuid.uuid4().hex[:8]}@example.com", deleted_at=BASE)
         session.add(deleted)
@@ -110,12 +98,6 @@ async def world(server: LiveServer) -> World:
             )
         await session.commit()
     return w
-
-
-async def _user(server: LiveServer) -> tuple[str, str]:
-    token = await new_user(server)
-    me = await server.data("{ me { id } }", token=token)
-    return token, me["me"]["id"]
 
 
 VENDOR_SCALARS = "id name description phone email website open primaryImage lat long createdAt updatedAt"

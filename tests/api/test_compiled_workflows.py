@@ -21,8 +21,8 @@ from sqlalchemy import text
 
 from app.accounts import models as accounts
 from app.workflows import models
-from tests.api.compiled_support import compare
-from tests.support import LiveServer, counted, new_admin, new_api_key, new_project, new_user
+from tests.api.compiled_support import callers, compare
+from tests.support import LiveServer, counted
 
 # Strings that exercise every escape orjson and to_json must agree on.
 NAMES = ['Quote "q" and \\ back', "tab\tnew\nline\x01\x1f", "café é ü", "sep\u2028\u2029", "astral 🍕𝄞", "", "  "]
@@ -56,12 +56,6 @@ class World:
         self.files: dict[str, str] = {}
 
 
-async def _user(server: LiveServer) -> tuple[str, uuid.UUID]:
-    token = await new_user(server)
-    me = await server.data("{ me { id } }", token=token)
-    return token, uuid.UUID(me["me"]["id"])
-
-
 def _at(minutes: int, micro: int = 0) -> datetime:
     return BASE + timedelta(minutes=minutes, microseconds=micro)
 
@@ -69,22 +63,9 @@ def _at(minutes: int, micro: int = 0) -> datetime:
 @pytest.fixture(scope="module")
 async def world(server: LiveServer) -> World:
     w = World()
-    owner_token, owner = await _user(server)
-    other_token, other = await _user(server)
-    writer_token, writer = await new_admin(server, ("workflows:write",))
-    admin_token, admin = await new_admin(server, ("*",))
-    project = await new_project(server, owner_token)
-    _, secret = await new_api_key(server, owner_token, project)
-    w.viewers = {
-        "anonymous": {},
-        "owner": {"authorization": f"Bearer {owner_token}"},
-        "other": {"authorization": f"Bearer {other_token}"},
-        "writer": {"authorization": f"Bearer {writer_token}"},
-        "admin": {"authorization": f"Bearer {admin_token}"},
-        "apikey": {"authorization": f"ApiKey {secret}"},
-        "badtoken": {"authorization": "Bearer not-a-token"},
-    }
-    w.ids = {"owner": owner, "other": other, "writer": uuid.UUID(writer), "admin": uuid.UUID(admin)}
+    people = await callers(server, ("workflows:write",))
+    w.viewers, w.ids = people.headers, people.ids
+    owner, other = people.ids["owner"], people.ids["other"]
     w.tag = f"wf-{uuid.uuid4().hex[:8]}"
     async with server.deps.db.session() as session:
         for name in ("owner", "other"):  # awkward names on the owners, as `owner { name }` shows them

@@ -109,6 +109,11 @@ def _is_literal(*parts: str) -> bool:
     return all(p.endswith("'") and "'" not in p[1:-1].replace("''", "") for p in parts)
 
 
+def guarded(condition: str, value: str) -> str:
+    """`value` where `condition` holds, else the bail marker (the resolver's error)."""
+    return f"CASE WHEN {condition} THEN {value} ELSE {B} END"
+
+
 def json_object(entries: list[tuple[str, str]]) -> str:
     """The JSON object text of (response key, JSON text expression) pairs, in order. Keys are
     GraphQL names or aliases ([_A-Za-z][_0-9A-Za-z]*): nothing to escape."""
@@ -351,7 +356,7 @@ class ManyToOnePlan:
             where += f" AND {decl.visible.sql(x, r)}"
         value = self.target.render(r, x)
         if decl.guard is not None:
-            value = f"CASE WHEN {decl.guard.sql(x, r)} THEN {value} ELSE {B} END"
+            value = guarded(decl.guard.sql(x, r), value)
         found = f"(SELECT {value} FROM {self.target.decl.table} {x} WHERE {where})"
         return f"COALESCE({found}, {B if self.non_null or decl.required else literal('null')})"
 
@@ -382,7 +387,7 @@ class ChildrenPlan:
         where = " AND ".join(conditions)
         found = f"(SELECT '[' || COALESCE({items}, '') || ']' FROM {self.target.decl.table} {x} WHERE {where})"
         if decl.guard is not None:
-            return f"CASE WHEN {decl.guard.sql(row, r)} THEN {found} ELSE {B} END"
+            return guarded(decl.guard.sql(row, r), found)
         return found
 
 
@@ -508,7 +513,7 @@ class ConnectionPlan:
         if decl.guard is not None:
             guards.insert(0, decl.guard.sql_of(None, r) if parent is None else decl.guard.sql(parent, r))
         if guards:
-            body = f"SELECT CASE WHEN {' AND '.join(guards)} THEN ({body}) ELSE {B} END"
+            body = f"SELECT {guarded(' AND '.join(guards), f'({body})')}"
         return f"({body})" if parent is not None else body
 
 
@@ -539,11 +544,11 @@ class ByIdPlan:
         table = self.target.decl.table
         value = self.target.render(r, x)
         if self.decl.row_guard is not None:
-            value = f"CASE WHEN {self.decl.row_guard.sql(x, r)} THEN {value} ELSE {B} END"
+            value = guarded(self.decl.row_guard.sql(x, r), value)
         found = f"(SELECT {value} FROM {table} {x} WHERE {x}.id = {placeholder}::uuid{where})"
         answer = f"COALESCE({found}, 'null')"
         if self.decl.guard is not None:
-            answer = f"CASE WHEN {self.decl.guard.sql_of(f'{placeholder}::uuid', r)} THEN {answer} ELSE {B} END"
+            answer = guarded(self.decl.guard.sql_of(f'{placeholder}::uuid', r), answer)
         return f"SELECT {answer}"
 
 
@@ -569,10 +574,10 @@ class LookupPlan:
         table = self.target.decl.table
         value = self.target.render(r, x)
         if decl.row_guard is not None:
-            value = f"CASE WHEN {decl.row_guard.sql(x, r)} THEN {value} ELSE {B} END"
+            value = guarded(decl.row_guard.sql(x, r), value)
         answer = f"COALESCE((SELECT {value} FROM {table} {x} WHERE {where}), 'null')"
         if self.decl.guard is not None:
-            answer = f"CASE WHEN {self.decl.guard.sql_of(None, r)} THEN {answer} ELSE {B} END"
+            answer = guarded(self.decl.guard.sql_of(None, r), answer)
         return f"SELECT {answer}"
 
 
@@ -600,7 +605,7 @@ class RowsPlan:
         items = f"string_agg({self.target.render(r, x)}, ',' ORDER BY {self.decl.order(x)})"
         answer = f"(SELECT '[' || COALESCE({items}, '') || ']' FROM {self.target.decl.table} {x}{where})"
         if self.decl.guard is not None:
-            answer = f"CASE WHEN {self.decl.guard.sql_of(None, r)} THEN {answer} ELSE {B} END"
+            answer = guarded(self.decl.guard.sql_of(None, r), answer)
         return f"SELECT {answer}"
 
 
