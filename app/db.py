@@ -190,8 +190,9 @@ class Database:
 def create_database(url: str, settings: Settings) -> Database:
     connect_args: dict[str, Any] = {"statement_cache_size": settings.db_statement_cache_size}
     # Floats come out of PostgreSQL in their shortest exact text only with extra_float_digits > 0
-    # (the default, pinned here against a role default or a pooler): lodge_float relies on it.
-    server_settings = {"extra_float_digits": "1"}
+    # (the default, pinned here against a role default or a pooler): lodge_float relies on it, as
+    # compiled statements rely on backslashes in string literals being plain characters.
+    server_settings = {"extra_float_digits": "1", "standard_conforming_strings": "on"}
     if settings.statement_timeout_ms > 0:
         # PostgreSQL cancels any statement running longer (SQLSTATE 57014): the operation gets an
         # error, the connection stays healthy and goes back to the pool. Migrations use their own.

@@ -102,7 +102,9 @@ class Context:
     # The operation's compiled root fields by response key (app.api.compiled), set by the lean
     # pipeline for a prepared query.
     compiled: dict[str, Any] | None = None
-    # Statements of compiled roots that failed before graphql-core ran, by response key.
+    # Compiled roots run before graphql-core did (the pipeline's direct path gave up): their
+    # answers and their failures, by response key.
+    compiled_texts: dict[str, str] | None = None
     compiled_failures: dict[str, Exception] | None = None
 
     # -- per-operation state -------------------------------------------------------------------
@@ -339,6 +341,17 @@ class Context:
             )
             if scope is not None:
                 scope.api_key = key
+        self.key_authenticated(key, secret)
+        return key
+
+    async def api_key_now(self, session: AsyncSession | None = None) -> ApiKey:
+        """The caller's API key checked against the database now (on `session`, else the
+        operation's), as project access checks it: a revocation counts at once, whatever this
+        process remembers."""
+        from app.logs import service as logs_service
+
+        secret = self.api_key_secret()
+        key = await logs_service.authenticate_api_key(session if session is not None else self.session, secret=secret)
         self.key_authenticated(key, secret)
         return key
 

@@ -45,8 +45,7 @@ async def require_project_access(ctx: Context, session: AsyncSession, project_id
 
     creds = ctx.credentials
     if creds is not None and creds.scheme == "apikey":
-        key = await service.authenticate_api_key(session, secret=creds.value)
-        ctx.key_authenticated(key, creds.value)
+        key = await ctx.api_key_now(session)
         if key.project_id != project_id:
             raise Forbidden("this API key belongs to another project")
         return

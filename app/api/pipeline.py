@@ -297,15 +297,21 @@ async def _compiled_answer(
     if isinstance(variables, list):
         return None
     parts = []
+    done: dict[str, str] = {}
     for key, plan in compiled.roots.items():
         try:
             text = await run_root(ctx, plan, variables)
         except Exception as exc:
             ctx.compiled_failures = {key: exc}  # graphql-core reports it, placed and shaped as ever
+            ctx.compiled_texts = done
             return None
         if text is None:
-            ctx.compiled = None  # a root bailed: the resolvers answer, errors worded as ever
+            # graphql-core runs the operation: this root on its resolver (errors worded as ever),
+            # the roots already run spliced in as they are, the others compiled.
+            ctx.compiled = {name: root for name, root in compiled.roots.items() if name != key}
+            ctx.compiled_texts = done
             return None
+        done[key] = text
         parts.append(f'"{key}":{text}')
     return ('{"data":{' + ",".join(parts) + "}}").encode()
 
@@ -331,7 +337,19 @@ def json_bytes(data: object) -> bytes:
     try:
         return orjson.dumps(data, default=str)
     except TypeError:
+        if _holds_fragment(data):
+            raise  # a compiled root's text cannot go through json (it would be written as its repr)
         return json.dumps(data, default=str).encode()
+
+
+def _holds_fragment(data: object) -> bool:
+    if isinstance(data, orjson.Fragment):
+        return True
+    if isinstance(data, dict):
+        return any(_holds_fragment(v) for v in data.values())
+    if isinstance(data, list):
+        return any(_holds_fragment(v) for v in data)
+    return False
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Receive]:

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from app.accounts.types import User
 
 
-# Compiled reads (docs/compiled-reads.md): `ipAddress` (inet, written by Python's ipaddress) keeps
-# the resolver path.
+# Compiled reads (docs/compiled-reads.md): every field; `ipAddress` (inet) bails to the resolver
+# for the addresses Python prints otherwise than PostgreSQL (a mask, an IPv6 dotted tail).
 @c.table(models.AuditLog, user=c.ManyToOne("User", key="user_id"), timestamp=c.Col("created_at"))
 @strawberry.type(name="AuditLog")
 class AuditLog:

@@ -52,8 +52,8 @@ PROJECT_ACCESS = c.Rule(
 
 # Compiled reads (docs/compiled-reads.md). A declaration must hold for every caller, since sharing
 # live renderings trusts it too (app/api/visibility.py): an API key confined to one environment sees
-# that environment and its keys only (c.key_may_see). `logs` (backward pages, integer cursors)
-# keeps its resolver.
+# that environment and its keys only (c.key_may_see). `logs` is declared with Query.logs
+# (app/logs/resolvers.py).
 @c.table(
     models.Project,
     owner=c.ManyToOne("User", key="owner_id"),  # non-null: a missing row bails (the resolver asserts)

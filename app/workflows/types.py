@@ -237,8 +237,8 @@ class ExecutionLog:
         )
 
 
-# Compiled: the columns and `user`. `workflow` raises (deleted, or private since the run) and `logs`
-# pages by an integer cursor: Python fields.
+# Compiled: every field. `workflow` is the resolver's NOT_FOUND once deleted and FORBIDDEN once
+# private to the caller; `logs` pages by an integer cursor.
 @c.table(
     models.Execution,
     input=c.Col("input_data"),
@@ -325,8 +325,8 @@ class Execution:
 
 
 # Compiled: the columns, `owner`, `nodes` and `edges` (in Loaders.children's order: creation, then
-# the primary key; `nodes` compiles once WorkflowNode is declared) and `executions`. `versions`
-# (backward pages by an integer) is a Python field.
+# the primary key) and `executions`. `versions` (objects built from jsonb snapshots) is a Python
+# field.
 @c.table(
     models.Workflow,
     owner=c.ManyToOne("User", key="user_id"),

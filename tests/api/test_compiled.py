@@ -402,3 +402,46 @@ async def test_plans_are_logged_once_each(
     assert len(logged) == 2  # one per distinct statement: sizes 2 and 3
     assert all(m.startswith("Query.vendors: SELECT ") and "FROM vendors" in m for m in logged)
     assert "LIMIT 2)" in logged[0] and "LIMIT 3)" in logged[1]
+
+
+async def test_uncommon_page_sizes_are_parameters(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    """Sizes outside the common ones go as parameters (a client cycling through sizes must not fill
+    the statement caches), with the same answers, selected parts or not."""
+    for size in (13, 77, 499):
+        for selection in (
+            "totalCount",
+            "nodes { id } pageInfo { hasNextPage endCursor }",
+            "pageInfo { hasPreviousPage }",
+        ):
+            query = f"{{ vendors(first: {size}) {{ {selection} }} }}"
+            _, ran = await compare(server, resolver_server, query, None, world.viewers["owner"])
+            assert ran == "compiled", (size, selection, ran)
+        nested = f"{{ vendors(first: 3) {{ nodes {{ locations(first: {size}) {{ pageInfo {{ hasNextPage }} nodes {{ id }} }} }} }} }}"
+        _, ran = await compare(server, resolver_server, nested, None, world.viewers["owner"])
+        assert ran == "compiled", (size, ran)
+
+
+async def test_an_owners_filter_reads_through_the_index(server: LiveServer, world: World) -> None:
+    """A root filtered by its owner (`projects`, `files`, `conversations`) must read the owner's
+    rows through an index, not scan the table: the rule is written so PostgreSQL can use one."""
+    from graphql.execution.values import VariableValues
+
+    pipeline = server.app.state.graphql.pipeline
+    for query, table in (
+        ("{ projects(first: 10) { totalCount nodes { id } } }", "projects"),
+        ("{ files(first: 10) { totalCount nodes { id } } }", "files"),
+    ):
+        prepared = pipeline.prepare(query, None)
+        assert prepared is not None and prepared.compiled is not None
+        (plan,) = prepared.compiled.roots.values()
+        sql, params = plan.render(VariableValues({}, {}), uuid.UUID(world.owner))
+        async with server.deps.db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.transaction():
+                await driver.execute("SET LOCAL enable_seqscan = off")  # only an index path avoids the scan
+                lines = [row[0] for row in await driver.fetch("EXPLAIN " + sql, *params)]
+        assert not any(f"Seq Scan on {table}" in line for line in lines), "\n".join(lines)

@@ -105,7 +105,9 @@ class Rule:
                 "EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.id = ur.role_id "
                 f"WHERE ur.user_id = {viewer.user} AND r.permissions ?| ARRAY[{names}])"
             )
-        return "(" + " OR ".join(tests) + ") IS TRUE" if tests else "false"
+        # Used only where NULL counts as false (WHERE, CASE WHEN), never negated; written plainly
+        # so that an owner's test stays indexable (`(x = $1) IS TRUE` is not).
+        return "(" + " OR ".join(tests) + ")" if tests else "false"
 
 
 # What an API key confined to one environment may see of its project: that environment and what
@@ -403,7 +405,8 @@ def viewer_dependence(type_name: str, python_name: str) -> bool | None:
     if isinstance(relation, Masked):
         return True
     if isinstance(relation, Connection):
-        return relation.visible is not None or relation.filter is not None or relation.guard is not None
+        asks = any(spec.access is not None for spec in relation.filters.values())
+        return relation.visible is not None or relation.filter is not None or relation.guard is not None or asks
     if isinstance(relation, Children):
         return relation.visible is not None or relation.guard is not None or relation.filter is not None
     if isinstance(relation, ManyToOne):

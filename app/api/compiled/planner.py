@@ -13,6 +13,7 @@ presence in the text hands the field to the resolver path too. See docs/compiled
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ from app.api.compiled.declare import (
 from app.api.errors import LodgeError
 from app.api.pagination import page_size
 
+log = logging.getLogger("lodge.plans")
 DEFINITION = "strawberry-definition"
 # The JSON string "\u0000" as an SQL literal, and as it appears in the text: the bail marker.
 B = "'\"\\u0000\"'"
@@ -165,8 +167,8 @@ def encoder(type_: GraphQLOutputType, column: Any) -> Callable[[str], str]:
             raise Unsupported(f"no encoder for {inner}")
         if isinstance(column.type, ARRAY):
             core = lambda e: (  # noqa: E731
-                f"(SELECT '[' || COALESCE(string_agg(COALESCE(to_json(x)::text, {B}), ',' ORDER BY o), '') || ']' "
-                f"FROM unnest({e}) WITH ORDINALITY u(x, o))"
+                f"CASE WHEN {e} IS NOT NULL THEN (SELECT '[' || COALESCE(string_agg(COALESCE(to_json(x)::text, {B}), "
+                f"',' ORDER BY o), '') || ']' FROM unnest({e}) WITH ORDINALITY u(x, o)) END"
             )
         elif isinstance(column.type, JSONB):
             # Strings only: graphql-core would turn a number into a string, or refuse an object.
@@ -447,11 +449,9 @@ class ConnectionPlan:
         more = "hasPreviousPage" if backwards else "hasNextPage"
         needs_more = more in self.info_names
         reads_rows = self.reads_rows or needs_more
-        # Page sizes are written into the statement (whole numbers checked by page_size): with
-        # only ids and the like as parameters, PostgreSQL can reuse one plan for every request
-        # instead of planning each (a LIMIT $n plan must assume any size).
-        limit = size + 1 if needs_more else size
-        within = f" FILTER (WHERE {a}.lodge_rn <= {size})" if needs_more else ""
+        limit = _size(r, size + 1 if needs_more else size)
+        size_sql = _size(r, size)
+        within = f" FILTER (WHERE {a}.lodge_rn <= {size_sql})" if needs_more else ""
         written, reversed_ = ("DESC", "") if backwards else ("", "DESC")
         cursor = f"COALESCE({decl.order.cursor(a)}, '\\u0000')"  # a cursor that cannot be written bails
 
@@ -464,7 +464,9 @@ class ConnectionPlan:
                 return "'true'"
             return f"CASE WHEN {decl.visible.sql(parent, r)} THEN 'true' ELSE 'false' END"
 
-        has_more = f"CASE WHEN count(*) > {size} THEN 'true' ELSE 'false' END"
+        def has_more() -> str:  # built only if selected: a size parameter must not be sent unused
+            return f"CASE WHEN count(*) > {size_sql} THEN 'true' ELSE 'false' END"
+
         entries: list[tuple[str, str]] = []
         for key, (kind, spec) in self.parts:
             if kind == "nodes":
@@ -483,9 +485,9 @@ class ConnectionPlan:
                 info = []
                 for info_key, name in spec:
                     if name == "hasNextPage":
-                        value = given(before is not None) if backwards else has_more
+                        value = given(before is not None) if backwards else has_more()
                     elif name == "hasPreviousPage":
-                        value = has_more if backwards else given(after is not None)
+                        value = has_more() if backwards else given(after is not None)
                     elif name == "startCursor":
                         value = _quoted_or_null(f"(array_agg({cursor} ORDER BY {a}.lodge_rn {written}){within})[1]")
                     elif name == "endCursor":
@@ -515,6 +517,30 @@ class ConnectionPlan:
         if guards:
             body = f"SELECT {guarded(' AND '.join(guards), f'({body})')}"
         return f"({body})" if parent is not None else body
+
+
+# Common page sizes (and one more) are written into the statement: with only ids and the like as
+# parameters, PostgreSQL reuses one plan per shape instead of planning each request (a LIMIT $n
+# plan must assume any size). Any other size is a parameter, so that a client cycling through
+# sizes cannot fill each connection's statement cache.
+LITERAL_SIZES = frozenset({*range(12), 20, 21, 25, 26, 30, 31, 50, 51, 100, 101, 200, 201, 500, 501})
+
+
+def _size(r: Render, n: int) -> Any:
+    if n in LITERAL_SIZES:
+        return str(n)
+    parameter = r.lazy(n)
+    return _Cast(parameter, "int")
+
+
+class _Cast:
+    """A parameter with its cast, numbered (as `Lazy`) only once written."""
+
+    def __init__(self, parameter: Lazy, cast: str) -> None:
+        self.parameter, self.cast = parameter, cast
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.parameter}::{self.cast}"
 
 
 def _quoted_or_null(text: str) -> str:
@@ -548,7 +574,7 @@ class ByIdPlan:
         found = f"(SELECT {value} FROM {table} {x} WHERE {x}.id = {placeholder}::uuid{where})"
         answer = f"COALESCE({found}, 'null')"
         if self.decl.guard is not None:
-            answer = guarded(self.decl.guard.sql_of(f'{placeholder}::uuid', r), answer)
+            answer = guarded(self.decl.guard.sql_of(f"{placeholder}::uuid", r), answer)
         return f"SELECT {answer}"
 
 
@@ -697,13 +723,13 @@ class _Planner:
             if not isinstance(list_type, GraphQLList) or not is_non_null_type(list_type.of_type):
                 raise Unsupported("children are a non-null list of non-null objects")
             target = get_named_type(field_def.type)
-            assert isinstance(target, GraphQLObjectType)
+            target = _object_type(target)
             if relation.visible is not None or relation.guard is not None or relation.filter is not None:
                 self.needs_viewer = True
             return ChildrenPlan(relation, self.object(target, group))
         if isinstance(relation, ManyToOne):
             target = get_named_type(field_def.type)
-            assert isinstance(target, GraphQLObjectType)
+            target = _object_type(target)
             if relation.visible is not None or relation.guard is not None:
                 self.needs_viewer = True
             return ManyToOnePlan(
@@ -715,7 +741,7 @@ class _Planner:
         if not is_non_null_type(field_def.type):
             raise Unsupported("a nullable connection")
         connection = get_named_type(field_def.type)
-        assert isinstance(connection, GraphQLObjectType)
+        connection = _object_type(connection)
         target = TYPES.get(decl.target)
         if target is None:
             raise Unsupported(f"{decl.target} is not declared")
@@ -731,12 +757,12 @@ class _Planner:
             if name == "__typename":
                 parts.append((key, ("const", literal(f'"{connection.name}"'))))
             elif name == "nodes":
-                assert isinstance(sub_type, GraphQLObjectType)
+                sub_type = _object_type(sub_type)
                 parts.append((key, ("nodes", self.object(sub_type, sub))))
             elif name == "totalCount":
                 parts.append((key, ("totalCount", None)))
             elif name == "edges":
-                assert isinstance(sub_type, GraphQLObjectType)
+                sub_type = _object_type(sub_type)
                 edge: list[tuple[str, tuple[str, Any]]] = []
                 for edge_key, edge_group in self.subfields(sub_type, sub).items():
                     edge_name = edge_group[0].node.name.value
@@ -744,7 +770,7 @@ class _Planner:
                         edge.append((edge_key, ("cursor", None)))
                     elif edge_name == "node":
                         node_type = get_named_type(sub_type.fields["node"].type)
-                        assert isinstance(node_type, GraphQLObjectType)
+                        node_type = _object_type(node_type)
                         edge.append((edge_key, ("node", self.object(node_type, edge_group))))
                     elif edge_name == "__typename":
                         edge.append((edge_key, ("const", literal(f'"{sub_type.name}"'))))
@@ -752,7 +778,7 @@ class _Planner:
                         raise Unsupported(f"{sub_type.name}.{edge_name}")
                 parts.append((key, ("edges", edge)))
             elif name == "pageInfo":
-                assert isinstance(sub_type, GraphQLObjectType)
+                sub_type = _object_type(sub_type)
                 info: list[tuple[str, str]] = []
                 for info_key, info_group in self.subfields(sub_type, sub).items():
                     info_name = info_group[0].node.name.value
@@ -786,12 +812,15 @@ class _Planner:
         if definition is None or definition.permission_classes or definition.extensions:
             raise Unsupported(f"{coordinate} has permissions or extensions")
         plan: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan
+        guard = getattr(source, "guard", None)
+        if guard is not None and not isinstance(source, ById) and (guard.owner is not None or guard.custom is not None):
+            raise Unsupported("a root guard of this kind holds permissions only (there is no row yet)")
         if isinstance(source, Rows):
             list_type = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else None
             if not isinstance(list_type, GraphQLList) or not is_non_null_type(list_type.of_type):
                 raise Unsupported("rows are a non-null list of non-null objects")
             target = get_named_type(field_def.type)
-            assert isinstance(target, GraphQLObjectType)
+            target = _object_type(target)
             self.needs_viewer = source.guard is not None
             plan = RowsPlan(source, self.object(target, group))
         elif isinstance(source, Connection):
@@ -805,7 +834,7 @@ class _Planner:
             target = get_named_type(field_def.type)
             if is_non_null_type(field_def.type) or not is_object_type(target):
                 raise Unsupported("a by-id root is a nullable object")
-            assert isinstance(target, GraphQLObjectType)
+            target = _object_type(target)
             if isinstance(source, ByViewer):
                 self.needs_viewer = True
                 plan = ByViewerPlan(source, self.object(target, group))
@@ -817,6 +846,12 @@ class _Planner:
                 plan = ByIdPlan(source, self.object(target, group), field_def, group[0].node)
         signed_in = bool(getattr(source, "signed_in", False))
         return RootPlan(key, coordinate, plan, self.needs_viewer or signed_in, signed_in)
+
+
+def _object_type(type_: Any) -> GraphQLObjectType:
+    if not isinstance(type_, GraphQLObjectType):
+        raise Unsupported(f"{type_} is not an object type (interfaces and unions are not compiled)")
+    return type_
 
 
 def _fragments(document: DocumentNode) -> dict[str, FragmentDetails]:
@@ -853,5 +888,8 @@ def plan_operation(
         try:
             roots[key] = _Planner(schema, document, operation).root(key, group)
         except Unsupported:
+            continue
+        except Exception:  # a declaration the planner cannot follow: the resolvers answer
+            log.exception("planning %s failed; it keeps the resolvers", key)
             continue
     return CompiledOperation(operation, roots, len(roots) == len(grouped)) if roots else None

@@ -4,8 +4,9 @@
 path must answer (any bail: see planner.py). Two callers:
 
 - the lean pipeline, for a query whose every root field compiled: it writes the response itself,
-  and graphql-core does not run at all (unless a root bails; then graphql-core runs the whole
-  operation, compiling what still compiles);
+  and graphql-core does not run at all (unless a root bails or fails; then graphql-core runs the
+  operation, with that root on its resolver or its failure reported, the roots already run
+  spliced in as they were, and the rest compiled);
 - `CompiledRoots`, first in the executor's bases, for a query with compiled and other root
   fields: a compiled root's text goes into `data` as an `orjson.Fragment`, written to the
   response without being parsed.
@@ -44,7 +45,7 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str |
             viewer = await ctx.user_id(ctx.session)
             creds = ctx.credentials
             if creds is not None and creds.scheme == "apikey":
-                api_key = await ctx.require_api_key()
+                api_key = await ctx.api_key_now()  # as require_project_access: revocations count at once
                 key_environment, key_project = api_key.environment_id, api_key.project_id
         if plan.signed_in and viewer is None:
             raise Bail
@@ -95,6 +96,9 @@ class CompiledRoots:
         position_context: Any,
     ) -> Any:
         ctx = self.context_value  # type: ignore[attr-defined]
+        done = ctx.compiled_texts.pop(path.key, None) if ctx.compiled_texts else None
+        if done is not None:
+            return orjson.Fragment(done)
         try:
             failed = ctx.compiled_failures.pop(path.key, None) if ctx.compiled_failures else None
             if failed is not None:
