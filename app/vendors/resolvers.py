@@ -133,6 +133,27 @@ c.root(
         "Integration", keys={"service": "service", "externalId": "external_id"}, guard=c.Rule(permissions=(WRITE,))
     ),
 )
+# The caller's subscriptions, or `userId`'s for billing:write (a user who must exist).
+c.root(
+    "Query.billingSubscriptions",
+    c.Connection(
+        "BillingSubscription",
+        order=c.Keyset("created_at", "id", SUBSCRIPTION_CURSOR),
+        filters={
+            "status": c.Filter(lambda t, status: f"{t}.status = {status}::text", bind=lambda s: s.lower(), truthy=True),
+            "userId": c.Filter(
+                lambda t, user: f"{t}.user_id = {user}::uuid",
+                bind=lambda value: parse_id(value, "userId"),
+                default_to_viewer=True,
+                access=lambda user, viewer: (
+                    f"({user}::uuid = {viewer.user} OR ({c.Rule(permissions=(BILLING,)).sql_of(None, viewer)}"
+                    f" AND EXISTS (SELECT 1 FROM users WHERE id = {user}::uuid AND deleted_at IS NULL)))"
+                ),
+            ),
+        },
+        signed_in=True,
+    ),
+)
 # Under a user: their vendors (public), and their subscriptions (SUBSCRIPTIONS_OF_USER).
 c.relate(
     "User",

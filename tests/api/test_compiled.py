@@ -19,7 +19,7 @@ from app.accounts import models as accounts
 from app.settings import Settings
 from app.vendors import models
 from tests.api.compiled_support import callers, compare
-from tests.support import LiveServer, counted, live_server
+from tests.support import LiveServer, counted, live_server, new_admin
 
 # Names that exercise every escape orjson and to_json must agree on.
 NAMES = ['Quote "q" and \\ back', "tab\tnew\nline\x01\x1f", "café é ü", "sep\u2028\u2029", "astral 🍕𝄞", "", "  "]
@@ -445,3 +445,38 @@ async def test_an_owners_filter_reads_through_the_index(server: LiveServer, worl
                 await driver.execute("SET LOCAL enable_seqscan = off")  # only an index path avoids the scan
                 lines = [row[0] for row in await driver.fetch("EXPLAIN " + sql, *params)]
         assert not any(f"Seq Scan on {table}" in line for line in lines), "\n".join(lines)
+
+
+async def test_billing_subscriptions_are_the_callers_or_a_billing_services(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    billing_token, _ = await new_admin(server, ("billing:write",))
+    viewers = {**world.viewers, "billing": {"authorization": f"Bearer {billing_token}"}}
+    query = (
+        "query($s: String, $u: ID, $n: Int, $a: String) { billingSubscriptions(status: $s, userId: $u, first: $n, after: $a)"
+        " { totalCount pageInfo { hasNextPage endCursor } nodes { id provider productId status startDate endDate user { id } } } }"
+    )
+    for viewer, headers in viewers.items():
+        for user in (None, world.owner, world.other_owner, world.deleted_owner, str(uuid.uuid4()), "nope", ""):
+            for status in (None, "active", "ACTIVE", "", "cancelled"):
+                _, ran = await compare(server, resolver_server, query, {"s": status, "u": user, "n": 2}, headers)
+                assert ran is not None, (viewer, user, status)
+                if viewer in ("anonymous", "apikey", "badtoken") or user in ("nope", ""):
+                    assert ran == "bail_before", (viewer, user, ran)
+                elif (
+                    user is None
+                    or (viewer, user) in (("owner", world.owner), ("other", world.other_owner))
+                    or (viewer in ("billing", "admin") and user in (world.owner, world.other_owner))
+                ):
+                    assert ran == "compiled", (viewer, user, status, ran)
+                else:
+                    assert ran == "bail_after", (viewer, user, status, ran)
+    # Every page of the owner's, as the owner.
+    after = None
+    while True:
+        data, ran = await compare(server, resolver_server, query, {"n": 1, "a": after}, viewers["owner"])
+        assert ran == "compiled"
+        page = data["data"]["billingSubscriptions"]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]

@@ -133,6 +133,7 @@ class Filter:
     truthy: bool = False
     guard: Callable[[Any], str] | None = None
     access: Callable[[Any, Viewer], str] | None = None  # a guard that asks who is calling
+    default_to_viewer: bool = False  # not given: the caller's user id (the caller's own rows)
 
 
 @dataclass(frozen=True)
@@ -405,7 +406,7 @@ def viewer_dependence(type_name: str, python_name: str) -> bool | None:
     if isinstance(relation, Masked):
         return True
     if isinstance(relation, Connection):
-        asks = any(spec.access is not None for spec in relation.filters.values())
+        asks = any(spec.access is not None or spec.default_to_viewer for spec in relation.filters.values())
         return relation.visible is not None or relation.filter is not None or relation.guard is not None or asks
     if isinstance(relation, Children):
         return relation.visible is not None or relation.guard is not None or relation.filter is not None

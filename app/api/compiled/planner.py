@@ -415,9 +415,12 @@ class ConnectionPlan:
             start = decl.order.decode(decl.order.kind, after)
             end = decl.order.decode(decl.order.kind, before)
             bound = []
+            defaulted = []
             for name, spec in decl.filters.items():
                 value = args.get(name)
                 if value is None or (spec.truthy and not value):
+                    if spec.default_to_viewer:
+                        defaulted.append(spec)  # the caller's own: no guard to pass
                     continue
                 bound.append((spec, r.lazy(spec.bind(value))))
         except LodgeError as exc:
@@ -433,6 +436,7 @@ class ConnectionPlan:
             if decl.where is not None:
                 conditions.append(decl.where(alias))
             conditions.extend(spec.sql(alias, placeholder) for spec, placeholder in bound)
+            conditions.extend(spec.sql(alias, r.user) for spec in defaulted)
             if decl.visible is not None and parent is not None:
                 conditions.append(decl.visible.sql(parent, r))
             if decl.filter is not None:
@@ -747,7 +751,7 @@ class _Planner:
             raise Unsupported(f"{decl.target} is not declared")
         if decl.visible is not None or decl.filter is not None or decl.guard is not None:
             self.needs_viewer = True
-        if any(spec.access is not None for spec in decl.filters.values()):
+        if any(spec.access is not None or spec.default_to_viewer for spec in decl.filters.values()):
             self.needs_viewer = True
         parts: list[tuple[str, tuple[str, Any]]] = []
         info_names: set[str] = set()
