@@ -118,3 +118,11 @@ async def quiet_server(database_url: str) -> AsyncIterator[LiveServer]:
     settings = make_settings(session_sweep_seconds=3600, reservation_sweep_seconds=3600)
     async with live_server(settings, database_url) as live:
         yield live
+
+
+@pytest.fixture(scope="module")
+async def resolver_server(settings: Settings, database_url: str) -> AsyncIterator[LiveServer]:
+    """A second server on the shared database with compiled reads off: the reference answers
+    (tests/api/compiled_support.py)."""
+    async with live_server(settings.model_copy(update={"compiled_reads": False}), database_url) as live:
+        yield live

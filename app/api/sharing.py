@@ -16,14 +16,17 @@ import asyncio
 import json
 from typing import Any
 
-from graphql import ExecutionResult, FieldNode, VariableNode, Visitor, get_named_type, visit
+from graphql import DocumentNode, ExecutionResult, FieldNode, VariableNode, Visitor, get_named_type, visit
 from graphql.execution import Executor
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from app.api.compiled.planner import plan_operation
 from app.api.compiled.runtime import CompiledRoots
 from app.api.fast import FastCompletion
 from app.api.visibility import selection_depends_on_viewer
 from app.observability import metrics
+
+MISSING = object()
 
 
 class SharedEvent:
@@ -44,6 +47,20 @@ class SharingExecutor(CompiledRoots, FastCompletion, StrawberryGraphQLCoreExecut
     _shared: SharedEvent | None = None
     _share_key: tuple[int, str, str | None] | None = None
 
+    def _event_plans_once(self) -> Any:
+        """The compiled renderings of this subscription's events (app.api.compiled: a selection
+        that reaches other tables), planned once per subscription; None when none compiles."""
+        plans = self.__dict__.get("_event_plans", MISSING)
+        if plans is MISSING:
+            plans = None
+            deps = getattr(self.context_value, "deps", None)  # None: executed outside Lodge's context
+            if deps is not None and deps.settings.compiled_reads:
+                document = DocumentNode(definitions=(self.operation, *self.fragment_definitions.values()))
+                compiled = plan_operation(self.schema, document, self.operation)
+                plans = compiled.roots if compiled is not None else None
+            self.__dict__["_event_plans"] = plans
+        return plans
+
     def build_per_event_executor(self, payload: Any) -> Executor[Any]:
         if isinstance(payload, SharedEvent):
             if self._share_key is None:
@@ -56,6 +73,7 @@ class SharingExecutor(CompiledRoots, FastCompletion, StrawberryGraphQLCoreExecut
             executor._shared = payload  # type: ignore[attr-defined]
         else:
             executor = super().build_per_event_executor(payload)
+        executor.__dict__["_event_plans"] = self._event_plans_once()
         # graphql-core copies the subscription's executor shallowly: without fresh memos, every
         # event would add its field lists to the subscription's (keyed by the lists' ids, never
         # evicted), about 1.3 KiB per delivered event for as long as the subscription lives.

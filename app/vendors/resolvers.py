@@ -154,6 +154,8 @@ c.root(
         signed_in=True,
     ),
 )
+# A recorded position: its fields as recorded, its vendor (and below) read by one statement.
+c.root("Subscription.vendorLocationUpdated", c.Event("Location"))
 # Under a user: their vendors (public), and their subscriptions (SUBSCRIPTIONS_OF_USER).
 c.relate(
     "User",

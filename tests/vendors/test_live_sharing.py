@@ -61,3 +61,34 @@ async def test_a_selection_reaching_a_rule_is_shared_only_within_one_credential(
     owner_view, _, other_view, anonymous_view = (g["vendor"]["locations"] for g in got)
     assert owner_view["totalCount"] == 1 and owner_view["nodes"] == [{"lat": 1.5}]
     assert other_view == anonymous_view == {"totalCount": 0, "nodes": []}
+
+
+async def test_events_reaching_other_tables_render_as_one_statement(
+    server: LiveServer, resolver_server: LiveServer
+) -> None:
+    """A position's vendor (and its owner, and the vendor's history for its owner) is rendered by
+    one compiled statement per shared rendering, with the same frames as the resolvers give."""
+    from app.observability import metrics
+
+    owner = await new_user(server)
+    vendor = (await server.data('mutation { createVendor(input: {name: "cart \\"1\\" é"}) { id } }', token=owner))[
+        "createVendor"
+    ]["id"]
+    compiled = metrics.COMPILED_ROOTS.labels("compiled")
+    for document, token in ((FOLLOW, None), (HISTORY, owner), (HISTORY, None)):
+        frames = []
+        async with contextlib.AsyncExitStack() as stack:
+            sockets = []
+            for live in (server, resolver_server):
+                authorization = f"Bearer {token}" if token else None
+                ws = await stack.enter_async_context(GraphQLWS.connect(live.ws_url, authorization=authorization))
+                await ws.subscribe(document, {"v": vendor})
+                sockets.append(ws)
+            async with asyncio.timeout(10):  # each server's own hub, fed by the shared broker
+                while not all(live.deps.hub.subscribers(f"vendor:{vendor}") for live in (server, resolver_server)):
+                    await asyncio.sleep(0.005)
+            before = compiled._value.get()
+            await server.data(RECORD, {"v": vendor, "lat": -0.0, "long": 1e-07}, token=owner)
+            frames = [(await ws.next_data())["vendorLocationUpdated"] for ws in sockets]
+            assert compiled._value.get() == before + 1  # the compiled server's one rendering
+        assert frames[0] == frames[1], document

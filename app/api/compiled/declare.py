@@ -334,6 +334,7 @@ Relation = Connection | ManyToOne | Masked | Children | Col | Expr
 @dataclass(frozen=True)
 class TableDecl:
     name: str  # the GraphQL type
+    model: type
     table: str
     columns: Mapping[str, Any]  # Python attribute name -> SQLAlchemy column
     relations: Mapping[str, Relation]  # Python attribute name -> relation
@@ -357,7 +358,16 @@ class Rows:
     signed_in: bool = False
 
 
-Root = Connection | ById | ByViewer | Rows | Lookup
+@dataclass(frozen=True)
+class Event:
+    """A subscription's event: a `target` row already read, carried by the payload as `.row`. Its
+    own fields are the row's as it was when the event happened; its relations are read from the
+    database. A selection with no relation keeps the Python rendering (it reads nothing)."""
+
+    target: str
+
+
+Root = Connection | ById | ByViewer | Rows | Lookup | Event
 ROOTS: dict[str, Root] = {}
 
 
@@ -377,6 +387,7 @@ def table(model: type, **relations: Relation) -> Callable[[T], T]:
             raise TypeError(f"{definition.name} has no field {', '.join(sorted(unknown))}")
         TYPES[definition.name] = TableDecl(
             name=definition.name,
+            model=model,
             table=mapper.local_table.name,
             columns=columns,
             relations=dict(relations),

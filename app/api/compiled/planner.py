@@ -47,8 +47,10 @@ from graphql.execution.collect_fields import (
     collect_subfields,
 )
 from graphql.execution.values import VariableValues, get_argument_values
-from sqlalchemy import ARRAY
+from sqlalchemy import ARRAY, JSON
 from sqlalchemy import Column as SAColumn
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import INET, JSONB
 
 from app.api.compiled.declare import (
@@ -59,6 +61,7 @@ from app.api.compiled.declare import (
     Children,
     Col,
     Connection,
+    Event,
     Expr,
     Lookup,
     ManyToOne,
@@ -80,6 +83,7 @@ MARKER = '"\\u0000"'
 # PostgreSQL functions take at most 100 arguments: longer concat() calls are nested.
 MAX_CONCAT = 90
 NO_VARIABLES = VariableValues({}, {})
+DIALECT: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
 ROW_INFO = ("hasNextPage", "startCursor", "endCursor")
 
 
@@ -226,6 +230,7 @@ class Render:
         self.viewer_id = viewer
         self.key_environment_id = key_environment
         self.key_project_id = key_project
+        self.event: Any = None  # the row of a subscription's event
         self.params: list[Any] = []
         self._viewer: str | None = None
         self._key: str | None = None
@@ -625,6 +630,31 @@ class ByViewerPlan:
 
 
 @dataclass
+class EventPlan:
+    target: ObjectPlan
+    columns: list[tuple[str, str, str, bool]]  # (attribute, column, SQL type, JSON)
+
+    def render(self, r: Render, parent: str | None) -> str:
+        row = r.event
+        if row is None:
+            raise Bail
+        values = []
+        for attribute, column, sql_type, is_json in self.columns:
+            value = getattr(row, attribute)
+            if is_json and value is not None:
+                values.append(f"{r.param(json.dumps(value))}::text::jsonb AS {_quote(column)}")
+            else:
+                values.append(f"{r.param(value)}::{sql_type} AS {_quote(column)}")
+        x = r.alias()
+        return f"SELECT {self.target.render(r, x)} FROM (SELECT {', '.join(values)}) {x}"
+
+
+def _reads_database(plan: Any) -> bool:
+    """Whether an object plan reaches another table (else the event renders without a statement)."""
+    return any(not isinstance(field, Column | Constant | Computed) for _, field in plan.fields)
+
+
+@dataclass
 class RowsPlan:
     decl: Rows
     target: ObjectPlan
@@ -645,7 +675,7 @@ class RootPlan:
 
     key: str  # the response key
     coordinate: str  # "Query.vendors"
-    source: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan
+    source: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan | EventPlan
     needs_viewer: bool
     signed_in: bool = False  # anonymous callers and API keys: the resolver answers (UNAUTHENTICATED)
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
@@ -656,8 +686,10 @@ class RootPlan:
         viewer: uuid.UUID | None,
         key_environment: uuid.UUID | None = None,
         key_project: uuid.UUID | None = None,
+        event: Any = None,
     ) -> tuple[str, list[Any]]:
         r = Render(variables, viewer, key_environment, key_project)
+        r.event = event
         sql = self.source.render(r, None)
         return sql, r.params
 
@@ -804,7 +836,8 @@ class _Planner:
         return ConnectionPlan(decl, target, field_def, node, parts, frozenset(info_names), reads_rows)
 
     def root(self, key: str, group: list[FieldDetails]) -> RootPlan:
-        query = self.schema.query_type
+        subscription = self.operation.operation == OperationType.SUBSCRIPTION
+        query = self.schema.subscription_type if subscription else self.schema.query_type
         assert query is not None
         name = group[0].node.name.value
         coordinate = f"{query.name}.{name}"
@@ -815,7 +848,21 @@ class _Planner:
         definition = field_def.extensions.get(DEFINITION)
         if definition is None or definition.permission_classes or definition.extensions:
             raise Unsupported(f"{coordinate} has permissions or extensions")
-        plan: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan
+        plan: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan | EventPlan
+        if subscription != isinstance(source, Event):
+            raise Unsupported("events are a subscription's roots, and only events")
+        if isinstance(source, Event):
+            target = _object_type(get_named_type(field_def.type))
+            objects = self.object(target, group)
+            if not _reads_database(objects):
+                raise Unsupported("reads nothing: the Python rendering is cheaper")
+            mapper: Any = sa_inspect(objects.decl.model)
+            columns = [
+                (prop.key, c.name, c.type.compile(dialect=DIALECT), isinstance(c.type, JSON | JSONB))
+                for prop in mapper.column_attrs
+                for c in prop.columns[:1]
+            ]
+            return RootPlan(key, coordinate, EventPlan(objects, columns), self.needs_viewer)
         guard = getattr(source, "guard", None)
         if guard is not None and not isinstance(source, ById) and (guard.owner is not None or guard.custom is not None):
             raise Unsupported("a root guard of this kind holds permissions only (there is no row yet)")
@@ -879,15 +926,18 @@ class CompiledOperation:
 def plan_operation(
     schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
 ) -> CompiledOperation | None:
-    """The compiled root fields of a query operation; None if none compiles."""
-    if operation.operation != OperationType.QUERY or schema.query_type is None:
+    """The compiled root fields of a query operation (or a subscription's events); None if none
+    compiles."""
+    kind = operation.operation
+    root_type = schema.query_type if kind == OperationType.QUERY else schema.subscription_type
+    if kind not in (OperationType.QUERY, OperationType.SUBSCRIPTION) or root_type is None:
         return None
     directives = _Directives()
     visit(document, directives)
     if directives.found:  # @skip/@include/@defer: the resolver path (variants are future work)
         return None
     roots: dict[str, RootPlan] = {}
-    grouped = collect_fields(schema, _fragments(document), NO_VARIABLES, schema.query_type, operation).grouped_field_set
+    grouped = collect_fields(schema, _fragments(document), NO_VARIABLES, root_type, operation).grouped_field_set
     for key, group in grouped.items():
         try:
             roots[key] = _Planner(schema, document, operation).root(key, group)

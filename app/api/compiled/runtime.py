@@ -31,7 +31,7 @@ COMPILED, BAIL_BEFORE, BAIL_AFTER, FAILED = (
 )
 
 
-async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str | None:
+async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: Any = None) -> str | None:
     """The root field's JSON text, or None: the resolver path answers (and words any error).
 
     A statement that fails (the database went away, a timeout) raises its error, to be reported
@@ -49,7 +49,7 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str |
                 key_environment, key_project = api_key.environment_id, api_key.project_id
         if plan.signed_in and viewer is None:
             raise Bail
-        sql, params = plan.render(variables, viewer, key_environment, key_project)
+        sql, params = plan.render(variables, viewer, key_environment, key_project, event)
     except Exception as exc:  # a refusal of the arguments or of the caller
         if not isinstance(exc, Bail):
             log.debug("%s ran on the resolver path after: %r", plan.coordinate, exc)
@@ -59,7 +59,11 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues) -> str |
         plan.seen.add(sql)
         log.info("%s: %s (%d parameters)", plan.coordinate, sql, len(params))
     try:
-        rows = await ctx.session.fetch_raw(sql, *params)
+        if event is not None:  # a subscription's event: its own statement, outside any transaction
+            async with ctx.deps.db.reader_sessionmaker() as reader:
+                rows = await reader.fetch_raw(sql, *params)
+        else:
+            rows = await ctx.session.fetch_raw(sql, *params)
     except Exception:
         FAILED.inc()
         raise
@@ -82,6 +86,10 @@ class CompiledRoots:
             plan = plans.get(path.key) if plans is not None else None
             if plan is not None:
                 return self._compiled(plan, parent_type, source, field_details_list, path, position_context)
+            events: dict[str, RootPlan] | None = self.__dict__.get("_event_plans")
+            plan = events.get(path.key) if events else None
+            if plan is not None and getattr(source, "row", None) is not None:
+                return self._compiled(plan, parent_type, source, field_details_list, path, position_context, source.row)
         return super().execute_field(  # type: ignore[misc]
             parent_type, source, field_details_list, path, position_context
         )
@@ -94,6 +102,7 @@ class CompiledRoots:
         field_details_list: Any,
         path: Any,
         position_context: Any,
+        event: Any = None,
     ) -> Any:
         ctx = self.context_value  # type: ignore[attr-defined]
         done = ctx.compiled_texts.pop(path.key, None) if ctx.compiled_texts else None
@@ -103,7 +112,7 @@ class CompiledRoots:
             failed = ctx.compiled_failures.pop(path.key, None) if ctx.compiled_failures else None
             if failed is not None:
                 raise failed  # the pipeline ran it already: reported here, where graphql-core places it
-            text = await run_root(ctx, plan, self.variable_values)  # type: ignore[attr-defined]
+            text = await run_root(ctx, plan, self.variable_values, event)  # type: ignore[attr-defined]
         except Exception as exc:
             field = self.schema.get_field(parent_type, field_details_list[0].node.name.value)  # type: ignore[attr-defined]
             self.handle_field_error(exc, field.type, field_details_list, path)  # type: ignore[attr-defined]
