@@ -40,21 +40,20 @@ from graphql import (
     DocumentNode,
     ExecutionResult,
     GraphQLError,
-    GraphQLSchema,
     OperationType,
     execute,
     get_operation_ast,
     parse,
     specified_rules,
 )
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.execution.is_awaitable import optimized_is_awaitable
 from strawberry.schema.schema import validate_document
 
-from app.api.compiled.planner import CompiledOperation, plan_operation
+from app.api.compiled.planner import CompiledOperation, VariantOperation, plan_operation
 from app.api.compiled.runtime import run_root
 from app.api.context import Context
 from app.api.cost import operation_cost
@@ -83,7 +82,7 @@ class Prepared:
     mutation: bool
     cost: int | None  # None: depends on the variables
     lengths_checked: bool  # no String or ID argument can be over its bound whatever the variables
-    compiled: CompiledOperation | None  # root fields that run as one SQL statement each
+    compiled: CompiledOperation | VariantOperation | None  # root fields that run as one SQL statement each
 
 
 @dataclass(frozen=True)
@@ -245,14 +244,22 @@ class Pipeline:
     async def _run(self, ctx: Context, prepared: Prepared, call: Call) -> bytes:
         started = time.perf_counter()
         token = ctx.open_scope(lazy=True, read_only=not prepared.mutation)
-        compiled = prepared.compiled
+        compiled = None
+        variables = None
+        if prepared.compiled is not None:
+            coerced = get_variable_values(
+                self.core, prepared.compiled.operation.variable_definitions or (), call.variables or {}
+            )
+            if not isinstance(coerced, list):  # else graphql-core reports the variables' errors
+                variables = coerced
+                compiled = prepared.compiled.for_variables(coerced)
         ctx.compiled = compiled.roots if compiled is not None else None
         scope = ctx.scope
         raised: BaseException | None = None
         result: ExecutionResult | None = None
         try:
-            if compiled is not None and compiled.whole:
-                payload = await _compiled_answer(ctx, self.core, compiled, call)
+            if compiled is not None and variables is not None and compiled.whole:
+                payload = await _compiled_answer(ctx, compiled, variables)
                 if payload is not None:
                     result = ExecutionResult(data={}, errors=None)
                     await finish_operation(ctx, scope, result, mutation=False)
@@ -288,14 +295,9 @@ class Pipeline:
         return _encode(result)
 
 
-async def _compiled_answer(
-    ctx: Context, schema: GraphQLSchema, compiled: CompiledOperation, call: Call
-) -> bytes | None:
+async def _compiled_answer(ctx: Context, compiled: CompiledOperation, variables: VariableValues) -> bytes | None:
     """The answer of a query whose every root field compiled, written without graphql-core; None
     if a variable does not coerce or a root bails (graphql-core then runs the operation)."""
-    variables = get_variable_values(schema, compiled.operation.variable_definitions or (), call.variables or {})
-    if isinstance(variables, list):
-        return None
     parts = []
     done: dict[str, str] = {}
     for key, plan in compiled.roots.items():

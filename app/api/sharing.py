@@ -56,7 +56,8 @@ class SharingExecutor(CompiledRoots, FastCompletion, StrawberryGraphQLCoreExecut
             deps = getattr(self.context_value, "deps", None)  # None: executed outside Lodge's context
             if deps is not None and deps.settings.compiled_reads:
                 document = DocumentNode(definitions=(self.operation, *self.fragment_definitions.values()))
-                compiled = plan_operation(self.schema, document, self.operation)
+                planned = plan_operation(self.schema, document, self.operation)
+                compiled = planned.for_variables(self.variable_values) if planned is not None else None
                 plans = compiled.roots if compiled is not None else None
             self.__dict__["_event_plans"] = plans
         return plans

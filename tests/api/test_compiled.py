@@ -230,7 +230,6 @@ async def test_what_does_not_compile_keeps_the_resolvers(
 ) -> None:
     for query in (
         "{ vendors(first: 2) { nodes { owner { guilds { totalCount } } } } }",  # a field with a resolver
-        "query($b: Boolean!) { vendors(first: 2) { nodes { id @include(if: $b) } } }",
         "{ vendorsNear(lat: 1, long: 1, radiusKm: 10) { distanceKm } }",
     ):
         _, ran = await compare(server, resolver_server, query, {"b": True}, world.viewers["owner"])
@@ -480,3 +479,32 @@ async def test_billing_subscriptions_are_the_callers_or_a_billing_services(
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
+
+
+async def test_skip_and_include_are_planned_per_value(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    """@skip/@include on variables: one plan per combination of their values, each compiled and
+    equal to the resolvers' answer; a literal condition needs no variable; @defer stays out."""
+    query = (
+        "query($a: Boolean!, $b: Boolean = false, $o: ID) { vendors(ownerId: $o, first: 3) { totalCount @skip(if: $a)"
+        " nodes { id name @include(if: $a) ...F @include(if: $b) owner @skip(if: $b) { name } } } }"
+        " fragment F on Vendor { lat long locations(first: 2) { nodes { timestamp } } }"
+    )
+    for a in (True, False):
+        for b in (True, False, None):
+            variables = {"a": a, "o": world.owner, **({"b": b} if b is not None else {})}
+            for viewer in ("owner", "other", "anonymous"):
+                _, ran = await compare(server, resolver_server, query, variables, world.viewers[viewer])
+                assert ran == "compiled", (a, b, viewer, ran)
+    literal = "{ vendors(first: 2) { nodes { id @include(if: true) name @skip(if: true) } } }"
+    _, ran = await compare(server, resolver_server, literal, None, world.viewers["owner"])
+    assert ran == "compiled"
+    _, ran = await compare(
+        server,
+        resolver_server,
+        "query($a: Boolean!) { vendors(first: 1) { nodes { id @include(if: $a) } } }",
+        {},
+        world.viewers["owner"],
+    )
+    assert ran is None  # a missing variable: graphql-core's own error

@@ -34,6 +34,7 @@ from graphql import (
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
+    VariableNode,
     Visitor,
     get_named_type,
     is_non_null_type,
@@ -698,14 +699,21 @@ class RootPlan:
 
 
 class _Planner:
-    def __init__(self, schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode) -> None:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: VariableValues = NO_VARIABLES,
+    ) -> None:
         self.schema = schema
         self.operation = operation
+        self.variables = variables  # only @skip/@include read them here
         self.fragments = _fragments(document)
         self.needs_viewer = False
 
     def subfields(self, parent: GraphQLObjectType, details: list[FieldDetails]) -> dict[str, list[FieldDetails]]:
-        collected = collect_subfields(self.schema, self.fragments, NO_VARIABLES, self.operation, parent, details)
+        collected = collect_subfields(self.schema, self.fragments, self.variables, self.operation, parent, details)
         if collected.new_defer_usages:
             raise Unsupported("@defer")
         return collected.grouped_field_set
@@ -910,10 +918,20 @@ def _fragments(document: DocumentNode) -> dict[str, FragmentDetails]:
 
 
 class _Directives(Visitor):
-    found = False
+    """The variables that @skip and @include read; `other` when any other directive is used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+        self.other = False
 
     def enter_directive(self, node: DirectiveNode, *_: Any) -> None:
-        self.found = True
+        if node.name.value not in ("skip", "include"):
+            self.other = True  # @defer, @stream: the resolver path
+            return
+        for argument in node.arguments or ():
+            if isinstance(argument.value, VariableNode):
+                self.names.add(argument.value.name.value)
 
 
 @dataclass(frozen=True)
@@ -922,25 +940,63 @@ class CompiledOperation:
     roots: dict[str, RootPlan]  # by response key
     whole: bool  # every root field compiled: the answer is written without graphql-core
 
+    def for_variables(self, variables: VariableValues) -> CompiledOperation | None:
+        return self
+
+
+MAX_VARIANTS = 16  # distinct values of the @skip/@include variables planned per document
+
+
+@dataclass
+class VariantOperation:
+    """An operation whose fields depend on Boolean variables (@skip, @include): planned once per
+    combination of their values, on first use."""
+
+    schema: GraphQLSchema
+    document: DocumentNode
+    operation: OperationDefinitionNode
+    names: tuple[str, ...]
+    variants: dict[tuple[Any, ...], CompiledOperation | None] = field(default_factory=dict)
+
+    def for_variables(self, variables: VariableValues) -> CompiledOperation | None:
+        key = tuple(variables.coerced.get(name) for name in self.names)
+        if key not in self.variants:
+            if len(self.variants) >= MAX_VARIANTS:
+                return None
+            self.variants[key] = _plan(self.schema, self.document, self.operation, variables)
+        return self.variants[key]
+
 
 def plan_operation(
     schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
-) -> CompiledOperation | None:
+) -> CompiledOperation | VariantOperation | None:
     """The compiled root fields of a query operation (or a subscription's events); None if none
-    compiles."""
+    compiles. With @skip/@include on variables, the plan is made per combination of their values
+    (`for_variables`)."""
     kind = operation.operation
-    root_type = schema.query_type if kind == OperationType.QUERY else schema.subscription_type
-    if kind not in (OperationType.QUERY, OperationType.SUBSCRIPTION) or root_type is None:
+    if kind not in (OperationType.QUERY, OperationType.SUBSCRIPTION):
         return None
     directives = _Directives()
     visit(document, directives)
-    if directives.found:  # @skip/@include/@defer: the resolver path (variants are future work)
+    if directives.other:
+        return None
+    if directives.names:
+        return VariantOperation(schema, document, operation, tuple(sorted(directives.names)))
+    return _plan(schema, document, operation, NO_VARIABLES)
+
+
+def _plan(
+    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode, variables: VariableValues
+) -> CompiledOperation | None:
+    kind = operation.operation
+    root_type = schema.query_type if kind == OperationType.QUERY else schema.subscription_type
+    if root_type is None:
         return None
     roots: dict[str, RootPlan] = {}
-    grouped = collect_fields(schema, _fragments(document), NO_VARIABLES, root_type, operation).grouped_field_set
+    grouped = collect_fields(schema, _fragments(document), variables, root_type, operation).grouped_field_set
     for key, group in grouped.items():
         try:
-            roots[key] = _Planner(schema, document, operation).root(key, group)
+            roots[key] = _Planner(schema, document, operation, variables).root(key, group)
         except Unsupported:
             continue
         except Exception:  # a declaration the planner cannot follow: the resolvers answer
