@@ -561,6 +561,15 @@ def _list(item: str, row: str, within: str, written: str = "") -> str:
     return f"('[' || COALESCE(string_agg({item}, ',' ORDER BY {row}.lodge_rn {written}){within}, '') || ']')"
 
 
+def _one_row(r: Render, target: ObjectPlan, where: Callable[[str], str], row_guard: Rule | None) -> str:
+    """The JSON of the one row `where(alias)` finds, or null; a row `row_guard` refuses bails."""
+    x = r.alias()
+    value = target.render(r, x)
+    if row_guard is not None:
+        value = guarded(row_guard.sql(x, r), value)
+    return f"COALESCE((SELECT {value} FROM {target.decl.table} {x} WHERE {where(x)}), 'null')"
+
+
 @dataclass
 class ByIdPlan:
     decl: ById
@@ -574,15 +583,14 @@ class ByIdPlan:
             key = self.decl.bind(args[self.decl.arg])
         except LodgeError as exc:
             raise Bail from exc
-        x = r.alias()
         placeholder = r.param(key)
-        where = f" AND {self.decl.where(x)}" if self.decl.where is not None else ""
-        table = self.target.decl.table
-        value = self.target.render(r, x)
-        if self.decl.row_guard is not None:
-            value = guarded(self.decl.row_guard.sql(x, r), value)
-        found = f"(SELECT {value} FROM {table} {x} WHERE {x}.id = {placeholder}::uuid{where})"
-        answer = f"COALESCE({found}, 'null')"
+        extra = self.decl.where
+        answer = _one_row(
+            r,
+            self.target,
+            lambda x: f"{x}.id = {placeholder}::uuid" + (f" AND {extra(x)}" if extra is not None else ""),
+            self.decl.row_guard,
+        )
         if self.decl.guard is not None:
             answer = guarded(self.decl.guard.sql_of(f"{placeholder}::uuid", r), answer)
         return f"SELECT {answer}"
@@ -605,13 +613,12 @@ class LookupPlan:
             values = {arg: decl.bind.get(arg, lambda value: value)(args[arg]) for arg in given}
         except LodgeError as exc:
             raise Bail from exc
-        x = r.alias()
-        where = " AND ".join(f"{x}.{_quote(column)} = {r.param(values[arg])}" for arg, column in given.items())
-        table = self.target.decl.table
-        value = self.target.render(r, x)
-        if decl.row_guard is not None:
-            value = guarded(decl.row_guard.sql(x, r), value)
-        answer = f"COALESCE((SELECT {value} FROM {table} {x} WHERE {where}), 'null')"
+        answer = _one_row(
+            r,
+            self.target,
+            lambda x: " AND ".join(f"{x}.{_quote(column)} = {r.param(values[arg])}" for arg, column in given.items()),
+            decl.row_guard,
+        )
         if self.decl.guard is not None:
             answer = guarded(self.decl.guard.sql_of(None, r), answer)
         return f"SELECT {answer}"
@@ -623,11 +630,9 @@ class ByViewerPlan:
     target: ObjectPlan
 
     def render(self, r: Render, parent: str | None) -> str:
-        x = r.alias()
-        where = f" AND {self.decl.where(x)}" if self.decl.where is not None else ""
-        table = self.target.decl.table
-        found = f"(SELECT {self.target.render(r, x)} FROM {table} {x} WHERE {x}.id = {r.user}{where})"
-        return f"SELECT COALESCE({found}, 'null')"
+        extra = self.decl.where
+        where = lambda x: f"{x}.id = {r.user}" + (f" AND {extra(x)}" if extra is not None else "")  # noqa: E731
+        return f"SELECT {_one_row(r, self.target, where, None)}"
 
 
 @dataclass
