@@ -153,6 +153,19 @@ c.root(
     ),
 )
 # Not found: null (before the caller is asked, so an anonymous caller's unknown id bails, harmlessly).
+# Under a user: their workflows the caller may see (workflows_page with the owner's filter).
+c.relate(
+    "User",
+    workflows=c.Connection(
+        "Workflow",
+        order=c.Keyset("created_at", "id", WORKFLOW_CURSOR),
+        child_key="user_id",
+        where=_LIVE,
+        filters={"status": c.Filter(_is("status", "text"), bind=_enum_value)},
+        filter=WORKFLOW_READ,
+        guard=c.SIGNED_IN,  # UNAUTHENTICATED for anonymous callers, as workflows_page says
+    ),
+)
 c.root(
     "Query.execution",
     c.ById("Execution", bind=parse_id, row_guard=EXECUTION_READ, signed_in=True),  # else FORBIDDEN

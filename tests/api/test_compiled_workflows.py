@@ -551,3 +551,34 @@ async def test_one_statement_for_a_nested_workflow(server: LiveServer, world: Wo
     assert data["workflow"]["executions"]["totalCount"] == 2
     assert len(data["workflow"]["edges"]) == 1
     assert statements == 1
+
+
+async def test_a_users_workflows_are_what_the_caller_may_see(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    """User.workflows, under me and under a workflow's owner: the owner's live ones the caller may
+    see (own, public, or all for workflows:write), each status, page after page."""
+    selection = (
+        "workflows(first: 2, after: $a, status: $s) { totalCount pageInfo { hasNextPage endCursor }"
+        " nodes { id name isPublic status } }"
+    )
+    for root in ("me", f'workflow(id: "{world.workflows["own-public"]}") {{ owner'):
+        closing = " }" if root.startswith("workflow") else ""
+        query = f"query($a: String, $s: WorkflowStatus) {{ {root} {{ {selection} }}{closing} }}"
+        for viewer in VIEWERS:
+            for status in (None, "DRAFT", "PUBLISHED"):
+                after = None
+                for _ in range(10):
+                    data, ran = await compare(
+                        server, resolver_server, query, {"a": after, "s": status}, world.viewers[viewer]
+                    )
+                    if viewer in ANONYMOUS:  # me: null for them (a bad token is refused); a workflow: refused
+                        signed_out_me = root == "me" and viewer != "badtoken"
+                        assert ran == ("compiled" if signed_out_me else "bail_before"), (viewer, root, ran)
+                        break
+                    assert ran == "compiled", (viewer, root, status, ran)
+                    holder = data["data"]["me"] if root == "me" else data["data"]["workflow"]["owner"]
+                    page = holder["workflows"]
+                    if not page["pageInfo"]["hasNextPage"]:
+                        break
+                    after = page["pageInfo"]["endCursor"]
