@@ -66,3 +66,25 @@ async def callers(server: LiveServer, writer: tuple[str, ...]) -> Callers:
     headers.update(anonymous={}, apikey={"authorization": f"ApiKey {secret}"})
     headers["badtoken"] = {"authorization": "Bearer not-a-token"}
     return Callers(headers=headers, ids=ids, tokens=tokens)
+
+
+async def walk(
+    compiled: LiveServer,
+    resolvers: LiveServer,
+    query: str,
+    variables: dict[str, Any],
+    headers: dict[str, str],
+    root: str,
+    cursor: str = "a",
+) -> list[str | None]:
+    """Every page of the connection at `data[root]`, forward: `endCursor` goes into the variable
+    `cursor` until `hasNextPage` is false. Each page is compared; returns how each one ran."""
+    outcomes: list[str | None] = []
+    after = None
+    while True:
+        data, ran = await compare(compiled, resolvers, query, {**variables, cursor: after}, headers)
+        outcomes.append(ran)
+        info = data["data"][root]["pageInfo"]
+        if not info["hasNextPage"]:
+            return outcomes
+        after = info["endCursor"]

@@ -18,7 +18,7 @@ import pytest
 from app.accounts import models as accounts
 from app.settings import Settings
 from app.vendors import models
-from tests.api.compiled_support import callers, compare
+from tests.api.compiled_support import callers, compare, walk
 from tests.support import LiveServer, counted, live_server, new_admin
 
 # Names that exercise every escape orjson and to_json must agree on.
@@ -157,18 +157,10 @@ async def test_every_page_of_a_walk_matches(server: LiveServer, resolver_server:
     for owner in (world.owner, world.other_owner):
         for size in (1, 4, 7):
             for since in (None, (BASE + timedelta(seconds=2)).isoformat()):
-                after = None
-                pages = 0
-                while True:
-                    variables = {"o": owner, "after": after, "n": size, "since": since}
-                    data, ran = await compare(server, resolver_server, query, variables, world.viewers["owner"])
-                    assert ran == "compiled"
-                    page = data["data"]["vendors"]
-                    pages += 1
-                    if not page["pageInfo"]["hasNextPage"]:
-                        break
-                    after = page["pageInfo"]["endCursor"]
-                assert pages > 1 or size == 7
+                variables = {"o": owner, "n": size, "since": since}
+                runs = await walk(server, resolver_server, query, variables, world.viewers["owner"], "vendors", "after")
+                assert set(runs) == {"compiled"}
+                assert len(runs) > 1 or size == 7
 
 
 async def test_filters_and_lookups_match(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
@@ -327,15 +319,8 @@ async def test_accounts_compile_and_match(server: LiveServer, resolver_server: L
         f" pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} edges {{ cursor node {{ {USER_FIELDS} }} }} }} }}"
     )
     for size in (1, 2, 5):
-        after = None
-        while True:
-            variables = {"s": marker, "n": size, "a": after}
-            data, ran = await compare(server, resolver_server, listing, variables, world.viewers["admin"])
-            assert ran == "compiled"
-            page = data["data"]["users"]
-            if not page["pageInfo"]["hasNextPage"]:
-                break
-            after = page["pageInfo"]["endCursor"]
+        runs = await walk(server, resolver_server, listing, {"s": marker, "n": size}, world.viewers["admin"], "users")
+        assert set(runs) == {"compiled"}
     for search in (marker, "", "%", None, f"{marker}_3"):
         _, ran = await compare(server, resolver_server, listing, {"s": search, "n": 3}, world.viewers["admin"])
         assert ran == "compiled"
@@ -427,6 +412,8 @@ async def test_an_owners_filter_reads_through_the_index(server: LiveServer, worl
     rows through an index, not scan the table: the rule is written so PostgreSQL can use one."""
     from graphql.execution.values import VariableValues
 
+    from app.api.compiled.planner import Caller
+
     pipeline = server.app.state.graphql.pipeline
     for query, table in (
         ("{ projects(first: 10) { totalCount nodes { id } } }", "projects"),
@@ -435,7 +422,7 @@ async def test_an_owners_filter_reads_through_the_index(server: LiveServer, worl
         prepared = pipeline.prepare(query, None)
         assert prepared is not None and prepared.compiled is not None
         (plan,) = prepared.compiled.roots.values()
-        sql, params = plan.render(VariableValues({}, {}), uuid.UUID(world.owner))
+        sql, params = plan.render(VariableValues({}, {}), Caller(user_id=uuid.UUID(world.owner)))
         async with server.deps.db.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
@@ -471,14 +458,8 @@ async def test_billing_subscriptions_are_the_callers_or_a_billing_services(
                 else:
                     assert ran == "bail_after", (viewer, user, status, ran)
     # Every page of the owner's, as the owner.
-    after = None
-    while True:
-        data, ran = await compare(server, resolver_server, query, {"n": 1, "a": after}, viewers["owner"])
-        assert ran == "compiled"
-        page = data["data"]["billingSubscriptions"]
-        if not page["pageInfo"]["hasNextPage"]:
-            break
-        after = page["pageInfo"]["endCursor"]
+    runs = await walk(server, resolver_server, query, {"n": 1}, viewers["owner"], "billingSubscriptions")
+    assert set(runs) == {"compiled"}
 
 
 async def test_skip_and_include_are_planned_per_value(

@@ -21,7 +21,7 @@ from sqlalchemy import null
 from app.audit import models as audit
 from app.gateway import models as gateway
 from app.logs import models as logs
-from tests.api.compiled_support import compare
+from tests.api.compiled_support import compare, walk
 from tests.support import LiveServer, counted, ingest, new_admin, new_api_key, new_project, new_user
 
 # Names that exercise every escape orjson and to_json must agree on.
@@ -474,19 +474,11 @@ async def test_audit_logs_compile_and_match(server: LiveServer, resolver_server:
     for f in filters:
         _, ran = await compare(server, resolver_server, query, {"f": f, "n": 20}, world.viewers["auditor"])
         assert ran == "compiled", (f, ran)
-    walk = _audit("pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor node { id } }")
+    pages = _audit("pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor node { id } }")
     for size in (1, 3):
-        after, pages = None, 0
-        while True:
-            page_variables: dict[str, Any] = {"f": mine, "n": size, "a": after}
-            data, ran = await compare(server, resolver_server, walk, page_variables, world.viewers["auditor"])
-            assert ran == "compiled"
-            page = data["data"]["auditLogs"]
-            pages += 1
-            if not page["pageInfo"]["hasNextPage"]:
-                break
-            after = page["pageInfo"]["endCursor"]
-        assert pages > 3
+        runs = await walk(server, resolver_server, pages, {"f": mine, "n": size}, world.viewers["auditor"], "auditLogs")
+        assert set(runs) == {"compiled"}
+        assert len(runs) > 3
 
 
 async def test_audit_logs_refusals_and_python_fields(
@@ -509,19 +501,12 @@ async def test_audit_logs_refusals_and_python_fields(
             assert ran == "bail_before", (variables, viewer, ran)
     # A page holding an address Python prints otherwise (a mask, a dotted IPv6 tail) bails; one page
     # per row shows each address compiled or bailed, identical either way.
-    outcomes = set()
-    after = None
     query = "query($f: AuditLogFilter, $a: String) { auditLogs(filter: $f, first: 1, after: $a) { nodes { ipAddress } pageInfo { hasNextPage endCursor } } }"
-    while True:
-        data, ran = await compare(
-            server, resolver_server, query, {"f": {"resourceType": world.marker}, "a": after}, world.viewers["auditor"]
-        )
-        outcomes.add(ran)
-        page = data["data"]["auditLogs"]
-        if not page["pageInfo"]["hasNextPage"]:
-            break
-        after = page["pageInfo"]["endCursor"]
-    assert outcomes == {"compiled", "bail_after"}
+    filtered = {"f": {"resourceType": world.marker}}
+    assert set(await walk(server, resolver_server, query, filtered, world.viewers["auditor"], "auditLogs")) == {
+        "compiled",
+        "bail_after",
+    }
 
 
 async def test_one_statement_for_a_client_and_all_below(server: LiveServer, world: World) -> None:

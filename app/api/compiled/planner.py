@@ -217,25 +217,27 @@ def _quote(name: str) -> str:
 # -- per request ----------------------------------------------------------------------------------
 
 
-class Render:
-    """One request's rendering: its variables, its viewer, the parameters bound so far."""
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, as far as a plan needs to know (None: not that kind of caller)."""
 
-    def __init__(
-        self,
-        variables: VariableValues,
-        viewer: uuid.UUID | None,
-        key_environment: uuid.UUID | None = None,
-        key_project: uuid.UUID | None = None,
-    ) -> None:
+    user_id: uuid.UUID | None = None
+    key_environment: uuid.UUID | None = None  # an API key confined to one environment
+    key_project: uuid.UUID | None = None  # an API key's project
+
+
+NOBODY = Caller()
+
+
+class Render:
+    """One request's rendering: its variables, its caller, the parameters bound so far."""
+
+    def __init__(self, variables: VariableValues, caller: Caller, event: Any = None) -> None:
         self.variables = variables
-        self.viewer_id = viewer
-        self.key_environment_id = key_environment
-        self.key_project_id = key_project
-        self.event: Any = None  # the row of a subscription's event
+        self.caller = caller
+        self.event = event  # the row of a subscription's event
         self.params: list[Any] = []
-        self._viewer: str | None = None
-        self._key: str | None = None
-        self._key_project: str | None = None
+        self._caller_params: dict[str, str] = {}
         self._aliases = 0
 
     def param(self, value: Any) -> str:
@@ -247,26 +249,26 @@ class Render:
         not use is never sent (PostgreSQL cannot type a parameter it never sees)."""
         return Lazy(self, value)
 
+    def _of_caller(self, name: str) -> str:
+        """A parameter holding one of the caller's ids, bound once per statement."""
+        if name not in self._caller_params:
+            self._caller_params[name] = self.param(getattr(self.caller, name)) + "::uuid"
+        return self._caller_params[name]
+
     @property
     def user(self) -> str:
         """The caller's user id (NULL for anonymous callers and API keys)."""
-        if self._viewer is None:
-            self._viewer = self.param(self.viewer_id) + "::uuid"
-        return self._viewer
+        return self._of_caller("user_id")
 
     @property
     def key_project(self) -> str:
         """The project of the API key calling (NULL: not an API key)."""
-        if self._key_project is None:
-            self._key_project = self.param(self.key_project_id) + "::uuid"
-        return self._key_project
+        return self._of_caller("key_project")
 
     @property
     def key_environment(self) -> str:
         """The environment an API key is confined to (NULL: not such a key)."""
-        if self._key is None:
-            self._key = self.param(self.key_environment_id) + "::uuid"
-        return self._key
+        return self._of_caller("key_environment")
 
     def alias(self) -> str:
         self._aliases += 1
@@ -686,16 +688,8 @@ class RootPlan:
     signed_in: bool = False  # anonymous callers and API keys: the resolver answers (UNAUTHENTICATED)
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
 
-    def render(
-        self,
-        variables: VariableValues,
-        viewer: uuid.UUID | None,
-        key_environment: uuid.UUID | None = None,
-        key_project: uuid.UUID | None = None,
-        event: Any = None,
-    ) -> tuple[str, list[Any]]:
-        r = Render(variables, viewer, key_environment, key_project)
-        r.event = event
+    def render(self, variables: VariableValues, caller: Caller = NOBODY, event: Any = None) -> tuple[str, list[Any]]:
+        r = Render(variables, caller, event)
         sql = self.source.render(r, None)
         return sql, r.params
 

@@ -21,7 +21,7 @@ import orjson
 from graphql import GraphQLObjectType
 from graphql.execution.values import VariableValues
 
-from app.api.compiled.planner import MARKER, Bail, RootPlan
+from app.api.compiled.planner import MARKER, NOBODY, Bail, Caller, RootPlan
 from app.observability import metrics
 
 log = logging.getLogger("lodge.plans")
@@ -40,16 +40,10 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: A
     try:
         # Only a plan with a visibility rule asks who is calling: a public read with a bad token
         # answers as the resolver does, which never asks.
-        viewer = key_environment = key_project = None
-        if plan.needs_viewer:
-            viewer = await ctx.user_id(ctx.session)
-            creds = ctx.credentials
-            if creds is not None and creds.scheme == "apikey":
-                api_key = await ctx.api_key_now()  # as require_project_access: revocations count at once
-                key_environment, key_project = api_key.environment_id, api_key.project_id
-        if plan.signed_in and viewer is None:
+        caller = await _caller(ctx) if plan.needs_viewer else NOBODY
+        if plan.signed_in and caller.user_id is None:
             raise Bail
-        sql, params = plan.render(variables, viewer, key_environment, key_project, event)
+        sql, params = plan.render(variables, caller, event)
     except Exception as exc:  # a refusal of the arguments or of the caller
         if not isinstance(exc, Bail):
             log.debug("%s ran on the resolver path after: %r", plan.coordinate, exc)
@@ -73,6 +67,14 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: A
         return None
     COMPILED.inc()
     return text
+
+
+async def _caller(ctx: Any) -> Caller:
+    creds = ctx.credentials
+    if creds is not None and creds.scheme == "apikey":
+        key = await ctx.api_key_now()  # as require_project_access: revocations count at once
+        return Caller(key_environment=key.environment_id, key_project=key.project_id)
+    return Caller(user_id=await ctx.user_id(ctx.session))
 
 
 class CompiledRoots:
