@@ -61,7 +61,8 @@ SUBSCRIPTIONS = Gauge(
 )
 COMPILED_ROOTS = Counter(
     "lodge_compiled_roots_total",
-    "Root fields of queries by how they ran: `compiled` as one SQL statement, or on the resolver "
+    "Root fields of queries by how they ran: `compiled` as one SQL statement, `hybrid` as one "
+    "statement plus the resolvers of the fields that need Python, or on the resolver "
     "path after a bail (`bail_before` the statement: arguments or a caller the resolver refuses; "
     "`bail_after`: a value or guard the resolver reports as an error), or `failed` (the statement "
     "failed: its error is the answer).",

@@ -14,7 +14,7 @@ from app.observability import metrics
 from tests.support import LiveServer, new_admin, new_api_key, new_project, new_user
 
 REQUEST_ID = re.compile(rb'"requestId":"[0-9a-f]+"')
-OUTCOMES = ("compiled", "bail_before", "bail_after")
+OUTCOMES = ("compiled", "hybrid", "bail_before", "bail_after")
 
 
 def _outcomes() -> dict[str, float]:

@@ -220,12 +220,44 @@ async def test_refusals_bail_to_the_resolvers_with_the_same_errors(
 async def test_what_does_not_compile_keeps_the_resolvers(
     server: LiveServer, resolver_server: LiveServer, world: World
 ) -> None:
-    for query in (
-        "{ vendors(first: 2) { nodes { owner { guilds { totalCount } } } } }",  # a field with a resolver
-        "{ vendorsNear(lat: 1, long: 1, radiusKm: 10) { distanceKm } }",
-    ):
-        _, ran = await compare(server, resolver_server, query, {"b": True}, world.viewers["owner"])
-        assert ran is None, query
+    query = "{ vendorsNear(lat: 1, long: 1, radiusKm: 10) { distanceKm } }"  # a root not declared
+    _, ran = await compare(server, resolver_server, query, {"b": True}, world.viewers["owner"])
+    assert ran is None, query
+
+
+HYBRID = (
+    "query($o: ID) { vendors(ownerId: $o, first: 10) { totalCount nodes { id name"
+    " locations(first: 3) { nodes { id timestamp } } owner { name guilds { totalCount nodes { id } } } } } }"
+)
+
+
+async def test_a_field_that_needs_python_leaves_the_rest_compiled(
+    server: LiveServer, resolver_server: LiveServer, world: World
+) -> None:
+    """User.guilds has a resolver: it runs in Python on each owner built from the statement's row,
+    and everything else comes from the one statement (a hybrid answer), with identical bytes."""
+    for viewer in ("owner", "other", "anonymous", "writer"):
+        for variables in ({"o": world.owner}, {}):
+            _, ran = await compare(server, resolver_server, HYBRID, variables, world.viewers[viewer])
+            assert ran == "hybrid", (viewer, variables, ran)
+    token = world.viewers["owner"]["authorization"].removeprefix("Bearer ")
+    for warm in (server, resolver_server):  # the caller is known from here on
+        await warm.data(HYBRID, {"o": world.owner}, token=token)
+    data, hybrid = await counted(server, HYBRID, {"o": world.owner}, token)
+    guilds_only = (
+        "query($o: ID) { vendors(ownerId: $o, first: 10) { nodes { owner { guilds { totalCount nodes { id } } } } } }"
+    )
+    _, python = await counted(resolver_server, guilds_only, {"o": world.owner}, token)
+    _, resolvers = await counted(resolver_server, HYBRID, {"o": world.owner}, token)
+    assert len(data["vendors"]["nodes"]) == 10
+    # At most the statement plus what the guilds resolver reads (the resolver path's total for
+    # guilds alone, less its reads of vendors and owners, which the statement replaced).
+    assert hybrid <= 1 + python - 2, (hybrid, python, resolvers)
+    assert hybrid < resolvers
+    _, plain = await counted(
+        server, HYBRID.replace(" guilds { totalCount nodes { id } }", ""), {"o": world.owner}, token
+    )
+    assert plain == 1
 
 
 async def test_one_statement_for_the_nested_history(server: LiveServer, world: World) -> None:

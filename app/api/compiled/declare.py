@@ -49,7 +49,7 @@ class Viewer(Protocol):
         ...
 
 
-T = TypeVar("T")
+T = TypeVar("T", bound=type)
 
 
 def literal(text: str) -> str:
@@ -335,6 +335,7 @@ Relation = Connection | ManyToOne | Masked | Children | Col | Expr
 class TableDecl:
     name: str  # the GraphQL type
     model: type
+    cls: type  # the strawberry type: `cls.from_model(model(...))` is a resolver's source (hybrid plans)
     table: str
     columns: Mapping[str, Any]  # Python attribute name -> SQLAlchemy column
     relations: Mapping[str, Relation]  # Python attribute name -> relation
@@ -388,6 +389,7 @@ def table(model: type, **relations: Relation) -> Callable[[T], T]:
         TYPES[definition.name] = TableDecl(
             name=definition.name,
             model=model,
+            cls=cls,
             table=mapper.local_table.name,
             columns=columns,
             relations=dict(relations),

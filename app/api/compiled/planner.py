@@ -340,13 +340,31 @@ class Constant:
         return self.text
 
 
+class Hole:
+    """A field that needs Python (a resolver, permission classes, a field extension): the statement
+    leaves it out, and its object carries its row under ROW_KEY for the resolver (hybrid plans)."""
+
+
+HOLE = Hole()
+# The key under which an object with holes carries its row: no data can write it (PostgreSQL text
+# cannot hold U+0000), and it never reaches a client (runtime.hybrid strips it).
+ROW_KEY = "\\u0000row"  # as written in the JSON text; "\x00row" once decoded
+
+
 @dataclass
 class ObjectPlan:
     decl: TableDecl
-    fields: list[tuple[str, Any]]  # (response key, Column | Constant | ConnectionPlan | ManyToOnePlan)
+    fields: list[tuple[str, Any]]  # (response key, Column | Constant | ConnectionPlan | ManyToOnePlan | Hole)
+
+    @property
+    def has_holes(self) -> bool:
+        return any(plan is HOLE for _, plan in self.fields)
 
     def render(self, r: Render, row: str) -> str:
-        return json_object([(key, plan.render(r, row)) for key, plan in self.fields])
+        entries = [(key, plan.render(r, row)) for key, plan in self.fields if plan is not HOLE]
+        if self.has_holes:
+            entries.append((ROW_KEY, f"to_json({row})::text"))
+        return json_object(entries)
 
 
 @dataclass
@@ -686,6 +704,7 @@ class RootPlan:
     source: ConnectionPlan | ByIdPlan | ByViewerPlan | RowsPlan | LookupPlan | EventPlan
     needs_viewer: bool
     signed_in: bool = False  # anonymous callers and API keys: the resolver answers (UNAUTHENTICATED)
+    hybrid: bool = False  # fields need Python: the answer is decoded and completed by graphql-core
     seen: set[str] = field(default_factory=set)  # statements already logged (LODGE_LOG_PLANS)
 
     def render(self, variables: VariableValues, caller: Caller = NOBODY, event: Any = None) -> tuple[str, list[Any]]:
@@ -710,6 +729,7 @@ class _Planner:
         self.variables = variables  # only @skip/@include read them here
         self.fragments = _fragments(document)
         self.needs_viewer = False
+        self.hybrid = False  # a field needs Python: graphql-core completes the decoded answer
 
     def subfields(self, parent: GraphQLObjectType, details: list[FieldDetails]) -> dict[str, list[FieldDetails]]:
         collected = collect_subfields(self.schema, self.fragments, self.variables, self.operation, parent, details)
@@ -730,7 +750,8 @@ class _Planner:
             field_def = type_.fields[name]
             definition = field_def.extensions.get(DEFINITION)
             if definition is None or definition.permission_classes or definition.extensions:
-                raise Unsupported(f"{type_.name}.{name} has permissions or extensions")
+                fields.append((key, self.hole(decl, f"{type_.name}.{name} has permissions or extensions")))
+                continue
             python_name = definition.python_name
             relation = relations_of(decl).get(python_name)
             if isinstance(relation, Masked):
@@ -752,8 +773,15 @@ class _Planner:
                 encode = self.encoder(type_, name, field_def, column)
                 fields.append((key, Column(_quote(column.name), encode)))
             else:
-                raise Unsupported(f"{type_.name}.{name} needs Python")
+                fields.append((key, self.hole(decl, f"{type_.name}.{name} needs Python")))
         return ObjectPlan(decl, fields)
+
+    def hole(self, decl: TableDecl, why: str) -> Hole:
+        """A field left to its resolver, whose source is built from the row (`from_model`)."""
+        if not hasattr(decl.cls, "from_model") or self.operation.operation == OperationType.SUBSCRIPTION:
+            raise Unsupported(why)  # an event's fields come from the event, not from a row read back
+        self.hybrid = True
+        return HOLE
 
     def encoder(
         self, type_: GraphQLObjectType, name: str, field_def: GraphQLField, column: Any
@@ -903,7 +931,7 @@ class _Planner:
                 self.needs_viewer = source.guard is not None or source.row_guard is not None
                 plan = ByIdPlan(source, self.object(target, group), field_def, group[0].node)
         signed_in = bool(getattr(source, "signed_in", False))
-        return RootPlan(key, coordinate, plan, self.needs_viewer or signed_in, signed_in)
+        return RootPlan(key, coordinate, plan, self.needs_viewer or signed_in, signed_in, self.hybrid)
 
 
 def _object_type(type_: Any) -> GraphQLObjectType:
@@ -937,7 +965,7 @@ class _Directives(Visitor):
 class CompiledOperation:
     operation: OperationDefinitionNode
     roots: dict[str, RootPlan]  # by response key
-    whole: bool  # every root field compiled: the answer is written without graphql-core
+    whole: bool  # every root field compiled, none hybrid: the answer is written without graphql-core
 
     def for_variables(self, variables: VariableValues) -> CompiledOperation | None:
         return self
@@ -1001,4 +1029,5 @@ def _plan(
         except Exception:  # a declaration the planner cannot follow: the resolvers answer
             log.exception("planning %s failed; it keeps the resolvers", key)
             continue
-    return CompiledOperation(operation, roots, len(roots) == len(grouped)) if roots else None
+    whole = len(roots) == len(grouped) and not any(root.hybrid for root in roots.values())
+    return CompiledOperation(operation, roots, whole) if roots else None

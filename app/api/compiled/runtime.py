@@ -19,15 +19,17 @@ from typing import Any
 
 import orjson
 from graphql import GraphQLObjectType
+from graphql.execution.executor import Executor, to_nodes
 from graphql.execution.values import VariableValues
 
+from app.api.compiled.hybrid import Hybrid, Precompleted, tree
 from app.api.compiled.planner import MARKER, NOBODY, Bail, Caller, RootPlan
 from app.observability import metrics
 
 log = logging.getLogger("lodge.plans")
 MAX_LOGGED = 64  # statements logged per plan (LODGE_LOG_PLANS): variants are few
-COMPILED, BAIL_BEFORE, BAIL_AFTER, FAILED = (
-    metrics.COMPILED_ROOTS.labels(o) for o in ("compiled", "bail_before", "bail_after", "failed")
+COMPILED, HYBRID, BAIL_BEFORE, BAIL_AFTER, FAILED = (
+    metrics.COMPILED_ROOTS.labels(o) for o in ("compiled", "hybrid", "bail_before", "bail_after", "failed")
 )
 
 
@@ -65,7 +67,7 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: A
     if MARKER in text:  # a value or a guard that the resolver reports as an error
         BAIL_AFTER.inc()
         return None
-    COMPILED.inc()
+    (HYBRID if plan.hybrid else COMPILED).inc()
     return text
 
 
@@ -83,7 +85,18 @@ class CompiledRoots:
     def execute_field(
         self, parent_type: GraphQLObjectType, source: Any, field_details_list: Any, path: Any, position_context: Any
     ) -> Any:
-        if path.prev is None:
+        if type(source) is Hybrid:  # inside a hybrid answer: a compiled value, or a hole's resolver
+            if path.key in source.values:
+                return self._complete_compiled(
+                    parent_type, source.values[path.key], field_details_list, path, position_context
+                )
+            try:
+                source = source.source(parent_type.name)
+            except Exception as exc:  # a row that does not convert: reported where the field is
+                field = self.schema.get_field(parent_type, field_details_list[0].node.name.value)  # type: ignore[attr-defined]
+                self.handle_field_error(exc, field.type, field_details_list, path)  # type: ignore[attr-defined]
+                return None
+        elif path.prev is None:
             plans: dict[str, RootPlan] | None = getattr(self.context_value, "compiled", None)  # type: ignore[attr-defined]
             plan = plans.get(path.key) if plans is not None else None
             if plan is not None:
@@ -120,8 +133,60 @@ class CompiledRoots:
             self.handle_field_error(exc, field.type, field_details_list, path)  # type: ignore[attr-defined]
             return None
         if text is not None:
+            if plan.hybrid:
+                completed = self._complete_compiled(parent_type, tree(text), field_details_list, path, position_context)
+                return await completed if self.is_awaitable(completed) else completed  # type: ignore[attr-defined]
             return orjson.Fragment(text)
         result = super().execute_field(  # type: ignore[misc]
             parent_type, source, field_details_list, path, position_context
         )
         return await result if self.is_awaitable(result) else result  # type: ignore[attr-defined]
+
+    def _complete_compiled(
+        self, parent_type: GraphQLObjectType, value: Any, field_details_list: Any, path: Any, position_context: Any
+    ) -> Any:
+        """Complete a (part of a) hybrid answer as graphql-core's execute_field completes a resolved
+        value: errors are reported at the field, and null propagates as ever."""
+        field = self.schema.get_field(parent_type, field_details_list[0].node.name.value)  # type: ignore[attr-defined]
+        info = self.build_resolve_info(field, to_nodes(field_details_list), parent_type, path)  # type: ignore[attr-defined]
+        try:
+            completed = self.complete_value(field.type, field_details_list, info, path, value, position_context)
+        except Exception as exc:
+            self.handle_field_error(exc, field.type, field_details_list, path)  # type: ignore[attr-defined]
+            return None
+        if self.is_awaitable(completed):  # type: ignore[attr-defined]
+            return self._awaited(completed, field.type, field_details_list, path)
+        return completed
+
+    async def _awaited(self, completed: Any, return_type: Any, field_details_list: Any, path: Any) -> Any:
+        try:
+            return await completed
+        except Exception as exc:
+            self.handle_field_error(exc, return_type, field_details_list, path)  # type: ignore[attr-defined]
+            return None
+
+    def complete_value(
+        self, return_type: Any, field_details_list: Any, info: Any, path: Any, result: Any, position_context: Any
+    ) -> Any:
+        if type(result) is Precompleted:
+            return result.value
+        return super().complete_value(  # type: ignore[misc]
+            return_type, field_details_list, info, path, result, position_context
+        )
+
+    def complete_object_value(
+        self, return_type: Any, field_details_list: Any, info: Any, path: Any, result: Any, position_context: Any
+    ) -> Any:
+        if type(result) is Hybrid:  # graphql-core's own: the fast path reads attributes a Hybrid lacks
+            return Executor.complete_object_value(
+                self,  # type: ignore[arg-type]
+                return_type,
+                field_details_list,
+                info,
+                path,
+                result,
+                position_context,
+            )
+        return super().complete_object_value(  # type: ignore[misc]
+            return_type, field_details_list, info, path, result, position_context
+        )
