@@ -542,6 +542,11 @@ async def test_pages_and_refusals_match(server: LiveServer, resolver_server: Liv
             f'{{ workflow(id: "{workflow}") {{ versions(last: 501) {{ version }} }} }}',
             dict.fromkeys(signed_in, "hybrid"),
         ),  # its error from the resolver,
+        # A Python field's error inside a list: its path has the index, and null propagates as ever.
+        (
+            f'{{ workflows(tag: "{world.tag}", first: 20) {{ totalCount nodes {{ id versions(last: 501) {{ version }} }} }} }}',
+            dict.fromkeys(signed_in, "hybrid"),
+        ),
         ('{ execution(id: "nope") { id } }', {}),
         ('{ file(id: "nope") { id } }', {}),
         ("{ files(first: 501) { nodes { id } } }", {}),
@@ -549,8 +554,12 @@ async def test_pages_and_refusals_match(server: LiveServer, resolver_server: Liv
     ]
     for query, outcomes in cases:
         for viewer in VIEWERS:
-            _, ran = await compare(server, resolver_server, query, None, world.viewers[viewer])
+            data, ran = await compare(server, resolver_server, query, None, world.viewers[viewer])
             assert ran == outcomes.get(viewer, "bail_before"), (query, viewer, ran)
+            if "versions(last: 501)" in query and "workflows(" in query and viewer == "owner":
+                paths = [e["path"] for e in data["errors"]]
+                assert paths[0][:3] == ["workflows", "nodes", 0] and paths[0][3] == "versions", paths
+                assert data["data"] is None  # non-null all the way up, as graphql-core propagates it
     # Beside another domain's root: `vendors` never asks who calls.
     query = f'{{ b: vendors(first: 1) {{ nodes {{ id }} }} a: workflow(id: "{workflow}") {{ id name }} }}'
     for viewer in VIEWERS:
