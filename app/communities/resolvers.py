@@ -156,6 +156,9 @@ c.root(
         signed_in=True,
     ),
 )
+# A posted message: its author and conversation read by one statement (`guild` keeps its resolver,
+# and with it the whole rendering).
+c.root("Subscription.chatMessageAdded", c.Event("ChatMessage"))
 
 
 # Not declared, for want of a planner feature: clubAnalyses (its cursor is json.dumps(...) in Python).

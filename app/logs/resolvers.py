@@ -253,6 +253,8 @@ c.root(
         signed_in=True,
     ),
 )
+# A live log: its fields as committed, its project and key (and below) read by one statement.
+c.root("Subscription.logAdded", c.Event("Log"))
 # Under a user: their projects for themselves; the empty connection for anyone else signed in.
 c.relate(
     "User",

@@ -224,6 +224,7 @@ class Log:
     cursor: str
     project_id: strawberry.Private[uuid.UUID]
     api_key_id: strawberry.Private[uuid.UUID | None]
+    row: strawberry.Private[models.Log]  # a live event's row, bound by its compiled rendering
 
     @classmethod
     def from_model(cls, row: models.Log) -> Log:
@@ -237,6 +238,7 @@ class Log:
             cursor=log_cursor(row.seq),
             project_id=row.project_id,
             api_key_id=row.api_key_id,
+            row=row,
         )
 
     # Everyone who may receive a log may see its project (the stream checked that); what they may

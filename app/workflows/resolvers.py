@@ -181,6 +181,9 @@ c.root(
     ),
 )
 c.root("Query.file", c.ById("File", bind=parse_id, where=_LIVE, row_guard=FILE_READ, signed_in=True))
+# An execution's status as it changed (the event's snapshot, not a newer row read back); its
+# workflow, author and logs read by one statement.
+c.root("Subscription.executionUpdated", c.Event("Execution"))
 
 
 @strawberry.type
