@@ -186,6 +186,36 @@ async def find_session(session: AsyncSession, *, token: str) -> SessionIdentity 
     return SessionIdentity(row.id, row.user_id, row.expires_at) if row else None
 
 
+async def list_sessions(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    count: bool,
+) -> tuple[list[models.Session], int]:
+    """A user's live sessions, newest first (`limit + 1` rows: one more says there is more)."""
+    table = models.Session
+    live = (col(table.user_id) == user_id, col(table.expires_at) > func.now())
+    query = select(table).where(*live)
+    if after is not None:
+        query = query.where(func.row(col(table.created_at), col(table.id)) < func.row(*after))
+    order = (col(table.created_at).desc(), col(table.id).desc())
+    rows = list((await session.execute(query.order_by(*order).limit(limit + 1))).scalars().all())
+    total = await session.scalar(select(func.count()).select_from(table).where(*live)) if count else 0
+    return rows, int(total or 0)
+
+
+async def delete_other_sessions(
+    session: AsyncSession, *, user_id: uuid.UUID, keep: uuid.UUID | None
+) -> list[uuid.UUID]:
+    """End every session of a user but `keep` (the caller's own); the ids of those ended."""
+    query = delete(models.Session).where(col(models.Session.user_id) == user_id)
+    if keep is not None:
+        query = query.where(col(models.Session.id) != keep)
+    return list((await session.execute(query.returning(col(models.Session.id)))).scalars().all())
+
+
 async def get_session_or_raise(session: AsyncSession, *, session_id: uuid.UUID) -> models.Session:
     row = await session.get(models.Session, session_id)
     if row is None:

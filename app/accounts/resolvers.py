@@ -24,13 +24,21 @@ from app.accounts.types import (
 )
 from app.api.compiled import declare as c
 from app.api.context import Info
-from app.api.errors import NotFound
-from app.api.pagination import Connection, build_connection, decode_time_uuid_cursor, page_size, time_cursor
+from app.api.errors import Forbidden, NotFound
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_time_uuid_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
 from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 from app.api.ratelimit import limit_sign_in
 from app.api.validation import like_pattern
 
 USER_CURSOR = "user"
+SESSION_CURSOR = "session"
 
 c.root("Query.roles", c.Rows("Role", order=lambda t: f"{t}.name", guard=c.Rule(permissions=("users:admin",))))
 c.root("Query.me", c.ByViewer("User", where=lambda t: f"{t}.deleted_at IS NULL AND {t}.is_active"))
@@ -115,6 +123,34 @@ class AccountsQuery:
             return User.from_model(await _visible_user(info, parse_id(id)))
         except NotFound:
             return None  # like every single-object lookup: an unknown id is null
+
+    @strawberry.field(
+        description="Live sessions (opaque bearer tokens), newest first: the caller's own, or another "
+        "user's with users:admin."
+    )  # type: ignore[untyped-decorator]
+    async def sessions(
+        self, info: Info, user_id: strawberry.ID | None = None, first: int | None = None, after: str | None = None
+    ) -> Connection[Session]:
+        ctx = info.context
+        caller = await ctx.require_user_id()
+        owner = parse_id(user_id, "userId") if user_id is not None else caller
+        if owner != caller:
+            if not await has_permission(ctx, "users:admin"):
+                raise Forbidden("only users:admin may list another user's sessions")
+            await _visible_user(info, owner)  # NOT_FOUND for an unknown user
+        size = page_size(first)
+        keyset = decode_time_uuid_cursor(SESSION_CURSOR, after)
+        rows, total = await credentials.list_sessions(
+            ctx.session, user_id=owner, after=keyset, limit=size, count=wants_total(info)
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(SESSION_CURSOR, row.created_at, row.id),
+            to_node=Session.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
 
     @strawberry.field(description="Live users, searched in email and names (users:admin).")  # type: ignore[untyped-decorator]
     async def users(
@@ -270,6 +306,20 @@ class AccountsMutation:
         await credentials.delete_session(ctx.session, session_id=row.id)
         ctx.announce(session_channel(row.id), end("session"))
         return True
+
+    @strawberry.mutation(
+        description="Sign out everywhere else: ends every session of the caller but the one this request "
+        "uses (all of them when signed in otherwise); their sockets close. The number ended."
+    )  # type: ignore[untyped-decorator]
+    async def delete_other_sessions(self, info: Info) -> int:
+        ctx = info.context
+        await ctx.require_user_id()  # UNAUTHENTICATED for anonymous callers and API keys
+        viewer = await ctx.viewer()
+        assert viewer is not None
+        ended = await credentials.delete_other_sessions(ctx.session, user_id=viewer.user_id, keep=viewer.session_id)
+        for session_id in ended:
+            ctx.announce(session_channel(session_id), end("session"))
+        return len(ended)
 
     @strawberry.mutation
     async def delete_expired_sessions(self, info: Info) -> int:

@@ -199,6 +199,7 @@ class Session:
     expires_at: datetime
     created_at: datetime
     user_id: strawberry.Private[uuid.UUID]
+    session_id: strawberry.Private[uuid.UUID]
 
     @classmethod
     def from_model(cls, row: models.Session) -> Session:
@@ -207,7 +208,13 @@ class Session:
             expires_at=utc(row.expires_at),  # type: ignore[arg-type]
             created_at=utc(row.created_at),  # type: ignore[arg-type]
             user_id=row.user_id,
+            session_id=row.id,
         )
+
+    @strawberry.field(description="Whether this request is authenticated by this session (depends on who asks).")  # type: ignore[untyped-decorator]
+    async def current(self, info: Info) -> bool:
+        viewer = await info.context.viewer()
+        return viewer is not None and viewer.session_id == self.session_id
 
     @strawberry.field
     async def user(self, info: Info) -> User:
