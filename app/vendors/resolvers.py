@@ -48,6 +48,7 @@ from app.vendors.types import (
 
 VENDOR_CURSOR = "vendor"
 SUBSCRIPTION_CURSOR = "billing"
+INTEGRATION_CURSOR = "integration"
 
 
 async def _managed(info: Info, vendor_id: strawberry.ID) -> models.Vendor:
@@ -210,6 +211,38 @@ class VendorsQuery:
         )
         return [VendorDistance(vendor=Vendor.from_model(row), distance_km=distance) for row, distance in found]
 
+    @strawberry.field(
+        description="External services' ids mapped to Lodge's, oldest first (`vendors:write`): those of one "
+        "`internalId` (a vendor's id lists the vendor's) and/or one `service`."
+    )  # type: ignore[untyped-decorator]
+    async def integrations(
+        self,
+        info: Info,
+        internal_id: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_EXTERNAL_ID))] = None,
+        service: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_SERVICE))] = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Integration]:
+        ctx = info.context
+        await require_permission(ctx, WRITE, session=ctx.session)
+        size = page_size(first)
+        rows, total = await integrations.list_integrations(
+            ctx.session,
+            internal_id=internal_id,
+            service=service,
+            after=decode_time_uuid_cursor(INTEGRATION_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(INTEGRATION_CURSOR, row.created_at, row.id),
+            to_node=Integration.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
     @strawberry.field(description="An external service's id mapped to Lodge's (`vendors:write`).")  # type: ignore[untyped-decorator]
     async def integration(
         self,
@@ -293,6 +326,21 @@ class VendorsMutation:
             metadata=input.metadata,
         )
         return Integration.from_model(row)
+
+    @strawberry.mutation(
+        description="Remove the mapping of (service, externalId) (`vendors:write`); NOT_FOUND if none."
+    )  # type: ignore[untyped-decorator]
+    async def delete_integration(
+        self,
+        info: Info,
+        service: Annotated[str, strawberry.argument(metadata=max_length(MAX_SERVICE))],
+        external_id: Annotated[str, strawberry.argument(metadata=max_length(MAX_EXTERNAL_ID))],
+    ) -> bool:
+        ctx = info.context
+        await require_permission(ctx, WRITE, session=ctx.session)
+        if not await integrations.delete_integration(ctx.session, service=service, external_id=external_id):
+            raise NotFound("integration not found", service=service, externalId=external_id)
+        return True
 
     @strawberry.mutation(
         description="Record a subscription: the caller's own, or anyone's with `billing:write` (`input.userId`)."

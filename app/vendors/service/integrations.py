@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -42,3 +44,39 @@ async def get_integration(session: AsyncSession, *, service: str, external_id: s
         )
     )
     return found
+
+
+async def list_integrations(
+    session: AsyncSession,
+    *,
+    internal_id: str | None,
+    service: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    count: bool,
+) -> tuple[list[models.Integration], int]:
+    """Integrations, oldest first, of one internal id (a vendor's, say) and/or one service
+    (`limit + 1` rows: one more says there is more)."""
+    table = models.Integration
+    wanted = []
+    if internal_id is not None:
+        wanted.append(col(table.internal_id) == internal_id)
+    if service is not None:
+        wanted.append(col(table.service) == service)
+    query = select(table).where(*wanted)
+    if after is not None:
+        query = query.where(func.row(col(table.created_at), col(table.id)) > func.row(*after))
+    rows = (await session.execute(query.order_by(col(table.created_at), col(table.id)).limit(limit + 1))).scalars()
+    total = await session.scalar(select(func.count()).select_from(table).where(*wanted)) if count else 0
+    return list(rows.all()), int(total or 0)
+
+
+async def delete_integration(session: AsyncSession, *, service: str, external_id: str) -> bool:
+    """Whether a row was there to delete."""
+    table = models.Integration
+    gone = await session.scalar(
+        delete(table)
+        .where(col(table.service) == service, col(table.external_id) == external_id)
+        .returning(col(table.id))
+    )
+    return gone is not None
