@@ -115,10 +115,19 @@ def audit_mutations(mutation: type) -> None:
 
 async def write(session: AsyncSession | AsyncConnection, *, ctx: Any, entries: list[AuditEntry]) -> None:
     """One multi-row INSERT (Core, not the ORM unit of work: this runs for every mutation)."""
-    viewer = ctx.scope.viewer
-    client = getattr(ctx.request, "client", None)
+    await write_for_request(
+        session, viewer=ctx.scope.viewer, request=ctx.request, request_id=ctx.request_id, entries=entries
+    )
+
+
+async def write_for_request(
+    session: AsyncSession | AsyncConnection, *, viewer: Any, request: Any, request_id: str, entries: list[AuditEntry]
+) -> None:
+    """The rows of `entries` for one HTTP request (its client address and user agent), made by
+    `viewer` (None: an API key, or nobody known)."""
+    client = getattr(request, "client", None)
     ip = _ip(client.host) if client else None
-    user_agent = ctx.request.headers.get("user-agent")
+    user_agent = request.headers.get("user-agent")
     session_id = str(viewer.session_id) if viewer and viewer.session_id else None
     rows = [
         {
@@ -130,7 +139,7 @@ async def write(session: AsyncSession | AsyncConnection, *, ctx: Any, entries: l
             "ip_address": ip,
             "user_agent": user_agent,
             "session_id": session_id,
-            "request_id": ctx.request_id,
+            "request_id": request_id,
             "success": entry.success,
             "error_message": entry.error_message,
         }

@@ -38,11 +38,14 @@ from json import scanner as json_scanner
 from typing import Any
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from app.api.errors import BAD_USER_INPUT, INTERNAL, BadUserInput, LodgeError, Unauthenticated
 from app.api.extensions import database_unavailable
+from app.audit import recorder
+from app.audit.recorder import AuditEntry, action_for
 from app.deps import Deps
 from app.logs import events, records, service
 from app.observability import metrics
@@ -321,10 +324,22 @@ def _too_many(max_batch: int, count: int | None = None) -> BadUserInput:
     return BadUserInput(f"at most {max_batch} logs per call, got {got}", limit=max_batch)
 
 
+INGEST_ACTION, INGEST_RESOURCE = action_for("ingest_logs")
+
+
+async def _audit(conn: AsyncConnection, request: Request, request_id: str, entry: AuditEntry) -> None:
+    try:
+        await recorder.write_for_request(conn, viewer=None, request=request, request_id=request_id, entries=[entry])
+    except Exception:
+        log.exception("could not write the audit row of /ingest (request %s)", request_id)
+
+
 async def ingest_endpoint(request: Request) -> JSONResponse:
     deps: Deps = request.app.state.deps
     settings = deps.settings
     request_id = getattr(request.state, "request_id", "")
+    key: Any = None
+    submitted: int | None = None
     try:
         # The key first: a caller without a valid one learns nothing of the body rules, and
         # makes the server read (or inflate) nothing. The connection goes back to the pool
@@ -344,12 +359,22 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
         body = await read_body(request.stream(), wbits=wbits, limit=settings.max_body_bytes)
         batch = await read_batch(body, max_batch=settings.max_ingest_records, max_bytes=settings.max_log_bytes)
         del body  # only the batch is needed while it is stored
+        submitted = len(batch.items)
         async with deps.db.autocommit() as conn:
             # Again, now that the body is in: the key may have been revoked while it arrived (a
             # revocation makes this process forget the key, so this asks PostgreSQL then).
             key = await service.authenticate_api_key_cached(deps.principals, conn, secret=secret)
             outcome = await service.ingest(conn, api_key=key, batch=batch)
+            # As ingestLogs: one audit row, counts and ids only. The logs are committed already
+            # (the ingest statement commits by itself), so a failure here is logged, not answered.
+            details = service.ingestion_audit(submitted, len(outcome.inserted), outcome.duplicates, outcome.ids)
+            await _audit(conn, request, request_id, AuditEntry(INGEST_ACTION, INGEST_RESOURCE, None, details))
     except LodgeError as exc:
+        if key is not None:  # a known key's request refused (its body, a revocation): recorded as failed
+            counts = {"submitted": submitted} if submitted is not None else None
+            entry = AuditEntry(INGEST_ACTION, INGEST_RESOURCE, None, counts, False, exc.message)
+            async with deps.db.autocommit() as conn:
+                await _audit(conn, request, request_id, entry)
         status = exc.status if isinstance(exc, Refused) else _STATUS.get(exc.code, 400)
         return JSONResponse(
             {"error": {"message": exc.message, **exc.extensions, "requestId": request_id}}, status_code=status

@@ -140,20 +140,15 @@ async def _owned_project(info: Info, project_id: strawberry.ID, *, write: bool =
     return await service.get_project_or_raise(ctx.session, project_id=pid)
 
 
-# Ids an ingestion's audit row lists; past them, `idsOmitted` counts the rest.
-MAX_AUDITED_IDS = 100
-
-
 def ingestion_details(arguments: dict[str, Any], result: Any) -> dict[str, Any]:
     """What an ingestion's audit row holds: counts and ids, never a log's text or attributes (the
     trail's readers, audit:read, may not read the project's logs). `ingestLog` answers the log
     alone, so its row cannot tell a new log from a repeated idempotencyKey."""
-    details: dict[str, Any] = {"submitted": len(arguments["inputs"]) if "inputs" in arguments else 1}
+    submitted = len(arguments["inputs"]) if "inputs" in arguments else 1
     if isinstance(result, IngestResult):
-        details.update(accepted=result.accepted, duplicates=result.duplicates, ids=result.ids[:MAX_AUDITED_IDS])
-        if len(result.ids) > MAX_AUDITED_IDS:
-            details["idsOmitted"] = len(result.ids) - MAX_AUDITED_IDS
-    elif isinstance(result, Log):
+        return service.ingestion_audit(submitted, result.accepted, result.duplicates, result.ids)
+    details: dict[str, Any] = {"submitted": submitted}
+    if isinstance(result, Log):
         details["ids"] = [result.id]
     return details
 

@@ -307,6 +307,24 @@ _INGEST = text(
 )
 
 
+# Ids an ingestion's audit row lists; past them, `idsOmitted` counts the rest.
+MAX_AUDITED_IDS = 100
+
+
+def ingestion_audit(submitted: int, accepted: int, duplicates: int, ids: Sequence[Any]) -> dict[str, Any]:
+    """An ingestion's audit details (ingestLogs and POST /ingest): counts and ids, never a log's
+    text or attributes (the trail's readers, audit:read, may not read the project's logs)."""
+    details: dict[str, Any] = {
+        "submitted": submitted,
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "ids": [str(i) for i in ids[:MAX_AUDITED_IDS]],
+    }
+    if len(ids) > MAX_AUDITED_IDS:
+        details["idsOmitted"] = len(ids) - MAX_AUDITED_IDS
+    return details
+
+
 async def ingest(conn: AsyncConnection, *, api_key: models.ApiKey, batch: Batch) -> IngestOutcome:
     """Store a batch for the key's project in one statement on an autocommit connection.
 

@@ -103,6 +103,32 @@ async def test_ingestion_rows_hold_counts_and_ids_never_log_contents(server: Liv
     assert {"submitted": 1} in [r["details"] for r in rows if not r["success"]]
 
 
+async def test_post_ingest_is_audited_like_ingest_logs(server: LiveServer) -> None:
+    """POST /ingest (the shippers' endpoint) leaves the same row as ingestLogs: counts and ids, no
+    contents; a known key's refused batch leaves a failed row; an unknown key leaves none."""
+    async with server.deps.db.session() as session:
+        since = await session.scalar(text("SELECT now()"))
+    reader, _ = await new_admin(server, ("audit:read",))
+    t = await new_tenant(server)
+    marker = f"secret-{uuid.uuid4().hex}"
+    headers = {"x-api-key": t.secret, "user-agent": "vector/0.40"}
+    body = "\n".join(json.dumps({"message": f"{marker} {i}", "level": "info"}) for i in range(3))
+    ok = await server.http.post("/ingest", content=body, headers=headers)
+    assert ok.status_code == 200, ok.text
+    bad = await server.http.post("/ingest", content=f'{{"message": "{marker}"', headers=headers)
+    assert bad.status_code == 400
+    stranger = await server.http.post("/ingest", content=body, headers={"x-api-key": "lodge_nope"})
+    assert stranger.status_code == 401
+
+    rows = await audit_rows(server, reader, action="log.ingest", since=since.isoformat())
+    assert marker not in json.dumps(rows)
+    done = [r for r in rows if r["success"]]
+    assert [r["details"] for r in done] == [{"submitted": 3, "accepted": 3, "duplicates": 0, "ids": ok.json()["ids"]}]
+    assert done[0]["userAgent"] == "vector/0.40" and done[0]["requestId"] and done[0]["user"] is None
+    failed = [r for r in rows if not r["success"]]
+    assert len(failed) == 1 and failed[0]["details"] is None and failed[0]["errorMessage"]
+
+
 async def test_postgres_refuses_to_change_the_trail(server: LiveServer) -> None:
     await new_user(server)
     async with server.deps.db.session() as session:
