@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import strawberry
 
@@ -25,6 +26,7 @@ from app.accounts.types import (
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.errors import Forbidden, NotFound
+from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
     build_connection,
@@ -35,10 +37,11 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 from app.api.ratelimit import limit_sign_in
-from app.api.validation import like_pattern
+from app.api.validation import MAX_EXTERNAL_ID, like_pattern
 
 USER_CURSOR = "user"
 SESSION_CURSOR = "session"
+LOOKUP = "users:lookup"  # a bot finding the user behind a Discord id
 
 c.root("Query.roles", c.Rows("Role", order=lambda t: f"{t}.name", guard=c.Rule(permissions=("users:admin",))))
 c.root("Query.me", c.ByViewer("User", where=lambda t: f"{t}.deleted_at IS NULL AND {t}.is_active"))
@@ -123,6 +126,20 @@ class AccountsQuery:
             return User.from_model(await _visible_user(info, parse_id(id)))
         except NotFound:
             return None  # like every single-object lookup: an unknown id is null
+
+    @strawberry.field(
+        description="The user with this Discord id, or null (`users:admin`, or `users:lookup` for bots: a "
+        "read-only lookup; private fields stay null for it)."
+    )  # type: ignore[untyped-decorator]
+    async def user_by_discord_id(
+        self, info: Info, discord_id: Annotated[str, strawberry.argument(metadata=max_length(MAX_EXTERNAL_ID))]
+    ) -> User | None:
+        ctx = info.context
+        await ctx.require_user_id()
+        if not await has_permission(ctx, LOOKUP) and not await has_permission(ctx, "users:admin"):
+            raise Forbidden(f"this needs the `{LOOKUP}` or `users:admin` permission", permission=LOOKUP)
+        row = await service.find_by_discord_id(ctx.session, discord_id=discord_id)
+        return User.from_model(row) if row is not None else None
 
     @strawberry.field(
         description="Live sessions (opaque bearer tokens), newest first: the caller's own, or another "

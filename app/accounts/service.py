@@ -63,6 +63,14 @@ async def get_user_or_raise(session: AsyncSession, *, user_id: uuid.UUID) -> mod
     return user
 
 
+async def find_by_discord_id(session: AsyncSession, *, discord_id: str) -> models.User | None:
+    """The live user with this Discord id, if any."""
+    found: models.User | None = await session.scalar(
+        select(models.User).where(col(models.User.discord_id) == discord_id, col(models.User.deleted_at).is_(None))
+    )
+    return found
+
+
 async def require_user_exists(session: AsyncSession, user_id: uuid.UUID, argument: str) -> uuid.UUID:
     """`user_id`, if it names a live user: an argument that names a parent is NOT_FOUND when there
     is none, rather than an empty list that reads like "this user has nothing"."""
