@@ -28,7 +28,7 @@ from app.api.scalars import JSON, DateTime, JSONScalar
 from app.api.sharing import SharingExecutor
 from app.api.transport import SubscriptionsNeedAWebsocket
 from app.audit.recorder import audit_mutations
-from app.audit.resolvers import AuditQuery
+from app.audit.resolvers import AuditMutation, AuditQuery
 from app.communities.resolvers import CommunitiesMutation, CommunitiesQuery, CommunitiesSubscription
 from app.gateway.resolvers import GatewayMutation, GatewayQuery
 from app.logs.resolvers import LogsMutation, LogsQuery, LogsSubscription
@@ -40,7 +40,15 @@ from app.vendors.resolvers import VendorsMutation, VendorsQuery, VendorsSubscrip
 from app.workflows.resolvers import WorkflowsMutation, WorkflowsQuery, WorkflowsSubscription
 
 QUERIES = (AccountsQuery, AuditQuery, LogsQuery, GatewayQuery, CommunitiesQuery, WorkflowsQuery, VendorsQuery)
-MUTATIONS = (AccountsMutation, LogsMutation, GatewayMutation, CommunitiesMutation, WorkflowsMutation, VendorsMutation)
+MUTATIONS = (
+    AccountsMutation,
+    AuditMutation,
+    LogsMutation,
+    GatewayMutation,
+    CommunitiesMutation,
+    WorkflowsMutation,
+    VendorsMutation,
+)
 SUBSCRIPTIONS = (LogsSubscription, CommunitiesSubscription, WorkflowsSubscription, VendorsSubscription)
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

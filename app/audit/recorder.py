@@ -74,11 +74,21 @@ class AuditEntry:
 Details = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
+# A field whose result says what the row records (recordAuditEvent: an app's own event): the
+# (action, resource type, resource id, details) of the row once the field has succeeded.
+Describe = Callable[[Any], tuple[str, str, str | None, dict[str, Any] | None]]
+# The actions Lodge's own mutations write (audit_mutations): no app may record one of them.
+LODGE_ACTIONS: set[str] = set()
+
+
 class AuditField(FieldExtension):
-    def __init__(self, action: str, resource_type: str, *, details: Details | None = None) -> None:
+    def __init__(
+        self, action: str, resource_type: str, *, details: Details | None = None, describe: Describe | None = None
+    ) -> None:
         self.action = action
         self.resource_type = resource_type
         self.details = details
+        self.describe = describe
 
     async def resolve_async(
         self, next_: Callable[..., Awaitable[Any]], source: Any, info: strawberry.Info, **kwargs: Any
@@ -98,6 +108,9 @@ class AuditField(FieldExtension):
             entry.success = False
             entry.error_message = exc.message if isinstance(exc, LodgeError) else "internal error"
             raise
+        if self.describe is not None:
+            entry.action, entry.resource_type, entry.resource_id, entry.details = self.describe(result)
+            return result
         entry.resource_id = _id_of(result) or entry.resource_id
         if self.details is not None:
             entry.details = self.details(kwargs, result)
@@ -111,6 +124,7 @@ def audit_mutations(mutation: type) -> None:
     for field in mutation.__strawberry_definition__.fields:  # type: ignore[attr-defined]
         if not any(isinstance(ext, AuditField) for ext in field.extensions):
             field.extensions.append(AuditField(*action_for(field.python_name)))
+        LODGE_ACTIONS.update(ext.action for ext in field.extensions if isinstance(ext, AuditField))
 
 
 async def write(session: AsyncSession | AsyncConnection, *, ctx: Any, entries: list[AuditEntry]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ import strawberry
 
 from app.api.compiled import declare as c
 from app.api.context import Info
+from app.api.errors import BadUserInput
 from app.api.pagination import (
     Connection,
     build_connection,
@@ -20,11 +22,16 @@ from app.api.pagination import (
 )
 from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
+from app.api.validation import json_object
 from app.audit import service
-from app.audit.types import AuditLog, AuditLogFilter, AuditStat
+from app.audit.recorder import LODGE_ACTIONS, AuditField
+from app.audit.types import AuditEventInput, AuditLog, AuditLogFilter, AuditStat, RecordedAuditEvent
 
 AUDIT_CURSOR = "audit"
 READ = "audit:read"
+WRITE = "audit:write"  # apps recording their own events
+ACTION = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+RESOURCE_TYPE = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def _spec(filter: AuditLogFilter | None) -> service.AuditFilterSpec:
@@ -132,3 +139,31 @@ class AuditQuery:
         await require_permission(info.context, READ)
         stats = await service.audit_stats(info.context.session, since=utc(since), until=utc(until))
         return [AuditStat(action=s.action, count=s.count, success_rate=s.success_rate) for s in stats]
+
+
+def _recorded(event: RecordedAuditEvent) -> tuple[str, str, str | None, dict[str, Any] | None]:
+    return event.action, event.resource_type or "app", event.resource_id, event.details  # type: ignore[return-value]
+
+
+@strawberry.type
+class AuditMutation:
+    @strawberry.mutation(
+        description="Record an app's own event in the audit trail (`audit:write`): one row, with the caller, "
+        "address and request like Lodge's own; immutable like them.",
+        extensions=[AuditField("audit.record", "app", describe=_recorded)],
+    )  # type: ignore[untyped-decorator]
+    async def record_audit_event(self, info: Info, input: AuditEventInput) -> RecordedAuditEvent:
+        await require_permission(info.context, WRITE)
+        if ACTION.fullmatch(input.action) is None:
+            raise BadUserInput("action must read `noun.verb`, lowercase letters, digits and _", field="action")
+        if input.action in LODGE_ACTIONS:
+            raise BadUserInput(f"`{input.action}` is one of Lodge's own actions", field="action")
+        if input.resource_type is not None and RESOURCE_TYPE.fullmatch(input.resource_type) is None:
+            raise BadUserInput("resourceType must be lowercase letters, digits and _", field="resourceType")
+        details = json_object(input.details, "details") if input.details is not None else None
+        return RecordedAuditEvent(
+            action=input.action,
+            resource_type=input.resource_type,
+            resource_id=input.resource_id,
+            details=details,  # type: ignore[arg-type]  # a JSON object
+        )

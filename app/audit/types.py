@@ -83,3 +83,21 @@ class AuditLogFilter:
     since: datetime | None = None
     until: datetime | None = None
     success: bool | None = None
+
+
+@strawberry.input(description="An app's own audit event (`recordAuditEvent`).")
+class AuditEventInput:
+    action: Annotated[str, strawberry.argument(metadata=max_length(MAX_NAME))] = strawberry.field(
+        description="`noun.verb`, lowercase (`order.refund`, `bot.command_run`); not one of Lodge's own actions."
+    )
+    resource_type: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_NAME))] = None
+    resource_id: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_NAME))] = None
+    details: JSON | None = strawberry.field(default=None, description="A JSON object, bounded like every JSON input.")
+
+
+@strawberry.type(description="What `recordAuditEvent` wrote, with the caller, address and request of the call.")
+class RecordedAuditEvent:
+    action: str
+    resource_type: str | None
+    resource_id: str | None
+    details: JSON | None
