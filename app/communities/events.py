@@ -2,7 +2,8 @@
 
 Each message is published after its commit on its conversation's channel and on its guild's
 channel. A guild channel also carries `{"kind": "left", "user_id": ...}` when a member leaves or
-is removed, and `{"kind": "deleted"}` when the guild is deleted, so that streams end at once.
+is removed, and `{"kind": "deleted"}` when the guild is deleted; a conversation's channel carries
+`{"kind": "deleted", "what": "conversation"}` when it is deleted. Streams then end at once.
 """
 
 from __future__ import annotations
@@ -42,3 +43,7 @@ def member_left(guild_id: uuid.UUID, user_id: uuid.UUID) -> tuple[str, dict[str,
 
 def guild_deleted(guild_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
     return guild_channel(guild_id), {"kind": DELETED}
+
+
+def conversation_deleted(conversation_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
+    return conversation_channel(conversation_id), {"kind": DELETED, "what": "conversation"}

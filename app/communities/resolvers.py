@@ -409,6 +409,28 @@ class CommunitiesMutation:
         user_id = await ctx.require_user_id(ctx.session)
         return ChatConversation.from_model(await chat.create_conversation(ctx.session, user_id=user_id, title=title))
 
+    @strawberry.mutation(description="Retitle one of the caller's conversations (null clears the title).")  # type: ignore[untyped-decorator]
+    async def rename_conversation(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        title: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_NAME))] = None,
+    ) -> ChatConversation:
+        row = await _own_conversation(info, id)
+        return ChatConversation.from_model(
+            await chat.rename_conversation(info.context.session, conversation=row, title=title)
+        )
+
+    @strawberry.mutation(
+        description="Delete one of the caller's conversations with its messages (those also posted in a guild "
+        "included); its live streams end with NOT_FOUND."
+    )  # type: ignore[untyped-decorator]
+    async def delete_conversation(self, info: Info, id: strawberry.ID) -> bool:
+        row = await _own_conversation(info, id)
+        await chat.delete_conversation(info.context.session, conversation=row)
+        info.context.publish_after_commit(*events.conversation_deleted(row.id))
+        return True
+
     @strawberry.mutation(
         description="Post in one of the caller's conversations and/or in a guild they belong to; "
         "subscribers get it after the commit."
@@ -467,7 +489,7 @@ class CommunitiesSubscription:
                     continue
                 kind = message.get("kind")
                 if kind == events.DELETED:
-                    raise NotFound("the guild was deleted")
+                    raise NotFound(f"the {message.get('what', 'guild')} was deleted")
                 if kind == events.LEFT:
                     if message.get("user_id") == str(viewer):
                         raise Forbidden("you are no longer a member of this guild")
@@ -479,6 +501,17 @@ class CommunitiesSubscription:
                     continue
                 async with ctx.event_scope():
                     yield ChatMessage.from_model(row)
+
+
+async def _own_conversation(info: Info, id: strawberry.ID) -> Any:
+    """The caller's conversation: NOT_FOUND if there is none, FORBIDDEN if it is someone else's (as
+    `chatMessageAdded` answers)."""
+    ctx = info.context
+    caller = await ctx.require_user_id(ctx.session)
+    row = await chat.get_conversation_or_raise(ctx.session, conversation_id=parse_id(id))
+    if row.user_id != caller:
+        raise Forbidden("this conversation belongs to someone else")
+    return row
 
 
 async def _check_chat_access(info: Info, session: Any, cid: uuid.UUID | None, gid: uuid.UUID | None) -> uuid.UUID:

@@ -43,6 +43,22 @@ async def list_conversations(
     return rows, total
 
 
+async def rename_conversation(
+    session: AsyncSession, *, conversation: models.ChatConversation, title: str | None
+) -> models.ChatConversation:
+    conversation.title = bounded_text(title, "title")
+    await session.flush()
+    await session.refresh(conversation)  # updated_at, kept by the trigger
+    return conversation
+
+
+async def delete_conversation(session: AsyncSession, *, conversation: models.ChatConversation) -> None:
+    """The conversation and its messages (ON DELETE CASCADE), those also posted in a guild included:
+    the owner's deletion takes back what they wrote there."""
+    await session.delete(conversation)
+    await session.flush()
+
+
 async def get_conversation_or_raise(session: AsyncSession, *, conversation_id: uuid.UUID) -> models.ChatConversation:
     conversation = await session.get(models.ChatConversation, conversation_id)
     if conversation is None:
