@@ -25,7 +25,7 @@ from app.accounts.types import (
 )
 from app.api.compiled import declare as c
 from app.api.context import Info
-from app.api.errors import Forbidden, NotFound
+from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
@@ -99,6 +99,17 @@ async def _visible_user(info: Info, user_id: uuid.UUID) -> models.User:
     """Yourself, or anyone with `users:admin`."""
     await require_permission(info.context, "users:admin", owner_id=user_id)
     return await service.get_user_or_raise(info.context.session, user_id=user_id)
+
+
+async def _administered_user(info: Info, id: strawberry.ID) -> models.User:
+    """A live user that a `users:admin` caller may act on (not themself: nobody suspends themself)."""
+    ctx = info.context
+    caller = await require_permission(ctx, "users:admin")
+    user = await service.get_user_or_raise(ctx.session, user_id=parse_id(id))
+    if user.id == caller:
+        raise BadUserInput("you cannot suspend or restore yourself", field="id")
+    await _require_outranks(info, user.id)
+    return user
 
 
 async def _require_outranks(info: Info, user_id: uuid.UUID) -> None:
@@ -273,6 +284,25 @@ class AccountsMutation:
         for session_id in ended:
             ctx.announce(session_channel(session_id), end("session"))
         return True
+
+    @strawberry.mutation(
+        description="Suspend a user (users:admin, over someone holding no more than the caller): they cannot sign "
+        "in, their sessions and refresh tokens end, their access tokens and sockets stop at once. Their data stays."
+    )  # type: ignore[untyped-decorator]
+    async def deactivate_user(self, info: Info, id: strawberry.ID) -> User:
+        ctx = info.context
+        user = await _administered_user(info, id)
+        ended = await credentials.end_all_credentials(ctx.session, user_id=user.id)
+        user = await service.set_active(ctx.session, user=user, active=False)
+        ctx.announce(user_channel(user.id), end("user"))
+        for session_id in ended:
+            ctx.announce(session_channel(session_id), end("session"))
+        return User.from_model(user)
+
+    @strawberry.mutation(description="Lift a suspension (users:admin): the user signs in again.")  # type: ignore[untyped-decorator]
+    async def reactivate_user(self, info: Info, id: strawberry.ID) -> User:
+        user = await _administered_user(info, id)
+        return User.from_model(await service.set_active(info.context.session, user=user, active=True))
 
     @strawberry.mutation(description="Find or create by Discord id (users:admin).")  # type: ignore[untyped-decorator]
     async def upsert_discord_user(self, info: Info, input: DiscordUserInput) -> User:

@@ -63,6 +63,13 @@ async def get_user_or_raise(session: AsyncSession, *, user_id: uuid.UUID) -> mod
     return user
 
 
+async def set_active(session: AsyncSession, *, user: models.User, active: bool) -> models.User:
+    """Deactivated users cannot sign in or use any credential; their rows and ownership stay."""
+    await session.execute(update(models.User).where(col(models.User.id) == user.id).values(is_active=active))
+    await session.refresh(user)
+    return user
+
+
 async def find_by_discord_id(session: AsyncSession, *, discord_id: str) -> models.User | None:
     """The live user with this Discord id, if any."""
     found: models.User | None = await session.scalar(
