@@ -18,6 +18,7 @@ from app.accounts.types import (
     RegisterInput,
     Role,
     RoleInput,
+    RoleUpdate,
     Session,
     SessionPayload,
     UpdateMeInput,
@@ -389,6 +390,37 @@ class AccountsMutation:
         user = await service.get_user_or_raise(ctx.session, user_id=parse_id(user_id, "userId"))
         await roles.assign_role(ctx.session, user_id=user.id, role_id=role.id, assigned_by=admin)
         return User.from_model(user)
+
+    @strawberry.mutation(
+        description="Change a role (the caller must hold every permission it has and would have); its holders' "
+        "live subscriptions end, as their rights changed."
+    )  # type: ignore[untyped-decorator]
+    async def update_role(self, info: Info, id: strawberry.ID, input: RoleUpdate) -> Role:
+        ctx = info.context
+        role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(id))
+        await require_can_grant(ctx, set(role.permissions) | set(input.permissions or ()))
+        before = set(role.permissions)
+        role = await roles.update_role(
+            ctx.session, role=role, name=input.name, description=input.description, permissions=input.permissions
+        )
+        if set(role.permissions) != before:
+            for user_id in await roles.holders_of(ctx.session, role_id=role.id):
+                ctx.announce(user_channel(user_id), end("permissions"))
+        return Role.from_model(role)
+
+    @strawberry.mutation(
+        description="Delete a role and its assignments (the caller must hold every permission it has); its "
+        "holders' live subscriptions end."
+    )  # type: ignore[untyped-decorator]
+    async def delete_role(self, info: Info, id: strawberry.ID) -> bool:
+        ctx = info.context
+        role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(id))
+        await require_can_grant(ctx, set(role.permissions))
+        holders = await roles.holders_of(ctx.session, role_id=role.id)
+        await roles.delete_role(ctx.session, role_id=role.id)
+        for user_id in holders:
+            ctx.announce(user_channel(user_id), end("permissions"))
+        return True
 
     @strawberry.mutation
     async def revoke_role(self, info: Info, user_id: strawberry.ID, role_id: strawberry.ID) -> User:

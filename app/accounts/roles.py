@@ -6,8 +6,9 @@ import re
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -44,6 +45,44 @@ async def create_role(
     if role_id is None:
         raise Conflict("a role with this name already exists", field="name")
     return await get_role_or_raise(session, role_id=role_id)
+
+
+async def update_role(
+    session: AsyncSession,
+    *,
+    role: models.Role,
+    name: str | None,
+    description: str | None,
+    permissions: Sequence[str] | None,
+) -> models.Role:
+    """Only what is given changes (a null description is left as it is)."""
+    values: dict[str, object] = {}
+    if name is not None:
+        if not name.strip():
+            raise BadUserInput("name must not be empty", field="name")
+        values["name"] = name.strip()
+    if description is not None:
+        values["description"] = description
+    if permissions is not None:
+        values["permissions"] = check_permissions(permissions)
+    if values:
+        try:
+            async with session.begin_nested():
+                await session.execute(update(models.Role).where(col(models.Role.id) == role.id).values(**values))
+        except IntegrityError:
+            raise Conflict("a role with this name already exists", field="name") from None
+    await session.refresh(role)
+    return role
+
+
+async def holders_of(session: AsyncSession, *, role_id: uuid.UUID) -> list[uuid.UUID]:
+    query = select(col(models.UserRole.user_id)).where(col(models.UserRole.role_id) == role_id)
+    return list((await session.execute(query)).scalars().all())
+
+
+async def delete_role(session: AsyncSession, *, role_id: uuid.UUID) -> None:
+    """The role and its assignments (ON DELETE CASCADE)."""
+    await session.execute(delete(models.Role).where(col(models.Role.id) == role_id))
 
 
 async def get_role_or_raise(session: AsyncSession, *, role_id: uuid.UUID) -> models.Role:

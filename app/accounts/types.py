@@ -272,3 +272,10 @@ class RoleInput:
     name: str = strawberry.field(metadata=max_length(MAX_NAME))
     description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DESCRIPTION))
     permissions: list[str] = strawberry.field(metadata=max_length(MAX_KEY))
+
+
+@strawberry.input(description="What changes in a role; a field left out (or null) stays as it is.")
+class RoleUpdate:
+    name: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DESCRIPTION))
+    permissions: list[str] | None = strawberry.field(default=None, metadata=max_length(MAX_KEY))
