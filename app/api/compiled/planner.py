@@ -73,6 +73,7 @@ from app.api.compiled.declare import (
     literal,
     relations_of,
 )
+from app.api.compiled.hybrid import convertible as hybrid_convertible
 from app.api.errors import LodgeError
 from app.api.pagination import page_size
 
@@ -346,9 +347,10 @@ class Hole:
 
 
 HOLE = Hole()
-# The key under which an object with holes carries its row: no data can write it (PostgreSQL text
-# cannot hold U+0000), and it never reaches a client (runtime.hybrid strips it).
-ROW_KEY = "\\u0000row"  # as written in the JSON text; "\x00row" once decoded
+# The key under which an object with holes carries its row, followed by its type's name: no data
+# can write it (PostgreSQL text cannot hold U+0000), and it never reaches a client (hybrid.tree
+# strips it).
+ROW_KEY = "\\u0000"  # as written in the JSON text; "\x00" once decoded
 
 
 @dataclass
@@ -362,8 +364,8 @@ class ObjectPlan:
 
     def render(self, r: Render, row: str) -> str:
         entries = [(key, plan.render(r, row)) for key, plan in self.fields if plan is not HOLE]
-        if self.has_holes:
-            entries.append((ROW_KEY, f"to_json({row})::text"))
+        if self.has_holes:  # the key names the type: its source is built as the answer is decoded
+            entries.append((ROW_KEY + self.decl.name, f"to_json({row})::text"))
         return json_object(entries)
 
 
@@ -750,7 +752,7 @@ class _Planner:
             field_def = type_.fields[name]
             definition = field_def.extensions.get(DEFINITION)
             if definition is None or definition.permission_classes or definition.extensions:
-                fields.append((key, self.hole(decl, f"{type_.name}.{name} has permissions or extensions")))
+                fields.append((key, self.hole(type_, decl, f"{type_.name}.{name} has permissions or extensions")))
                 continue
             python_name = definition.python_name
             relation = relations_of(decl).get(python_name)
@@ -773,13 +775,17 @@ class _Planner:
                 encode = self.encoder(type_, name, field_def, column)
                 fields.append((key, Column(_quote(column.name), encode)))
             else:
-                fields.append((key, self.hole(decl, f"{type_.name}.{name} needs Python")))
+                fields.append((key, self.hole(type_, decl, f"{type_.name}.{name} needs Python")))
         return ObjectPlan(decl, fields)
 
-    def hole(self, decl: TableDecl, why: str) -> Hole:
+    def hole(self, type_: GraphQLObjectType, decl: TableDecl, why: str) -> Hole:
         """A field left to its resolver, whose source is built from the row (`from_model`)."""
         if not hasattr(decl.cls, "from_model") or self.operation.operation == OperationType.SUBSCRIPTION:
             raise Unsupported(why)  # an event's fields come from the event, not from a row read back
+        if type_.is_type_of is not None or type_.interfaces:
+            raise Unsupported(f"{why}, and {type_.name} checks its values' types (is_type_of)")
+        if not hybrid_convertible(decl.model):
+            raise Unsupported(f"{why}, and a column of {type_.name} does not convert back from JSON exactly")
         self.hybrid = True
         return HOLE
 

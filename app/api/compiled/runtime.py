@@ -33,8 +33,9 @@ COMPILED, HYBRID, BAIL_BEFORE, BAIL_AFTER, FAILED = (
 )
 
 
-async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: Any = None) -> str | None:
-    """The root field's JSON text, or None: the resolver path answers (and words any error).
+async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: Any = None) -> Any:
+    """The root field's JSON text (a hybrid plan's: decoded, `hybrid.tree`), or None: the resolver
+    path answers (and words any error).
 
     A statement that fails (the database went away, a timeout) raises its error, to be reported
     at the root field as the resolver's would be: the resolver, run after it, would meet the same
@@ -67,7 +68,16 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: A
     if MARKER in text:  # a value or a guard that the resolver reports as an error
         BAIL_AFTER.inc()
         return None
-    (HYBRID if plan.hybrid else COMPILED).inc()
+    if plan.hybrid:
+        try:
+            decoded = tree(text)
+        except Exception as exc:  # a value or row the resolvers would report (or refuse): they answer
+            log.debug("%s ran on the resolver path after decoding: %r", plan.coordinate, exc)
+            BAIL_AFTER.inc()
+            return None
+        HYBRID.inc()
+        return decoded
+    COMPILED.inc()
     return text
 
 
@@ -90,12 +100,7 @@ class CompiledRoots:
                 return self._complete_compiled(
                     parent_type, source.values[path.key], field_details_list, path, position_context
                 )
-            try:
-                source = source.source(parent_type.name)
-            except Exception as exc:  # a row that does not convert: reported where the field is
-                field = self.schema.get_field(parent_type, field_details_list[0].node.name.value)  # type: ignore[attr-defined]
-                self.handle_field_error(exc, field.type, field_details_list, path)  # type: ignore[attr-defined]
-                return None
+            source = source.source  # from_model of the row, built as the answer was decoded
         elif path.prev is None:
             plans: dict[str, RootPlan] | None = getattr(self.context_value, "compiled", None)  # type: ignore[attr-defined]
             plan = plans.get(path.key) if plans is not None else None
@@ -132,10 +137,10 @@ class CompiledRoots:
             field = self.schema.get_field(parent_type, field_details_list[0].node.name.value)  # type: ignore[attr-defined]
             self.handle_field_error(exc, field.type, field_details_list, path)  # type: ignore[attr-defined]
             return None
+        if text is not None and plan.hybrid:  # the decoded answer, for graphql-core to complete
+            completed = self._complete_compiled(parent_type, text, field_details_list, path, position_context)
+            return await completed if self.is_awaitable(completed) else completed  # type: ignore[attr-defined]
         if text is not None:
-            if plan.hybrid:
-                completed = self._complete_compiled(parent_type, tree(text), field_details_list, path, position_context)
-                return await completed if self.is_awaitable(completed) else completed  # type: ignore[attr-defined]
             return orjson.Fragment(text)
         result = super().execute_field(  # type: ignore[misc]
             parent_type, source, field_details_list, path, position_context
