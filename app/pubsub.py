@@ -227,6 +227,13 @@ class Subscription:
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     overflows: int = 0
     high_water: int = 0
+    # False while its subscriber still reads where it starts (`Hub.subscribe(starts_later=True)`):
+    # a message published meanwhile may be one it counts as already seen.
+    started: bool = True
+
+    def start(self) -> None:
+        """The subscriber knows where it starts: every message published from now on is news to it."""
+        self.started = True
 
     def offer(self, item: Any, size: int = 0) -> None:
         if item is RESYNC or (self._items and self._bytes + size > self.max_bytes):
@@ -353,13 +360,16 @@ class Hub:
             sub.offer(RESYNC)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+    async def subscribe(self, channel: str, *, starts_later: bool = False) -> AsyncIterator[Subscription]:
         """Yield once the bus subscription for `channel` is confirmed, so nothing published later is missed.
+
+        `starts_later`: the subscriber reads its starting point after this (a tail from "now") and
+        calls `Subscription.start()` once it has; until then `subscribers()` does not list it.
 
         With the broker down it yields after `confirm_timeout` anyway: the subscriber then reads
         PostgreSQL on its own schedule, and gets RESYNC once the broker is back.
         """
-        sub = Subscription(channel=channel, max_bytes=self._queue_bytes)
+        sub = Subscription(channel=channel, max_bytes=self._queue_bytes, started=not starts_later)
         try:
             async with self._lock:
                 self._local.setdefault(channel, set()).add(sub)
@@ -391,7 +401,13 @@ class Hub:
                 await _outlast(pump)
 
     def subscribers(self, channel: str) -> set[Subscription]:
-        return set(self._local.get(channel, ()))
+        """The subscriptions for which a message published now is news: the bus has confirmed the
+        channel's subscription and each knows where it starts (what a test waits for before it
+        publishes)."""
+        ready = self._ready.get(channel)
+        if ready is None or not ready.is_set():
+            return set()
+        return {sub for sub in self._local.get(channel, ()) if sub.started}
 
     def subscriber_counts(self) -> dict[str, int]:
         """Local subscribers by channel kind (the channel's name up to its first colon)."""

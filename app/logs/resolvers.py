@@ -383,11 +383,12 @@ class LogsSubscription:
         poll = ctx.deps.settings.tail_poll_seconds
         async with ctx.deps.db.session() as session:
             await require_project_access(ctx, session, pid)
-        async with ctx.deps.hub.subscribe(events.project_channel(pid)) as live:
+        async with ctx.deps.hub.subscribe(events.project_channel(pid), starts_later=last is None) as live:
             if last is None:
                 # Start from "now": the bus subscription is confirmed, so nothing later is lost.
                 async with ctx.deps.db.session() as session:
                     last = await service.head_seq(session, project_id=pid)
+                live.start()
             cursor = last
             catch_up = after is not None
             if catch_up:
