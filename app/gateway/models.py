@@ -103,21 +103,27 @@ class EnvironmentService(SQLModel, table=True):
     updated_at: datetime = updated_at()
 
 
+ACCEPTED = "accepted"
+REFUSED = "refused"
+
+
 class RequestLog(SQLModel, table=True):
+    """Every request a gateway made with an environment's key, refused ones too (`outcome`, and the
+    refusal's error code as `reason`). A log outlives the quota row it was counted on (a service
+    disabled or detached later): it belongs to its environment and its service."""
+
     __tablename__ = "request_logs"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["environment_id", "service_id"],
-            ["environment_services.environment_id", "environment_services.service_id"],
-            ondelete="CASCADE",
-        ),
         Index("ix_request_logs_environment_id_created_at", "environment_id", "created_at"),
+        CheckConstraint("outcome IN ('accepted', 'refused')", name="outcome"),
     )
 
     id: str = Field(default=None, sa_column=Column(Text, primary_key=True, server_default=REQUEST_LOG_ID))
     api_key_id: uuid.UUID = uuid_fk("api_keys.id", ondelete="CASCADE", index=True)
-    environment_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
-    service_id: uuid.UUID = Field(sa_column=Column(UUID(as_uuid=True), nullable=False))
+    environment_id: uuid.UUID = uuid_fk("environments.id", ondelete="CASCADE")
+    service_id: uuid.UUID = uuid_fk("services.id", ondelete="CASCADE", index=True)
+    outcome: str = Field(default=ACCEPTED, sa_column=Column(Text, nullable=False, server_default=text("'accepted'")))
+    reason: str | None = text_col()
     endpoint: str | None = text_col()
     start_point: str | None = Field(
         default=None,

@@ -17,10 +17,12 @@ from typing import Annotated
 
 import strawberry
 from graphql import FieldNode, InlineFragmentNode, SelectionSetNode
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.events import api_key_channel, end
 from app.api.compiled import declare as c
 from app.api.context import Context, Info
-from app.api.errors import BadUserInput, Forbidden
+from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
@@ -40,19 +42,26 @@ from app.gateway.types import (
     GATEWAY_ADMIN,
     Client,
     ClientInput,
+    ClientUpdate,
     Environment,
     EnvironmentService,
     FlowStart,
     RequestLog,
+    RequestOutcome,
     Reservation,
     Service,
     ServiceInput,
+    ServiceUpdate,
 )
 from app.logs import models as logs_models
 from app.logs import service as logs_service
 from app.logs.types import Project
 
 CLIENT_CURSOR = "client"
+SERVICE_CURSOR = "service"
+ENVIRONMENT_CURSOR = "environment"
+QUOTA_CURSOR = "quota"
+RESERVATION_CURSOR = "reservation"
 
 # Service names are looked up by name; an endpoint is a path or a URL.
 NAME = max_length(MAX_NAME)
@@ -117,6 +126,23 @@ def _refuse_nul(**values: str | None) -> None:
             raise BadUserInput("text may not contain the NUL character (U+0000)", field=name)
 
 
+def _log_refusal(
+    ctx: Context, exc: Exception, *, service_name: str, endpoint: str | None, start_point: str | None
+) -> None:
+    """A refused request goes into the gateway's log even though its operation is rolled back."""
+    key = ctx.scope.api_key
+    if key is None or not isinstance(exc, service.LOGGED_REFUSALS):
+        return
+    reason = exc.code
+
+    async def log_it(session: AsyncSession) -> None:
+        await service.record_refusal(
+            session, key=key, service=service_name, endpoint=endpoint, start_point=start_point, reason=reason
+        )
+
+    ctx.scope.on_failure.append(log_it)
+
+
 def _authenticated(ctx: Context, secret: str) -> coalesce.Authenticated:
     """What `require_api_key` records, for a key its batch has checked."""
 
@@ -168,7 +194,125 @@ class GatewayQuery:
             has_more_before=after is not None,
         )
 
-    @strawberry.field(description="Request logs; with an API key, only its own environment's.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="A service (`gateway:admin`).")  # type: ignore[untyped-decorator]
+    async def service(self, info: Info, id: strawberry.ID) -> Service | None:
+        await require_permission(info.context, ADMIN)
+        row = await info.context.session.get(models.Service, parse_id(id))
+        return Service.from_model(row) if row is not None else None
+
+    @strawberry.field(description="Services, oldest first (`gateway:admin`).")  # type: ignore[untyped-decorator]
+    async def services(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Service]:
+        ctx = info.context
+        await require_permission(ctx, ADMIN)
+        size = page_size(first)
+        rows, total = await service.list_services(
+            ctx.session, after=decode_time_uuid_cursor(SERVICE_CURSOR, after), limit=size, count=wants_total(info)
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(SERVICE_CURSOR, row.created_at, row.id),
+            to_node=Service.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(description="A project's environments, oldest first (its owner, or `gateway:admin`).")  # type: ignore[untyped-decorator]
+    async def environments(
+        self, info: Info, project_id: strawberry.ID, first: int | None = None, after: str | None = None
+    ) -> Connection[Environment]:
+        ctx = info.context
+        pid = parse_id(project_id, "projectId")
+        await ctx.require_user_id(ctx.session)  # who asks before whether it exists
+        await _project_owner_or_admin(info, pid)
+        size = page_size(first)
+        rows, total = await service.list_environments(
+            ctx.session,
+            project_id=pid,
+            after=decode_time_uuid_cursor(ENVIRONMENT_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(ENVIRONMENT_CURSOR, row.created_at, row.id),
+            to_node=Environment.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(
+        description="Quotas: the services enabled in environments, in the order they were enabled. "
+        "`gateway:admin` sees all; a project's owner those of an environment of theirs (`environmentId`); "
+        "an environment's API key its own environment's."
+    )  # type: ignore[untyped-decorator]
+    async def environment_services(
+        self,
+        info: Info,
+        environment_id: strawberry.ID | None = None,
+        service_id: strawberry.ID | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[EnvironmentService]:
+        ctx = info.context
+        environments = await _environments_in_view(info, environment_id, what="quotas")
+        wanted_service = await _service_named(info, service_id)
+        size = page_size(first)
+        rows, total = await service.list_environment_services(
+            ctx.session,
+            environment_ids=environments,
+            service_id=wanted_service,
+            after=_decode_quota_cursor(after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(QUOTA_CURSOR, row.created_at, f"{row.environment_id}.{row.service_id}"),
+            to_node=EnvironmentService.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(
+        description="Live holds (flows started, not completed, not expired), oldest first; who sees which "
+        "as for `environmentServices`."
+    )  # type: ignore[untyped-decorator]
+    async def reservations(
+        self,
+        info: Info,
+        environment_id: strawberry.ID | None = None,
+        service_id: strawberry.ID | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Reservation]:
+        ctx = info.context
+        environments = await _environments_in_view(info, environment_id, what="reservations")
+        wanted_service = await _service_named(info, service_id)
+        size = page_size(first)
+        rows, total = await service.list_reservations(
+            ctx.session,
+            environment_ids=environments,
+            service_id=wanted_service,
+            after=decode_time_cursor(RESERVATION_CURSOR, after),
+            limit=size,
+            count=wants_total(info),
+        )
+        return build_connection(
+            rows,
+            size=size,
+            cursor_of=lambda row: time_cursor(RESERVATION_CURSOR, row.created_at, row.id),
+            to_node=Reservation.from_model,
+            total_count=total,
+            has_more_before=after is not None,
+        )
+
+    @strawberry.field(
+        description="Request logs, refused requests included (`outcome` filters); with an API key, only its own "
+        "environment's."
+    )  # type: ignore[untyped-decorator]
     async def request_logs(
         self,
         info: Info,
@@ -176,37 +320,20 @@ class GatewayQuery:
         service_id: strawberry.ID | None = None,
         start_point: strawberry.ID | None = None,
         since: datetime | None = None,
+        outcome: RequestOutcome | None = None,
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[RequestLog]:
         ctx = info.context
-        wanted = parse_id(environment_id, "environmentId") if environment_id else None
-        creds = ctx.credentials
-        environments: list[uuid.UUID] | None
-        if creds is not None and creds.scheme == "apikey":
-            own = service.environment_of(await ctx.require_api_key())
-            if wanted is not None and wanted != own:
-                raise Forbidden("an API key sees only its own environment's request logs")
-            environments = [own]
-        elif wanted is not None:
-            await ctx.require_user_id(ctx.session)  # who asks before whether it exists
-            env = await service.get_or_raise(ctx.session, models.Environment, wanted, "environment")
-            await _project_owner_or_admin(info, env.project_id)
-            environments = [wanted]
-        elif await has_permission(ctx, ADMIN):
-            environments = None
-        else:
-            environments = await _owned_environments(info)
-        # An argument naming a parent is NOT_FOUND when there is none (not an empty page).
-        wanted_service = parse_id(service_id, "serviceId") if service_id else None
-        if wanted_service is not None:
-            await service.get_or_raise(ctx.session, models.Service, wanted_service, "service")
+        environments = await _environments_in_view(info, environment_id, what="request logs")
+        wanted_service = await _service_named(info, service_id)
         size = page_size(first)
         spec = service.RequestLogSpec(
             environment_ids=environments,
             service_id=wanted_service,
             start_point=str(start_point) if start_point else None,
             since=since,  # DateTime inputs arrive in UTC (app.api.scalars)
+            outcome=outcome.value if outcome is not None else None,
         )
         rows, total = await service.list_request_logs(
             ctx.session, spec=spec, after=decode_time_cursor("request_log", after), limit=size, count=wants_total(info)
@@ -221,6 +348,51 @@ class GatewayQuery:
         )
 
 
+async def _environments_in_view(
+    info: Info, environment_id: strawberry.ID | None, *, what: str
+) -> list[uuid.UUID] | None:
+    """The environments whose rows the caller may list (None: every one): an API key its own; a
+    user one environment of a project they own (`environmentId`), or all of their projects';
+    `gateway:admin` any. An environment that does not exist is NOT_FOUND, once the caller is known."""
+    ctx = info.context
+    wanted = parse_id(environment_id, "environmentId") if environment_id else None
+    creds = ctx.credentials
+    if creds is not None and creds.scheme == "apikey":
+        own = service.environment_of(await ctx.require_api_key())
+        if wanted is not None and wanted != own:
+            raise Forbidden(f"an API key sees only its own environment's {what}")
+        return [own]
+    if wanted is not None:
+        await ctx.require_user_id(ctx.session)  # who asks before whether it exists
+        env = await service.get_or_raise(ctx.session, models.Environment, wanted, "environment")
+        await _project_owner_or_admin(info, env.project_id)
+        return [wanted]
+    if await has_permission(ctx, ADMIN):
+        return None
+    return await _owned_environments(info)
+
+
+async def _service_named(info: Info, service_id: strawberry.ID | None) -> uuid.UUID | None:
+    """An argument naming a parent is NOT_FOUND when there is none (not an empty page)."""
+    if not service_id:
+        return None
+    wanted = parse_id(service_id, "serviceId")
+    await service.get_or_raise(info.context.session, models.Service, wanted, "service")
+    return wanted
+
+
+def _decode_quota_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID, uuid.UUID] | None:
+    position = decode_time_cursor(QUOTA_CURSOR, cursor)
+    if position is None:
+        return None
+    created_at, pair = position
+    environment_id, _, service_id = pair.partition(".")
+    try:
+        return created_at, uuid.UUID(environment_id), uuid.UUID(service_id)
+    except ValueError:
+        raise BadUserInput("malformed cursor", cursor=cursor) from None
+
+
 async def _owned_environments(info: Info) -> list[uuid.UUID]:
     from sqlalchemy import select
     from sqlmodel import col
@@ -232,6 +404,33 @@ async def _owned_environments(info: Info) -> list[uuid.UUID]:
         .where(col(logs_models.Project.owner_id) == user_id)
     )
     return list((await info.context.session.execute(query)).scalars().all())
+
+
+async def _start_flow(info: Info, service: str, endpoint: str | None, amount: int, ttl_seconds: int) -> FlowStart:
+    """startFlow: batched with its concurrent peers when it stands alone (`_batched`)."""
+    from app.gateway import service as gateway  # the argument `service` hides the module
+
+    ctx = info.context
+    if _batched(info, depth=2):  # flowStart { reservation { id } requestLog { id } }
+        secret = ctx.api_key_secret()
+        reservation, start = await coalesce.start_flow(
+            ctx.deps.db,
+            secret=secret,
+            service=service,
+            endpoint=endpoint,
+            amount=amount,
+            ttl_seconds=ttl_seconds,
+            authenticated=_authenticated(ctx, secret),
+            lanes=ctx.deps.lanes,
+        )
+        # Committed: a failure of the operation's own commit does not undo it.
+        ctx.scope.committed_outside = True
+    else:
+        key = await ctx.require_api_key()
+        reservation, start = await gateway.start_flow(
+            ctx.session, key=key, service=service, endpoint=endpoint, amount=amount, ttl_seconds=ttl_seconds
+        )
+    return FlowStart(request_log=RequestLog.from_model(start), reservation=Reservation.from_model(reservation))
 
 
 @strawberry.type
@@ -290,6 +489,79 @@ class GatewayMutation:
         )
         return EnvironmentService.from_model(row)
 
+    @strawberry.mutation(description="Change a client (`gateway:admin`).")  # type: ignore[untyped-decorator]
+    async def update_client(self, info: Info, id: strawberry.ID, input: ClientUpdate) -> Client:
+        await require_permission(info.context, ADMIN)
+        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        row = await service.update_client(info.context.session, client_id=parse_id(id), changes=changes)
+        return Client.from_model(row)
+
+    @strawberry.mutation(description="Delete a client (`gateway:admin`); its projects stay, with no client.")  # type: ignore[untyped-decorator]
+    async def delete_client(self, info: Info, id: strawberry.ID) -> bool:
+        await require_permission(info.context, ADMIN)
+        if not await service.delete_client(info.context.session, client_id=parse_id(id)):
+            raise NotFound("client not found", id=str(id))
+        return True
+
+    @strawberry.mutation(
+        description="Change a service (`gateway:admin`). Gateways call it by name: a new name is the one they must use."
+    )  # type: ignore[untyped-decorator]
+    async def update_service(self, info: Info, id: strawberry.ID, input: ServiceUpdate) -> Service:
+        await require_permission(info.context, ADMIN)
+        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        row = await service.update_service(info.context.session, service_id=parse_id(id), changes=changes)
+        return Service.from_model(row)
+
+    @strawberry.mutation(
+        description="Delete a service (`gateway:admin`) with its quotas and request logs; CONFLICT while a "
+        "flow holds requests of it."
+    )  # type: ignore[untyped-decorator]
+    async def delete_service(self, info: Info, id: strawberry.ID) -> bool:
+        await require_permission(info.context, ADMIN)
+        await service.delete_service(info.context.session, service_id=parse_id(id))
+        return True
+
+    @strawberry.mutation(
+        description="Detach a service from a project (`gateway:admin`): its quotas in the project's environments "
+        "go, its request logs stay; CONFLICT while a flow holds requests of it there."
+    )  # type: ignore[untyped-decorator]
+    async def remove_project_service(self, info: Info, project_id: strawberry.ID, service_id: strawberry.ID) -> Project:
+        await require_permission(info.context, ADMIN)
+        session = info.context.session
+        project = await logs_service.get_project_or_raise(session, project_id=parse_id(project_id, "projectId"))
+        await service.remove_project_service(
+            session, project_id=project.id, service_id=parse_id(service_id, "serviceId")
+        )
+        return Project.from_model(project)
+
+    @strawberry.mutation(
+        description="Delete an environment (its project's owner, or `gateway:admin`) with its API keys, quotas "
+        "and request logs; CONFLICT while a flow holds requests in it. Its name is never updatable, so there "
+        "is no updateEnvironment."
+    )  # type: ignore[untyped-decorator]
+    async def delete_environment(self, info: Info, id: strawberry.ID) -> bool:
+        env = await _environment(info, id)
+        await _project_owner_or_admin(info, env.project_id)
+        for key_id in await service.delete_environment(info.context.session, environment_id=env.id):
+            # Its keys stop working at once on every instance, and their websockets close.
+            info.context.announce(api_key_channel(key_id), end("environment deleted"))
+        return True
+
+    @strawberry.mutation(
+        description="Take a service's quota out of an environment (`gateway:admin`; its request logs stay); "
+        "CONFLICT while a flow holds requests of it there."
+    )  # type: ignore[untyped-decorator]
+    async def disable_environment_service(
+        self, info: Info, environment_id: strawberry.ID, service_id: strawberry.ID
+    ) -> bool:
+        await require_permission(info.context, ADMIN)
+        await service.disable_environment_service(
+            info.context.session,
+            environment_id=parse_id(environment_id, "environmentId"),
+            service_id=parse_id(service_id, "serviceId"),
+        )
+        return True
+
     @strawberry.mutation(description="Record one request (ApiKey); outside a flow it spends one request.")  # type: ignore[untyped-decorator]
     async def record_request(
         self,
@@ -303,7 +575,13 @@ class GatewayMutation:
         ctx = info.context
         key = await ctx.require_api_key()
         point = str(start_point) if start_point else None
-        row = await gateway.record_request(ctx.session, key=key, service=service, endpoint=endpoint, start_point=point)
+        try:
+            row = await gateway.record_request(
+                ctx.session, key=key, service=service, endpoint=endpoint, start_point=point
+            )
+        except Exception as exc:
+            _log_refusal(ctx, exc, service_name=service, endpoint=endpoint, start_point=point)
+            raise
         return RequestLog.from_model(row)
 
     @strawberry.mutation(description="Hold `amount` requests for a multi-step flow (ApiKey).")  # type: ignore[untyped-decorator]
@@ -315,30 +593,13 @@ class GatewayMutation:
         amount: int = 1,
         ttl_seconds: int = 300,
     ) -> FlowStart:
-        from app.gateway import service as gateway
-
         ctx = info.context
         _refuse_nul(service=service, endpoint=endpoint)
-        if _batched(info, depth=2):  # flowStart { reservation { id } requestLog { id } }
-            secret = ctx.api_key_secret()
-            reservation, start = await coalesce.start_flow(
-                ctx.deps.db,
-                secret=secret,
-                service=service,
-                endpoint=endpoint,
-                amount=amount,
-                ttl_seconds=ttl_seconds,
-                authenticated=_authenticated(ctx, secret),
-                lanes=ctx.deps.lanes,
-            )
-            # Committed: a failure of the operation's own commit does not undo it.
-            ctx.scope.committed_outside = True
-        else:
-            key = await ctx.require_api_key()
-            reservation, start = await gateway.start_flow(
-                ctx.session, key=key, service=service, endpoint=endpoint, amount=amount, ttl_seconds=ttl_seconds
-            )
-        return FlowStart(request_log=RequestLog.from_model(start), reservation=Reservation.from_model(reservation))
+        try:
+            return await _start_flow(info, service, endpoint, amount, ttl_seconds)
+        except Exception as exc:
+            _log_refusal(ctx, exc, service_name=service, endpoint=endpoint, start_point=None)
+            raise
 
     @strawberry.mutation(description="Spend (success) or release the flow's hold; the reservation is deleted.")  # type: ignore[untyped-decorator]
     async def complete_flow(self, info: Info, reservation_id: strawberry.ID, success: bool) -> EnvironmentService:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -297,6 +297,53 @@ _START = text(
     FROM held_for JOIN started ON started.id = held_for.start_point
     """
 )
+
+
+_REFUSED = text(
+    """
+    INSERT INTO request_logs (api_key_id, environment_id, service_id, endpoint, start_point, status, outcome, reason)
+    SELECT CAST(:api_key_id AS uuid), CAST(:environment_id AS uuid), s.id, CAST(:endpoint AS text),
+           -- A refused step names its flow when there is one in this environment to name.
+           (SELECT l.id FROM request_logs l
+            WHERE l.id = CAST(:start_point AS text) AND l.environment_id = CAST(:environment_id AS uuid)),
+           'refused', 'refused', CAST(:reason AS text)
+    FROM services s WHERE s.name = CAST(:service AS text)
+    """
+)
+
+# The refusals a gateway's log records: what the quota, the environment or the flow decided. A
+# request for a service that does not exist has no service to be logged under; input the API
+# refuses before asking (a bad amount, say) was never a request.
+LOGGED_REFUSALS = (QuotaExhausted, Forbidden, NotFound)
+
+
+async def record_refusal(
+    session: AsyncSession,
+    *,
+    key: logs_models.ApiKey,
+    service: str,
+    endpoint: str | None,
+    start_point: str | None,
+    reason: str,
+) -> None:
+    """Log a refused request. It runs after the refused operation was rolled back, in the
+    transaction that records its audit row (`OperationScope.on_failure`)."""
+    if key.environment_id is None:
+        return
+    params = {
+        "api_key_id": key.id,
+        "environment_id": key.environment_id,
+        "service": service,
+        "endpoint": endpoint,
+        "start_point": start_point,
+        "reason": reason,
+    }
+    try:
+        async with session.begin_nested():
+            await session.execute(_REFUSED, params)
+    except IntegrityError:
+        # The key or its environment was deleted meanwhile: nothing is left to log it under.
+        return
 
 
 def check_flow_request(*, amount: int, ttl_seconds: int) -> None:
@@ -636,6 +683,7 @@ class RequestLogSpec:
     service_id: uuid.UUID | None = None
     start_point: str | None = None
     since: datetime | None = None
+    outcome: str | None = None  # models.ACCEPTED or models.REFUSED; None: both
 
 
 async def list_request_logs(
@@ -657,6 +705,8 @@ async def list_request_logs(
         where.append((col(t.start_point) == spec.start_point) | (col(t.id) == spec.start_point))
     if spec.since is not None:
         where.append(col(t.created_at) >= spec.since)
+    if spec.outcome is not None:
+        where.append(col(t.outcome) == spec.outcome)
     query = select(t).where(*where)
     if after is not None:
         query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*after))
@@ -665,3 +715,186 @@ async def list_request_logs(
         return rows, 0
     total = await session.scalar(select(func.count()).select_from(t).where(*where))
     return rows, int(total or 0)
+
+
+# -- administration: reads --------------------------------------------------------------------------
+
+
+async def list_services(
+    session: AsyncSession, *, after: tuple[datetime, uuid.UUID] | None, limit: int, count: bool
+) -> tuple[list[models.Service], int]:
+    t = models.Service
+    query = select(t)
+    if after is not None:
+        query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*after))
+    rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(limit + 1))).scalars().all()
+    total = await session.scalar(select(func.count()).select_from(t)) if count else 0
+    return list(rows), int(total or 0)
+
+
+async def list_environments(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    count: bool,
+) -> tuple[list[models.Environment], int]:
+    t = models.Environment
+    mine = col(t.project_id) == project_id
+    query = select(t).where(mine)
+    if after is not None:
+        query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*after))
+    rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(limit + 1))).scalars().all()
+    total = await session.scalar(select(func.count()).select_from(t).where(mine)) if count else 0
+    return list(rows), int(total or 0)
+
+
+async def list_environment_services(
+    session: AsyncSession,
+    *,
+    environment_ids: Sequence[uuid.UUID] | None,
+    service_id: uuid.UUID | None,
+    after: tuple[datetime, uuid.UUID, uuid.UUID] | None,
+    limit: int,
+    count: bool,
+) -> tuple[list[models.EnvironmentService], int]:
+    """Quotas in creation order, then (environment, service): the order `Environment.services` lists."""
+    t = models.EnvironmentService
+    where: list[Any] = []
+    if environment_ids is not None:
+        where.append(col(t.environment_id).in_(environment_ids))
+    if service_id is not None:
+        where.append(col(t.service_id) == service_id)
+    query = select(t).where(*where)
+    if after is not None:
+        key = func.row(col(t.created_at), col(t.environment_id), col(t.service_id))
+        query = query.where(key > func.row(*after))
+    order = (col(t.created_at), col(t.environment_id), col(t.service_id))
+    rows = (await session.execute(query.order_by(*order).limit(limit + 1))).scalars().all()
+    total = await session.scalar(select(func.count()).select_from(t).where(*where)) if count else 0
+    return list(rows), int(total or 0)
+
+
+async def list_reservations(
+    session: AsyncSession,
+    *,
+    environment_ids: Sequence[uuid.UUID] | None,
+    service_id: uuid.UUID | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+    count: bool,
+) -> tuple[list[models.Reservation], int]:
+    """Live holds (not expired), oldest first. An expired hold the sweeper has not released yet is
+    not live: it can no longer be completed or stepped."""
+    t = models.Reservation
+    where: list[Any] = [col(t.expires_at) > func.now()]
+    if environment_ids is not None:
+        where.append(col(t.environment_id).in_(environment_ids))
+    if service_id is not None:
+        where.append(col(t.service_id) == service_id)
+    query = select(t).where(*where)
+    if after is not None:
+        query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*after))
+    rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(limit + 1))).scalars().all()
+    total = await session.scalar(select(func.count()).select_from(t).where(*where)) if count else 0
+    return list(rows), int(total or 0)
+
+
+# -- administration: changes ------------------------------------------------------------------------
+#
+# Removing a quota row (disabling a service in an environment, detaching a service from a
+# project, deleting an environment or a service) refuses while a flow holds requests on it. The
+# test is `reserved_requests = 0` on the quota row itself, in the DELETE: a startFlow that took a
+# hold first has the row locked, and the DELETE re-reads it after that commit; one that comes
+# after finds the row gone. Expired holds are released first (they hold nothing any more).
+
+
+async def update_client(session: AsyncSession, *, client_id: uuid.UUID, changes: dict[str, Any]) -> models.Client:
+    client: models.Client = await get_or_raise(session, models.Client, client_id, "client")
+    if "name" in changes:
+        changes["name"] = _name(changes["name"] or "", "name")
+    for field_name, value in changes.items():
+        setattr(client, field_name, value)
+    await session.flush()
+    return client
+
+
+async def delete_client(session: AsyncSession, *, client_id: uuid.UUID) -> bool:
+    """Its projects stay, with no client (projects.client_id is ON DELETE SET NULL)."""
+    t = models.Client
+    return await session.scalar(delete(t).where(col(t.id) == client_id).returning(col(t.id))) is not None
+
+
+async def update_service(session: AsyncSession, *, service_id: uuid.UUID, changes: dict[str, Any]) -> models.Service:
+    service: models.Service = await get_or_raise(session, models.Service, service_id, "service")
+    if "name" in changes:
+        changes["name"] = _name(changes["name"] or "", "name")
+    for field_name, value in changes.items():
+        setattr(service, field_name, value)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Conflict("a service with this name already exists", field="name") from None
+    return service
+
+
+_HELD = "the service holds requests for running flows here: complete them or let them expire first"
+
+
+async def _drop_quotas(session: AsyncSession, *where: Any) -> None:
+    """Delete the quota rows `where` selects, or none (CONFLICT) if a flow holds requests on one."""
+    await release_expired(session)
+    t = models.EnvironmentService
+    await session.execute(delete(t).where(*where, col(t.reserved_requests) == 0))
+    if await session.scalar(select(col(t.environment_id)).where(*where).limit(1)) is not None:
+        raise Conflict(_HELD)
+
+
+async def _lock(session: AsyncSession, model: type[Any], *where: Any, label: str, key: Any) -> None:
+    """Lock the parent row: no quota row can be added under it (its foreign key waits) until we end."""
+    found = await session.scalar(select(model).where(*where).with_for_update())
+    if found is None:
+        raise NotFound(f"{label} not found", id=str(key))
+
+
+async def disable_environment_service(
+    session: AsyncSession, *, environment_id: uuid.UUID, service_id: uuid.UUID
+) -> None:
+    t = models.EnvironmentService
+    mine = (col(t.environment_id) == environment_id, col(t.service_id) == service_id)
+    if await session.scalar(select(col(t.environment_id)).where(*mine)) is None:
+        raise NotFound("the service is not enabled in this environment")
+    await _drop_quotas(session, *mine)
+
+
+async def remove_project_service(session: AsyncSession, *, project_id: uuid.UUID, service_id: uuid.UUID) -> None:
+    """Detach the service: its quotas in the project's environments go with it (request logs stay)."""
+    t = models.ProjectService
+    mine = (col(t.project_id) == project_id, col(t.service_id) == service_id)
+    await _lock(session, t, *mine, label="the project's service", key=service_id)
+    es = models.EnvironmentService
+    await _drop_quotas(session, col(es.project_id) == project_id, col(es.service_id) == service_id)
+    await session.execute(delete(t).where(*mine))
+
+
+async def delete_environment(session: AsyncSession, *, environment_id: uuid.UUID) -> list[uuid.UUID]:
+    """Its API keys and quotas go with it; so do its request logs (their foreign keys cascade).
+    Returns the ids of the keys that went."""
+    t = models.Environment
+    await _lock(session, t, col(t.id) == environment_id, label="environment", key=environment_id)
+    await _drop_quotas(session, col(models.EnvironmentService.environment_id) == environment_id)
+    keys = logs_models.ApiKey
+    gone = await session.scalars(select(col(keys.id)).where(col(keys.environment_id) == environment_id))
+    key_ids = list(gone.all())
+    await session.execute(delete(t).where(col(t.id) == environment_id))
+    return key_ids
+
+
+async def delete_service(session: AsyncSession, *, service_id: uuid.UUID) -> None:
+    """Its quotas and project links go with it; so do its request logs."""
+    t = models.Service
+    await _lock(session, t, col(t.id) == service_id, label="service", key=service_id)
+    await _drop_quotas(session, col(models.EnvironmentService.service_id) == service_id)
+    await session.execute(delete(t).where(col(t.id) == service_id))

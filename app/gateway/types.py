@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -189,11 +190,22 @@ class EnvironmentService:
         return Service.from_model(await load(info, models.Service, self.row.service_id))
 
 
+@strawberry.enum(description="Whether the gateway let a request through.")
+class RequestOutcome(enum.Enum):
+    ACCEPTED = models.ACCEPTED
+    REFUSED = models.REFUSED
+
+
 @strawberry.type(name="RequestLog")
 class RequestLog:
     id: strawberry.ID
     endpoint: str | None
     status: str
+    outcome: RequestOutcome
+    reason: str | None = strawberry.field(
+        description="Why a refused request was refused: the error code its caller got "
+        "(QUOTA_EXHAUSTED, FORBIDDEN for a service not enabled here, NOT_FOUND for a step of no running flow)."
+    )
     created_at: datetime
     row: strawberry.Private[models.RequestLog]
 
@@ -203,6 +215,8 @@ class RequestLog:
             id=strawberry.ID(row.id),
             endpoint=row.endpoint,
             status=row.status,
+            outcome=RequestOutcome(row.outcome),
+            reason=row.reason,
             created_at=utc(row.created_at),  # type: ignore[arg-type]
             row=row,
         )
@@ -229,7 +243,7 @@ class RequestLog:
         start = await info.context.loaders.by_id(models.RequestLog).load(self.row.start_point)  # type: ignore[arg-type]
         return RequestLog.from_model(start) if start else None
 
-    @strawberry.field(description="The steps of the flow this request starts, in order.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The steps of the flow this request starts, in order (refused ones too).")  # type: ignore[untyped-decorator]
     async def steps(self, info: Info) -> list[RequestLog]:
         rows = await info.context.loaders.children(models.RequestLog, "start_point").load(self.row.id)  # type: ignore[arg-type]
         return [RequestLog.from_model(row) for row in rows]
@@ -276,6 +290,18 @@ class FlowStart:
 class ClientInput:
     name: str = strawberry.field(metadata=max_length(MAX_NAME))
     email: str | None = strawberry.field(default=None, metadata=max_length(MAX_EMAIL))
+
+
+@strawberry.input(description="What is given changes; an `email` given as null clears it.")
+class ClientUpdate:
+    name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    email: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_EMAIL))
+
+
+@strawberry.input(description="What is given changes; a `description` given as null clears it.")
+class ServiceUpdate:
+    name: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_NAME))
+    description: str | None = strawberry.field(default=strawberry.UNSET, metadata=max_length(MAX_DESCRIPTION))
 
 
 @strawberry.input

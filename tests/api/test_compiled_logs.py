@@ -395,12 +395,18 @@ async def test_logs_page_both_ways_for_who_may_read_them(
 
 async def test_the_query_documents(server: LiveServer, resolver_server: LiveServer, world: World) -> None:
     operations = {**_operations("logs.graphql"), **_operations("gateway.graphql"), **_operations("audit.graphql")}
-    assert set(operations) == {"Projects", "Logs", "Flow", "Clients", "AuditLogs", "AuditLogStats"}
+    assert set(operations) == {
+        *("Projects", "Logs", "Flow", "Clients", "AuditLogs", "AuditLogStats"),
+        *("LiveHolds", "Quotas", "RefusedRequests"),
+    }
     variables: dict[str, dict[str, Any]] = {
         "Projects": {"first": 3},
         "Logs": {"projectId": world.key_project, "first": 5},
         "Flow": {"startPoint": "rl_nothing"},
         "Clients": {"first": 50},
+        "LiveHolds": {"first": 5},
+        "Quotas": {"first": 5},
+        "RefusedRequests": {"first": 5},
         "AuditLogs": {"filter": {"action": f"{world.marker}.create"}, "first": 5},
         "AuditLogStats": {},
     }

@@ -161,10 +161,12 @@ async def test_flows_record_their_steps_in_order(server: LiveServer) -> None:
     assert await quota(server, g) == {"availableRequests": 6, "reservedRequests": 0}
 
 
-async def flow_logs(server: LiveServer, start_id: str) -> int:
+async def flow_logs(server: LiveServer, start_id: str, outcome: str = "accepted") -> int:
+    """The flow's logged requests (its first and its steps) of one outcome (refused ones are logged too)."""
     async with server.deps.db.session() as session:
         count = await session.scalar(
-            text("SELECT count(*) FROM request_logs WHERE start_point = :p OR id = :p"), {"p": start_id}
+            text("SELECT count(*) FROM request_logs WHERE (start_point = :p OR id = :p) AND outcome = :o"),
+            {"p": start_id, "o": outcome},
         )
     return int(count or 0)
 
@@ -177,6 +179,7 @@ async def test_a_flow_admits_as_many_steps_as_it_holds(server: LiveServer) -> No
         await server.data(RECORD, {"s": g.service, "p": start_id}, api_key=g.key)
     assert await server.error_code(RECORD, {"s": g.service, "p": start_id}, api_key=g.key) == "QUOTA_EXHAUSTED"
     assert await flow_logs(server, start_id) == 3
+    assert await flow_logs(server, start_id, "refused") == 1
     assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 2}
     # The server is healthy and the hold is still spent once.
     await server.data(COMPLETE, {"r": start["reservation"]["id"], "ok": True}, api_key=g.key)
@@ -192,6 +195,7 @@ async def test_concurrent_steps_never_exceed_the_hold(server: LiveServer) -> Non
     codes = Counter("ok" if not r.get("errors") else r["errors"][0]["extensions"]["code"] for r in results)
     assert codes == {"ok": 5, "QUOTA_EXHAUSTED": 15}
     assert await flow_logs(server, start_id) == 6
+    assert await flow_logs(server, start_id, "refused") == 15
     assert await quota(server, g) == {"availableRequests": 10, "reservedRequests": 5}
 
 
@@ -204,8 +208,11 @@ async def test_keys_stay_inside_their_environment(server: LiveServer) -> None:
     assert await server.error_code(START, {"s": other_name}, api_key=g.key) == "FORBIDDEN"
     other = await new_gateway(server)
     assert await server.error_code(QUOTA, {"e": other.environment_id}, api_key=g.key) == "FORBIDDEN"
-    mine = await server.data("{ requestLogs { totalCount } }", api_key=g.key)
-    assert mine["requestLogs"]["totalCount"] == 0
+    mine = await server.data("{ requestLogs { totalCount nodes { outcome reason service { name } } } }", api_key=g.key)
+    # The refusal is in its own environment's log, and nothing else is.
+    assert mine["requestLogs"]["nodes"] == [
+        {"outcome": "REFUSED", "reason": "FORBIDDEN", "service": {"name": other_name}}
+    ]
     # A key without an environment is no gateway key.
     _, plain = await new_api_key(server, g.owner, g.project_id)
     assert await server.error_code(START, {"s": g.service}, api_key=plain) == "FORBIDDEN"

@@ -57,7 +57,8 @@ async def test_1000_concurrent_flow_starts_on_300_grant_exactly_300(server: Live
     # What PostgreSQL holds is what the 300 answers say: one hold, one log and one reservation each.
     assert await quota(server, g) == {"availableRequests": 300, "reservedRequests": 300}
     assert await reservations(server, g) == 300
-    assert await request_logs(server, g) == {"flow_started": 300}
+    # ... and each of the 700 refusals is in the log, refused, written after its operation's rollback.
+    assert await request_logs(server, g) == {"flow_started": 300, "refused": 700}
     held = {r["data"]["startFlow"]["reservation"]["id"] for r in results if not r.get("errors")}
     logs = {r["data"]["startFlow"]["requestLog"]["id"] for r in results if not r.get("errors")}
     assert len(held) == len(logs) == 300
@@ -82,7 +83,7 @@ async def test_1000_concurrent_flow_starts_on_300_grant_exactly_300(server: Live
     assert Counter(code_of(r) for r in done) == {"ok": 300}
     assert await quota(server, g) == {"availableRequests": 150, "reservedRequests": 0}
     assert await reservations(server, g) == 0
-    assert await request_logs(server, g) == {"flow_completed": 150, "flow_failed": 150}
+    assert await request_logs(server, g) == {"flow_completed": 150, "flow_failed": 150, "refused": 700}
 
 
 async def test_1000_callers_at_once_are_a_few_statements(server: LiveServer) -> None:
