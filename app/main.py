@@ -247,6 +247,25 @@ async def sweep_reservations(deps: Deps) -> None:
             log.warning("reservation sweep failed", exc_info=True)
 
 
+async def sweep_execution_leases(deps: Deps) -> None:
+    """Hand back the executions of runners that stopped sending heartbeats (any number of instances)."""
+    from app.workflows import events
+    from app.workflows.service import executions
+
+    while True:
+        await asyncio.sleep(deps.settings.lease_sweep_seconds)
+        try:
+            async with deps.db.session() as session:
+                swept = await executions.sweep_leases(session, max_attempts=deps.settings.execution_max_attempts)
+                await session.commit()
+            for row in swept:
+                await deps.hub.publish(*events.status_changed(row))
+            if swept:
+                log.info("%d executions whose runner's lease ran out were handed back", len(swept))
+        except Exception:
+            log.warning("execution lease sweep failed", exc_info=True)
+
+
 def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
     url = database_url or resolve_database_url(settings)
     db = create_database(url, settings)
@@ -292,6 +311,7 @@ def create_app(deps: Deps) -> Starlette:
         sweepers = [
             asyncio.create_task(sweep_sessions(deps), name="lodge-session-sweeper"),
             asyncio.create_task(sweep_reservations(deps), name="lodge-reservation-sweeper"),
+            asyncio.create_task(sweep_execution_leases(deps), name="lodge-lease-sweeper"),
             asyncio.create_task(deps.principals.listen(deps.hub), name="lodge-auth-cache"),
         ]
         metrics.track(deps)

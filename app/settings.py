@@ -190,6 +190,17 @@ class Settings(BaseSettings):
         validation_alias="LODGE_RESERVATION_SWEEP_SECONDS",
         description="How often expired gateway reservations are released.",
     )
+    lease_sweep_seconds: float = Field(
+        5.0,
+        validation_alias="LODGE_LEASE_SWEEP_SECONDS",
+        description="How often executions whose runner's lease ran out are handed back.",
+    )
+    execution_max_attempts: int = Field(
+        3,
+        ge=1,
+        validation_alias="LODGE_EXECUTION_MAX_ATTEMPTS",
+        description="How many runners may claim an execution before a lease that runs out fails it.",
+    )
     tail_poll_seconds: float = Field(
         10.0,
         validation_alias="LODGE_TAIL_POLL_SECONDS",

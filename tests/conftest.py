@@ -115,7 +115,7 @@ __all__ = ["asyncio", "make_settings"]
 @pytest.fixture(scope="module")
 async def quiet_server(database_url: str) -> AsyncIterator[LiveServer]:
     """A server of its own whose sweepers sleep, so that every SQL statement counted is the query's."""
-    settings = make_settings(session_sweep_seconds=3600, reservation_sweep_seconds=3600)
+    settings = make_settings(session_sweep_seconds=3600, reservation_sweep_seconds=3600, lease_sweep_seconds=3600)
     async with live_server(settings, database_url) as live:
         yield live
 

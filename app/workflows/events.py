@@ -41,6 +41,9 @@ def status_changed(row: models.Execution) -> tuple[str, dict[str, Any]]:
             "started_at": _stamp(row.started_at),
             "completed_at": _stamp(row.completed_at),
             "created_at": _stamp(row.created_at),
+            "runner": row.runner,
+            "lease_expires_at": _stamp(row.lease_expires_at),
+            "attempts": row.attempts,
         },
     }
 
@@ -62,6 +65,10 @@ def execution_from_event(item: dict[str, Any]) -> models.Execution:
         started_at=_time(item["started_at"]),
         completed_at=_time(item["completed_at"]),
         created_at=_time(item["created_at"]),  # type: ignore[arg-type]
+        # .get: a message published by an instance not yet upgraded has none of these.
+        runner=item.get("runner"),
+        lease_expires_at=_time(item.get("lease_expires_at")),
+        attempts=item.get("attempts", 0),
     )
 
 

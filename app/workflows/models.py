@@ -179,6 +179,9 @@ class Execution(SQLModel, table=True):
         Index("ix_executions_workflow_id_created_at", "workflow_id", "created_at", "id"),
         Index("ix_executions_user_id_created_at", "user_id", "created_at"),
         Index("ix_executions_status", "status"),
+        # What claimExecution looks for (oldest first) and what the lease sweeper looks for.
+        Index("ix_executions_pending", "created_at", "id", postgresql_where=text("status = 'pending'")),
+        Index("ix_executions_lease", "lease_expires_at", postgresql_where=text("status = 'running'")),
     )
 
     id: uuid.UUID = uuid_pk()
@@ -194,6 +197,11 @@ class Execution(SQLModel, table=True):
     started_at: datetime | None = timestamp()
     completed_at: datetime | None = timestamp()
     created_at: datetime = created_at()
+    # The runner protocol (claimExecution): who runs it, until when without a heartbeat, and how
+    # many runners have claimed it (a lease that ran out hands it back to PENDING).
+    runner: str | None = text_col()
+    lease_expires_at: datetime | None = timestamp()
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
 
 
 class ExecutionLog(SQLModel, table=True):

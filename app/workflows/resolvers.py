@@ -389,21 +389,94 @@ class WorkflowsMutation:
         status: ExecutionStatus,
         output: JSON | None = None,
         error_message: Annotated[str | None, strawberry.argument(metadata=max_length(executions.MAX_MESSAGE))] = None,
+        runner: Annotated[
+            str | None,
+            strawberry.argument(
+                description="A runner's report: it counts only while this runner holds the execution (else CONFLICT).",
+                metadata=max_length(executions.MAX_RUNNER),
+            ),
+        ] = None,
     ) -> Execution:
         ctx = info.context
         execution = await _execution(info, parse_id(id))
+        if runner is not None:
+            await executions.require_holder(ctx.session, execution_id=execution.id, runner=runner)
         row = await executions.transition(
             ctx.session, execution_id=execution.id, status=status.value, output=output, error_message=error_message
         )
         ctx.publish_after_commit(*events.status_changed(row))
         return Execution.from_model(row)
 
+    @strawberry.mutation(
+        description="A runner takes the oldest PENDING execution (of `workflowId`) and runs it under a lease of "
+        "`leaseSeconds`: RUNNING, `runner` set. Each execution goes to exactly one claimer; null when there is "
+        "none. `workflows:write` claims any; a workflow's owner those of their own workflows."
+    )  # type: ignore[untyped-decorator]
+    async def claim_execution(
+        self,
+        info: Info,
+        runner: Annotated[str, strawberry.argument(metadata=max_length(executions.MAX_RUNNER))],
+        workflow_id: strawberry.ID | None = None,
+        lease_seconds: int = 60,
+    ) -> Execution | None:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        staff = await access.is_staff(info)
+        wanted = None
+        if workflow_id is not None:
+            workflow = await workflows.get_workflow_or_raise(
+                ctx.session, workflow_id=parse_id(workflow_id, "workflowId")
+            )
+            await access.require_write(info, workflow)
+            wanted = workflow.id
+        row = await executions.claim(
+            ctx.session,
+            runner=runner,
+            lease_seconds=lease_seconds,
+            workflow_id=wanted,
+            visible_to=None if staff or wanted is not None else user_id,
+        )
+        if row is None:
+            return None
+        ctx.publish_after_commit(*events.status_changed(row))
+        return Execution.from_model(row)
+
+    @strawberry.mutation(
+        description="Renew the lease of an execution this runner holds; CONFLICT once it does not (the runner "
+        "must stop: the execution finished, or its lease ran out and it went to another runner)."
+    )  # type: ignore[untyped-decorator]
+    async def heartbeat_execution(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        runner: Annotated[str, strawberry.argument(metadata=max_length(executions.MAX_RUNNER))],
+        lease_seconds: int = 60,
+    ) -> Execution:
+        ctx = info.context
+        execution = await _execution(info, parse_id(id))
+        row = await executions.heartbeat(
+            ctx.session, execution_id=execution.id, runner=runner, lease_seconds=lease_seconds
+        )
+        return Execution.from_model(row)
+
     @strawberry.mutation(description="A log line of an unfinished execution.")  # type: ignore[untyped-decorator]
     async def append_execution_log(
-        self, info: Info, execution_id: strawberry.ID, input: ExecutionLogInput
+        self,
+        info: Info,
+        execution_id: strawberry.ID,
+        input: ExecutionLogInput,
+        runner: Annotated[
+            str | None,
+            strawberry.argument(
+                description="A runner's report: it counts only while this runner holds the execution (else CONFLICT).",
+                metadata=max_length(executions.MAX_RUNNER),
+            ),
+        ] = None,
     ) -> ExecutionLog:
         ctx = info.context
         execution = await _execution(info, parse_id(execution_id, "executionId"))
+        if runner is not None:
+            await executions.require_holder(ctx.session, execution_id=execution.id, runner=runner)
         row = await executions.append_log(
             ctx.session,
             execution_id=execution.id,

@@ -270,6 +270,11 @@ class Execution:
     started_at: datetime | None
     completed_at: datetime | None
     created_at: datetime
+    runner: str | None = strawberry.field(description="The runner that claimed it last (claimExecution).")
+    lease_expires_at: datetime | None = strawberry.field(
+        description="While RUNNING under a runner: when it goes back to PENDING unless the runner sends a heartbeat."
+    )
+    attempts: int = strawberry.field(description="How many times a runner has claimed it.")
     row: strawberry.Private[models.Execution]
 
     @classmethod
@@ -284,6 +289,9 @@ class Execution:
             started_at=utc(row.started_at),
             completed_at=utc(row.completed_at),
             created_at=utc(row.created_at),  # type: ignore[arg-type]
+            runner=row.runner,
+            lease_expires_at=utc(row.lease_expires_at),
+            attempts=row.attempts,
             row=row,
         )
 

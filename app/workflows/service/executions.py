@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -75,6 +75,7 @@ async def transition(
         values["started_at"] = now
     if status in FINISHED:
         values["completed_at"] = now
+        values["lease_expires_at"] = None
     if output is not None:
         values["output_data"] = json_value(output, "output")
     if error_message is not None:
@@ -161,3 +162,136 @@ async def list_logs(
     if count:
         total = await session.scalar(select(func.count()).select_from(counted.subquery())) or 0
     return rows, total
+
+
+# -- the runner protocol ---------------------------------------------------------------------------
+#
+# A runner claims a PENDING execution with a lease, renews it with heartbeats, and reports through
+# updateExecutionStatus / appendExecutionLog naming itself. An execution whose lease runs out goes
+# back to PENDING for another runner (the sweeper), or to FAILED once it has had MAX_ATTEMPTS.
+
+MIN_LEASE_SECONDS = 1
+MAX_LEASE_SECONDS = 3600
+MAX_RUNNER = 200
+
+_CLAIM = text(
+    """
+    UPDATE executions e
+    SET status = 'running', runner = CAST(:runner AS text), attempts = e.attempts + 1,
+        lease_expires_at = clock_timestamp() + make_interval(secs => CAST(:lease AS double precision)),
+        started_at = coalesce(e.started_at, clock_timestamp())
+    WHERE e.id = (
+        -- The oldest PENDING one nobody else is taking: SKIP LOCKED hands each to one claimer,
+        -- and a row a concurrent claim has just taken is re-read (no longer PENDING) and passed.
+        SELECT p.id FROM executions p
+        WHERE p.status = 'pending'
+          AND (CAST(:workflow_id AS uuid) IS NULL OR p.workflow_id = CAST(:workflow_id AS uuid))
+          AND (CAST(:visible_to AS uuid) IS NULL OR p.workflow_id IN (
+                SELECT w.id FROM workflows w WHERE w.user_id = CAST(:visible_to AS uuid)))
+        ORDER BY p.created_at, p.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING e.id
+    """
+)
+
+_HEARTBEAT = text(
+    """
+    UPDATE executions
+    SET lease_expires_at = clock_timestamp() + make_interval(secs => CAST(:lease AS double precision))
+    WHERE id = CAST(:id AS uuid) AND status = 'running' AND runner = CAST(:runner AS text)
+    RETURNING id
+    """
+)
+
+_SWEEP_LEASES = text(
+    """
+    WITH expired AS (
+        SELECT id FROM executions
+        WHERE status = 'running' AND lease_expires_at < clock_timestamp()
+        ORDER BY lease_expires_at
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE executions e
+    SET status = CASE WHEN e.attempts >= :max_attempts THEN 'failed' ELSE 'pending' END,
+        completed_at = CASE WHEN e.attempts >= :max_attempts THEN clock_timestamp() END,
+        error_message = CASE WHEN e.attempts >= :max_attempts
+                             THEN 'the lease of its last runner ran out ' || e.attempts || ' times'
+                             ELSE e.error_message END,
+        runner = NULL, lease_expires_at = NULL
+    FROM expired WHERE e.id = expired.id
+    RETURNING e.*
+    """
+)
+
+
+def check_runner(runner: str, lease_seconds: int) -> str:
+    name = required_text(runner, "runner", limit=MAX_RUNNER)
+    if not MIN_LEASE_SECONDS <= lease_seconds <= MAX_LEASE_SECONDS:
+        raise BadUserInput(
+            f"leaseSeconds must be between {MIN_LEASE_SECONDS} and {MAX_LEASE_SECONDS}", field="leaseSeconds"
+        )
+    return name
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    runner: str,
+    lease_seconds: int,
+    workflow_id: uuid.UUID | None,
+    visible_to: uuid.UUID | None,
+) -> models.Execution | None:
+    """Take the oldest PENDING execution (of `workflow_id`; of workflows `visible_to` owns) for
+    `runner`, or None when there is none to take."""
+    params = {
+        "runner": check_runner(runner, lease_seconds),
+        "lease": lease_seconds,
+        "workflow_id": workflow_id,
+        "visible_to": visible_to,
+    }
+    claimed = await session.scalar(_CLAIM, params)
+    if claimed is None:
+        return None
+    return await get_execution_or_raise(session, execution_id=claimed)
+
+
+async def heartbeat(
+    session: AsyncSession, *, execution_id: uuid.UUID, runner: str, lease_seconds: int
+) -> models.Execution:
+    """Renew the lease; CONFLICT once the execution is no longer this runner's (finished, or its
+    lease ran out and it went back to PENDING or to another runner): the runner must stop."""
+    params = {"id": execution_id, "runner": check_runner(runner, lease_seconds), "lease": lease_seconds}
+    if await session.scalar(_HEARTBEAT, params) is None:
+        raise _not_held(await get_execution_or_raise(session, execution_id=execution_id), runner)
+    return await get_execution_or_raise(session, execution_id=execution_id)
+
+
+def _not_held(execution: models.Execution, runner: str) -> Conflict:
+    return Conflict(
+        f"the execution is not held by runner {runner!r} (it is {execution.status.upper()})",
+        currentStatus=execution.status.upper(),
+    )
+
+
+async def require_holder(session: AsyncSession, *, execution_id: uuid.UUID, runner: str) -> None:
+    """A report naming its runner counts only while that runner holds the execution. The row is
+    locked until the report commits, so a sweep cannot hand it to another runner in between."""
+    runner = required_text(runner, "runner", limit=MAX_RUNNER)
+    table = models.Execution.__table__  # type: ignore[attr-defined]
+    held = await session.scalar(
+        select(table.c.id)
+        .where(table.c.id == execution_id, table.c.status == "running", table.c.runner == runner)
+        .with_for_update()
+    )
+    if held is None:
+        raise _not_held(await get_execution_or_raise(session, execution_id=execution_id), runner)
+
+
+async def sweep_leases(session: AsyncSession, *, max_attempts: int, batch: int = 500) -> list[models.Execution]:
+    """Hand back the executions whose lease ran out (SKIP LOCKED: several instances may sweep):
+    to PENDING, or to FAILED after `max_attempts` claims. Returns them as they are now."""
+    rows = (await session.execute(_SWEEP_LEASES, {"batch": batch, "max_attempts": max_attempts})).mappings()
+    return [models.Execution.model_construct(**row) for row in rows.all()]
