@@ -92,6 +92,14 @@ def make_settings(**overrides: object) -> Settings:
     return Settings.model_validate(values)
 
 
+# The in-process sweepers asleep: a server whose SQL statements a test counts runs only the test's.
+QUIET_SWEEPERS: dict[str, object] = {
+    "session_sweep_seconds": 3600,
+    "reservation_sweep_seconds": 3600,
+    "lease_sweep_seconds": 3600,
+}
+
+
 @pytest.fixture(scope="session")
 def settings(redis_url: str | None) -> Settings:
     # The shared server uses the real broker whenever there is one.
@@ -109,13 +117,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-__all__ = ["asyncio", "make_settings"]
+__all__ = ["QUIET_SWEEPERS", "asyncio", "make_settings"]
 
 
 @pytest.fixture(scope="module")
 async def quiet_server(database_url: str) -> AsyncIterator[LiveServer]:
     """A server of its own whose sweepers sleep, so that every SQL statement counted is the query's."""
-    settings = make_settings(session_sweep_seconds=3600, reservation_sweep_seconds=3600, lease_sweep_seconds=3600)
+    settings = make_settings(**QUIET_SWEEPERS)
     async with live_server(settings, database_url) as live:
         yield live
 

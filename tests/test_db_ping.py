@@ -12,7 +12,7 @@ from sqlalchemy.pool import QueuePool
 
 from app.db import OperationSession
 from app.settings import Settings
-from tests.conftest import _asyncpg_dsn
+from tests.conftest import QUIET_SWEEPERS, _asyncpg_dsn
 from tests.support import LiveServer, live_server, new_user
 
 
@@ -20,7 +20,7 @@ from tests.support import LiveServer, live_server, new_user
 async def pinging_server(settings: Settings, database_url: str) -> AsyncIterator[LiveServer]:
     # 0: every checkout counts as idle, so the test needs no waiting; sweepers asleep, so the pool
     # holds only the connections the test's own requests used.
-    quiet = {"db_ping_idle_seconds": 0, "session_sweep_seconds": 3600, "reservation_sweep_seconds": 3600}
+    quiet = {"db_ping_idle_seconds": 0, **QUIET_SWEEPERS}
     async with live_server(settings.model_copy(update=quiet), database_url) as live:
         yield live
 
@@ -67,7 +67,7 @@ async def test_a_raw_read_on_a_dead_connection_fails_once_and_the_pool_recovers(
 ) -> None:
     # No ping (a connection that dies while busy is the case): the raw read's failure must take
     # the dead connection out of the pool, or every request handed it would fail.
-    quiet = {"db_ping_idle_seconds": 1000, "session_sweep_seconds": 3600, "reservation_sweep_seconds": 3600}
+    quiet = {"db_ping_idle_seconds": 1000, **QUIET_SWEEPERS}
     async with live_server(settings.model_copy(update=quiet), database_url) as live:
         token = await new_user(live)
         assert (await live.data("{ me { id } }", token=token))["me"]["id"]  # the login is remembered now
@@ -81,7 +81,7 @@ async def test_after_a_raw_read_fails_every_older_connection_is_checked(settings
     """A raw read that finds its connection dead makes the pool ping every connection it held
     from before at its next checkout (PostgreSQL restarted: they are all dead), so only the first
     request fails, not one per pooled connection."""
-    quiet = {"db_ping_idle_seconds": 1000, "session_sweep_seconds": 3600, "reservation_sweep_seconds": 3600}
+    quiet = {"db_ping_idle_seconds": 1000, **QUIET_SWEEPERS}
     async with live_server(settings.model_copy(update=quiet), database_url) as live:
         token = await new_user(live)
         assert (await live.data("{ me { id } }", token=token))["me"]["id"]  # the login is remembered now

@@ -6,7 +6,7 @@ import uuid
 
 from app.workflows.service import executions, workflows
 from tests.communities.support import user_id_of
-from tests.conftest import make_settings
+from tests.conftest import QUIET_SWEEPERS, make_settings
 from tests.support import LiveServer, counted, live_server, new_user
 
 NESTED = """
@@ -60,7 +60,7 @@ async def test_statement_count_is_the_same_for_5_and_50_workflows(database_url: 
     # holds up to 1,000 nodes and 5,000 edges), so the cost limit refuses NESTED by design; the
     # subject here is the statement count, on a server of its own without the limit and whose
     # sweepers sleep (every statement counted is the query's).
-    settings = make_settings(session_sweep_seconds=3600, reservation_sweep_seconds=3600, max_query_cost=0)
+    settings = make_settings(**QUIET_SWEEPERS, max_query_cost=0)
     async with live_server(settings, database_url) as server:
         await _statement_count_is_the_same_for_5_and_50_workflows(server)
 
