@@ -49,6 +49,7 @@ from app.observability.graphql import WS_CLOSE_CODE
 from app.observability.logs import configure_logging
 from app.pubsub import Hub
 from app.settings import Settings
+from app.workflows import content
 
 log = logging.getLogger("lodge")
 WATCHDOG = "lodge_ws_watchdog"
@@ -355,6 +356,8 @@ def create_app(deps: Deps) -> Starlette:
             WebSocketRoute("/graphql", graphql_app),
             Route(f"{graphiql.ASSET_PATH}/{{name:path}}", graphql_app.graphiql.serve, methods=["GET"]),
             Route("/ingest", ingest_endpoint, methods=["POST"]),
+            Route("/files/{file_id}/content", content.upload_endpoint, methods=["PUT"]),
+            Route("/files/{file_id}/content", content.download_endpoint, methods=["GET", "HEAD"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *([Route("/metrics", metrics.metrics_endpoint)] if serve_metrics_here else []),

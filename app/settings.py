@@ -125,6 +125,20 @@ class Settings(BaseSettings):
         description="How often expired sessions are deleted and ended billing subscriptions expired.",
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias="LODGE_MAX_BODY_BYTES")
+    files_dir: Path | None = Field(
+        None,
+        validation_alias="LODGE_FILES_DIR",
+        description="Where uploaded file contents are kept; LODGE_DATA_DIR/files if unset.",
+    )
+    file_max_bytes: int = Field(
+        100 * 1024 * 1024, ge=0, validation_alias="LODGE_FILE_MAX_BYTES", description="The largest file upload."
+    )
+    file_url_seconds: int = Field(
+        900,
+        ge=1,
+        validation_alias="LODGE_FILE_URL_SECONDS",
+        description="Signed upload and download URLs work for between this and twice this long.",
+    )
     max_query_depth: int = Field(12, validation_alias="LODGE_MAX_QUERY_DEPTH")
     max_query_tokens: int = Field(5000, validation_alias="LODGE_MAX_QUERY_TOKENS")
     max_aliases: int = Field(30, validation_alias="LODGE_MAX_ALIASES")
@@ -233,6 +247,9 @@ class Settings(BaseSettings):
         if self.environment != "development" and (self.secret_key or "").strip().lower() in PLACEHOLDER_SECRETS:
             raise ValueError("SECRET_KEY must be set to a real secret outside development (LODGE_ENV)")
         return self
+
+    def resolved_files_dir(self) -> Path:
+        return self.files_dir if self.files_dir is not None else self.data_dir / "files"
 
     def resolved_secret_key(self) -> str:
         """The configured key, or one generated once and kept under the data directory."""

@@ -248,3 +248,7 @@ class File(SQLModel, table=True):
     is_public: bool = _flag()
     created_at: datetime = created_at()
     deleted_at: datetime | None = timestamp()
+    # Its content, once uploaded (createFileUpload, then PUT to the signed URL): where the storage
+    # keeps it, and when. The content never changes afterwards.
+    storage_key: str | None = text_col()
+    stored_at: datetime | None = timestamp()

@@ -7,6 +7,7 @@ import dataclasses
 import enum
 import uuid
 from collections.abc import AsyncGenerator, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import strawberry
@@ -14,7 +15,7 @@ import strawberry
 from app.accounts.service import require_user_exists
 from app.api.compiled import declare as c
 from app.api.context import Info
-from app.api.errors import BadUserInput, Forbidden, NotFound
+from app.api.errors import BadUserInput, Conflict, Forbidden, NotFound
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
@@ -30,7 +31,7 @@ from app.api.scalars import JSON
 from app.api.validation import MAX_SEARCH, like_pattern
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
-from app.workflows import access, events, models
+from app.workflows import access, content, events, models
 from app.workflows.service import executions, files, workflows
 from app.workflows.types import (
     EXECUTION_LOG_CURSOR,
@@ -45,6 +46,7 @@ from app.workflows.types import (
     ExecutionStatus,
     File,
     FileInput,
+    FileUpload,
     NodeInput,
     NodeUpdate,
     Workflow,
@@ -80,6 +82,36 @@ async def _execution(info: Info, execution_id: uuid.UUID) -> models.Execution:
     if workflow is None or not await access.can_report(info, execution, workflow):
         raise Forbidden("this execution is not yours")
     return execution
+
+
+async def _register_file(info: Info, input: FileInput) -> models.File:
+    ctx = info.context
+    owner_id = await ctx.require_user_id(ctx.session)
+    if not (0 <= input.size <= 2**53) or input.size != int(input.size):
+        raise BadUserInput("size must be a whole number of bytes, at most 2^53", field="size")
+    return await files.register_file(
+        ctx.session,
+        owner_id=owner_id,
+        filename=input.filename,
+        original_filename=input.original_filename,
+        mime_type=input.mime_type,
+        size=int(input.size),
+        checksum=input.checksum,
+        path=input.path,
+        is_public=input.is_public,
+    )
+
+
+def _upload(info: Info, row: models.File) -> FileUpload:
+    settings = info.context.deps.settings
+    url, expires = content.signed_url(
+        row.id,
+        action=content.PUT,
+        secret=info.context.deps.secret_key,
+        seconds=settings.file_url_seconds,
+        user_id=row.user_id,
+    )
+    return FileUpload(file=File.from_model(row), upload_url=url, expires_at=datetime.fromtimestamp(expires, UTC))
 
 
 async def workflows_page(
@@ -490,22 +522,31 @@ class WorkflowsMutation:
 
     @strawberry.mutation(description="Register a stored file's metadata.")  # type: ignore[untyped-decorator]
     async def register_file(self, info: Info, input: FileInput) -> File:
+        return File.from_model(await _register_file(info, input))
+
+    @strawberry.mutation(
+        description="Register a file and get a URL to PUT its bytes to (with its `mimeType` as Content-Type; "
+        "they must match the size, and the checksum when one is given). See `File.downloadUrl`."
+    )  # type: ignore[untyped-decorator]
+    async def create_file_upload(self, info: Info, input: FileInput) -> FileUpload:
         ctx = info.context
-        owner_id = await ctx.require_user_id(ctx.session)
-        if not (0 <= input.size <= 2**53) or input.size != int(input.size):
-            raise BadUserInput("size must be a whole number of bytes, at most 2^53", field="size")
-        row = await files.register_file(
-            ctx.session,
-            owner_id=owner_id,
-            filename=input.filename,
-            original_filename=input.original_filename,
-            mime_type=input.mime_type,
-            size=int(input.size),
-            checksum=input.checksum,
-            path=input.path,
-            is_public=input.is_public,
-        )
-        return File.from_model(row)
+        limit = ctx.deps.settings.file_max_bytes
+        if input.size > limit:
+            raise BadUserInput(f"files are at most {limit} bytes", field="size", limit=limit)
+        return _upload(info, await _register_file(info, input))
+
+    @strawberry.mutation(
+        description="A new upload URL for a file of yours whose content has not arrived yet (CONFLICT once it has)."
+    )  # type: ignore[untyped-decorator]
+    async def renew_file_upload(self, info: Info, id: strawberry.ID) -> FileUpload:
+        ctx = info.context
+        user_id = await ctx.require_user_id(ctx.session)
+        row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
+        if row.user_id != user_id:
+            raise Forbidden("only the file's owner can upload its content")
+        if row.storage_key is not None:
+            raise Conflict("this file's content is already stored; it never changes")
+        return _upload(info, row)
 
     @strawberry.mutation(description="Soft delete (the owner only).")  # type: ignore[untyped-decorator]
     async def delete_file(self, info: Info, id: strawberry.ID) -> bool:

@@ -463,6 +463,9 @@ class File:
     path: str
     is_public: bool
     created_at: datetime
+    stored_at: datetime | None = strawberry.field(
+        description="When its content arrived (createFileUpload); null until then, and for registered metadata only."
+    )
     row: strawberry.Private[models.File]
 
     @classmethod
@@ -477,12 +480,37 @@ class File:
             path=row.file_path,
             is_public=row.is_public,
             created_at=utc(row.created_at),  # type: ignore[arg-type]
+            stored_at=utc(row.stored_at),
             row=row,
         )
 
     @strawberry.field
     async def owner(self, info: Info) -> UserType:
         return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+
+    @strawberry.field(
+        description="A URL (relative to this server) to GET the content from, for whoever may see the file; it "
+        "works for LODGE_FILE_URL_SECONDS to twice that. Null until the content has arrived."
+    )  # type: ignore[untyped-decorator]
+    def download_url(self, info: Info) -> str | None:
+        from app.workflows import content
+
+        if self.row.storage_key is None:
+            return None
+        deps = info.context.deps
+        url, _ = content.signed_url(
+            self.row.id, action=content.GET, secret=deps.secret_key, seconds=deps.settings.file_url_seconds
+        )
+        return url
+
+
+@strawberry.type
+class FileUpload:
+    file: File
+    upload_url: str = strawberry.field(
+        description="PUT the bytes here (relative to this server), with the file's mimeType as Content-Type."
+    )
+    expires_at: datetime
 
 
 @strawberry.input
