@@ -10,6 +10,7 @@ from app.pubsub import Hub
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.accounts.oidc import IdentityProvider
     from app.accounts.principals import Principals
     from app.api.ratelimit import RateLimiter
     from app.gateway.coalesce import Coalescer
@@ -25,3 +26,5 @@ class Deps:
     principals: Principals
     # The gateway's batches of concurrent reservations (one set per process; idle lanes hold nothing).
     lanes: Coalescer
+    # signInWithProvider's identity provider (LODGE_OIDC_ISSUER); None: not offered.
+    identity_provider: IdentityProvider | None = None

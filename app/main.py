@@ -30,6 +30,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.unset import UNSET
 
 from app.accounts import watchdog
+from app.accounts.oidc import IdentityProvider
 from app.accounts.principals import Principals
 from app.api import graphiql
 from app.api.context import Context
@@ -49,6 +50,7 @@ from app.observability.graphql import WS_CLOSE_CODE
 from app.observability.logs import configure_logging
 from app.pubsub import Hub
 from app.settings import Settings
+from app.vendors.webhook import billing_webhook_endpoint
 from app.workflows import content
 
 log = logging.getLogger("lodge")
@@ -281,6 +283,7 @@ def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
         secret_key=secret_key,
         principals=Principals(seconds=settings.auth_cache_seconds),
         lanes=Coalescer(),
+        identity_provider=IdentityProvider.from_settings(settings),
     )
 
 
@@ -356,6 +359,7 @@ def create_app(deps: Deps) -> Starlette:
             WebSocketRoute("/graphql", graphql_app),
             Route(f"{graphiql.ASSET_PATH}/{{name:path}}", graphql_app.graphiql.serve, methods=["GET"]),
             Route("/ingest", ingest_endpoint, methods=["POST"]),
+            Route("/webhooks/billing", billing_webhook_endpoint, methods=["POST"]),
             Route("/files/{file_id}/content", content.upload_endpoint, methods=["PUT"]),
             Route("/files/{file_id}/content", content.download_endpoint, methods=["GET", "HEAD"]),
             Route("/healthz", healthz),

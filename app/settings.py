@@ -125,6 +125,31 @@ class Settings(BaseSettings):
         description="How often expired sessions are deleted and ended billing subscriptions expired.",
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias="LODGE_MAX_BODY_BYTES")
+    oidc_issuer: str | None = Field(
+        None,
+        validation_alias="LODGE_OIDC_ISSUER",
+        description="The identity provider whose tokens signInWithProvider takes (a Clerk frontend API URL, say).",
+    )
+    oidc_jwks_url: str | None = Field(
+        None, validation_alias="LODGE_OIDC_JWKS_URL", description="Its keys; ISSUER/.well-known/jwks.json if unset."
+    )
+    oidc_audience: str | None = Field(
+        None, validation_alias="LODGE_OIDC_AUDIENCE", description="The `aud` its tokens must carry, if any."
+    )
+    oidc_refresh_cooldown_seconds: float = Field(
+        30.0,
+        ge=0,
+        validation_alias="LODGE_OIDC_REFRESH_COOLDOWN_SECONDS",
+        description="At most one fetch of the keys per this long for key ids not seen yet.",
+    )
+    billing_webhook_secret: str | None = Field(
+        None,
+        validation_alias="LODGE_BILLING_WEBHOOK_SECRET",
+        description="Signs POST /webhooks/billing events (HMAC-SHA256); unset: the endpoint is off.",
+    )
+    billing_webhook_tolerance_seconds: int = Field(
+        300, ge=1, validation_alias="LODGE_BILLING_WEBHOOK_TOLERANCE_SECONDS"
+    )
     files_dir: Path | None = Field(
         None,
         validation_alias="LODGE_FILES_DIR",

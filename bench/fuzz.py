@@ -1070,7 +1070,7 @@ class Fuzzer:
                 "billing",
                 'mutation { createBillingSubscription(input: {provider: "stripe", productId: "pro", startDate: "2026-01-01T00:00:00Z"}) { id } }',
                 {},
-                owner,
+                admin,  # billing:write: nobody grants themself a subscription
             )
         await s(
             "integration",

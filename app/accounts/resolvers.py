@@ -7,7 +7,7 @@ from typing import Annotated
 
 import strawberry
 
-from app.accounts import credentials, models, roles, service
+from app.accounts import credentials, models, oidc, roles, service
 from app.accounts.events import check, end, login_channel, session_channel, user_channel
 from app.accounts.security import issue_access_token
 from app.accounts.types import (
@@ -77,6 +77,9 @@ c.root(
         guard=c.Rule(permissions=("users:admin",)),
     ),
 )
+
+# An identity provider's JWT: a few kilobytes at most.
+MAX_ID_TOKEN = 16_384
 
 
 async def _auth_payload(info: Info, user: models.User) -> AuthPayload:
@@ -217,6 +220,22 @@ class AccountsMutation:
     async def login(self, info: Info, email: str, password: str) -> AuthPayload:
         await limit_sign_in(info.context, email=email)
         user = await service.authenticate(info.context.session, email=email, password=password)
+        return await _auth_payload(info, user)
+
+    @strawberry.mutation(
+        description="Sign in with an external identity provider's token (OIDC, e.g. a Clerk session token; "
+        "LODGE_OIDC_ISSUER): its `sub` is the user's clerkId; a new subject links the live user with the "
+        "token's verified email, or becomes a new user. UNAUTHENTICATED for a token that does not verify."
+    )  # type: ignore[untyped-decorator]
+    async def sign_in_with_provider(
+        self, info: Info, token: Annotated[str, strawberry.argument(metadata=max_length(MAX_ID_TOKEN))]
+    ) -> AuthPayload:
+        ctx = info.context
+        provider = ctx.deps.identity_provider
+        if provider is None:
+            raise BadUserInput("this server takes no identity provider's tokens (LODGE_OIDC_ISSUER is not set)")
+        identity = await provider.verify(token)
+        user = await oidc.sign_in(ctx.session, identity)
         return await _auth_payload(info, user)
 
     @strawberry.mutation(description="Rotates: the token given is spent; reusing a spent one revokes its login.")  # type: ignore[untyped-decorator]

@@ -80,6 +80,14 @@ class BillingSubscription(SQLModel, table=True):
         Index("ix_subscriptions_status", "status"),
         Index("ix_subscriptions_end_date", "end_date"),
         Index("ix_subscriptions_user_id_created_at", "user_id", "created_at", "id"),
+        # The provider's own id of the subscription: what its webhook events name.
+        Index(
+            "uq_subscriptions_provider_external_id",
+            "provider",
+            "external_id",
+            unique=True,
+            postgresql_where=text("external_id IS NOT NULL"),
+        ),
     )
 
     id: uuid.UUID = uuid_pk()
@@ -91,6 +99,19 @@ class BillingSubscription(SQLModel, table=True):
     end_date: datetime | None = timestamp()
     created_at: datetime = created_at()
     updated_at: datetime = updated_at()
+    external_id: str | None = text_col()
+    # When the provider sent the event that set the status: an older event arriving late changes nothing.
+    provider_updated_at: datetime | None = timestamp()
+
+
+class BillingEvent(SQLModel, table=True):
+    """A billing webhook event applied once: its id is its idempotency key."""
+
+    __tablename__ = "billing_events"
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    type: str = text_col(nullable=False)
+    received_at: datetime = created_at()
 
 
 class Integration(SQLModel, table=True):

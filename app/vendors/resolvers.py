@@ -71,6 +71,21 @@ async def _billing_owner(info: Info, user_id: strawberry.ID | None) -> uuid.UUID
     return owner
 
 
+async def _administered_subscription(info: Info, id: strawberry.ID) -> models.BillingSubscription:
+    """A subscription a `billing:write` caller changes. To anyone else, their own is FORBIDDEN and
+    someone else's NOT_FOUND, as if it did not exist: ids reveal nothing."""
+    ctx = info.context
+    caller = await ctx.require_user_id(ctx.session)
+    row = await ctx.session.get(models.BillingSubscription, parse_id(id))
+    if await has_permission(ctx, BILLING, ctx.session):
+        if row is None:
+            raise NotFound("subscription not found", id=str(id))
+        return row
+    if row is None or row.user_id != caller:
+        raise NotFound("subscription not found", id=str(id))
+    raise Forbidden("a subscription's status changes through its billing provider (or `billing:write`)")
+
+
 async def vendors_page(
     info: Info,
     *,
@@ -343,10 +358,13 @@ class VendorsMutation:
         return True
 
     @strawberry.mutation(
-        description="Record a subscription: the caller's own, or anyone's with `billing:write` (`input.userId`)."
+        description="Record a subscription for a user (`billing:write`: a billing service or an admin; the caller's "
+        "own when `input.userId` is omitted). Status otherwise changes through POST /webhooks/billing."
     )  # type: ignore[untyped-decorator]
     async def create_billing_subscription(self, info: Info, input: BillingSubscriptionInput) -> BillingSubscription:
         ctx = info.context
+        # Nobody grants themself a subscription: the provider's webhook or a billing admin does.
+        await require_permission(ctx, BILLING, session=ctx.session)
         owner = await _billing_owner(info, input.user_id)
         row = await billing.create_subscription(
             ctx.session,
@@ -356,20 +374,32 @@ class VendorsMutation:
             status=input.status,
             start_date=input.start_date,
             end_date=input.end_date,
+            external_id=input.external_id,
         )
         return BillingSubscription.from_model(row)
 
     @strawberry.mutation(
-        description="active -> cancelled, by its user or `billing:write`; any other status is CONFLICT."
+        description="active -> cancelled (`billing:write`); any other status is CONFLICT. A user cancels with "
+        "their billing provider, whose webhook tells Lodge."
     )  # type: ignore[untyped-decorator]
     async def cancel_billing_subscription(self, info: Info, id: strawberry.ID) -> BillingSubscription:
-        ctx = info.context
-        caller = await ctx.require_user_id(ctx.session)
-        row = await ctx.session.get(models.BillingSubscription, parse_id(id))
-        # Someone else's subscription is NOT_FOUND, as if it did not exist: ids reveal nothing.
-        if row is None or (row.user_id != caller and not await has_permission(ctx, BILLING, ctx.session)):
-            raise NotFound("subscription not found", id=str(id))
-        return BillingSubscription.from_model(await billing.cancel_subscription(ctx.session, subscription_id=row.id))
+        row = await _administered_subscription(info, id)
+        session = info.context.session
+        return BillingSubscription.from_model(await billing.cancel_subscription(session, subscription_id=row.id))
+
+    @strawberry.mutation(
+        description="Set a subscription's status, any way (`billing:write`): an admin's correction of the "
+        "provider's word."
+    )  # type: ignore[untyped-decorator]
+    async def set_billing_subscription_status(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        status: Annotated[str, strawberry.argument(metadata=max_length(MAX_STATUS))],
+    ) -> BillingSubscription:
+        row = await _administered_subscription(info, id)
+        changed = await billing.set_status(info.context.session, subscription_id=row.id, status=status)
+        return BillingSubscription.from_model(changed)
 
 
 def _box(

@@ -182,6 +182,7 @@ class BillingSubscription:
     end_date: datetime | None
     created_at: datetime
     updated_at: datetime
+    external_id: str | None = strawberry.field(description="The provider's id of it (what its webhook names).")
     row: strawberry.Private[models.BillingSubscription]
 
     @classmethod
@@ -195,6 +196,7 @@ class BillingSubscription:
             end_date=utc(row.end_date),
             created_at=utc(row.created_at),  # type: ignore[arg-type]
             updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            external_id=row.external_id,
             row=row,
         )
 
@@ -266,6 +268,7 @@ class BillingSubscriptionInput:
     status: str | None = strawberry.field(default=None, metadata=max_length(MAX_STATUS))
     start_date: datetime
     end_date: datetime | None = None
+    external_id: str | None = strawberry.field(default=None, metadata=max_length(MAX_NAME))
     user_id: strawberry.ID | None = strawberry.field(
         default=None, description="Whose subscription: the caller's by default; anyone's with `billing:write`."
     )

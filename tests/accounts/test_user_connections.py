@@ -27,9 +27,10 @@ async def test_a_users_connections_show_what_the_caller_may_see(server: LiveServ
     await server.data(workflow, {"n": "public", "p": True}, token=alice)
     vendor = 'mutation { createVendor(input: {name: "Tacos"}) { id } }'
     vendor_id = (await server.data(vendor, token=alice))["createVendor"]["id"]
-    billing = """mutation { createBillingSubscription(input: {provider: "stripe", productId: "pro",
-      startDate: "2026-11-01T00:00:00Z"}) { id } }"""
-    await server.data(billing, token=alice)
+    billing = """mutation($u: ID!) { createBillingSubscription(input: {provider: "stripe", productId: "pro",
+      startDate: "2026-11-01T00:00:00Z", userId: $u}) { id } }"""
+    billing_service, _ = await new_admin(server, ("billing:write",))
+    await server.data(billing, {"u": alice_id}, token=billing_service)
 
     own = (await server.data("{ me " + CONNECTIONS + " }", token=alice))["me"]
     assert own["guilds"] == {"totalCount": 2, "nodes": [{"name": "alone"}, {"name": "shared"}]}

@@ -128,27 +128,32 @@ async def test_fifty_concurrent_upserts_make_one_integration(server: LiveServer)
 async def test_billing_subscription_status_machine(server: LiveServer) -> None:
     token = await new_user(server)
     other = await new_user(server)
+    service, _ = await new_admin(server, ("billing:write",))
+    me = (await server.data("{ me { id } }", token=token))["me"]["id"]
     create = """mutation($input: BillingSubscriptionInput!) {
       createBillingSubscription(input: $input) { id status startDate endDate user { id } } }"""
-    base = {"provider": "revenuecat", "productId": "pro_monthly", "startDate": "2026-11-01T00:00:00Z"}
-    sub = (await server.data(create, {"input": base}, token=token))["createBillingSubscription"]
-    assert sub["status"] == "active"
+    base = {"provider": "revenuecat", "productId": "pro_monthly", "startDate": "2026-11-01T00:00:00Z", "userId": me}
+    # Nobody grants themself a subscription: the provider's webhook or `billing:write` does.
+    own = {k: v for k, v in base.items() if k != "userId"}
+    assert await server.error_code(create, {"input": own}, token=token) == "FORBIDDEN"
+    assert await server.error_code(create, {"input": base}, token=other) == "FORBIDDEN"
+    sub = (await server.data(create, {"input": base}, token=service))["createBillingSubscription"]
+    assert sub["status"] == "active" and sub["user"]["id"] == me
     cancel = "mutation($id: ID!) { cancelBillingSubscription(id: $id) { status } }"
-    # Someone else's subscription does not exist for a user without `billing:write`.
+    # Someone else's subscription does not exist for a user without `billing:write`; their own is
+    # cancelled with the provider.
     assert await server.error_code(cancel, {"id": sub["id"]}, token=other) == "NOT_FOUND"
-    # A user records their own subscriptions only; not someone else's, not one for a missing user.
-    me = (await server.data("{ me { id } }", token=token))["me"]["id"]
-    assert await server.error_code(create, {"input": {**base, "userId": me}}, token=other) == "FORBIDDEN"
+    assert await server.error_code(cancel, {"id": sub["id"]}, token=token) == "FORBIDDEN"
     listing = "query($u: ID) { billingSubscriptions(userId: $u) { totalCount nodes { id } } }"
     assert await server.error_code(listing, {"u": me}, token=other) == "FORBIDDEN"
-    assert (await server.data(cancel, {"id": sub["id"]}, token=token))["cancelBillingSubscription"][
+    assert (await server.data(cancel, {"id": sub["id"]}, token=service))["cancelBillingSubscription"][
         "status"
     ] == "cancelled"
-    assert await server.error_code(cancel, {"id": sub["id"]}, token=token) == "CONFLICT"
+    assert await server.error_code(cancel, {"id": sub["id"]}, token=service) == "CONFLICT"
     for bad in ({"status": "paused"}, {"endDate": "2026-10-01T00:00:00Z"}, {"provider": " "}):
-        assert await server.error_code(create, {"input": {**base, **bad}}, token=token) == "BAD_USER_INPUT", bad
+        assert await server.error_code(create, {"input": {**base, **bad}}, token=service) == "BAD_USER_INPUT", bad
     # An active subscription past its end date expires (the sweeper's statement), and stays so.
-    ended = (await server.data(create, {"input": {**base, "endDate": "2026-11-02T00:00:00Z"}}, token=token))[
+    ended = (await server.data(create, {"input": {**base, "endDate": "2026-11-02T00:00:00Z"}}, token=service))[
         "createBillingSubscription"
     ]
     from app.vendors.service import billing
@@ -159,7 +164,13 @@ async def test_billing_subscription_status_machine(server: LiveServer) -> None:
     mine = await server.data("{ billingSubscriptions { nodes { id status } } }", token=token)
     statuses = {n["id"]: n["status"] for n in mine["billingSubscriptions"]["nodes"]}
     assert statuses == {sub["id"]: "cancelled", ended["id"]: "expired"}
-    assert await server.error_code(cancel, {"id": ended["id"]}, token=token) == "CONFLICT"
+    assert await server.error_code(cancel, {"id": ended["id"]}, token=service) == "CONFLICT"
+    # An admin may set any status (a correction), and only a known one.
+    status = "mutation($id: ID!, $s: String!) { setBillingSubscriptionStatus(id: $id, status: $s) { status } }"
+    restored = await server.data(status, {"id": ended["id"], "s": "active"}, token=service)
+    assert restored["setBillingSubscriptionStatus"] == {"status": "active"}
+    assert await server.error_code(status, {"id": ended["id"], "s": "paused"}, token=service) == "BAD_USER_INPUT"
+    assert await server.error_code(status, {"id": ended["id"], "s": "active"}, token=token) == "FORBIDDEN"
 
 
 async def test_a_billing_service_manages_other_peoples_subscriptions(server: LiveServer) -> None:
@@ -184,7 +195,7 @@ async def test_a_billing_service_manages_other_peoples_subscriptions(server: Liv
         "status": "cancelled"
     }
     # The second attempt names the status the row has now, not the one first read in the operation.
-    again = await server.gql(cancel, {"id": sub["id"]}, token=user)
+    again = await server.gql(cancel, {"id": sub["id"]}, token=service)
     assert again["errors"][0]["extensions"]["code"] == "CONFLICT"
     assert again["errors"][0]["extensions"]["status"] == "cancelled"
     assert await count(server, models.BillingSubscription, user_id=uuid.UUID(user_id)) == 1

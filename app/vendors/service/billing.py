@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
@@ -33,6 +34,7 @@ async def create_subscription(
     status: str | None,
     start_date: datetime,
     end_date: datetime | None,
+    external_id: str | None = None,
 ) -> models.BillingSubscription:
     status = (status or "active").lower()
     if status not in STATUSES:
@@ -49,9 +51,14 @@ async def create_subscription(
         status=status,
         start_date=start,
         end_date=end,
+        external_id=required_text(external_id, "externalId") if external_id is not None else None,
     )
     session.add(row)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Conflict("this provider already has a subscription with this externalId", field="externalId") from None
     await session.refresh(row)
     return row
 
@@ -77,6 +84,15 @@ async def cancel_subscription(session: AsyncSession, *, subscription_id: uuid.UU
     if changed is None:
         raise Conflict(f"only an active subscription can be cancelled; this one is {row.status}", status=row.status)
     return row
+
+
+async def set_status(session: AsyncSession, *, subscription_id: uuid.UUID, status: str) -> models.BillingSubscription:
+    status = status.strip().lower()
+    if status not in STATUSES:
+        raise BadUserInput(f"status must be one of {', '.join(STATUSES)}", field="status")
+    table = models.BillingSubscription.__table__  # type: ignore[attr-defined]
+    await session.execute(table.update().where(table.c.id == subscription_id).values(status=status))
+    return await get_subscription_or_raise(session, subscription_id=subscription_id)
 
 
 async def expire_subscriptions(conn: AsyncSession | AsyncConnection) -> int:
