@@ -250,6 +250,21 @@ async def sweep_reservations(deps: Deps) -> None:
             log.warning("reservation sweep failed", exc_info=True)
 
 
+async def sweep_log_retention(deps: Deps) -> None:
+    """Delete logs older than their project's retention, in batches (any number of instances)."""
+    from app.logs import service
+
+    while True:
+        await asyncio.sleep(deps.settings.retention_sweep_seconds)
+        try:
+            async with deps.db.autocommit() as conn:
+                deleted = await service.sweep_retention(conn)
+            if deleted:
+                log.info("deleted %d logs past their project's retention", deleted)
+        except Exception:
+            log.warning("log retention sweep failed", exc_info=True)
+
+
 async def sweep_execution_leases(deps: Deps) -> None:
     """Hand back the executions of runners that stopped sending heartbeats (any number of instances)."""
     from app.workflows import events
@@ -316,6 +331,7 @@ def create_app(deps: Deps) -> Starlette:
             asyncio.create_task(sweep_sessions(deps), name="lodge-session-sweeper"),
             asyncio.create_task(sweep_reservations(deps), name="lodge-reservation-sweeper"),
             asyncio.create_task(sweep_execution_leases(deps), name="lodge-lease-sweeper"),
+            asyncio.create_task(sweep_log_retention(deps), name="lodge-retention-sweeper"),
             asyncio.create_task(deps.principals.listen(deps.hub), name="lodge-auth-cache"),
         ]
         metrics.track(deps)

@@ -229,6 +229,11 @@ class Settings(BaseSettings):
         validation_alias="LODGE_RESERVATION_SWEEP_SECONDS",
         description="How often expired gateway reservations are released.",
     )
+    retention_sweep_seconds: float = Field(
+        300.0,
+        validation_alias="LODGE_RETENTION_SWEEP_SECONDS",
+        description="How often logs older than their project's retention are deleted.",
+    )
     lease_sweep_seconds: float = Field(
         5.0,
         validation_alias="LODGE_LEASE_SWEEP_SECONDS",

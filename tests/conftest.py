@@ -97,6 +97,7 @@ QUIET_SWEEPERS: dict[str, object] = {
     "session_sweep_seconds": 3600,
     "reservation_sweep_seconds": 3600,
     "lease_sweep_seconds": 3600,
+    "retention_sweep_seconds": 3600,
 }
 
 

@@ -93,6 +93,22 @@ async def test_serve_with_no_configuration(tmp_path: Path) -> None:
                 headers={"authorization": f"Bearer {token}"},
             )
             assert logs.json()["data"]["projects"]["nodes"][0]["logs"]["totalCount"] == 6
+            # The demo vendors, each with its trail of positions (the owner's to read), newest first.
+            trails = await http.post(
+                "/graphql",
+                json={
+                    "query": "{ me { vendors { nodes { name lat long locations(first: 50) { totalCount nodes { lat long timestamp } } } } } }"
+                },
+                headers={"authorization": f"Bearer {token}"},
+            )
+            demo_vendors = trails.json()["data"]["me"]["vendors"]["nodes"]
+            assert len(demo_vendors) == 5
+            for vendor in demo_vendors:
+                trail = vendor["locations"]
+                assert trail["totalCount"] == 12
+                assert (trail["nodes"][0]["lat"], trail["nodes"][0]["long"]) == (vendor["lat"], vendor["long"])
+                stamps = [node["timestamp"] for node in trail["nodes"]]
+                assert stamps == sorted(stamps, reverse=True) and len(set(stamps)) == 12
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)  # what docker stop and Kubernetes send

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import strawberry
 
-from app.accounts import credentials, models, oidc, roles, service
-from app.accounts.events import check, end, login_channel, session_channel, user_channel
+from app.accounts import credentials, deletion, models, oidc, roles, service
+from app.accounts.events import api_key_channel, check, end, login_channel, session_channel, user_channel
 from app.accounts.security import issue_access_token
 from app.accounts.types import (
     USER_PRIVATE,
@@ -293,16 +293,23 @@ class AccountsMutation:
             ctx.announce(user_channel(user.id), check("password"))
         return User.from_model(updated)
 
-    @strawberry.mutation(description="Soft delete: the user disappears, their sessions and tokens die with them.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(
+        description="Soft delete: the user disappears, their sessions and tokens die with them, their projects' "
+        "API keys are revoked, their vendors leave public lists, their active subscriptions are cancelled and "
+        "their workflows are soft-deleted (public ones are no longer read or run)."
+    )  # type: ignore[untyped-decorator]
     async def delete_user(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         user = await _visible_user(info, parse_id(id))
         await _require_outranks(info, user.id)
         ended = await credentials.end_all_credentials(ctx.session, user_id=user.id)
         await service.soft_delete_user(ctx.session, user=user)
+        retired = await deletion.retire_owned(ctx.session, user_id=user.id)
         ctx.announce(user_channel(user.id), end("user"))
         for session_id in ended:
             ctx.announce(session_channel(session_id), end("session"))
+        for key_id in retired.api_key_ids:  # the keys of their projects stop at once, everywhere
+            ctx.announce(api_key_channel(key_id), end("owner deleted"))
         return True
 
     @strawberry.mutation(

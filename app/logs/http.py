@@ -44,10 +44,11 @@ from starlette.responses import JSONResponse
 
 from app.api.errors import BAD_USER_INPUT, INTERNAL, BadUserInput, LodgeError, Unauthenticated
 from app.api.extensions import database_unavailable
+from app.api.permissions import require_scope
 from app.audit import recorder
 from app.audit.recorder import AuditEntry, action_for
 from app.deps import Deps
-from app.logs import events, records, service
+from app.logs import events, models, records, service
 from app.observability import metrics
 
 _STATUS = {"BAD_USER_INPUT": 400, "UNAUTHENTICATED": 401, "FORBIDDEN": 403}
@@ -350,6 +351,7 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
             async with deps.db.autocommit() as conn:
                 key = await service.authenticate_api_key_cached(deps.principals, conn, secret=secret)
         request.scope.setdefault("state", {})["lodge_caller"] = {"api_key_id": str(key.id)}
+        require_scope(key, models.INGEST)
         deps.limiter.vouch(secret)
         wbits = _wbits(request)
         length = request.headers.get("content-length", "")

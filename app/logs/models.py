@@ -6,8 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKeyConstraint, Identity, Index, text
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKeyConstraint, Identity, Index, Integer, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlmodel import Field, SQLModel
 
 from app.columns import created_at, text_col, timestamp, updated_at, uuid_fk, uuid_pk
@@ -15,8 +15,14 @@ from app.columns import created_at, text_col, timestamp, updated_at, uuid_fk, uu
 LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
 
 
+MAX_RETENTION_DAYS = 36_500
+
+
 class Project(SQLModel, table=True):
     __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint(f"log_retention_days BETWEEN 1 AND {MAX_RETENTION_DAYS}", name="log_retention_days"),
+    )
 
     id: uuid.UUID = uuid_pk()
     name: str = text_col(nullable=False)
@@ -25,6 +31,14 @@ class Project(SQLModel, table=True):
     client_id: uuid.UUID | None = uuid_fk("clients.id", ondelete="SET NULL", nullable=True, index=True)
     created_at: datetime = created_at()
     updated_at: datetime = updated_at()
+    # Logs older than this many days (by when Lodge stored them) are deleted by the retention
+    # sweeper; null keeps them for good.
+    log_retention_days: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+
+
+# What an API key may do (`ApiKey.scopes`).
+INGEST, READ, ADMIN = "INGEST", "READ", "ADMIN"
+SCOPES = (INGEST, READ, ADMIN)
 
 
 class ApiKey(SQLModel, table=True):
@@ -35,6 +49,7 @@ class ApiKey(SQLModel, table=True):
             ["environment_id", "project_id"], ["environments.id", "environments.project_id"], ondelete="CASCADE"
         ),
         Index("ix_api_keys_environment_id", "environment_id"),
+        CheckConstraint("scopes <@ ARRAY['INGEST', 'READ', 'ADMIN']::text[]", name="scopes"),
     )
 
     id: uuid.UUID = uuid_pk()
@@ -50,6 +65,16 @@ class ApiKey(SQLModel, table=True):
     last_used_at: datetime | None = timestamp()
     expires_at: datetime | None = timestamp()
     revoked_at: datetime | None = timestamp()
+    # What it may do (SCOPES): INGEST logs, READ the project's logs and tail them, or ADMIN (both,
+    # and everything a key could do before scopes existed, which is what older keys keep).
+    scopes: list[str] = Field(
+        default_factory=lambda: [ADMIN],
+        sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{ADMIN}'")),
+    )
+
+
+def key_can(key: ApiKey, scope: str) -> bool:
+    return ADMIN in key.scopes or scope in key.scopes
 
 
 class Log(SQLModel, table=True):

@@ -23,7 +23,7 @@ from app.api.pagination import (
     time_cursor,
     wants_total,
 )
-from app.api.permissions import parse_id, require_permission, require_project_access
+from app.api.permissions import parse_id, require_permission, require_project_access, require_scope
 from app.api.scalars import utc
 from app.api.validation import like_pattern
 from app.audit.recorder import AuditField, action_for
@@ -162,6 +162,7 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
     batch = service.prepare_batch(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
     async with ctx.deps.db.autocommit() as conn:
         api_key = await ctx.require_api_key(conn)
+        require_scope(api_key, models.INGEST)
         outcome = await service.ingest(conn, api_key=api_key, batch=batch)
     ctx.scope.committed_outside = True
     metrics.logs_ingested("graphql", new=len(outcome.inserted), duplicates=outcome.duplicates)
@@ -332,6 +333,7 @@ class LogsMutation:
             description=input.description,
             expires_at=input.expires_at,
             environment_id=parse_id(input.environment_id, "environmentId") if input.environment_id else None,
+            scopes=[scope.name for scope in input.scopes] if input.scopes is not None else None,
         )
         return CreatedApiKey(api_key=ApiKey.from_model(row), secret=secret)
 

@@ -71,6 +71,11 @@ async def get_project_or_raise(session: AsyncSession, *, project_id: uuid.UUID) 
 async def update_project(session: AsyncSession, *, project: models.Project, changes: dict[str, Any]) -> models.Project:
     if "name" in changes:
         changes["name"] = _required(changes["name"], "name")
+    days = changes.get("log_retention_days")
+    if days is not None and not 1 <= days <= models.MAX_RETENTION_DAYS:
+        raise BadUserInput(
+            f"logRetentionDays must be between 1 and {models.MAX_RETENTION_DAYS}", field="logRetentionDays"
+        )
     for name, value in changes.items():
         setattr(project, name, value)
     await session.flush()
@@ -119,9 +124,17 @@ async def create_api_key(
     description: str | None,
     expires_at: datetime | None,
     environment_id: uuid.UUID | None = None,
+    scopes: Sequence[str] | None = None,
 ) -> tuple[models.ApiKey, str]:
+    """A new key and its secret (shown once). Scopes by default: a project key may do anything
+    (ADMIN); an environment's key, made for a gateway, ingests but reads no logs unless given READ."""
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise BadUserInput("expiresAt must be in the future", field="expiresAt")
+    if scopes is None:
+        scopes = [models.INGEST] if environment_id is not None else [models.ADMIN]
+    scopes = sorted(set(scopes), key=models.SCOPES.index)
+    if not scopes and environment_id is None:
+        raise BadUserInput("a project's key needs at least one scope", field="scopes")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = models.ApiKey(
         project_id=project_id,
@@ -131,6 +144,7 @@ async def create_api_key(
         prefix=secret[:PREFIX_LENGTH],
         key_hash=hash_secret(secret),
         expires_at=expires_at,
+        scopes=list(scopes),
     )
     session.add(key)
     try:
@@ -517,3 +531,36 @@ async def head_seq(session: AsyncSession, *, project_id: uuid.UUID) -> int:
     table = models.Log
     head = await session.scalar(select(func.coalesce(func.max(table.seq), 0)).where(table.project_id == project_id))  # type: ignore[arg-type]
     return int(head or 0)
+
+
+# -- retention -------------------------------------------------------------------------------------
+
+_RETAINED = text("SELECT id, log_retention_days FROM projects WHERE log_retention_days IS NOT NULL")
+_EXPIRE_BATCH = text(
+    """
+    -- The project's oldest `batch` logs by seq (the index's order, so no more than `batch` rows
+    -- are read), those of them stored before the cutoff deleted.
+    WITH oldest AS (
+        SELECT seq FROM logs WHERE project_id = :project_id ORDER BY seq LIMIT :batch
+    )
+    DELETE FROM logs l USING oldest
+    WHERE l.project_id = :project_id AND l.seq = oldest.seq
+      AND l.created_at < now() - make_interval(days => :days)
+    """
+)
+
+
+async def sweep_retention(conn: AsyncConnection, *, batch: int = 1000) -> int:
+    """Delete, project by project and `batch` at a time (each batch its own short transaction on
+    an autocommit connection), the logs older than their project's retention; returns how many.
+    A batch that deletes fewer than it read has reached the logs the project keeps."""
+    total = 0
+    projects = (await conn.execute(_RETAINED)).all()
+    for project_id, days in projects:
+        while True:
+            result: Any = await conn.execute(_EXPIRE_BATCH, {"project_id": project_id, "batch": batch, "days": days})
+            deleted = int(result.rowcount or 0)
+            total += deleted
+            if deleted < batch:
+                break
+    return total

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from enum import Enum
@@ -76,6 +77,9 @@ class Project:
     description: str | None
     created_at: datetime
     updated_at: datetime
+    log_retention_days: int | None = strawberry.field(
+        description="Logs stored longer ago than this many days are deleted; null keeps them for good."
+    )
     row: strawberry.Private[models.Project]
 
     @classmethod
@@ -86,6 +90,7 @@ class Project:
             description=row.description,
             created_at=utc(row.created_at),  # type: ignore[arg-type]
             updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            log_retention_days=row.log_retention_days,
             row=row,
         )
 
@@ -150,6 +155,13 @@ class Project:
         )
 
 
+@strawberry.enum(description="What an API key may do.")
+class ApiKeyScope(enum.Enum):
+    INGEST = strawberry.enum_value(models.INGEST, description="store logs (ingestLog(s), POST /ingest)")
+    READ = strawberry.enum_value(models.READ, description="read the project and its logs, and tail them")
+    ADMIN = strawberry.enum_value(models.ADMIN, description="both, and all a key could do before scopes")
+
+
 @c.table(
     models.ApiKey,
     environment=c.ManyToOne("Environment", key="environment_id"),
@@ -165,6 +177,7 @@ class ApiKey:
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    scopes: list[ApiKeyScope]
     project_id: strawberry.Private[uuid.UUID]
     environment_id: strawberry.Private[uuid.UUID | None]
 
@@ -179,6 +192,7 @@ class ApiKey:
             last_used_at=utc(row.last_used_at),
             expires_at=utc(row.expires_at),
             revoked_at=utc(row.revoked_at),
+            scopes=[ApiKeyScope(scope) for scope in row.scopes],
             project_id=row.project_id,
             environment_id=row.environment_id,
         )
@@ -276,6 +290,10 @@ class ProjectUpdate:
     client_id: strawberry.ID | None = strawberry.field(
         default=strawberry.UNSET, description="Setting it needs gateway:admin."
     )
+    log_retention_days: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description=f"1 to {models.MAX_RETENTION_DAYS}: older logs are deleted; null keeps them for good.",
+    )
 
 
 @strawberry.input
@@ -285,6 +303,11 @@ class ApiKeyInput:
     label: str = strawberry.field(metadata=max_length(MAX_NAME))
     description: str | None = strawberry.field(default=None, metadata=max_length(MAX_DESCRIPTION))
     expires_at: datetime | None = None
+    scopes: list[ApiKeyScope] | None = strawberry.field(
+        default=None,
+        description="ADMIN for a project's key, INGEST for an environment's, unless given.",
+        metadata=max_length(3),
+    )
 
 
 @strawberry.input

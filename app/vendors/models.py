@@ -47,6 +47,8 @@ class Vendor(SQLModel, table=True):
     long: float | None = _degrees(nullable=True)
     created_at: datetime = created_at()
     updated_at: datetime = updated_at()
+    # Set when its owner was deleted: it leaves the public lists (`vendors`, `vendorsNear`).
+    hidden_at: datetime | None = timestamp()
 
 
 class Location(SQLModel, table=True):

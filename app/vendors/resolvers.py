@@ -130,6 +130,7 @@ c.root(
     c.Connection(
         "Vendor",
         order=c.Keyset("created_at", "id", VENDOR_CURSOR),
+        where=lambda t: f"{t}.hidden_at IS NULL",  # an owner's deletion hides them (vendors_query)
         filters={
             "open": c.Filter(lambda t, open: f"{t}.open = {open}::boolean"),
             "search": c.Filter(lambda t, like: f"{t}.name ILIKE {like}::text", bind=like_pattern, truthy=True),

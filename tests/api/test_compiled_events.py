@@ -85,7 +85,9 @@ async def test_a_log_whose_rendering_depends_on_the_viewer(server: LiveServer, r
         {"p": t.project_id},
         token=t.token,
     )
-    env_key, env_secret = await new_api_key(server, t.token, t.project_id, environmentId=env["createEnvironment"]["id"])
+    env_key, env_secret = await new_api_key(
+        server, t.token, t.project_id, environmentId=env["createEnvironment"]["id"], scopes=["INGEST", "READ"]
+    )
     document = "subscription($p: ID!) { logAdded(projectId: $p) { log project { name apiKeys { id } } } }"
 
     async def send() -> None:

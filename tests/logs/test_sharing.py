@@ -28,7 +28,7 @@ async def test_each_viewer_gets_its_own_rendering_in_either_order(server: LiveSe
             token=t.token,
         )
         env_key_id, env_secret = await new_api_key(
-            server, t.token, t.project_id, environmentId=env["createEnvironment"]["id"]
+            server, t.token, t.project_id, environmentId=env["createEnvironment"]["id"], scopes=["INGEST", "READ"]
         )
         credentials = [f"ApiKey {env_secret}", f"Bearer {t.token}"]
         if not key_first:

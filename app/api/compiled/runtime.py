@@ -24,6 +24,7 @@ from graphql.execution.values import VariableValues
 
 from app.api.compiled.hybrid import Hybrid, Precompleted, tree
 from app.api.compiled.planner import MARKER, NOBODY, Bail, Caller, RootPlan
+from app.logs.models import READ, key_can
 from app.observability import metrics
 
 log = logging.getLogger("lodge.plans")
@@ -85,6 +86,8 @@ async def _caller(ctx: Any) -> Caller:
     creds = ctx.credentials
     if creds is not None and creds.scheme == "apikey":
         key = await ctx.api_key_now()  # as require_project_access: revocations count at once
+        if not key_can(key, READ):  # reads nothing (an ingest-only key): every guard bails
+            return NOBODY
         return Caller(key_environment=key.environment_id, key_project=key.project_id)
     return Caller(user_id=await ctx.user_id(ctx.session))
 

@@ -109,7 +109,7 @@ def vendors_query(
     limit: int,
 ) -> Any:
     v = models.Vendor
-    query = select(v)
+    query = select(v).where(col(v.hidden_at).is_(None))  # an owner's deletion hides them
     if open is not None:
         query = query.where(col(v.open).is_(open))
     if search:
@@ -157,7 +157,7 @@ def near_query(*, lat: float, long: float, radius_km: float, open_only: bool, li
     v = models.Vendor
     box = geo.bounding_box(lat, long, radius_km)
     distance = _haversine_sql(lat, long).label("distance_km")
-    conditions: list[Any] = [col(v.lat).between(box.min_lat, box.max_lat)]
+    conditions: list[Any] = [col(v.lat).between(box.min_lat, box.max_lat), col(v.hidden_at).is_(None)]
     if box.longs:
         conditions.append(or_(*(col(v.long).between(low, high) for low, high in box.longs)))
     if open_only:
