@@ -10,6 +10,7 @@ from app.pubsub import Hub
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.accounts.email import EmailSender
     from app.accounts.oidc import IdentityProvider
     from app.accounts.principals import Principals
     from app.api.ratelimit import RateLimiter
@@ -28,3 +29,5 @@ class Deps:
     lanes: Coalescer
     # signInWithProvider's identity provider (LODGE_OIDC_ISSUER); None: not offered.
     identity_provider: IdentityProvider | None = None
+    # How Lodge sends mail (LODGE_EMAIL_SENDER); None: the console.
+    email_sender: EmailSender | None = None

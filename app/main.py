@@ -30,6 +30,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.unset import UNSET
 
 from app.accounts import watchdog
+from app.accounts.email import sender_from_setting
 from app.accounts.oidc import IdentityProvider
 from app.accounts.principals import Principals
 from app.api import graphiql
@@ -299,6 +300,7 @@ def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
         principals=Principals(seconds=settings.auth_cache_seconds),
         lanes=Coalescer(),
         identity_provider=IdentityProvider.from_settings(settings),
+        email_sender=sender_from_setting(settings.email_sender),
     )
 
 

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         description="How often expired sessions are deleted and ended billing subscriptions expired.",
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, validation_alias="LODGE_MAX_BODY_BYTES")
+    email_sender: str = Field(
+        "console",
+        validation_alias="LODGE_EMAIL_SENDER",
+        description="`console` (log each message) or `module:attribute`, an object with `async send(message)`.",
+    )
     oidc_issuer: str | None = Field(
         None,
         validation_alias="LODGE_OIDC_ISSUER",

@@ -83,6 +83,21 @@ class RefreshToken(SQLModel, table=True):
     revoked_at: datetime | None = timestamp()
 
 
+class EmailVerification(SQLModel, table=True):
+    """A token sent to an address to prove the user reads it (requestEmailVerification); stored
+    only as its SHA-256, spent once, and good only while the user's email is still this one."""
+
+    __tablename__ = "email_verifications"
+
+    id: uuid.UUID = uuid_pk()
+    user_id: uuid.UUID = uuid_fk("users.id", ondelete="CASCADE", index=True)
+    email: str = text_col(nullable=False)
+    token_hash: str = text_col(nullable=False, unique=True)
+    expires_at: datetime = timestamp(nullable=False)
+    created_at: datetime = created_at()
+    used_at: datetime | None = timestamp()
+
+
 class Session(SQLModel, table=True):
     __tablename__ = "sessions"
     __table_args__ = (Index("ix_sessions_user_id_expires_at", "user_id", "expires_at"),)

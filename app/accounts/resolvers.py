@@ -7,7 +7,7 @@ from typing import Annotated
 
 import strawberry
 
-from app.accounts import credentials, deletion, models, oidc, roles, service
+from app.accounts import credentials, deletion, email, models, oidc, roles, service
 from app.accounts.events import api_key_channel, check, end, login_channel, session_channel, user_channel
 from app.accounts.security import issue_access_token
 from app.accounts.types import (
@@ -39,6 +39,7 @@ from app.api.pagination import (
 from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 from app.api.ratelimit import limit_sign_in
 from app.api.validation import MAX_EXTERNAL_ID, like_pattern
+from app.audit.recorder import note_changes, snapshot
 
 USER_CURSOR = "user"
 SESSION_CURSOR = "session"
@@ -238,6 +239,32 @@ class AccountsMutation:
         user = await oidc.sign_in(ctx.session, identity)
         return await _auth_payload(info, user)
 
+    @strawberry.mutation(
+        description="Send the caller a token that proves they read their email (LODGE_EMAIL_SENDER; valid 24 h). "
+        "CONFLICT if it is verified already."
+    )  # type: ignore[untyped-decorator]
+    async def request_email_verification(self, info: Info) -> bool:
+        ctx = info.context
+        user = await service.get_user_or_raise(ctx.session, user_id=await ctx.require_user_id(ctx.session))
+        _, message = await email.start_verification(ctx.session, user=user)
+        # Sent before the operation commits: should the commit fail, the token that arrived is
+        # refused as unknown (nothing else is lost), and the caller sees the error and asks again.
+        await (ctx.deps.email_sender or email.ConsoleSender()).send(message)
+        return True
+
+    @strawberry.mutation(
+        description="Spend a token from requestEmailVerification: the email it was sent to is verified "
+        "(BAD_USER_INPUT if it is spent, expired, or no longer the account's email)."
+    )  # type: ignore[untyped-decorator]
+    async def verify_email(
+        self, info: Info, token: Annotated[str, strawberry.argument(metadata=max_length(200))]
+    ) -> User:
+        ctx = info.context
+        user_id = await email.verify(ctx.session, token=token)
+        user = await service.get_user_or_raise(ctx.session, user_id=user_id)
+        await ctx.session.refresh(user)
+        return User.from_model(user, own=True)
+
     @strawberry.mutation(description="Rotates: the token given is spent; reusing a spent one revokes its login.")  # type: ignore[untyped-decorator]
     async def refresh(self, info: Info, refresh_token: str) -> AuthPayload:
         ctx = info.context
@@ -279,9 +306,11 @@ class AccountsMutation:
         user = await service.get_user_or_raise(ctx.session, user_id=user_id)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET and k != "current_password"}
         new_password = "password" in changes
+        before = snapshot(user, changes)
         updated = await service.update_user(
             ctx.session, user=user, changes=dict(changes), current_password=input.current_password
         )
+        note_changes(info, before, snapshot(updated, changes))
         if new_password:
             viewer = await ctx.viewer()
             await credentials.end_other_logins(
@@ -426,9 +455,12 @@ class AccountsMutation:
         role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(id))
         await require_can_grant(ctx, set(role.permissions) | set(input.permissions or ()))
         before = set(role.permissions)
+        fields = ("name", "description", "permissions")
+        was = snapshot(role, fields)
         role = await roles.update_role(
             ctx.session, role=role, name=input.name, description=input.description, permissions=input.permissions
         )
+        note_changes(info, was, snapshot(role, fields))
         if set(role.permissions) != before:
             for user_id in await roles.holders_of(ctx.session, role_id=role.id):
                 ctx.announce(user_channel(user_id), end("permissions"))

@@ -139,3 +139,22 @@ async def ensure_superuser_role(session: AsyncSession) -> models.Role:
     )
     role = (await session.execute(select(models.Role).where(col(models.Role.name) == "admin"))).scalars().one()
     return role
+
+
+async def assignments_of_users(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> list[list[tuple[models.UserRole, models.Role]]]:
+    """Each user's role assignments with their roles, by role name, in one statement (a dataloader batch)."""
+    link, role = models.UserRole, models.Role
+    rows = (
+        await session.execute(
+            select(link, role)
+            .join(role, col(role.id) == col(link.role_id))
+            .where(col(link.user_id).in_(user_ids))
+            .order_by(col(role.name))
+        )
+    ).all()
+    by_user: dict[uuid.UUID, list[tuple[models.UserRole, models.Role]]] = {user_id: [] for user_id in user_ids}
+    for assignment, assigned in rows:
+        by_user[assignment.user_id].append((assignment, assigned))
+    return [by_user[user_id] for user_id in user_ids]

@@ -117,6 +117,24 @@ class User:
         rows = await info.context.loaders.roles_of_user().load(self.user_id)
         return [Role.from_model(row) for row in rows]
 
+    @strawberry.field(
+        description="Platform roles with when and by whom each was assigned; the user themself and `users:admin` only."
+    )  # type: ignore[untyped-decorator]
+    async def role_assignments(self, info: Info) -> list[RoleAssignment]:
+        from app.accounts import roles
+
+        if await self._private(info):
+            return []
+        loader = info.context.loaders.batch("role-assignments-of-user", roles.assignments_of_users)
+        return [
+            RoleAssignment(
+                role=Role.from_model(role),
+                assigned_at=utc(link.assigned_at),  # type: ignore[arg-type]
+                assigned_by_id=link.assigned_by,
+            )
+            for link, role in await loader.load(self.user_id)
+        ]
+
     @strawberry.field
     async def projects(
         self, info: Info, first: int | None = None, after: str | None = None
@@ -183,6 +201,22 @@ class Role:
         return cls(
             id=strawberry.ID(str(row.id)), name=row.name, description=row.description, permissions=list(row.permissions)
         )
+
+
+@strawberry.type(description="A role a user holds: when and by whom it was assigned.")
+class RoleAssignment:
+    role: Role
+    assigned_at: datetime
+    assigned_by_id: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(
+        description="Who assigned it (null when Lodge did, e.g. `lodge create-user`, or that user is gone)."
+    )  # type: ignore[untyped-decorator]
+    async def assigned_by(self, info: Info) -> User | None:
+        if self.assigned_by_id is None:
+            return None
+        row = await info.context.loaders.by_id(models.User).load(self.assigned_by_id)
+        return User.from_model(row) if row is not None and row.deleted_at is None else None
 
 
 @strawberry.type

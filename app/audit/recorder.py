@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import ipaddress
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,6 +66,9 @@ class AuditEntry:
     success: bool = True
     error_message: str | None = None
     user_id: uuid.UUID | None = None  # who it was about when no viewer is known (login, register)
+    # An update's changed fields, {"field": {"before": ..., "after": ...}} (note_changes): written
+    # into details["changes"] when the update succeeded.
+    changes: dict[str, Any] | None = None
 
 
 # A field's own account of its row's details, from its arguments and its result (None until it
@@ -120,6 +123,26 @@ class AuditField(FieldExtension):
         return result
 
 
+def note_changes(info: Any, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    """Record on the running mutation's audit row the fields an update changed, before and after
+    (values as in details: bounded, secrets redacted). Mutations run one after another, so the row
+    is the last one begun."""
+    entries: list[AuditEntry] = info.context.scope.audit
+    if not entries:
+        return
+    changed = {
+        name: {"before": _jsonable(before.get(name), name), "after": _jsonable(value, name)}
+        for name, value in after.items()
+        if before.get(name) != value
+    }
+    entries[-1].changes = changed
+
+
+def snapshot(row: Any, fields: Iterable[str]) -> dict[str, Any]:
+    """The values of `fields` on `row` now (what note_changes compares)."""
+    return {name: getattr(row, name, None) for name in fields}
+
+
 def audit_mutations(mutation: type) -> None:
     for field in mutation.__strawberry_definition__.fields:  # type: ignore[attr-defined]
         if not any(isinstance(ext, AuditField) for ext in field.extensions):
@@ -149,7 +172,9 @@ async def write_for_request(
             "action": entry.action,
             "resource_type": entry.resource_type,
             "resource_id": entry.resource_id,
-            "details": entry.details,
+            "details": {**(entry.details or {}), "changes": entry.changes}
+            if entry.changes and entry.success
+            else entry.details,
             "ip_address": ip,
             "user_agent": user_agent,
             "session_id": session_id,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 
+from app.accounts import service as accounts
 from app.api.context import Info
-from app.api.errors import Forbidden
-from app.api.permissions import has_permission
+from app.api.errors import Forbidden, NotFound
+from app.api.permissions import has_permission, require_permission
 from app.communities import loaders, models
 from app.communities.service import guilds
 
@@ -57,3 +58,31 @@ async def require_admin(info: Info, guild_id: uuid.UUID, *, owner: bool = False)
     if not allowed:
         needed = "an owner" if owner else "an owner or admin"
         raise Forbidden(f"only {needed} of this guild (or `{WRITE}`) can do this", guildId=str(guild_id))
+
+
+# Bots credit what they post to the Discord user behind it (`onBehalfOfDiscordId`) with this.
+ACT_AS = "communities:act_as"
+
+
+async def credited_user(info: Info, on_behalf_of_discord_id: str | None) -> uuid.UUID | None:
+    """The user a bot acts for (`communities:act_as`): live, found by Discord id (NOT_FOUND if
+    none). None when the caller acts for themself. What the credited user may do is then checked
+    as theirs (membership, ownership), not the bot's."""
+    if on_behalf_of_discord_id is None:
+        return None
+    ctx = info.context
+    await require_permission(ctx, ACT_AS, session=ctx.session)
+    user = await accounts.find_by_discord_id(ctx.session, discord_id=on_behalf_of_discord_id.strip())
+    if user is None or not user.is_active:
+        raise NotFound("no live user has this Discord id", discordId=on_behalf_of_discord_id)
+    return user.id
+
+
+async def require_credited_member(info: Info, guild_id: uuid.UUID, credited: uuid.UUID | None) -> uuid.UUID:
+    """The member credited in `guild_id`: the caller (a member, or staff), or the user a bot acts for,
+    who must be a member themself (staff rights are the bot's, not theirs)."""
+    if credited is None:
+        return await require_member(info, guild_id)
+    if await guilds.get_membership(info.context.session, guild_id=guild_id, user_id=credited) is None:
+        raise Forbidden("the user acted for is not a member of this guild", guildId=str(guild_id))
+    return credited

@@ -122,10 +122,13 @@ class ChatConversation(SQLModel, table=True):
         Index("ix_chat_conversations_user_id_created_at", "user_id", "created_at", "id"),
         Index("ix_chat_conversations_created_at", "created_at"),
         Index("ix_chat_conversations_updated_at", "updated_at"),
+        Index("ix_chat_conversations_guild_id_created_at", "guild_id", "created_at", "id"),
     )
 
     id: uuid.UUID = uuid_pk()
     user_id: uuid.UUID = uuid_fk("users.id", ondelete="CASCADE")
+    # The guild it is about, if any (set when created, by a member of that guild).
+    guild_id: uuid.UUID | None = uuid_fk("guilds.id", ondelete="SET NULL", nullable=True)
     title: str | None = text_col()
     created_at: datetime = created_at()
     updated_at: datetime = updated_at()

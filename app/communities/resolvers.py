@@ -131,6 +131,18 @@ c.root(
         order=c.Keyset("created_at", "id", CONVERSATION_CURSOR),
         filter=CONVERSATION_OWNER,
         signed_in=True,
+        # Only a member names a guild here; anyone else (a guild that does not exist included) gets
+        # the resolver's error (_check_chat_access; a `guilds:write` holder is let in there too).
+        filters={
+            "guildId": c.Filter(
+                lambda t, guild: f"{t}.guild_id = {guild}::uuid",
+                bind=lambda guild: parse_id(guild, "guildId"),
+                access=lambda guild, viewer: (
+                    f"EXISTS (SELECT 1 FROM user_guilds m"
+                    f" WHERE m.guild_id = {guild}::uuid AND m.user_id = {viewer.user})"
+                ),
+            )
+        },
     ),
 )
 
@@ -263,16 +275,24 @@ class CommunitiesQuery:
         except NotFound:
             return None
 
-    @strawberry.field(description="The caller's conversations, newest first.")  # type: ignore[untyped-decorator]
+    @strawberry.field(
+        description="The caller's conversations, newest first; with `guildId`, those about that guild (one the "
+        "caller belongs to)."
+    )  # type: ignore[untyped-decorator]
     async def conversations(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self, info: Info, guild_id: strawberry.ID | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[ChatConversation]:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
+        gid = None
+        if guild_id is not None:
+            gid = parse_id(guild_id, "guildId")
+            await _check_chat_access(info, ctx.session, None, gid)
         size = page_size(first)
         rows, total = await chat.list_conversations(
             ctx.session,
             user_id=user_id,
+            guild_id=gid,
             before=decode_time_uuid_cursor(CONVERSATION_CURSOR, after),
             limit=size,
             count=wants_total(info),
@@ -366,8 +386,9 @@ class CommunitiesMutation:
     async def create_club_analysis(self, info: Info, input: ClubAnalysisInput) -> ClubAnalysis:
         ctx = info.context
         gid = parse_id(input.guild_id, "guildId")
+        credited = await access.credited_user(info, input.on_behalf_of_discord_id)
         await guilds.get_guild_or_raise(ctx.session, guild_id=gid, share=True)
-        user_id = await access.require_member(info, gid)
+        user_id = await access.require_credited_member(info, gid, credited)
         row = await analyses.create_analysis(
             ctx.session,
             guild_id=gid,
@@ -401,13 +422,24 @@ class CommunitiesMutation:
         await analyses.delete_analysis(ctx.session, analysis=row)
         return True
 
-    @strawberry.mutation
+    @strawberry.mutation(
+        description="A conversation of the caller's; `guildId` makes it about a guild they belong to (listed by "
+        "`conversations(guildId:)`)."
+    )  # type: ignore[untyped-decorator]
     async def create_conversation(
-        self, info: Info, title: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_NAME))] = None
+        self,
+        info: Info,
+        title: Annotated[str | None, strawberry.argument(metadata=max_length(MAX_NAME))] = None,
+        guild_id: strawberry.ID | None = None,
     ) -> ChatConversation:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
-        return ChatConversation.from_model(await chat.create_conversation(ctx.session, user_id=user_id, title=title))
+        gid = None
+        if guild_id is not None:
+            gid = parse_id(guild_id, "guildId")
+            await _check_chat_access(info, ctx.session, None, gid)
+        row = await chat.create_conversation(ctx.session, user_id=user_id, title=title, guild_id=gid)
+        return ChatConversation.from_model(row)
 
     @strawberry.mutation(description="Retitle one of the caller's conversations (null clears the title).")  # type: ignore[untyped-decorator]
     async def rename_conversation(
@@ -440,13 +472,22 @@ class CommunitiesMutation:
         user_id = await ctx.require_user_id(ctx.session)
         if input.conversation_id is None and input.guild_id is None:
             raise BadUserInput("pass `conversationId`, `guildId`, or both")
+        credited = await access.credited_user(info, input.on_behalf_of_discord_id)
         conversation_id = guild_id = None
         if input.conversation_id is not None:
-            conversation_id = (await _conversation(info, parse_id(input.conversation_id, "conversationId"))).id
+            cid = parse_id(input.conversation_id, "conversationId")
+            if credited is None:
+                conversation_id = (await _conversation(info, cid)).id
+            else:  # a bot posts in the conversation of the user it acts for, only
+                conversation = await chat.get_conversation_or_raise(ctx.session, conversation_id=cid)
+                if conversation.user_id != credited:
+                    raise Forbidden("this conversation belongs to someone else than the user acted for")
+                conversation_id = conversation.id
         if input.guild_id is not None:
             guild_id = parse_id(input.guild_id, "guildId")
             await guilds.get_guild_or_raise(ctx.session, guild_id=guild_id, share=True)
-            await access.require_member(info, guild_id)
+            await access.require_credited_member(info, guild_id, credited)
+        user_id = credited or user_id
         message = await chat.post_message(
             ctx.session, user_id=user_id, conversation_id=conversation_id, guild_id=guild_id, text=input.text
         )

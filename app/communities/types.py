@@ -397,6 +397,18 @@ class ChatConversation:
         assert user is not None
         return user  # type: ignore[no-any-return]
 
+    @strawberry.field(
+        description="The guild it is about (createConversation's guildId); null if none, or if the caller may "
+        "no longer read it."
+    )  # type: ignore[untyped-decorator]
+    async def guild(self, info: Info) -> Guild | None:
+        from app.communities import access
+
+        if self.row.guild_id is None or not await access.can_read(info, self.row.guild_id):
+            return None
+        row = await info.context.loaders.by_id(models.Guild).load(self.row.guild_id)
+        return Guild.from_model(row) if row is not None else None
+
     @strawberry.field(description="Oldest first; `last` reads the newest.")  # type: ignore[untyped-decorator]
     async def messages(
         self,
@@ -499,6 +511,12 @@ class ClubAnalysisInput:
     confidence: float
     images: list[ClubAnalysisImageInput] | None = None
     metrics: list[ClubMetricInput] | None = None
+    on_behalf_of_discord_id: str | None = strawberry.field(
+        default=None,
+        description="A bot's (`communities:act_as`): credit it to the live user with this Discord id, "
+        "who must be allowed to post it themself.",
+        metadata=max_length(MAX_NAME),
+    )
 
 
 @strawberry.input
@@ -513,3 +531,9 @@ class ChatMessageInput:
     conversation_id: strawberry.ID | None = None
     guild_id: strawberry.ID | None = None
     text: str = strawberry.field(metadata=max_length(chat_service.MAX_MESSAGE))
+    on_behalf_of_discord_id: str | None = strawberry.field(
+        default=None,
+        description="A bot's (`communities:act_as`): credit it to the live user with this Discord id, "
+        "who must be allowed to post it themself.",
+        metadata=max_length(MAX_NAME),
+    )

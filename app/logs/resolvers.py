@@ -26,7 +26,7 @@ from app.api.pagination import (
 from app.api.permissions import parse_id, require_permission, require_project_access, require_scope
 from app.api.scalars import utc
 from app.api.validation import like_pattern
-from app.audit.recorder import AuditField, action_for
+from app.audit.recorder import AuditField, action_for, note_changes, snapshot
 from app.logs import events, models, service
 from app.logs.types import (
     LOG_CURSOR,
@@ -313,7 +313,9 @@ class LogsMutation:
             changes["client_id"] = await _client(info, changes["client_id"]) if changes["client_id"] else None
             if changes["client_id"] is None:
                 await require_permission(info.context, "gateway:admin")
+        before = snapshot(project, changes)
         row = await service.update_project(info.context.session, project=project, changes=changes)
+        note_changes(info, before, snapshot(row, before))
         return Project.from_model(row)
 
     @strawberry.mutation

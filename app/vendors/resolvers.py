@@ -24,6 +24,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.validation import MAX_SEARCH, like_pattern
+from app.audit.recorder import note_changes, snapshot
 from app.pubsub import RESYNC
 from app.vendors import events, geo, models
 from app.vendors.service import billing, integrations, vendors
@@ -315,7 +316,10 @@ class VendorsMutation:
     async def update_vendor(self, info: Info, id: strawberry.ID, input: VendorUpdate) -> Vendor:
         vendor = await _managed(info, id)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
-        return Vendor.from_model(await vendors.update_vendor(info.context.session, vendor=vendor, values=changes))
+        before = snapshot(vendor, changes)
+        row = await vendors.update_vendor(info.context.session, vendor=vendor, values=changes)
+        note_changes(info, before, snapshot(row, before))
+        return Vendor.from_model(row)
 
     @strawberry.mutation(description="Delete a vendor with its location history.")  # type: ignore[untyped-decorator]
     async def delete_vendor(self, info: Info, id: strawberry.ID) -> bool:

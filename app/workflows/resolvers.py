@@ -29,6 +29,7 @@ from app.api.pagination import (
 from app.api.permissions import parse_id
 from app.api.scalars import JSON
 from app.api.validation import MAX_SEARCH, like_pattern
+from app.audit.recorder import note_changes, snapshot
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
 from app.workflows import access, content, events, models
@@ -320,7 +321,10 @@ class WorkflowsMutation:
     @strawberry.mutation
     async def update_workflow(self, info: Info, id: strawberry.ID, input: WorkflowUpdate) -> Workflow:
         workflow = await _writable(info, id)
-        row = await workflows.update_workflow(info.context.session, workflow=workflow, changes=_changes(input))
+        changes = _changes(input)
+        before = snapshot(workflow, changes)
+        row = await workflows.update_workflow(info.context.session, workflow=workflow, changes=changes)
+        note_changes(info, before, snapshot(row, before))
         return Workflow.from_model(row)
 
     @strawberry.mutation(description="Soft delete: hidden from reads and runs until `restoreWorkflow`.")  # type: ignore[untyped-decorator]

@@ -72,3 +72,30 @@ async def test_bad_role_changes_change_nothing(server: LiveServer) -> None:
     assert listed[role["id"]] == {"id": role["id"], "name": role["name"], "permissions": ["audit:read"]}
     assert listed[big["id"]]["name"] == big["name"]
     assert (await server.data(UPDATE, {"id": role["id"], "i": {"description": "ok"}}, token=limited))["updateRole"]
+
+
+async def test_role_assignments_show_when_and_by_whom(server: LiveServer) -> None:
+    admin, admin_id = await new_admin(server, ("users:admin", "workflows:write"))
+    user = await new_user(server)
+    user_id = (await server.data("{ me { id } }", token=user))["me"]["id"]
+    role = (
+        await server.data(
+            'mutation { createRole(input: {name: "editor-x", permissions: ["workflows:write"]}) { id } }', token=admin
+        )
+    )["createRole"]["id"]
+    await server.data(
+        "mutation($u: ID!, $r: ID!) { assignRole(userId: $u, roleId: $r) { id } }",
+        {"u": user_id, "r": role},
+        token=admin,
+    )
+    mine = "{ me { roleAssignments { role { name } assignedAt assignedBy { id } } } }"
+    seen = (await server.data(mine, token=user))["me"]["roleAssignments"]
+    assert [(a["role"]["name"], a["assignedBy"]) for a in seen] == [("editor-x", {"id": admin_id})]
+    assert seen[0]["assignedAt"] is not None
+    # users:admin sees them too; the admin's own role was given by nobody (a test factory).
+    query = "query($u: ID!) { user(id: $u) { roleAssignments { role { name } assignedBy { id } } } }"
+    assert (await server.data(query, {"u": user_id}, token=admin))["user"]["roleAssignments"][0]["assignedBy"] == {
+        "id": admin_id
+    }
+    own = (await server.data(query, {"u": admin_id}, token=admin))["user"]["roleAssignments"]
+    assert own and all(a["assignedBy"] is None for a in own)

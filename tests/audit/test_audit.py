@@ -234,3 +234,25 @@ async def test_an_ingestion_that_stood_is_audited_as_done_though_a_nested_field_
     assert [n["log"] for n in stored["logs"]["nodes"]] == ["stored whatever follows"]
     rows = await audit_rows(server, reader, action="log.ingest", since=since.isoformat())
     assert [(r["success"], r["details"].get("submitted")) for r in rows] == [(True, 1)]
+
+
+async def test_an_update_keeps_what_it_changed(server: LiveServer) -> None:
+    auditor, _ = await new_admin(server, ("audit:read",))
+    owner = await new_user(server)
+    project_id = await new_project(server, owner, name="before")
+    update = "mutation($id: ID!, $in: ProjectUpdate!) { updateProject(id: $id, input: $in) { name } }"
+    await server.data(update, {"id": project_id, "in": {"name": "after", "description": None}}, token=owner)
+    rows = await audit_rows(server, auditor, action="project.update", resourceId=project_id)
+    # Only what changed: the description was null and stays null.
+    assert rows[0]["success"] is True
+    assert rows[0]["details"]["changes"] == {"name": {"before": "before", "after": "after"}}
+    # A refused update records no changes.
+    await server.gql(update, {"id": project_id, "in": {"logRetentionDays": 0}}, token=owner)
+    rows = await audit_rows(server, auditor, action="project.update", resourceId=project_id)
+    failed = [row for row in rows if not row["success"]]
+    assert failed and "changes" not in (failed[0]["details"] or {})
+    # updateMe too (a password, were it changed, is never in details).
+    me = await server.data("{ me { id } }", token=owner)
+    await server.gql('mutation { updateMe(input: {name: "Ada"}) { name } }', token=owner)
+    rows = await audit_rows(server, auditor, action="user.update", resourceId=me["me"]["id"])
+    assert rows and rows[0]["details"]["changes"]["name"]["after"] == "Ada"

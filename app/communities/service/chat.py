@@ -19,9 +19,9 @@ MAX_MESSAGE = 4000
 
 
 async def create_conversation(
-    session: AsyncSession, *, user_id: uuid.UUID, title: str | None
+    session: AsyncSession, *, user_id: uuid.UUID, title: str | None, guild_id: uuid.UUID | None = None
 ) -> models.ChatConversation:
-    conversation = models.ChatConversation(user_id=user_id, title=bounded_text(title, "title"))
+    conversation = models.ChatConversation(user_id=user_id, title=bounded_text(title, "title"), guild_id=guild_id)
     session.add(conversation)
     await session.flush()
     await session.refresh(conversation)
@@ -29,17 +29,26 @@ async def create_conversation(
 
 
 async def list_conversations(
-    session: AsyncSession, *, user_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None, limit: int, count: bool
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    count: bool,
+    guild_id: uuid.UUID | None = None,
 ) -> tuple[Sequence[models.ChatConversation], int]:
-    """Newest first."""
+    """The user's, newest first (those about `guild_id` only, if given)."""
     c = models.ChatConversation
-    query = select(c).where(col(c.user_id) == user_id)
+    wanted = [col(c.user_id) == user_id]
+    if guild_id is not None:
+        wanted.append(col(c.guild_id) == guild_id)
+    query = select(c).where(*wanted)
     if before is not None:
         query = query.where(tuple_(col(c.created_at), col(c.id)) < tuple_(*before))
     rows = (await session.scalars(query.order_by(col(c.created_at).desc(), col(c.id).desc()).limit(limit + 1))).all()
     total = 0
     if count:
-        total = await session.scalar(select(func.count()).where(col(c.user_id) == user_id)) or 0
+        total = await session.scalar(select(func.count()).where(*wanted)) or 0
     return rows, total
 
 
