@@ -113,11 +113,6 @@ async def server(settings: Settings, database_url: str) -> AsyncIterator[LiveSer
         yield live
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 __all__ = ["QUIET_SWEEPERS", "asyncio", "make_settings"]
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.accounts import models
-from app.api.errors import BadUserInput, NotFound, Unauthenticated
+from app.api.errors import BadUserInput, Unauthenticated
 
 REFRESH_PREFIX = "lodge_rt_"
 SESSION_PREFIX = "lodge_sess_"
@@ -214,13 +214,6 @@ async def delete_other_sessions(
     if keep is not None:
         query = query.where(col(models.Session.id) != keep)
     return list((await session.execute(query.returning(col(models.Session.id)))).scalars().all())
-
-
-async def get_session_or_raise(session: AsyncSession, *, session_id: uuid.UUID) -> models.Session:
-    row = await session.get(models.Session, session_id)
-    if row is None:
-        raise NotFound("session not found", id=str(session_id))
-    return row
 
 
 async def delete_session(session: AsyncSession, *, session_id: uuid.UUID) -> None:

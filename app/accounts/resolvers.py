@@ -128,7 +128,7 @@ async def _require_outranks(info: Info, user_id: uuid.UUID) -> None:
 
 @strawberry.type
 class AccountsQuery:
-    @strawberry.field(description="The signed-in user; null, not an error, for anonymous callers and API keys.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The signed-in user; null, not an error, for anonymous callers and API keys.")
     async def me(self, info: Info) -> User | None:
         user_id = await info.context.user_id()
         if user_id is None:
@@ -146,7 +146,7 @@ class AccountsQuery:
     @strawberry.field(
         description="The user with this Discord id, or null (`users:admin`, or `users:lookup` for bots: a "
         "read-only lookup; private fields stay null for it)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def user_by_discord_id(
         self, info: Info, discord_id: Annotated[str, strawberry.argument(metadata=max_length(MAX_EXTERNAL_ID))]
     ) -> User | None:
@@ -160,7 +160,7 @@ class AccountsQuery:
     @strawberry.field(
         description="Live sessions (opaque bearer tokens), newest first: the caller's own, or another "
         "user's with users:admin."
-    )  # type: ignore[untyped-decorator]
+    )
     async def sessions(
         self, info: Info, user_id: strawberry.ID | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[Session]:
@@ -185,7 +185,7 @@ class AccountsQuery:
             has_more_before=after is not None,
         )
 
-    @strawberry.field(description="Live users, searched in email and names (users:admin).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Live users, searched in email and names (users:admin).")
     async def users(
         self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[User]:
@@ -227,7 +227,7 @@ class AccountsMutation:
         description="Sign in with an external identity provider's token (OIDC, e.g. a Clerk session token; "
         "LODGE_OIDC_ISSUER): its `sub` is the user's clerkId; a new subject links the live user with the "
         "token's verified email, or becomes a new user. UNAUTHENTICATED for a token that does not verify."
-    )  # type: ignore[untyped-decorator]
+    )
     async def sign_in_with_provider(
         self, info: Info, token: Annotated[str, strawberry.argument(metadata=max_length(MAX_ID_TOKEN))]
     ) -> AuthPayload:
@@ -242,7 +242,7 @@ class AccountsMutation:
     @strawberry.mutation(
         description="Send the caller a token that proves they read their email (LODGE_EMAIL_SENDER; valid 24 h). "
         "CONFLICT if it is verified already."
-    )  # type: ignore[untyped-decorator]
+    )
     async def request_email_verification(self, info: Info) -> bool:
         ctx = info.context
         user = await service.get_user_or_raise(ctx.session, user_id=await ctx.require_user_id(ctx.session))
@@ -255,7 +255,7 @@ class AccountsMutation:
     @strawberry.mutation(
         description="Spend a token from requestEmailVerification: the email it was sent to is verified "
         "(BAD_USER_INPUT if it is spent, expired, or no longer the account's email)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def verify_email(
         self, info: Info, token: Annotated[str, strawberry.argument(metadata=max_length(200))]
     ) -> User:
@@ -265,7 +265,7 @@ class AccountsMutation:
         await ctx.session.refresh(user)
         return User.from_model(user, own=True)
 
-    @strawberry.mutation(description="Rotates: the token given is spent; reusing a spent one revokes its login.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Rotates: the token given is spent; reusing a spent one revokes its login.")
     async def refresh(self, info: Info, refresh_token: str) -> AuthPayload:
         ctx = info.context
         deps = ctx.deps
@@ -288,7 +288,7 @@ class AccountsMutation:
             user=User.from_model(user, own=True),
         )
 
-    @strawberry.mutation(description="Revokes the refresh token and every token of its login.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Revokes the refresh token and every token of its login.")
     async def logout(self, info: Info, refresh_token: str) -> bool:
         ctx = info.context
         user_id = await credentials.revoke_refresh_family(ctx.session, token=refresh_token)
@@ -326,7 +326,7 @@ class AccountsMutation:
         description="Soft delete: the user disappears, their sessions and tokens die with them, their projects' "
         "API keys are revoked, their vendors leave public lists, their active subscriptions are cancelled and "
         "their workflows are soft-deleted (public ones are no longer read or run)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def delete_user(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         user = await _visible_user(info, parse_id(id))
@@ -344,7 +344,7 @@ class AccountsMutation:
     @strawberry.mutation(
         description="Suspend a user (users:admin, over someone holding no more than the caller): they cannot sign "
         "in, their sessions and refresh tokens end, their access tokens and sockets stop at once. Their data stays."
-    )  # type: ignore[untyped-decorator]
+    )
     async def deactivate_user(self, info: Info, id: strawberry.ID) -> User:
         ctx = info.context
         user = await _administered_user(info, id)
@@ -355,12 +355,12 @@ class AccountsMutation:
             ctx.announce(session_channel(session_id), end("session"))
         return User.from_model(user)
 
-    @strawberry.mutation(description="Lift a suspension (users:admin): the user signs in again.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Lift a suspension (users:admin): the user signs in again.")
     async def reactivate_user(self, info: Info, id: strawberry.ID) -> User:
         user = await _administered_user(info, id)
         return User.from_model(await service.set_active(info.context.session, user=user, active=True))
 
-    @strawberry.mutation(description="Find or create by Discord id (users:admin).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Find or create by Discord id (users:admin).")
     async def upsert_discord_user(self, info: Info, input: DiscordUserInput) -> User:
         await require_permission(info.context, "users:admin")
         user = await service.upsert_discord_user(
@@ -372,7 +372,7 @@ class AccountsMutation:
         )
         return User.from_model(user)
 
-    @strawberry.mutation(description="Find or create by Clerk id (users:admin).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Find or create by Clerk id (users:admin).")
     async def upsert_clerk_user(self, info: Info, input: ClerkUserInput) -> User:
         await require_permission(info.context, "users:admin")
         user = await service.upsert_clerk_user(
@@ -384,7 +384,7 @@ class AccountsMutation:
         )
         return User.from_model(user)
 
-    @strawberry.mutation(description="An opaque bearer token for a user, for trusted backends (users:admin).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="An opaque bearer token for a user, for trusted backends (users:admin).")
     async def create_session(
         self, info: Info, user_id: strawberry.ID, ttl_seconds: int | None = None
     ) -> SessionPayload:
@@ -413,7 +413,7 @@ class AccountsMutation:
     @strawberry.mutation(
         description="Sign out everywhere else: ends every session of the caller but the one this request "
         "uses (all of them when signed in otherwise); their sockets close. The number ended."
-    )  # type: ignore[untyped-decorator]
+    )
     async def delete_other_sessions(self, info: Info) -> int:
         ctx = info.context
         await ctx.require_user_id()  # UNAUTHENTICATED for anonymous callers and API keys
@@ -449,7 +449,7 @@ class AccountsMutation:
     @strawberry.mutation(
         description="Change a role (the caller must hold every permission it has and would have); its holders' "
         "live subscriptions end, as their rights changed."
-    )  # type: ignore[untyped-decorator]
+    )
     async def update_role(self, info: Info, id: strawberry.ID, input: RoleUpdate) -> Role:
         ctx = info.context
         role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(id))
@@ -469,7 +469,7 @@ class AccountsMutation:
     @strawberry.mutation(
         description="Delete a role and its assignments (the caller must hold every permission it has); its "
         "holders' live subscriptions end."
-    )  # type: ignore[untyped-decorator]
+    )
     async def delete_role(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(id))

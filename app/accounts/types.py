@@ -69,8 +69,8 @@ class User:
             global_name=row.global_name,
             avatar_url=row.avatar_url,
             is_active=row.is_active,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             user_id=row.id,
             row=row,
         )
@@ -82,35 +82,35 @@ class User:
         return not self.own and not await USER_PRIVATE.allows(info.context, self.user_id)
 
     # Private: the user themself and `users:admin` see these; anyone else gets null.
-    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    @strawberry.field(description=PRIVATE)
     async def email(self, info: Info) -> str | None:
         return None if await self._private(info) else self.row.email
 
-    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    @strawberry.field(description=PRIVATE)
     async def discord_id(self, info: Info) -> str | None:
         return None if await self._private(info) else self.row.discord_id
 
-    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    @strawberry.field(description=PRIVATE)
     async def clerk_id(self, info: Info) -> str | None:
         return None if await self._private(info) else self.row.clerk_id
 
-    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    @strawberry.field(description=PRIVATE)
     async def first_name(self, info: Info) -> str | None:
         return None if await self._private(info) else self.row.first_name
 
-    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    @strawberry.field(description=PRIVATE)
     async def last_name(self, info: Info) -> str | None:
         return None if await self._private(info) else self.row.last_name
 
-    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    @strawberry.field(description=PRIVATE)
     async def email_verified_at(self, info: Info) -> datetime | None:
         return None if await self._private(info) else utc(self.row.email_verified_at)
 
-    @strawberry.field(description=PRIVATE)  # type: ignore[untyped-decorator]
+    @strawberry.field(description=PRIVATE)
     async def last_login_at(self, info: Info) -> datetime | None:
         return None if await self._private(info) else utc(self.row.last_login_at)
 
-    @strawberry.field(description="Platform roles; shown to the user themself and to `users:admin` only.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Platform roles; shown to the user themself and to `users:admin` only.")
     async def roles(self, info: Info) -> list[Role]:
         if await self._private(info):
             return []
@@ -119,7 +119,7 @@ class User:
 
     @strawberry.field(
         description="Platform roles with when and by whom each was assigned; the user themself and `users:admin` only."
-    )  # type: ignore[untyped-decorator]
+    )
     async def role_assignments(self, info: Info) -> list[RoleAssignment]:
         from app.accounts import roles
 
@@ -129,7 +129,7 @@ class User:
         return [
             RoleAssignment(
                 role=Role.from_model(role),
-                assigned_at=utc(link.assigned_at),  # type: ignore[arg-type]
+                assigned_at=utc(link.assigned_at),
                 assigned_by_id=link.assigned_by,
             )
             for link, role in await loader.load(self.user_id)
@@ -146,7 +146,7 @@ class User:
     @strawberry.field(
         description="Guilds the user is a member of: all of them for the user, `users:admin` and `guilds:write`; "
         "for anyone else, the guilds both belong to."
-    )  # type: ignore[untyped-decorator]
+    )
     async def guilds(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Annotated[Guild, strawberry.lazy("app.communities.types")]]:
@@ -154,7 +154,7 @@ class User:
 
         return await guilds_of(info, user_id=self.user_id, first=first, after=after)
 
-    @strawberry.field(description="The user's workflows that the caller may see, newest first.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The user's workflows that the caller may see, newest first.")
     async def workflows(
         self,
         info: Info,
@@ -168,7 +168,7 @@ class User:
         spec = WorkflowFilter(owner_id=self.user_id, status=status.value if status else None)
         return await workflows_page(info, spec, first=first, after=after)
 
-    @strawberry.field(description="The user's vendors, newest first (vendors are public).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The user's vendors, newest first (vendors are public).")
     async def vendors(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Annotated[Vendor, strawberry.lazy("app.vendors.types")]]:
@@ -179,7 +179,7 @@ class User:
     @strawberry.field(
         description="Newest first; shown to the user themself, `users:admin` and `billing:write` only (others "
         "get an empty list)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def billing_subscriptions(
         self, info: Info
     ) -> list[Annotated[BillingSubscription, strawberry.lazy("app.vendors.types")]]:
@@ -211,7 +211,7 @@ class RoleAssignment:
 
     @strawberry.field(
         description="Who assigned it (null when Lodge did, e.g. `lodge create-user`, or that user is gone)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def assigned_by(self, info: Info) -> User | None:
         if self.assigned_by_id is None:
             return None
@@ -239,13 +239,13 @@ class Session:
     def from_model(cls, row: models.Session) -> Session:
         return cls(
             id=strawberry.ID(str(row.id)),
-            expires_at=utc(row.expires_at),  # type: ignore[arg-type]
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            expires_at=utc(row.expires_at),
+            created_at=utc(row.created_at),
             user_id=row.user_id,
             session_id=row.id,
         )
 
-    @strawberry.field(description="Whether this request is authenticated by this session (depends on who asks).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Whether this request is authenticated by this session (depends on who asks).")
     async def current(self, info: Info) -> bool:
         viewer = await info.context.viewer()
         return viewer is not None and viewer.session_id == self.session_id

@@ -32,8 +32,10 @@ from app.api.ratelimit import RateLimiter, is_limited, refuse
 from app.observability.logs import log_request
 
 # Endpoints that bound their bodies themselves: `POST /ingest` limits the body as sent and as
-# decompressed, and answers in its own error shape (app/logs/http.py).
+# decompressed, and answers in its own error shape (app/logs/http.py); a file's content is as
+# large as the file registered, up to LODGE_FILE_MAX_BYTES (app/workflows/content.py).
 SELF_LIMITED_PATHS = frozenset({"/ingest"})
+SELF_LIMITED_PREFIXES = ("/files/",)
 
 # Whole-value match (`$` would let a trailing newline through into log lines).
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -104,7 +106,7 @@ class Edge:
         inner = self.app
         if self.graphql is not None and path == "/graphql" and scope["method"] in ("POST", "GET"):
             inner = self.graphql
-        if path in self.exempt:
+        if path in self.exempt or path.startswith(SELF_LIMITED_PREFIXES):
             await inner(scope, receive, send)
             return
         length = next((value for name, value in scope.get("headers") or () if name == b"content-length"), None)

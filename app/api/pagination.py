@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -162,3 +162,35 @@ def decode_time_uuid_cursor(kind: str, cursor: str | None) -> tuple[datetime, uu
         return position[0], uuid.UUID(position[1])
     except ValueError:
         raise BadUserInput("malformed cursor", cursor=cursor) from None
+
+
+# What a list's query function answers: up to `limit + 1` rows after `position` (None: from the
+# start) and, when asked (`count`), how many there are in all.
+Fetch = Callable[[Any, int, bool], Awaitable[tuple[Sequence[R], int]]]
+
+
+async def paginate(
+    info: Any,
+    *,
+    first: int | None,
+    after: str | None,
+    kind: str,
+    fetch: Fetch[R],
+    to_node: Callable[[R], T],
+    position: Callable[[str, str | None], Any] = decode_time_uuid_cursor,
+    cursor_of: Callable[[R], str] | None = None,
+) -> Connection[T]:
+    """A forward page of a keyset list, the one way every list does it: the page size from `first`,
+    the position from the `after` cursor (of `kind`; `position` decodes it, (time, uuid) unless
+    given), the rows and the total from `fetch` (counted only if `totalCount` was selected), the
+    cursors from `cursor_of` (the row's (created_at, id) unless given)."""
+    size = page_size(first)
+    rows, total = await fetch(position(kind, after), size, wants_total(info))
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=cursor_of or (lambda row: time_cursor(kind, row.created_at, row.id)),  # type: ignore[attr-defined]
+        to_node=to_node,
+        total_count=total,
+        has_more_before=after is not None,
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import strawberry
 from graphql import ListValueNode, ObjectValueNode, ValueNode, value_from_ast_untyped
@@ -76,8 +76,20 @@ JSONScalar = strawberry.scalar(
 )
 
 
+@overload
+def utc(value: datetime) -> datetime: ...
+
+
+@overload
+def utc(value: None) -> None: ...
+
+
+@overload
+def utc(value: datetime | None) -> datetime | None: ...
+
+
 def utc(value: datetime | None) -> datetime | None:
-    """DateTime values leave Lodge in UTC with an explicit offset."""
+    """DateTime values leave Lodge in UTC with an explicit offset (a datetime stays a datetime)."""
     if value is None:
         return None
     if value.tzinfo is None:

@@ -14,11 +14,7 @@ from app.api.context import Info
 from app.api.errors import BadUserInput
 from app.api.pagination import (
     Connection,
-    build_connection,
-    decode_time_uuid_cursor,
-    page_size,
-    time_cursor,
-    wants_total,
+    paginate,
 )
 from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
@@ -110,29 +106,23 @@ c.root(
 
 @strawberry.type
 class AuditQuery:
-    @strawberry.field(description="Newest first (audit:read).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Newest first (audit:read).")
     async def audit_logs(
         self, info: Info, filter: AuditLogFilter | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[AuditLog]:
         await require_permission(info.context, READ)
-        size = page_size(first)
-        rows, total = await service.list_audit_logs(
-            info.context.session,
-            spec=_spec(filter),
-            before=decode_time_uuid_cursor(AUDIT_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(AUDIT_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=AUDIT_CURSOR,
             to_node=AuditLog.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: service.list_audit_logs(
+                info.context.session, spec=_spec(filter), before=position, limit=limit, count=count
+            ),
         )
 
-    @strawberry.field(description="Counts and success rates by action, computed in PostgreSQL (audit:read).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Counts and success rates by action, computed in PostgreSQL (audit:read).")
     async def audit_log_stats(
         self, info: Info, since: datetime | None = None, until: datetime | None = None
     ) -> list[AuditStat]:
@@ -151,7 +141,7 @@ class AuditMutation:
         description="Record an app's own event in the audit trail (`audit:write`): one row, with the caller, "
         "address and request like Lodge's own; immutable like them.",
         extensions=[AuditField("audit.record", "app", describe=_recorded)],
-    )  # type: ignore[untyped-decorator]
+    )
     async def record_audit_event(self, info: Info, input: AuditEventInput) -> RecordedAuditEvent:
         await require_permission(info.context, WRITE)
         if ACTION.fullmatch(input.action) is None:

@@ -50,7 +50,7 @@ class AuditLog:
             user_agent=row.user_agent,
             session_id=row.session_id,
             request_id=row.request_id,
-            timestamp=utc(row.created_at),  # type: ignore[arg-type]
+            timestamp=utc(row.created_at),
             success=row.success,
             error_message=row.error_message,
             user_id=row.user_id,

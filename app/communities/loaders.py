@@ -12,16 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Select, select, tuple_
-from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.api.loaders import PageKey, batched_counts, batched_pages
 from app.communities import models
 from app.communities.service import analyses, guilds
-
-UUID_TYPE = UUID(as_uuid=True)
-
 
 # -- guild members ------------------------------------------------------------------------------
 

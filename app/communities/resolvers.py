@@ -18,10 +18,9 @@ from app.api.pagination import (
     Connection,
     build_connection,
     decode_cursor,
-    decode_time_uuid_cursor,
     encode_cursor,
     page_size,
-    time_cursor,
+    paginate,
     wants_total,
 )
 from app.api.permissions import has_permission, parse_id
@@ -176,7 +175,7 @@ c.root("Subscription.chatMessageAdded", c.Event("ChatMessage"))
 # Not declared, for want of a planner feature: clubAnalyses (its cursor is json.dumps(...) in Python).
 @strawberry.type
 class CommunitiesQuery:
-    @strawberry.field(description="One guild, by `id` or by `discordId`.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="One guild, by `id` or by `discordId`.")
     async def guild(
         self,
         info: Info,
@@ -195,7 +194,7 @@ class CommunitiesQuery:
         await access.require_reader(info, row.id)
         return Guild.from_model(row)
 
-    @strawberry.field(description="Guilds by name: all of them for `guilds:write`, else the caller's.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Guilds by name: all of them for `guilds:write`, else the caller's.")
     async def guilds(
         self,
         info: Info,
@@ -211,7 +210,7 @@ class CommunitiesQuery:
     @strawberry.field(
         description="Club analyses of the guilds the caller can see, filtered; `search` matches title or "
         "summary, case-insensitively."
-    )  # type: ignore[untyped-decorator]
+    )
     async def club_analyses(
         self,
         info: Info,
@@ -268,7 +267,7 @@ class CommunitiesQuery:
         await access.require_reader(info, row.guild_id)
         return ClubAnalysis.from_model(row)
 
-    @strawberry.field(description="One of the caller's conversations.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="One of the caller's conversations.")
     async def conversation(self, info: Info, id: strawberry.ID) -> ChatConversation | None:
         try:
             return ChatConversation.from_model(await _conversation(info, parse_id(id)))
@@ -278,7 +277,7 @@ class CommunitiesQuery:
     @strawberry.field(
         description="The caller's conversations, newest first; with `guildId`, those about that guild (one the "
         "caller belongs to)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def conversations(
         self, info: Info, guild_id: strawberry.ID | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[ChatConversation]:
@@ -288,28 +287,21 @@ class CommunitiesQuery:
         if guild_id is not None:
             gid = parse_id(guild_id, "guildId")
             await _check_chat_access(info, ctx.session, None, gid)
-        size = page_size(first)
-        rows, total = await chat.list_conversations(
-            ctx.session,
-            user_id=user_id,
-            guild_id=gid,
-            before=decode_time_uuid_cursor(CONVERSATION_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(CONVERSATION_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=CONVERSATION_CURSOR,
             to_node=ChatConversation.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: chat.list_conversations(
+                ctx.session, user_id=user_id, guild_id=gid, before=position, limit=limit, count=count
+            ),
         )
 
 
 @strawberry.type
 class CommunitiesMutation:
-    @strawberry.mutation(description="Find or create a guild by Discord id (`guilds:write`).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Find or create a guild by Discord id (`guilds:write`).")
     async def upsert_guild(self, info: Info, input: GuildInput) -> Guild:
         if not await access.is_staff(info):
             raise Forbidden(f"this needs the `{access.WRITE}` permission", permission=access.WRITE)
@@ -321,7 +313,7 @@ class CommunitiesMutation:
         )
         return Guild.from_model(row)
 
-    @strawberry.mutation(description="Merge `settings` into the guild's (RFC 7396: null removes a key), atomically.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Merge `settings` into the guild's (RFC 7396: null removes a key), atomically.")
     async def update_guild_settings(self, info: Info, id: strawberry.ID, settings: JSON) -> Guild:
         guild_id = parse_id(id)
         await guilds.get_guild_or_raise(info.context.session, guild_id=guild_id)
@@ -330,7 +322,7 @@ class CommunitiesMutation:
             await guilds.update_guild_settings(info.context.session, guild_id=guild_id, patch=settings)
         )
 
-    @strawberry.mutation(description="Delete a guild with its memberships, analyses and messages.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Delete a guild with its memberships, analyses and messages.")
     async def delete_guild(self, info: Info, id: strawberry.ID) -> bool:
         guild_id = parse_id(id)
         await guilds.get_guild_or_raise(info.context.session, guild_id=guild_id)
@@ -342,7 +334,7 @@ class CommunitiesMutation:
     @strawberry.mutation(
         description="Add a member, or replace a member's roles when `roles` is given. Guild admins "
         "manage members; only owners grant or take `owner` and `admin`."
-    )  # type: ignore[untyped-decorator]
+    )
     async def add_guild_member(
         self,
         info: Info,
@@ -364,7 +356,7 @@ class CommunitiesMutation:
         row = await guilds.add_member(ctx.session, guild_id=gid, user_id=uid, roles=roles)
         return GuildMember.from_model(row)
 
-    @strawberry.mutation(description="Remove a member (anyone may leave). False if they were not a member.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Remove a member (anyone may leave). False if they were not a member.")
     async def remove_guild_member(self, info: Info, guild_id: strawberry.ID, user_id: strawberry.ID) -> bool:
         ctx = info.context
         gid, uid = parse_id(guild_id, "guildId"), parse_id(user_id, "userId")
@@ -382,7 +374,7 @@ class CommunitiesMutation:
             ctx.publish_after_commit(*events.member_left(gid, uid))
         return removed
 
-    @strawberry.mutation(description="An analysis with its images and metrics, all or nothing (members).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="An analysis with its images and metrics, all or nothing (members).")
     async def create_club_analysis(self, info: Info, input: ClubAnalysisInput) -> ClubAnalysis:
         ctx = info.context
         gid = parse_id(input.guild_id, "guildId")
@@ -401,7 +393,7 @@ class CommunitiesMutation:
         )
         return ClubAnalysis.from_model(row)
 
-    @strawberry.mutation(description="Change an analysis (its creator only).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Change an analysis (its creator only).")
     async def update_club_analysis(self, info: Info, id: strawberry.ID, input: ClubAnalysisUpdate) -> ClubAnalysis:
         ctx = info.context
         viewer = await ctx.require_user_id(ctx.session)
@@ -412,7 +404,7 @@ class CommunitiesMutation:
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
         return ClubAnalysis.from_model(await analyses.update_analysis(ctx.session, analysis=row, changes=changes))
 
-    @strawberry.mutation(description="Delete an analysis (its creator, the guild's admins, or `guilds:write`).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Delete an analysis (its creator, the guild's admins, or `guilds:write`).")
     async def delete_club_analysis(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         viewer = await ctx.require_user_id(ctx.session)
@@ -425,7 +417,7 @@ class CommunitiesMutation:
     @strawberry.mutation(
         description="A conversation of the caller's; `guildId` makes it about a guild they belong to (listed by "
         "`conversations(guildId:)`)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def create_conversation(
         self,
         info: Info,
@@ -441,7 +433,7 @@ class CommunitiesMutation:
         row = await chat.create_conversation(ctx.session, user_id=user_id, title=title, guild_id=gid)
         return ChatConversation.from_model(row)
 
-    @strawberry.mutation(description="Retitle one of the caller's conversations (null clears the title).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Retitle one of the caller's conversations (null clears the title).")
     async def rename_conversation(
         self,
         info: Info,
@@ -456,7 +448,7 @@ class CommunitiesMutation:
     @strawberry.mutation(
         description="Delete one of the caller's conversations with its messages (those also posted in a guild "
         "included); its live streams end with NOT_FOUND."
-    )  # type: ignore[untyped-decorator]
+    )
     async def delete_conversation(self, info: Info, id: strawberry.ID) -> bool:
         row = await _own_conversation(info, id)
         await chat.delete_conversation(info.context.session, conversation=row)
@@ -466,7 +458,7 @@ class CommunitiesMutation:
     @strawberry.mutation(
         description="Post in one of the caller's conversations and/or in a guild they belong to; "
         "subscribers get it after the commit."
-    )  # type: ignore[untyped-decorator]
+    )
     async def post_chat_message(self, info: Info, input: ChatMessageInput) -> ChatMessage:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
@@ -501,7 +493,7 @@ class CommunitiesSubscription:
     @strawberry.subscription(
         description="Messages posted after the subscription starts, in a conversation (its owner) or a "
         "guild (its members); with both, the conversation's messages posted in that guild."
-    )  # type: ignore[untyped-decorator]
+    )
     async def chat_message_added(
         self, info: Info, conversation_id: strawberry.ID | None = None, guild_id: strawberry.ID | None = None
     ) -> AsyncGenerator[ChatMessage, None]:

@@ -187,12 +187,12 @@ class Guild:
             discord_id=row.discord_id,
             name=row.name,
             settings=row.settings,  # type: ignore[arg-type]  # any JSON value
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             guild_id=row.id,
         )
 
-    @strawberry.field(description="Members in joining order.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Members in joining order.")
     async def members(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[GuildMember]:
         await access.require_reader(info, self.guild_id)
         size = page_size(first)
@@ -209,7 +209,7 @@ class Guild:
             has_more_before=after is not None,
         )
 
-    @strawberry.field(description="The guild's club analyses, newest first.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The guild's club analyses, newest first.")
     async def club_analyses(
         self, info: Info, first: int | None = None, after: str | None = None, min_confidence: float | None = None
     ) -> Connection[ClubAnalysis]:
@@ -218,7 +218,7 @@ class Guild:
             info, parent=self.guild_id, first=first, after=after, min_confidence=min_confidence, of_member=False
         )
 
-    @strawberry.field(description="Messages posted in the guild, oldest first (`last` for the newest).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Messages posted in the guild, oldest first (`last` for the newest).")
     async def chat_messages(
         self,
         info: Info,
@@ -247,7 +247,7 @@ class GuildMember:
 
     @classmethod
     def from_model(cls, row: models.UserGuild) -> GuildMember:
-        return cls(roles=list(row.roles), joined_at=utc(row.created_at), row=row)  # type: ignore[arg-type]
+        return cls(roles=list(row.roles), joined_at=utc(row.created_at), row=row)
 
     @strawberry.field
     async def user(self, info: Info) -> UserType:
@@ -259,7 +259,7 @@ class GuildMember:
     async def guild(self, info: Info) -> Guild:
         return await load_guild(info, self.row.guild_id)
 
-    @strawberry.field(description="This member's club analyses in this guild, newest first.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="This member's club analyses in this guild, newest first.")
     async def club_analyses(
         self, info: Info, first: int | None = None, after: str | None = None, min_confidence: float | None = None
     ) -> Connection[ClubAnalysis]:
@@ -290,7 +290,7 @@ class ClubAnalysisImage:
             image_url=row.image_url,
             original_name=row.original_name,
             file_size=row.file_size,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
         )
 
 
@@ -333,8 +333,8 @@ class ClubAnalysis:
             title=row.title,
             summary=row.summary,
             confidence=row.confidence,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             row=row,
         )
 
@@ -349,14 +349,14 @@ class ClubAnalysis:
         assert user is not None
         return user  # type: ignore[no-any-return]
 
-    @strawberry.field(metadata=max_items(analyses_service.MAX_IMAGES))  # type: ignore[untyped-decorator]
+    @strawberry.field(metadata=max_items(analyses_service.MAX_IMAGES))
     async def images(self, info: Info) -> list[ClubAnalysisImage]:
         rows = await info.context.loaders.children(models.ClubAnalysisImage, "analysis_id", order="position").load(
             self.row.id
         )
         return [ClubAnalysisImage.from_model(row) for row in rows]
 
-    @strawberry.field(metadata=max_items(analyses_service.MAX_METRICS))  # type: ignore[untyped-decorator]
+    @strawberry.field(metadata=max_items(analyses_service.MAX_METRICS))
     async def metrics(self, info: Info) -> list[ClubMetric]:
         rows = await info.context.loaders.children(models.ClubMetric, "analysis_id", order="position").load(self.row.id)
         return [ClubMetric.from_model(row) for row in rows]
@@ -386,8 +386,8 @@ class ChatConversation:
         return cls(
             id=strawberry.ID(str(row.id)),
             title=row.title,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             row=row,
         )
 
@@ -400,7 +400,7 @@ class ChatConversation:
     @strawberry.field(
         description="The guild it is about (createConversation's guildId); null if none, or if the caller may "
         "no longer read it."
-    )  # type: ignore[untyped-decorator]
+    )
     async def guild(self, info: Info) -> Guild | None:
         from app.communities import access
 
@@ -409,7 +409,7 @@ class ChatConversation:
         row = await info.context.loaders.by_id(models.Guild).load(self.row.guild_id)
         return Guild.from_model(row) if row is not None else None
 
-    @strawberry.field(description="Oldest first; `last` reads the newest.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Oldest first; `last` reads the newest.")
     async def messages(
         self,
         info: Info,
@@ -446,7 +446,7 @@ class ChatMessage:
         return cls(
             id=strawberry.ID(str(row.id)),
             text=row.text,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
             row=row,
         )
 
@@ -455,7 +455,7 @@ class ChatMessage:
         """Where this message sits in its conversation's or guild's `messages` (for `after`)."""
         return time_cursor(MESSAGE_CURSOR, self.row.created_at, self.row.id)
 
-    @strawberry.field(description="The conversation it was posted in; null for others than its owner.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The conversation it was posted in; null for others than its owner.")
     async def conversation(self, info: Info) -> ChatConversation | None:
         if self.row.conversation_id is None:
             return None
@@ -464,14 +464,14 @@ class ChatMessage:
             return None  # a guild member sees a message, not the private conversation it came from
         return ChatConversation.from_model(row)
 
-    @strawberry.field(description="The guild it was posted in; null for those who cannot see the guild.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The guild it was posted in; null for those who cannot see the guild.")
     async def guild(self, info: Info) -> Guild | None:
         if self.row.guild_id is None or not await access.can_read(info, self.row.guild_id):
             return None
         row = await info.context.loaders.by_id(models.Guild).load(self.row.guild_id)
         return Guild.from_model(row) if row is not None else None
 
-    @strawberry.field(description="The author; null once their account is gone.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The author; null once their account is gone.")
     async def user(self, info: Info) -> UserType | None:
         return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
 

@@ -30,6 +30,7 @@ from app.api.pagination import (
     decode_time_cursor,
     decode_time_uuid_cursor,
     page_size,
+    paginate,
     time_cursor,
     wants_total,
 )
@@ -195,30 +196,28 @@ class GatewayQuery:
             has_more_before=after is not None,
         )
 
-    @strawberry.field(description="A service (`gateway:admin`).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="A service (`gateway:admin`).")
     async def service(self, info: Info, id: strawberry.ID) -> Service | None:
         await require_permission(info.context, ADMIN)
         row = await info.context.session.get(models.Service, parse_id(id))
         return Service.from_model(row) if row is not None else None
 
-    @strawberry.field(description="Services, oldest first (`gateway:admin`).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Services, oldest first (`gateway:admin`).")
     async def services(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Service]:
         ctx = info.context
         await require_permission(ctx, ADMIN)
-        size = page_size(first)
-        rows, total = await service.list_services(
-            ctx.session, after=decode_time_uuid_cursor(SERVICE_CURSOR, after), limit=size, count=wants_total(info)
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(SERVICE_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=SERVICE_CURSOR,
             to_node=Service.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: service.list_services(
+                ctx.session, after=position, limit=limit, count=count
+            ),
         )
 
-    @strawberry.field(description="A project's environments, oldest first (its owner, or `gateway:admin`).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="A project's environments, oldest first (its owner, or `gateway:admin`).")
     async def environments(
         self, info: Info, project_id: strawberry.ID, first: int | None = None, after: str | None = None
     ) -> Connection[Environment]:
@@ -226,28 +225,22 @@ class GatewayQuery:
         pid = parse_id(project_id, "projectId")
         await ctx.require_user_id(ctx.session)  # who asks before whether it exists
         await _project_owner_or_admin(info, pid)
-        size = page_size(first)
-        rows, total = await service.list_environments(
-            ctx.session,
-            project_id=pid,
-            after=decode_time_uuid_cursor(ENVIRONMENT_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(ENVIRONMENT_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=ENVIRONMENT_CURSOR,
             to_node=Environment.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: service.list_environments(
+                ctx.session, project_id=pid, after=position, limit=limit, count=count
+            ),
         )
 
     @strawberry.field(
         description="Quotas: the services enabled in environments, in the order they were enabled. "
         "`gateway:admin` sees all; a project's owner those of an environment of theirs (`environmentId`); "
         "an environment's API key its own environment's."
-    )  # type: ignore[untyped-decorator]
+    )
     async def environment_services(
         self,
         info: Info,
@@ -259,28 +252,28 @@ class GatewayQuery:
         ctx = info.context
         environments = await _environments_in_view(info, environment_id, what="quotas")
         wanted_service = await _service_named(info, service_id)
-        size = page_size(first)
-        rows, total = await service.list_environment_services(
-            ctx.session,
-            environment_ids=environments,
-            service_id=wanted_service,
-            after=_decode_quota_cursor(after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(QUOTA_CURSOR, row.created_at, f"{row.environment_id}.{row.service_id}"),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=QUOTA_CURSOR,
+            position=_decode_quota_cursor,
             to_node=EnvironmentService.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            cursor_of=lambda row: time_cursor(QUOTA_CURSOR, row.created_at, f"{row.environment_id}.{row.service_id}"),
+            fetch=lambda position, limit, count: service.list_environment_services(
+                ctx.session,
+                environment_ids=environments,
+                service_id=wanted_service,
+                after=position,
+                limit=limit,
+                count=count,
+            ),
         )
 
     @strawberry.field(
         description="Live holds (flows started, not completed, not expired), oldest first; who sees which "
         "as for `environmentServices`."
-    )  # type: ignore[untyped-decorator]
+    )
     async def reservations(
         self,
         info: Info,
@@ -292,28 +285,27 @@ class GatewayQuery:
         ctx = info.context
         environments = await _environments_in_view(info, environment_id, what="reservations")
         wanted_service = await _service_named(info, service_id)
-        size = page_size(first)
-        rows, total = await service.list_reservations(
-            ctx.session,
-            environment_ids=environments,
-            service_id=wanted_service,
-            after=decode_time_cursor(RESERVATION_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(RESERVATION_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=RESERVATION_CURSOR,
+            position=decode_time_cursor,
             to_node=Reservation.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: service.list_reservations(
+                ctx.session,
+                environment_ids=environments,
+                service_id=wanted_service,
+                after=position,
+                limit=limit,
+                count=count,
+            ),
         )
 
     @strawberry.field(
         description="Request logs, refused requests included (`outcome` filters); with an API key, only its own "
         "environment's."
-    )  # type: ignore[untyped-decorator]
+    )
     async def request_logs(
         self,
         info: Info,
@@ -382,8 +374,8 @@ async def _service_named(info: Info, service_id: strawberry.ID | None) -> uuid.U
     return wanted
 
 
-def _decode_quota_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID, uuid.UUID] | None:
-    position = decode_time_cursor(QUOTA_CURSOR, cursor)
+def _decode_quota_cursor(kind: str, cursor: str | None) -> tuple[datetime, uuid.UUID, uuid.UUID] | None:
+    position = decode_time_cursor(kind, cursor)
     if position is None:
         return None
     created_at, pair = position
@@ -455,7 +447,7 @@ class GatewayMutation:
         await service.add_project_service(session, project_id=project.id, service_id=parse_id(service_id, "serviceId"))
         return Project.from_model(project)
 
-    @strawberry.mutation(description="The name is never updatable: keys are handed out for it.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="The name is never updatable: keys are handed out for it.")
     async def create_environment(
         self, info: Info, project_id: strawberry.ID, name: Annotated[str, strawberry.argument(metadata=NAME)]
     ) -> Environment:
@@ -463,7 +455,7 @@ class GatewayMutation:
         await _project_owner_or_admin(info, pid)
         return Environment.from_model(await service.create_environment(info.context.session, project_id=pid, name=name))
 
-    @strawberry.mutation(description="Sets a service's request quota in an environment (gateway:admin).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Sets a service's request quota in an environment (gateway:admin).")
     async def enable_environment_service(
         self, info: Info, environment_id: strawberry.ID, service_id: strawberry.ID, available_requests: int
     ) -> EnvironmentService:
@@ -490,7 +482,7 @@ class GatewayMutation:
         )
         return EnvironmentService.from_model(row)
 
-    @strawberry.mutation(description="Change a client (`gateway:admin`).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Change a client (`gateway:admin`).")
     async def update_client(self, info: Info, id: strawberry.ID, input: ClientUpdate) -> Client:
         await require_permission(info.context, ADMIN)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
@@ -500,7 +492,7 @@ class GatewayMutation:
         note_changes(info, before, snapshot(row, before))
         return Client.from_model(row)
 
-    @strawberry.mutation(description="Delete a client (`gateway:admin`); its projects stay, with no client.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Delete a client (`gateway:admin`); its projects stay, with no client.")
     async def delete_client(self, info: Info, id: strawberry.ID) -> bool:
         await require_permission(info.context, ADMIN)
         if not await service.delete_client(info.context.session, client_id=parse_id(id)):
@@ -509,7 +501,7 @@ class GatewayMutation:
 
     @strawberry.mutation(
         description="Change a service (`gateway:admin`). Gateways call it by name: a new name is the one they must use."
-    )  # type: ignore[untyped-decorator]
+    )
     async def update_service(self, info: Info, id: strawberry.ID, input: ServiceUpdate) -> Service:
         await require_permission(info.context, ADMIN)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
@@ -522,7 +514,7 @@ class GatewayMutation:
     @strawberry.mutation(
         description="Delete a service (`gateway:admin`) with its quotas and request logs; CONFLICT while a "
         "flow holds requests of it."
-    )  # type: ignore[untyped-decorator]
+    )
     async def delete_service(self, info: Info, id: strawberry.ID) -> bool:
         await require_permission(info.context, ADMIN)
         await service.delete_service(info.context.session, service_id=parse_id(id))
@@ -531,7 +523,7 @@ class GatewayMutation:
     @strawberry.mutation(
         description="Detach a service from a project (`gateway:admin`): its quotas in the project's environments "
         "go, its request logs stay; CONFLICT while a flow holds requests of it there."
-    )  # type: ignore[untyped-decorator]
+    )
     async def remove_project_service(self, info: Info, project_id: strawberry.ID, service_id: strawberry.ID) -> Project:
         await require_permission(info.context, ADMIN)
         session = info.context.session
@@ -545,7 +537,7 @@ class GatewayMutation:
         description="Delete an environment (its project's owner, or `gateway:admin`) with its API keys, quotas "
         "and request logs; CONFLICT while a flow holds requests in it. Its name is never updatable, so there "
         "is no updateEnvironment."
-    )  # type: ignore[untyped-decorator]
+    )
     async def delete_environment(self, info: Info, id: strawberry.ID) -> bool:
         env = await _environment(info, id)
         await _project_owner_or_admin(info, env.project_id)
@@ -557,7 +549,7 @@ class GatewayMutation:
     @strawberry.mutation(
         description="Take a service's quota out of an environment (`gateway:admin`; its request logs stay); "
         "CONFLICT while a flow holds requests of it there."
-    )  # type: ignore[untyped-decorator]
+    )
     async def disable_environment_service(
         self, info: Info, environment_id: strawberry.ID, service_id: strawberry.ID
     ) -> bool:
@@ -569,7 +561,7 @@ class GatewayMutation:
         )
         return True
 
-    @strawberry.mutation(description="Record one request (ApiKey); outside a flow it spends one request.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Record one request (ApiKey); outside a flow it spends one request.")
     async def record_request(
         self,
         info: Info,
@@ -591,7 +583,7 @@ class GatewayMutation:
             raise
         return RequestLog.from_model(row)
 
-    @strawberry.mutation(description="Hold `amount` requests for a multi-step flow (ApiKey).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Hold `amount` requests for a multi-step flow (ApiKey).")
     async def start_flow(
         self,
         info: Info,
@@ -608,7 +600,7 @@ class GatewayMutation:
             _log_refusal(ctx, exc, service_name=service, endpoint=endpoint, start_point=None)
             raise
 
-    @strawberry.mutation(description="Spend (success) or release the flow's hold; the reservation is deleted.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Spend (success) or release the flow's hold; the reservation is deleted.")
     async def complete_flow(self, info: Info, reservation_id: strawberry.ID, success: bool) -> EnvironmentService:
         ctx = info.context
         _refuse_nul(reservationId=str(reservation_id))

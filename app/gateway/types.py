@@ -66,12 +66,12 @@ class Client:
             id=strawberry.ID(str(row.id)),
             name=row.name,
             stored_email=row.email,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             client_id=row.id,
         )
 
-    @strawberry.field(description="Shown to `gateway:admin` only (a project's readers see its client's name).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Shown to `gateway:admin` only (a project's readers see its client's name).")
     async def email(self, info: Info) -> str | None:
         return self.stored_email if await GATEWAY_ADMIN.allows(info.context, None) else None
 
@@ -101,8 +101,8 @@ class Service:
             id=strawberry.ID(str(row.id)),
             name=row.name,
             description=row.description,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
         )
 
 
@@ -137,8 +137,8 @@ class Environment:
         return cls(
             id=strawberry.ID(str(row.id)),
             name=row.name,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             row=row,
         )
 
@@ -217,7 +217,7 @@ class RequestLog:
             status=row.status,
             outcome=RequestOutcome(row.outcome),
             reason=row.reason,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
             row=row,
         )
 
@@ -236,14 +236,14 @@ class RequestLog:
     async def service(self, info: Info) -> Service:
         return Service.from_model(await load(info, models.Service, self.row.service_id))
 
-    @strawberry.field(description="The first request of this request's flow, if it is a step of one.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The first request of this request's flow, if it is a step of one.")
     async def start_point(self, info: Info) -> RequestLog | None:
         if self.row.start_point is None:
             return None
         start = await info.context.loaders.by_id(models.RequestLog).load(self.row.start_point)  # type: ignore[arg-type]
         return RequestLog.from_model(start) if start else None
 
-    @strawberry.field(description="The steps of the flow this request starts, in order (refused ones too).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The steps of the flow this request starts, in order (refused ones too).")
     async def steps(self, info: Info) -> list[RequestLog]:
         rows = await info.context.loaders.children(models.RequestLog, "start_point").load(self.row.id)  # type: ignore[arg-type]
         return [RequestLog.from_model(row) for row in rows]
@@ -262,8 +262,8 @@ class Reservation:
         return cls(
             id=strawberry.ID(row.id),
             amount=row.amount,
-            expires_at=utc(row.expires_at),  # type: ignore[arg-type]
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            expires_at=utc(row.expires_at),
+            created_at=utc(row.created_at),
             row=row,
         )
 

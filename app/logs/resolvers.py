@@ -350,7 +350,7 @@ class LogsMutation:
         ctx.announce(api_key_channel(key.id), end("revoked"))
         return ApiKey.from_model(revoked)
 
-    @strawberry.mutation(  # type: ignore[untyped-decorator]
+    @strawberry.mutation(
         description="Store one log (ApiKey auth). A repeated idempotencyKey returns the stored log.",
         extensions=[AuditField(*action_for("ingest_log"), details=ingestion_details)],
     )
@@ -358,7 +358,7 @@ class LogsMutation:
         outcome = await ingest(info, [input])  # type: ignore[list-item]  # LogInput arrives as a LogItem
         return Log.from_model(outcome.first_log())
 
-    @strawberry.mutation(  # type: ignore[untyped-decorator]
+    @strawberry.mutation(
         description="Store up to 1000 logs at once (ApiKey auth), all or nothing.",
         extensions=[AuditField(*action_for("ingest_logs"), details=ingestion_details)],
     )
@@ -376,7 +376,7 @@ class LogsSubscription:
     @strawberry.subscription(
         description="Every log of the project after `after` (a Log.cursor), then live ones, in order, "
         "with no gap and no duplicate."
-    )  # type: ignore[untyped-decorator]
+    )
     async def log_added(
         self, info: Info, project_id: strawberry.ID, after: str | None = None, filter: LogFilter | None = None
     ) -> AsyncGenerator[Log, None]:

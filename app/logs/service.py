@@ -227,11 +227,6 @@ async def authenticate_api_key_cached(
     return row
 
 
-async def list_api_keys(session: AsyncSession, *, project_id: uuid.UUID) -> Sequence[models.ApiKey]:
-    query = select(models.ApiKey).where(models.ApiKey.project_id == project_id).order_by(models.ApiKey.created_at)  # type: ignore[arg-type]
-    return (await session.execute(query)).scalars().all()
-
-
 # -- ingestion -----------------------------------------------------------------------------------
 
 

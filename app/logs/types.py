@@ -88,8 +88,8 @@ class Project:
             id=strawberry.ID(str(row.id)),
             name=row.name,
             description=row.description,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             log_retention_days=row.log_retention_days,
             row=row,
         )
@@ -188,7 +188,7 @@ class ApiKey:
             label=row.label,
             description=row.description,
             prefix=row.prefix,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
             last_used_at=utc(row.last_used_at),
             expires_at=utc(row.expires_at),
             revoked_at=utc(row.revoked_at),
@@ -248,7 +248,7 @@ class Log:
             level=LogLevel(row.level),
             attributes=row.attributes,
             occurred_at=utc(row.occurred_at),
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
             cursor=log_cursor(row.seq),
             project_id=row.project_id,
             api_key_id=row.api_key_id,
@@ -257,7 +257,7 @@ class Log:
 
     # Everyone who may receive a log may see its project (the stream checked that); what they may
     # see of the project is decided by its own fields.
-    @strawberry.field(metadata=VIEWER_INDEPENDENT)  # type: ignore[untyped-decorator]
+    @strawberry.field(metadata=VIEWER_INDEPENDENT)
     async def project(self, info: Info) -> Project:
         return await load_project(info, self.project_id)
 

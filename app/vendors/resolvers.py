@@ -16,11 +16,8 @@ from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
-    build_connection,
-    decode_time_uuid_cursor,
     page_size,
-    time_cursor,
-    wants_total,
+    paginate,
 )
 from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.validation import MAX_SEARCH, like_pattern
@@ -97,23 +94,21 @@ async def vendors_page(
     after: str | None,
 ) -> Connection[Vendor]:
     """Vendors are public: anyone may list them, anyone's."""
-    size = page_size(first)
-    rows, total = await vendors.list_vendors(
-        info.context.session,
-        open=open,
-        search=search or None,
-        owner_id=owner_id,
-        after=decode_time_uuid_cursor(VENDOR_CURSOR, after),
-        limit=size,
-        count=wants_total(info),
-    )
-    return build_connection(
-        rows,
-        size=size,
-        cursor_of=lambda row: time_cursor(VENDOR_CURSOR, row.created_at, row.id),
+    return await paginate(
+        info,
+        first=first,
+        after=after,
+        kind=VENDOR_CURSOR,
         to_node=Vendor.from_model,
-        total_count=total,
-        has_more_before=after is not None,
+        fetch=lambda position, limit, count: vendors.list_vendors(
+            info.context.session,
+            open=open,
+            search=search or None,
+            owner_id=owner_id,
+            after=position,
+            limit=limit,
+            count=count,
+        ),
     )
 
 
@@ -194,7 +189,7 @@ class VendorsQuery:
         row = await info.context.session.get(models.Vendor, parse_id(id))
         return Vendor.from_model(row) if row is not None else None
 
-    @strawberry.field(description="Vendors, newest first; `search` matches the name, case-insensitively.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Vendors, newest first; `search` matches the name, case-insensitively.")
     async def vendors(
         self,
         info: Info,
@@ -212,7 +207,7 @@ class VendorsQuery:
     @strawberry.field(
         description="Vendors within `radiusKm` of a point, nearest first (great-circle distance; right across "
         "the antimeridian and near the poles)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def vendors_near(
         self,
         info: Info,
@@ -231,7 +226,7 @@ class VendorsQuery:
     @strawberry.field(
         description="External services' ids mapped to Lodge's, oldest first (`vendors:write`): those of one "
         "`internalId` (a vendor's id lists the vendor's) and/or one `service`."
-    )  # type: ignore[untyped-decorator]
+    )
     async def integrations(
         self,
         info: Info,
@@ -242,25 +237,18 @@ class VendorsQuery:
     ) -> Connection[Integration]:
         ctx = info.context
         await require_permission(ctx, WRITE, session=ctx.session)
-        size = page_size(first)
-        rows, total = await integrations.list_integrations(
-            ctx.session,
-            internal_id=internal_id,
-            service=service,
-            after=decode_time_uuid_cursor(INTEGRATION_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(INTEGRATION_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=INTEGRATION_CURSOR,
             to_node=Integration.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: integrations.list_integrations(
+                ctx.session, internal_id=internal_id, service=service, after=position, limit=limit, count=count
+            ),
         )
 
-    @strawberry.field(description="An external service's id mapped to Lodge's (`vendors:write`).")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="An external service's id mapped to Lodge's (`vendors:write`).")
     async def integration(
         self,
         info: Info,
@@ -273,7 +261,7 @@ class VendorsQuery:
 
     @strawberry.field(
         description="Billing subscriptions, newest first: the caller's, or `userId`'s with `billing:write`."
-    )  # type: ignore[untyped-decorator]
+    )
     async def billing_subscriptions(
         self,
         info: Info,
@@ -284,22 +272,20 @@ class VendorsQuery:
     ) -> Connection[BillingSubscription]:
         ctx = info.context
         owner = await _billing_owner(info, user_id)
-        size = page_size(first)
-        rows, total = await billing.list_subscriptions(
-            ctx.session,
-            user_id=owner,
-            status=status.lower() if status else None,
-            before=decode_time_uuid_cursor(SUBSCRIPTION_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(SUBSCRIPTION_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=SUBSCRIPTION_CURSOR,
             to_node=BillingSubscription.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: billing.list_subscriptions(
+                ctx.session,
+                user_id=owner,
+                status=status.lower() if status else None,
+                before=position,
+                limit=limit,
+                count=count,
+            ),
         )
 
 
@@ -312,7 +298,7 @@ class VendorsMutation:
         row = await vendors.create_vendor(ctx.session, owner_id=owner_id, values=vars(input))
         return Vendor.from_model(row)
 
-    @strawberry.mutation(description="Change a vendor's details (its position moves by recordVendorLocation).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Change a vendor's details (its position moves by recordVendorLocation).")
     async def update_vendor(self, info: Info, id: strawberry.ID, input: VendorUpdate) -> Vendor:
         vendor = await _managed(info, id)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
@@ -321,13 +307,13 @@ class VendorsMutation:
         note_changes(info, before, snapshot(row, before))
         return Vendor.from_model(row)
 
-    @strawberry.mutation(description="Delete a vendor with its location history.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Delete a vendor with its location history.")
     async def delete_vendor(self, info: Info, id: strawberry.ID) -> bool:
         vendor = await _managed(info, id)
         await vendors.delete_vendor(info.context.session, vendor=vendor)
         return True
 
-    @strawberry.mutation(description="Append to the vendor's history and move it there, in one transaction.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Append to the vendor's history and move it there, in one transaction.")
     async def record_vendor_location(self, info: Info, vendor_id: strawberry.ID, lat: float, long: float) -> Location:
         vendor = await _managed(info, vendor_id)
         row = await vendors.record_location(info.context.session, vendor=vendor, lat=lat, long=long)
@@ -335,7 +321,7 @@ class VendorsMutation:
             info.context.publish_after_commit(channel, payload)
         return Location.from_model(row)
 
-    @strawberry.mutation(description="Create or update by (service, externalId), in one statement (`vendors:write`).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Create or update by (service, externalId), in one statement (`vendors:write`).")
     async def upsert_integration(self, info: Info, input: IntegrationInput) -> Integration:
         await require_permission(info.context, WRITE, session=info.context.session)
         row = await integrations.upsert_integration(
@@ -349,7 +335,7 @@ class VendorsMutation:
 
     @strawberry.mutation(
         description="Remove the mapping of (service, externalId) (`vendors:write`); NOT_FOUND if none."
-    )  # type: ignore[untyped-decorator]
+    )
     async def delete_integration(
         self,
         info: Info,
@@ -365,7 +351,7 @@ class VendorsMutation:
     @strawberry.mutation(
         description="Record a subscription for a user (`billing:write`: a billing service or an admin; the caller's "
         "own when `input.userId` is omitted). Status otherwise changes through POST /webhooks/billing."
-    )  # type: ignore[untyped-decorator]
+    )
     async def create_billing_subscription(self, info: Info, input: BillingSubscriptionInput) -> BillingSubscription:
         ctx = info.context
         # Nobody grants themself a subscription: the provider's webhook or a billing admin does.
@@ -386,7 +372,7 @@ class VendorsMutation:
     @strawberry.mutation(
         description="active -> cancelled (`billing:write`); any other status is CONFLICT. A user cancels with "
         "their billing provider, whose webhook tells Lodge."
-    )  # type: ignore[untyped-decorator]
+    )
     async def cancel_billing_subscription(self, info: Info, id: strawberry.ID) -> BillingSubscription:
         row = await _administered_subscription(info, id)
         session = info.context.session
@@ -395,7 +381,7 @@ class VendorsMutation:
     @strawberry.mutation(
         description="Set a subscription's status, any way (`billing:write`): an admin's correction of the "
         "provider's word."
-    )  # type: ignore[untyped-decorator]
+    )
     async def set_billing_subscription_status(
         self,
         info: Info,
@@ -433,7 +419,7 @@ class VendorsSubscription:
         description="Positions recorded after the subscription starts: of one vendor, or of every vendor in a box "
         "(minLong > maxLong: a box across the antimeridian). Open to anyone, like a vendor's current position; "
         "the stored history (`Vendor.locations`) stays its owner's."
-    )  # type: ignore[untyped-decorator]
+    )
     async def vendor_location_updated(
         self,
         info: Info,

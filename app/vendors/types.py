@@ -73,7 +73,7 @@ class Location:
             id=strawberry.ID(str(row.id)),
             lat=row.lat,
             long=row.long,
-            timestamp=utc(row.timestamp),  # type: ignore[arg-type]
+            timestamp=utc(row.timestamp),
             row=row,
         )
 
@@ -123,8 +123,8 @@ class Vendor:
             primary_image=row.primary_image,
             lat=row.lat,
             long=row.long,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             row=row,
         )
 
@@ -135,7 +135,7 @@ class Vendor:
     @strawberry.field(
         description="Where the vendor has been, newest first; its owner and `vendors:write` only (others get "
         "an empty list: the current position is public, the trail is not)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def locations(
         self, info: Info, since: datetime | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[Location]:
@@ -192,10 +192,10 @@ class BillingSubscription:
             provider=row.provider,
             product_id=row.product_id,
             status=row.status,
-            start_date=utc(row.start_date),  # type: ignore[arg-type]
+            start_date=utc(row.start_date),
             end_date=utc(row.end_date),
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             external_id=row.external_id,
             row=row,
         )
@@ -224,8 +224,8 @@ class Integration:
             external_id=row.external_id,
             internal_id=row.internal_id,
             metadata=row.metadata_,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
         )
 
 

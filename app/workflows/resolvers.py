@@ -23,6 +23,7 @@ from app.api.pagination import (
     decode_int_cursor,
     decode_time_uuid_cursor,
     page_size,
+    paginate,
     time_cursor,
     wants_total,
 )
@@ -221,7 +222,7 @@ c.root("Subscription.executionUpdated", c.Event("Execution"))
 
 @strawberry.type
 class WorkflowsQuery:
-    @strawberry.field(description="A live workflow its owner, `workflows:write` or, when public, anyone can see.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="A live workflow its owner, `workflows:write` or, when public, anyone can see.")
     async def workflow(self, info: Info, id: strawberry.ID) -> Workflow | None:
         try:
             workflow = await workflows.get_workflow_or_raise(info.context.session, workflow_id=parse_id(id))
@@ -232,7 +233,7 @@ class WorkflowsQuery:
             raise Forbidden("this workflow is private")
         return Workflow.from_model(workflow)
 
-    @strawberry.field(description="Live workflows the caller can see (their own and public ones), newest first.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Live workflows the caller can see (their own and public ones), newest first.")
     async def workflows(
         self,
         info: Info,
@@ -266,28 +267,22 @@ class WorkflowsQuery:
         except NotFound:
             return None
 
-    @strawberry.field(description="The caller's live files, newest first.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The caller's live files, newest first.")
     async def files(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[File]:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
-        size = page_size(first)
-        rows, total = await files.list_files(
-            ctx.session,
-            owner_id=user_id,
-            before=decode_time_uuid_cursor(FILE_CURSOR, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(FILE_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=FILE_CURSOR,
             to_node=File.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: files.list_files(
+                ctx.session, owner_id=user_id, before=position, limit=limit, count=count
+            ),
         )
 
-    @strawberry.field(description="A file its owner, or anyone when it is public, can see.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="A file its owner, or anyone when it is public, can see.")
     async def file(self, info: Info, id: strawberry.ID) -> File | None:
         ctx = info.context
         await ctx.require_user_id(ctx.session)  # who asks, before whether the file exists
@@ -327,7 +322,7 @@ class WorkflowsMutation:
         note_changes(info, before, snapshot(row, before))
         return Workflow.from_model(row)
 
-    @strawberry.mutation(description="Soft delete: hidden from reads and runs until `restoreWorkflow`.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Soft delete: hidden from reads and runs until `restoreWorkflow`.")
     async def delete_workflow(self, info: Info, id: strawberry.ID) -> bool:
         workflow = await _writable(info, id)
         await workflows.set_deleted(info.context.session, workflow=workflow, deleted=True)
@@ -362,7 +357,7 @@ class WorkflowsMutation:
         row = await workflows.update_node(info.context.session, workflow=workflow, node_key=key, values=changes)
         return WorkflowNode.from_model(row)
 
-    @strawberry.mutation(description="Remove a node and every edge that touches it.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Remove a node and every edge that touches it.")
     async def remove_workflow_node(
         self, info: Info, workflow_id: strawberry.ID, key: Annotated[str, strawberry.argument(metadata=KEY)]
     ) -> bool:
@@ -372,7 +367,7 @@ class WorkflowsMutation:
     @strawberry.mutation(
         description="Join two nodes of the workflow. An edge that would close a cycle is BAD_USER_INPUT "
         "(extensions.cycle names it)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def add_workflow_edge(self, info: Info, workflow_id: strawberry.ID, input: EdgeInput) -> WorkflowEdge:
         workflow = await _writable(info, workflow_id)
         row = await workflows.add_edge(
@@ -392,7 +387,7 @@ class WorkflowsMutation:
         await workflows.remove_edge(info.context.session, edge=edge)
         return True
 
-    @strawberry.mutation(description="Snapshot the draft as the next version; versions never change.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Snapshot the draft as the next version; versions never change.")
     async def publish_workflow(self, info: Info, id: strawberry.ID) -> Workflow:
         workflow = await _writable(info, id)
         user_id = await info.context.require_user_id(info.context.session)
@@ -405,7 +400,7 @@ class WorkflowsMutation:
         workflow = await _writable(info, id)
         return Workflow.from_model(await workflows.archive_workflow(info.context.session, workflow=workflow))
 
-    @strawberry.mutation(description="A PENDING execution of the latest published version.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="A PENDING execution of the latest published version.")
     async def start_execution(self, info: Info, workflow_id: strawberry.ID, input: JSON | None = None) -> Execution:
         ctx = info.context
         workflow = await workflows.get_workflow_or_raise(ctx.session, workflow_id=parse_id(workflow_id, "workflowId"))
@@ -417,7 +412,7 @@ class WorkflowsMutation:
     @strawberry.mutation(
         description="PENDING -> RUNNING -> COMPLETED | FAILED, or any unfinished status -> CANCELLED. "
         "Anything else is CONFLICT (extensions.currentStatus); of concurrent attempts one wins."
-    )  # type: ignore[untyped-decorator]
+    )
     async def update_execution_status(
         self,
         info: Info,
@@ -447,7 +442,7 @@ class WorkflowsMutation:
         description="A runner takes the oldest PENDING execution (of `workflowId`) and runs it under a lease of "
         "`leaseSeconds`: RUNNING, `runner` set. Each execution goes to exactly one claimer; null when there is "
         "none. `workflows:write` claims any; a workflow's owner those of their own workflows."
-    )  # type: ignore[untyped-decorator]
+    )
     async def claim_execution(
         self,
         info: Info,
@@ -480,7 +475,7 @@ class WorkflowsMutation:
     @strawberry.mutation(
         description="Renew the lease of an execution this runner holds; CONFLICT once it does not (the runner "
         "must stop: the execution finished, or its lease ran out and it went to another runner)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def heartbeat_execution(
         self,
         info: Info,
@@ -495,7 +490,7 @@ class WorkflowsMutation:
         )
         return Execution.from_model(row)
 
-    @strawberry.mutation(description="A log line of an unfinished execution.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="A log line of an unfinished execution.")
     async def append_execution_log(
         self,
         info: Info,
@@ -524,14 +519,14 @@ class WorkflowsMutation:
         ctx.publish_after_commit(*events.log_appended(row))
         return ExecutionLog.from_model(row)
 
-    @strawberry.mutation(description="Register a stored file's metadata.")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Register a stored file's metadata.")
     async def register_file(self, info: Info, input: FileInput) -> File:
         return File.from_model(await _register_file(info, input))
 
     @strawberry.mutation(
         description="Register a file and get a URL to PUT its bytes to (with its `mimeType` as Content-Type; "
         "they must match the size, and the checksum when one is given). See `File.downloadUrl`."
-    )  # type: ignore[untyped-decorator]
+    )
     async def create_file_upload(self, info: Info, input: FileInput) -> FileUpload:
         ctx = info.context
         limit = ctx.deps.settings.file_max_bytes
@@ -541,7 +536,7 @@ class WorkflowsMutation:
 
     @strawberry.mutation(
         description="A new upload URL for a file of yours whose content has not arrived yet (CONFLICT once it has)."
-    )  # type: ignore[untyped-decorator]
+    )
     async def renew_file_upload(self, info: Info, id: strawberry.ID) -> FileUpload:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
@@ -552,7 +547,7 @@ class WorkflowsMutation:
             raise Conflict("this file's content is already stored; it never changes")
         return _upload(info, row)
 
-    @strawberry.mutation(description="Soft delete (the owner only).")  # type: ignore[untyped-decorator]
+    @strawberry.mutation(description="Soft delete (the owner only).")
     async def delete_file(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)
@@ -567,7 +562,7 @@ class WorkflowsMutation:
 class WorkflowsSubscription:
     @strawberry.subscription(
         description="The execution's current status at once, then each change; ends when it finishes."
-    )  # type: ignore[untyped-decorator]
+    )
     async def execution_updated(self, info: Info, execution_id: strawberry.ID) -> AsyncGenerator[Execution, None]:
         ctx = info.context
         eid = parse_id(execution_id, "executionId")
@@ -592,7 +587,7 @@ class WorkflowsSubscription:
     @strawberry.subscription(
         description="The execution's logs after `after` (all of them without it), then live ones, in "
         "order and without duplicates; ends when the execution finishes."
-    )  # type: ignore[untyped-decorator]
+    )
     async def execution_log_added(
         self, info: Info, execution_id: strawberry.ID, after: str | None = None, level: LogLevel | None = None
     ) -> AsyncGenerator[ExecutionLog, None]:

@@ -196,7 +196,7 @@ class WorkflowVersion:
             name=row.name,
             description=row.description,
             configuration=row.configuration,  # type: ignore[arg-type]
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
             nodes=[WorkflowNode.from_snapshot(item) for item in row.nodes],
             edges=[WorkflowEdge.from_snapshot(item) for item in row.edges],
             row=row,
@@ -231,7 +231,7 @@ class ExecutionLog:
             level=LogLevel(row.log_level.upper()),
             message=row.message,
             data=row.data,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
             cursor=execution_log_cursor(row.seq),
             seq=row.seq,
         )
@@ -288,7 +288,7 @@ class Execution:
             error_message=row.error_message,
             started_at=utc(row.started_at),
             completed_at=utc(row.completed_at),
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
             runner=row.runner,
             lease_expires_at=utc(row.lease_expires_at),
             attempts=row.attempts,
@@ -309,7 +309,7 @@ class Execution:
     async def user(self, info: Info) -> UserType:
         return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
 
-    @strawberry.field(description="In order of appending.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="In order of appending.")
     async def logs(
         self, info: Info, level: LogLevel | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[ExecutionLog]:
@@ -380,8 +380,8 @@ class Workflow:
             is_public=row.is_public,
             tags=list(row.tags),
             configuration=row.configuration,  # type: ignore[arg-type]
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
-            updated_at=utc(row.updated_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
             deleted_at=utc(row.deleted_at),
             row=row,
         )
@@ -390,17 +390,17 @@ class Workflow:
     async def owner(self, info: Info) -> UserType:
         return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
 
-    @strawberry.field(description="The draft's nodes, in creation order.", metadata=max_items(MAX_NODES))  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The draft's nodes, in creation order.", metadata=max_items(MAX_NODES))
     async def nodes(self, info: Info) -> list[WorkflowNode]:
         rows = await info.context.loaders.children(models.WorkflowNode, "workflow_id").load(self.row.id)
         return [WorkflowNode.from_model(row) for row in rows]
 
-    @strawberry.field(description="The draft's edges, in creation order.", metadata=max_items(MAX_EDGES))  # type: ignore[untyped-decorator]
+    @strawberry.field(description="The draft's edges, in creation order.", metadata=max_items(MAX_EDGES))
     async def edges(self, info: Info) -> list[WorkflowEdge]:
         rows = await info.context.loaders.children(models.WorkflowEdge, "workflow_id").load(self.row.id)
         return [WorkflowEdge.from_model(row) for row in rows]
 
-    @strawberry.field(  # type: ignore[untyped-decorator]
+    @strawberry.field(
         description="Published versions, oldest first: the newest `last` (50 unless given, at most 500), "
         "older than version number `before` when given (pass the first version returned for the page before)."
     )
@@ -413,7 +413,7 @@ class Workflow:
         rows = await info.context.loaders.batch("workflow-versions", loaders.versions).load(key)
         return [WorkflowVersion.from_model(row) for row in reversed(rows)]
 
-    @strawberry.field(description="Newest first. Others than the owner see their own executions only.")  # type: ignore[untyped-decorator]
+    @strawberry.field(description="Newest first. Others than the owner see their own executions only.")
     async def executions(
         self, info: Info, first: int | None = None, after: str | None = None, status: ExecutionStatus | None = None
     ) -> Connection[Execution]:
@@ -479,7 +479,7 @@ class File:
             checksum=row.checksum,
             path=row.file_path,
             is_public=row.is_public,
-            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            created_at=utc(row.created_at),
             stored_at=utc(row.stored_at),
             row=row,
         )
@@ -491,7 +491,7 @@ class File:
     @strawberry.field(
         description="A URL (relative to this server) to GET the content from, for whoever may see the file; it "
         "works for LODGE_FILE_URL_SECONDS to twice that. Null until the content has arrived."
-    )  # type: ignore[untyped-decorator]
+    )
     def download_url(self, info: Info) -> str | None:
         from app.workflows import content
 

@@ -12,8 +12,9 @@ from typing import Any
 import jwt
 from sqlalchemy import text
 
+from app.settings import Settings
 from app.workflows import content
-from tests.support import LiveServer, new_user
+from tests.support import LiveServer, live_server, new_user
 
 UPLOAD = """mutation($input: FileInput!) { createFileUpload(input: $input) {
   uploadUrl expiresAt file { id storedAt downloadUrl checksum } } }"""
@@ -169,3 +170,17 @@ async def test_who_may_download(server: LiveServer) -> None:
     listed = await server.data("{ files(first: 50) { nodes { id downloadUrl storedAt } } }", token=owner)
     by_id = {n["id"]: n for n in listed["files"]["nodes"]}
     assert by_id[public["file"]["id"]]["downloadUrl"] is not None
+
+
+async def test_a_file_larger_than_the_request_body_limit_is_taken(settings: Settings, database_url: str) -> None:
+    """LODGE_MAX_BODY_BYTES bounds GraphQL bodies; a file's content is bounded by its own size."""
+    async with live_server(settings.model_copy(update={"max_body_bytes": 1024}), database_url) as server:
+        owner = await new_user(server)
+        big = b"0123456789abcdef" * 4096  # 64 KiB
+        created = await _register(server, owner, big, mimeType="application/octet-stream")
+        put = await server.http.put(
+            created["uploadUrl"], content=big, headers={"content-type": "application/octet-stream"}
+        )
+        assert put.status_code == 201, put.text
+        found = (await server.data(FILE, {"id": created["file"]["id"]}, token=owner))["file"]
+        assert (await server.http.get(found["downloadUrl"])).content == big

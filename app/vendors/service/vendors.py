@@ -179,27 +179,3 @@ async def vendors_near(
     rows = (await session.execute(query)).mappings().all()
     columns = models.Vendor.__table__.columns.keys()  # type: ignore[attr-defined]
     return [(models.Vendor(**{name: row[name] for name in columns}), row["distance_km"]) for row in rows]
-
-
-async def list_locations(
-    session: AsyncSession,
-    *,
-    vendor_id: uuid.UUID,
-    since: datetime | None,
-    after: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-    count: bool,
-) -> tuple[Sequence[models.Location], int]:
-    """Newest first."""
-    loc = models.Location
-    base = select(loc).where(col(loc.vendor_id) == vendor_id)
-    if since is not None:
-        base = base.where(col(loc.timestamp) >= since)
-    query = base
-    if after is not None:
-        query = query.where(tuple_(col(loc.timestamp), col(loc.id)) < tuple_(*after))
-    rows = (await session.scalars(query.order_by(col(loc.timestamp).desc(), col(loc.id).desc()).limit(limit + 1))).all()
-    total = 0
-    if count:
-        total = await session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    return rows, total
