@@ -47,15 +47,14 @@ from app.gateway.coalesce import Coalescer
 from app.logs.http import ingest_endpoint
 from app.logs.service import authenticate_api_key
 from app.observability import metrics, tracing
-from app.observability.graphql import WS_CLOSE_CODE
 from app.observability.logs import configure_logging
 from app.pubsub import Hub
+from app.request_state import request_state
 from app.settings import Settings
 from app.vendors.webhook import billing_webhook_endpoint
 from app.workflows import content
 
 log = logging.getLogger("lodge")
-WATCHDOG = "lodge_ws_watchdog"
 
 
 RETRY_LATER = 1013  # websocket close code: try again later
@@ -64,12 +63,9 @@ RETRY_LATER = 1013  # websocket close code: try again later
 class LodgeWebSocketAdapter(ASGIWebSocketAdapter):
     async def close(self, code: int, reason: str) -> None:
         # A connection refused because the database is down is "try again later", not 4403.
-        if self.ws.scope.get("state", {}).get(RETRY_CLOSE):
+        if request_state(self.ws.scope).close_retry_later:
             code, reason = RETRY_LATER, "database unavailable: retry"
         await super().close(code, reason)
-
-
-RETRY_CLOSE = "lodge_close_retry_later"
 
 
 class LodgeGraphQL(GraphQL[Context, None]):
@@ -126,13 +122,13 @@ class LodgeGraphQL(GraphQL[Context, None]):
             # Ordinary queries and mutations take the lean path; it hands the rest to strawberry.
             await self.pipeline.handle(scope, receive, send, self._strawberry_http)
             return
-        state = scope.setdefault("state", {})
+        state = request_state(scope)
 
         async def noting_close_code() -> Message:
             # Tells the operations the socket's end cancels why it ended (1012: the server stops).
             message = await receive()
             if message["type"] == "websocket.disconnect":
-                state[WS_CLOSE_CODE] = message.get("code")
+                state.ws_close_code = message.get("code")
             return message
 
         metrics.WEBSOCKETS.inc()
@@ -140,9 +136,9 @@ class LodgeGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, noting_close_code, send)
         finally:
             metrics.WEBSOCKETS.dec()
-            watchdog = scope["state"].pop(WATCHDOG, None)
-            if watchdog is not None:
-                watchdog.cancel()
+            if state.watchdog is not None:
+                state.watchdog.cancel()
+                state.watchdog = None
 
     async def _strawberry_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
@@ -158,13 +154,13 @@ class LodgeGraphQL(GraphQL[Context, None]):
             if not database_unavailable(exc) or not isinstance(context.request, WebSocket):
                 raise
             log.warning("database unavailable at connection_init: closing with %d", RETRY_LATER)
-            context.request.scope.setdefault("state", {})[RETRY_CLOSE] = True
+            request_state(context.request.scope).close_retry_later = True
             raise ConnectionRejectionError({"message": "database unavailable: retry"}) from None
         if watched is not None and isinstance(context.request, WebSocket):
-            state = context.request.scope["state"]
-            if (previous := state.get(WATCHDOG)) is not None:
-                previous.cancel()  # the legacy protocol accepts connection_init more than once
-            state[WATCHDOG] = asyncio.create_task(
+            state = request_state(context.request.scope)
+            if state.watchdog is not None:
+                state.watchdog.cancel()  # the legacy protocol accepts connection_init more than once
+            state.watchdog = asyncio.create_task(
                 watchdog.watch(context, context.request, watched), name="lodge-ws-watchdog"
             )
         return None

@@ -1,6 +1,7 @@
 """Schema-driven fuzzing of the GraphQL API: random documents and variables from hypothesis-graphql.
 
-Run by hand, never in CI: `uv run python -m bench.fuzz [--examples 10000] [--seed N] [--rev HEAD|worktree]`.
+Run by hand: `uv run python -m bench.fuzz [--examples 10000] [--seed N] [--rev HEAD|worktree]`. CI runs 300 documents
+with seed 1 (tests/test_fuzz_smoke.py).
 
 What it does. Exports `--rev` (default HEAD, with `git archive`: the checkout may be mid-edit) and runs it as
 `lodge serve` (LODGE_ENV=production, Redis bus at `--redis`, JSON logs) on a throwaway database on the PostgreSQL
@@ -20,7 +21,8 @@ shape). Callers: the admin 70%, the plain user 15%, anonymous or a junk token 10
 API-key mutations). Checks per document: no HTTP 5xx, no non-JSON body, no error without `extensions.code`, no
 `INTERNAL` (with the server's traceback, found by request id), no hang (60 s); for every mutation answered with
 errors: per-table row counts and `sum(hashtext(row::text))` equal before and after except `audit_logs` (and what
-the README says is written anyway: logs and api_keys for ingestion, refresh_tokens for a reused refresh token),
+the README says is written anyway: logs and api_keys for ingestion, refresh_tokens for a reused refresh token,
+request_logs for a gateway's refused request),
 `data` null, and every audit row of the request `success = false` (and one at least if a field ran). At the end
 `/healthz` and `/readyz`. The sweepers are slowed to once a day so that their writes are not taken for partial
 writes. Output: a summary (also in bench/.results/fuzz-<time>/summary.txt) and, next to it, problems.json and
@@ -189,12 +191,14 @@ REQUEST_TIMEOUT = 60.0
 API_KEY_FIELDS = frozenset({"ingestLog", "ingestLogs", "recordRequest", "startFlow", "completeFlow"})
 # Tables a failed mutation may change, by design (README): every failed mutation records its audit row;
 # ingestion commits on its own (logs, and the key's lastUsedAt on the same autocommit connection); a reused
-# refresh token revokes its whole login.
+# refresh token revokes its whole login; a gateway's refused request is logged (a request_logs row, refused).
 ALWAYS_WRITTEN = frozenset({"audit_logs"})
 WRITTEN_ON_FAILURE = {
     "ingestLog": frozenset({"logs", "api_keys"}),
     "ingestLogs": frozenset({"logs", "api_keys"}),
     "refresh": frozenset({"refresh_tokens"}),
+    "recordRequest": frozenset({"request_logs"}),
+    "startFlow": frozenset({"request_logs"}),
 }
 # Table -> GraphQL type, for typed pools of real ids.
 TABLE_TYPES = {
@@ -866,6 +870,10 @@ class Fuzzer:
         does) or plain user."""
         token, user_id = await self.register(persona)
         if persona == "admin":
+            if self.superuser_role and not await self.db.conn.fetchval(
+                "SELECT 1 FROM roles WHERE id = $1", uuid.UUID(self.superuser_role)
+            ):
+                self.superuser_role = ""  # the fuzzing deleted it (deleteRole)
             if not self.superuser_role:
                 self.superuser_role = str(
                     await self.db.conn.fetchval(

@@ -171,7 +171,8 @@ async def write_for_request(
             "user_id": viewer.user_id if viewer else entry.user_id,
             "action": entry.action,
             "resource_type": entry.resource_type,
-            "resource_id": entry.resource_id,
+            # An id argument is the client's text (a NUL PostgreSQL refuses would lose the row).
+            "resource_id": _text(entry.resource_id),
             "details": {**(entry.details or {}), "changes": entry.changes}
             if entry.changes and entry.success
             else entry.details,
@@ -180,7 +181,7 @@ async def write_for_request(
             "session_id": session_id,
             "request_id": request_id,
             "success": entry.success,
-            "error_message": entry.error_message,
+            "error_message": _text(entry.error_message),
         }
         for entry in entries
     ]
@@ -212,6 +213,14 @@ def _id_of(result: Any) -> str | None:
         if value is not None and getattr(value, "id", None) is not None:
             return str(value.id)
     return None
+
+
+def _text(value: str | None) -> str | None:
+    """Text as PostgreSQL keeps it: without NUL characters, and bounded."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "")
+    return value if len(value) <= 500 else value[:500] + "…"
 
 
 def _ip(host: str) -> str | None:

@@ -50,6 +50,7 @@ from app.audit.recorder import AuditEntry, action_for
 from app.deps import Deps
 from app.logs import events, models, records, service
 from app.observability import metrics
+from app.request_state import request_state
 
 _STATUS = {"BAD_USER_INPUT": 400, "UNAUTHENTICATED": 401, "FORBIDDEN": 403}
 GZIP = 16 + zlib.MAX_WBITS
@@ -350,7 +351,7 @@ async def ingest_endpoint(request: Request) -> JSONResponse:
         if key is None:
             async with deps.db.autocommit() as conn:
                 key = await service.authenticate_api_key_cached(deps.principals, conn, secret=secret)
-        request.scope.setdefault("state", {})["lodge_caller"] = {"api_key_id": str(key.id)}
+        request_state(request.scope).caller = {"api_key_id": str(key.id)}
         require_scope(key, models.INGEST)
         deps.limiter.vouch(secret)
         wbits = _wbits(request)

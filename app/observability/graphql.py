@@ -16,7 +16,8 @@ from strawberry.types.graphql import OperationType
 
 from app.api.errors import BAD_USER_INPUT
 from app.observability import metrics
-from app.observability.logs import OPERATION, log_operation
+from app.observability.logs import log_operation
+from app.request_state import request_state
 
 CANCELLED = "cancelled"
 SHUTDOWN = "shutdown"
@@ -24,7 +25,6 @@ SHUTDOWN = "shutdown"
 # no query at all): the client's to fix.
 CLIENT_MISTAKES = (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError)
 # The websocket's close code, as the ASGI server reported it (set by the GraphQL view).
-WS_CLOSE_CODE = "lodge_ws_close_code"
 SERVICE_RESTART = 1012
 
 
@@ -103,7 +103,7 @@ def _record(ctx: Any, kind: str, name: str | None, outcome: str, duration: float
         fields["duration_ms"] = round(duration * 1000, 2)
         log_operation(fields)
     elif request is not None:
-        request.scope.setdefault("state", {})[OPERATION] = fields
+        request_state(request.scope).operation = fields
 
 
 def describe(ec: Any, raised: BaseException | None = None) -> tuple[str, str | None, str]:
@@ -139,7 +139,7 @@ def _closed_for_restart(request: object) -> bool:
     websocket with 1012, service restart, before its lifespan ends)."""
     if not isinstance(request, WebSocket):
         return False
-    return bool(request.scope.get("state", {}).get(WS_CLOSE_CODE) == SERVICE_RESTART)
+    return request_state(request.scope).ws_close_code == SERVICE_RESTART
 
 
 def _root_field(document: Any, operation_name: str | None) -> str:

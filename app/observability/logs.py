@@ -17,11 +17,11 @@ import orjson
 from starlette.types import Scope
 
 from app.observability import metrics
+from app.request_state import request_state
 
 access_log = logging.getLogger("lodge.access")
 
 # Set on the ASGI scope's state by the GraphQL layer, read by the access log.
-OPERATION = "lodge_operation"
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -94,11 +94,11 @@ def log_request(scope: Scope, status: int, started: float) -> None:
         "status": status,
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
     }
-    operation = state.get(OPERATION)
-    if operation:
-        fields.update(operation)
-    elif (caller := state.get("lodge_caller")) is not None:
-        fields.update(caller)
+    noted = request_state(scope)
+    if noted.operation:
+        fields.update(noted.operation)
+    elif noted.caller is not None:
+        fields.update(noted.caller)
     access_log.log(level, "%s %s %s", scope.get("method"), path, status, extra={"fields": fields})
 
 

@@ -256,3 +256,15 @@ async def test_an_update_keeps_what_it_changed(server: LiveServer) -> None:
     await server.gql('mutation { updateMe(input: {name: "Ada"}) { name } }', token=owner)
     rows = await audit_rows(server, auditor, action="user.update", resourceId=me["me"]["id"])
     assert rows and rows[0]["details"]["changes"]["name"]["after"] == "Ada"
+
+
+async def test_a_refused_mutation_with_a_nul_in_its_id_keeps_its_audit_row(server: LiveServer) -> None:
+    """Found by bench/fuzz.py: an inline id holding U+0000 (variables are refused up front, literals
+    are not) made the failed attempt's audit INSERT fail, and the attempt left no row."""
+    user = await new_user(server)
+    count = "SELECT count(*) FROM audit_logs WHERE action = 'user.reactivate' AND NOT success AND resource_id = 'ab'"
+    async with server.deps.db.session() as session:
+        before = await session.scalar(text(count))
+    assert await server.error_code('mutation { reactivateUser(id: "a\\u0000b") { id } }', token=user) == "FORBIDDEN"
+    async with server.deps.db.session() as session:
+        assert await session.scalar(text(count)) == (before or 0) + 1
