@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -35,8 +36,7 @@ from app.accounts.oidc import IdentityProvider
 from app.accounts.principals import Principals
 from app.api import graphiql
 from app.api.context import Context
-from app.api.errors import BAD_USER_INPUT, LodgeError
-from app.api.extensions import database_unavailable
+from app.api.errors import BAD_USER_INPUT, LodgeError, database_unavailable
 from app.api.middleware import Edge
 from app.api.pipeline import Pipeline, json_bytes
 from app.api.ratelimit import RateLimiter
@@ -211,74 +211,63 @@ def tune_garbage_collector(threshold: int) -> None:
     gc.set_threshold(threshold, middle, old)
 
 
-async def sweep_sessions(deps: Deps) -> None:
-    """Delete expired sessions now and then (they stop working at expiry either way), and mark
-    billing subscriptions whose end date has passed as expired."""
+async def every(seconds: float, what: str, job: Callable[[], Awaitable[str | None]]) -> None:
+    """Run `job` every `seconds` until cancelled; what it did (a line, or None for nothing) is
+    logged, and a failed run is logged and retried next time (the database may be back)."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            done = await job()
+            if done:
+                log.info("%s", done)
+        except Exception:
+            log.warning("%s failed", what, exc_info=True)
+
+
+async def sweep_sessions(deps: Deps) -> str | None:
+    """Delete expired sessions (they stop working at expiry either way), and mark billing
+    subscriptions whose end date has passed as expired."""
     from app.accounts import credentials
     from app.vendors.service import billing
 
-    while True:
-        await asyncio.sleep(deps.settings.session_sweep_seconds)
-        try:
-            async with deps.db.sessionmaker() as session:
-                removed = await credentials.delete_expired_sessions(session)
-                expired = await billing.expire_subscriptions(session)
-                await session.commit()
-            if removed:
-                log.info("deleted %d expired sessions", removed)
-            if expired:
-                log.info("%d billing subscriptions expired", expired)
-        except Exception:
-            log.warning("session sweep failed", exc_info=True)
+    async with deps.db.sessionmaker() as session:
+        removed = await credentials.delete_expired_sessions(session)
+        expired = await billing.expire_subscriptions(session)
+        await session.commit()
+    if removed or expired:
+        return f"deleted {removed} expired sessions; {expired} billing subscriptions expired"
+    return None
 
 
-async def sweep_reservations(deps: Deps) -> None:
+async def sweep_reservations(deps: Deps) -> str | None:
     """Return the holds of flows nobody completed before `expiresAt` (any number of instances)."""
     from app.gateway import service
 
-    while True:
-        await asyncio.sleep(deps.settings.reservation_sweep_seconds)
-        try:
-            async with deps.db.autocommit() as conn:
-                released = await service.release_all_expired(conn)
-            if released:
-                log.info("released %d expired reservations", released)
-        except Exception:
-            log.warning("reservation sweep failed", exc_info=True)
+    async with deps.db.autocommit() as conn:
+        released = await service.release_all_expired(conn)
+    return f"released {released} expired reservations" if released else None
 
 
-async def sweep_log_retention(deps: Deps) -> None:
+async def sweep_log_retention(deps: Deps) -> str | None:
     """Delete logs older than their project's retention, in batches (any number of instances)."""
     from app.logs import service
 
-    while True:
-        await asyncio.sleep(deps.settings.retention_sweep_seconds)
-        try:
-            async with deps.db.autocommit() as conn:
-                deleted = await service.sweep_retention(conn)
-            if deleted:
-                log.info("deleted %d logs past their project's retention", deleted)
-        except Exception:
-            log.warning("log retention sweep failed", exc_info=True)
+    async with deps.db.autocommit() as conn:
+        deleted = await service.sweep_retention(conn)
+    return f"deleted {deleted} logs past their project's retention" if deleted else None
 
 
-async def sweep_execution_leases(deps: Deps) -> None:
+async def sweep_execution_leases(deps: Deps) -> str | None:
     """Hand back the executions of runners that stopped sending heartbeats (any number of instances)."""
     from app.workflows import events
     from app.workflows.service import executions
 
-    while True:
-        await asyncio.sleep(deps.settings.lease_sweep_seconds)
-        try:
-            async with deps.db.session() as session:
-                swept = await executions.sweep_leases(session, max_attempts=deps.settings.execution_max_attempts)
-                await session.commit()
-            for row in swept:
-                await deps.hub.publish(*events.status_changed(row))
-            if swept:
-                log.info("%d executions whose runner's lease ran out were handed back", len(swept))
-        except Exception:
-            log.warning("execution lease sweep failed", exc_info=True)
+    async with deps.db.session() as session:
+        swept = await executions.sweep_leases(session, max_attempts=deps.settings.execution_max_attempts)
+        await session.commit()
+    for row in swept:
+        await deps.hub.publish(*events.status_changed(row))
+    return f"{len(swept)} executions whose runner's lease ran out were handed back" if swept else None
 
 
 def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
@@ -325,13 +314,17 @@ def create_app(deps: Deps) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tune_garbage_collector(deps.settings.gc_threshold)
         await deps.hub.connect()
-        sweepers = [
-            asyncio.create_task(sweep_sessions(deps), name="lodge-session-sweeper"),
-            asyncio.create_task(sweep_reservations(deps), name="lodge-reservation-sweeper"),
-            asyncio.create_task(sweep_execution_leases(deps), name="lodge-lease-sweeper"),
-            asyncio.create_task(sweep_log_retention(deps), name="lodge-retention-sweeper"),
-            asyncio.create_task(deps.principals.listen(deps.hub), name="lodge-auth-cache"),
+        sweeps = [
+            ("session sweep", settings.session_sweep_seconds, sweep_sessions),
+            ("reservation sweep", settings.reservation_sweep_seconds, sweep_reservations),
+            ("lease sweep", settings.lease_sweep_seconds, sweep_execution_leases),
+            ("retention sweep", settings.retention_sweep_seconds, sweep_log_retention),
         ]
+        sweepers = [
+            asyncio.create_task(every(seconds, what, functools.partial(job, deps)), name=f"lodge-{what}")
+            for what, seconds, job in sweeps
+        ]
+        sweepers.append(asyncio.create_task(deps.principals.listen(deps.hub), name="lodge-auth-cache"))
         metrics.track(deps)
         metrics_server = None
         if settings.metrics_enabled and settings.metrics_port is not None:

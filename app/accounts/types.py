@@ -139,7 +139,7 @@ class User:
     async def projects(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Annotated[Project, strawberry.lazy("app.logs.types")]]:
-        from app.logs.resolvers import projects_of
+        from app.logs.reads import projects_of
 
         return await projects_of(info, owner_id=self.user_id, first=first, after=after)
 
@@ -150,7 +150,7 @@ class User:
     async def guilds(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Annotated[Guild, strawberry.lazy("app.communities.types")]]:
-        from app.communities.resolvers import guilds_of
+        from app.communities.reads import guilds_of
 
         return await guilds_of(info, user_id=self.user_id, first=first, after=after)
 
@@ -162,7 +162,7 @@ class User:
         after: str | None = None,
         status: Annotated[WorkflowStatus, strawberry.lazy("app.workflows.types")] | None = None,
     ) -> Annotated[WorkflowConnection, strawberry.lazy("app.workflows.types")]:
-        from app.workflows.resolvers import workflows_page
+        from app.workflows.reads import workflows_page
         from app.workflows.service.workflows import WorkflowFilter
 
         spec = WorkflowFilter(owner_id=self.user_id, status=status.value if status else None)
@@ -172,7 +172,7 @@ class User:
     async def vendors(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Annotated[Vendor, strawberry.lazy("app.vendors.types")]]:
-        from app.vendors.resolvers import vendors_page
+        from app.vendors.reads import vendors_page
 
         return await vendors_page(info, owner_id=self.user_id, first=first, after=after)
 
@@ -183,7 +183,7 @@ class User:
     async def billing_subscriptions(
         self, info: Info
     ) -> list[Annotated[BillingSubscription, strawberry.lazy("app.vendors.types")]]:
-        from app.vendors.resolvers import billing_subscriptions_of
+        from app.vendors.reads import billing_subscriptions_of
 
         return await billing_subscriptions_of(info, user_id=self.user_id)
 

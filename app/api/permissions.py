@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.roles import SUPERUSER
 from app.api.context import Context
 from app.api.errors import BadUserInput, Forbidden
-from app.logs.models import READ, ApiKey, key_can
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -38,28 +37,6 @@ async def require_permission(
     if not await has_permission(ctx, permission, session):
         raise Forbidden(f"this needs the `{permission}` permission", permission=permission)
     return user_id
-
-
-def require_scope(key: ApiKey, scope: str) -> None:
-    """FORBIDDEN unless the API key was given `scope` (or ADMIN)."""
-    if not key_can(key, scope):
-        raise Forbidden(f"this API key lacks the {scope} scope", scope=scope)
-
-
-async def require_project_access(ctx: Context, session: AsyncSession, project_id: uuid.UUID) -> None:
-    """The project's owner, `projects:admin`, or an API key of that very project."""
-    from app.logs import service
-
-    creds = ctx.credentials
-    if creds is not None and creds.scheme == "apikey":
-        key = await ctx.api_key_now(session)
-        if key.project_id != project_id:
-            raise Forbidden("this API key belongs to another project")
-        require_scope(key, READ)
-        return
-    await ctx.require_user_id(session)
-    project = await service.get_project_or_raise(session, project_id=project_id)
-    await require_permission(ctx, "projects:admin", owner_id=project.owner_id, session=session)
 
 
 async def require_can_grant(ctx: Context, permissions: frozenset[str] | set[str]) -> uuid.UUID:

@@ -57,8 +57,8 @@ from app.api.compiled.planner import CompiledOperation, VariantOperation, plan_o
 from app.api.compiled.runtime import run_root
 from app.api.context import Context
 from app.api.cost import operation_cost
-from app.api.errors import LodgeError
-from app.api.extensions import close_operation, finish_operation, shape_errors
+from app.api.errors import LodgeError, shape_errors
+from app.api.extensions import close_operation, finish_operation
 from app.api.lengths import InputLengths
 from app.api.persisted import sha256
 from app.api.scalars import contains_nul

@@ -20,7 +20,8 @@ from strawberry.tools import merge_types
 
 from app.accounts.resolvers import AccountsMutation, AccountsQuery
 from app.api.cost import CostLimit
-from app.api.extensions import OperationScopeExtension, RefuseNulCharacters, shape_errors
+from app.api.errors import shape_errors
+from app.api.extensions import OperationScopeExtension, RefuseNulCharacters
 from app.api.lengths import InputLengthLimit, InputLengths
 from app.api.persisted import PersistedOperations, Registry
 from app.api.ratelimit import RateLimitOperations

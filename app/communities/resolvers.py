@@ -17,8 +17,6 @@ from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
     build_connection,
-    decode_cursor,
-    encode_cursor,
     page_size,
     paginate,
     wants_total,
@@ -27,6 +25,7 @@ from app.api.permissions import has_permission, parse_id
 from app.api.scalars import JSON
 from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH, like_pattern
 from app.communities import access, events, models
+from app.communities.reads import GUILD_CURSOR, _decode_guild_cursor, guilds_page
 from app.communities.service import analyses, chat, guilds
 from app.communities.types import (
     CONVERSATION_OWNER,
@@ -47,25 +46,7 @@ from app.communities.types import (
 )
 from app.pubsub import RESYNC
 
-GUILD_CURSOR = "guild"
 CONVERSATION_CURSOR = "conversation"
-
-
-def _guild_cursor(row: models.Guild) -> str:
-    return encode_cursor(GUILD_CURSOR, f"{row.id}|{row.name}")
-
-
-def _decode_guild_cursor(cursor: str | None) -> tuple[str, uuid.UUID] | None:
-    raw = decode_cursor(GUILD_CURSOR, cursor)
-    if raw is None:
-        return None
-    key, _, name = raw.partition("|")
-    if "\x00" in name:
-        raise BadUserInput("malformed cursor", cursor=cursor)
-    try:
-        return name, uuid.UUID(key)
-    except ValueError:
-        raise BadUserInput("malformed cursor", cursor=cursor) from None
 
 
 async def _conversation(info: Info, conversation_id: uuid.UUID) -> models.ChatConversation:
@@ -76,45 +57,6 @@ async def _conversation(info: Info, conversation_id: uuid.UUID) -> models.ChatCo
     if not await CONVERSATION_OWNER.allows(ctx, conversation.user_id):
         raise Forbidden("this conversation belongs to someone else")
     return conversation
-
-
-async def guilds_page(
-    info: Info,
-    *,
-    search: str | None,
-    member_id: uuid.UUID | None,
-    first: int | None,
-    after: str | None,
-    shared_with: uuid.UUID | None = None,
-) -> Connection[Guild]:
-    size = page_size(first)
-    rows, total = await guilds.list_guilds(
-        info.context.session,
-        search=search or None,
-        member_id=member_id,
-        shared_with=shared_with,
-        after=_decode_guild_cursor(after),
-        limit=size,
-        count=wants_total(info),
-    )
-    return build_connection(
-        rows,
-        size=size,
-        cursor_of=_guild_cursor,
-        to_node=Guild.from_model,
-        total_count=total,
-        has_more_before=after is not None,
-    )
-
-
-async def guilds_of(info: Info, *, user_id: uuid.UUID, first: int | None, after: str | None) -> Connection[Guild]:
-    """`User.guilds`: all of them for the user themself, `users:admin` and `guilds:write`; for anyone
-    else, the guilds both are members of (as Discord shows mutual servers)."""
-    ctx = info.context
-    caller = await ctx.require_user_id(ctx.session)
-    everything = caller == user_id or await access.is_staff(info) or await has_permission(ctx, "users:admin")
-    shared = None if everything else caller
-    return await guilds_page(info, search=None, member_id=user_id, shared_with=shared, first=first, after=after)
 
 
 # Compiled reads (docs/compiled-reads.md; tests/api/test_compiled_communities.py).
@@ -549,7 +491,6 @@ async def _own_conversation(info: Info, id: strawberry.ID) -> Any:
 
 async def _check_chat_access(info: Info, session: Any, cid: uuid.UUID | None, gid: uuid.UUID | None) -> uuid.UUID:
     """Checked on a short session of its own: a subscription must not hold a connection while it waits."""
-    from app.api.permissions import has_permission
 
     ctx = info.context
     viewer = await ctx.require_user_id(session)

@@ -51,8 +51,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.api.errors import LodgeError
-from app.api.extensions import RETRYABLE, sqlstate
+from app.api.errors import RETRYABLE, LodgeError, sqlstate
 from app.db import Database
 from app.gateway import models
 from app.gateway import service as gateway

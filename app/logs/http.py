@@ -42,13 +42,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from app.api.errors import BAD_USER_INPUT, INTERNAL, BadUserInput, LodgeError, Unauthenticated
-from app.api.extensions import database_unavailable
-from app.api.permissions import require_scope
+from app.api.errors import BAD_USER_INPUT, INTERNAL, BadUserInput, LodgeError, Unauthenticated, database_unavailable
 from app.audit import recorder
 from app.audit.recorder import AuditEntry, action_for
 from app.deps import Deps
 from app.logs import events, models, records, service
+from app.logs.access import require_scope
 from app.observability import metrics
 from app.request_state import request_state
 

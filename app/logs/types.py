@@ -148,7 +148,7 @@ class Project:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[Log]:
-        from app.logs.resolvers import logs_page
+        from app.logs.reads import logs_page
 
         return await logs_page(
             info, project_id=self.row.id, filter=filter, first=first, after=after, last=last, before=before

@@ -24,6 +24,7 @@ from app.api.validation import MAX_SEARCH, like_pattern
 from app.audit.recorder import note_changes, snapshot
 from app.pubsub import RESYNC
 from app.vendors import events, geo, models
+from app.vendors.reads import VENDOR_CURSOR, vendors_page
 from app.vendors.service import billing, integrations, vendors
 from app.vendors.types import (
     BILLING,
@@ -44,7 +45,6 @@ from app.vendors.types import (
     can_manage,
 )
 
-VENDOR_CURSOR = "vendor"
 SUBSCRIPTION_CURSOR = "billing"
 INTEGRATION_CURSOR = "integration"
 
@@ -82,43 +82,6 @@ async def _administered_subscription(info: Info, id: strawberry.ID) -> models.Bi
     if row is None or row.user_id != caller:
         raise NotFound("subscription not found", id=str(id))
     raise Forbidden("a subscription's status changes through its billing provider (or `billing:write`)")
-
-
-async def vendors_page(
-    info: Info,
-    *,
-    open: bool | None = None,
-    search: str | None = None,
-    owner_id: uuid.UUID | None,
-    first: int | None,
-    after: str | None,
-) -> Connection[Vendor]:
-    """Vendors are public: anyone may list them, anyone's."""
-    return await paginate(
-        info,
-        first=first,
-        after=after,
-        kind=VENDOR_CURSOR,
-        to_node=Vendor.from_model,
-        fetch=lambda position, limit, count: vendors.list_vendors(
-            info.context.session,
-            open=open,
-            search=search or None,
-            owner_id=owner_id,
-            after=position,
-            limit=limit,
-            count=count,
-        ),
-    )
-
-
-async def billing_subscriptions_of(info: Info, *, user_id: uuid.UUID) -> list[BillingSubscription]:
-    """`User.billingSubscriptions` (SUBSCRIPTIONS_OF_USER)."""
-    ctx = info.context
-    if not await SUBSCRIPTIONS_OF_USER.allows(ctx, user_id):
-        return []
-    rows = await ctx.loaders.batch("billing-subscriptions-of-user", billing.subscriptions_of_users).load(user_id)
-    return [BillingSubscription.from_model(row) for row in rows]
 
 
 c.root(

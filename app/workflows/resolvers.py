@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import enum
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -19,13 +18,8 @@ from app.api.errors import BadUserInput, Conflict, Forbidden, NotFound
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
-    build_connection,
     decode_int_cursor,
-    decode_time_uuid_cursor,
-    page_size,
     paginate,
-    time_cursor,
-    wants_total,
 )
 from app.api.permissions import parse_id
 from app.api.scalars import JSON
@@ -34,13 +28,13 @@ from app.audit.recorder import note_changes, snapshot
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
 from app.workflows import access, content, events, models
+from app.workflows.reads import WORKFLOW_CURSOR, workflows_page
 from app.workflows.service import executions, files, workflows
 from app.workflows.types import (
     EXECUTION_LOG_CURSOR,
     EXECUTION_READ,
     FILE_READ,
     WORKFLOW_READ,
-    WORKFLOW_STAFF,
     EdgeInput,
     Execution,
     ExecutionLog,
@@ -60,7 +54,6 @@ from app.workflows.types import (
     WorkflowUpdate,
 )
 
-WORKFLOW_CURSOR = "workflow"
 CATCH_UP_PAGE = 500
 FILE_CURSOR = "file"
 KEY = max_length(workflows.MAX_KEY)  # node keys and tags
@@ -114,33 +107,6 @@ def _upload(info: Info, row: models.File) -> FileUpload:
         user_id=row.user_id,
     )
     return FileUpload(file=File.from_model(row), upload_url=url, expires_at=datetime.fromtimestamp(expires, UTC))
-
-
-async def workflows_page(
-    info: Info, spec: workflows.WorkflowFilter, *, first: int | None, after: str | None
-) -> WorkflowConnection:
-    """A page of the workflows `spec` selects among those the caller may see."""
-    ctx = info.context
-    user_id = await ctx.require_user_id(ctx.session)
-    staff = await WORKFLOW_STAFF.allows(ctx, None)
-    spec = dataclasses.replace(spec, visible_to=None if staff else user_id)
-    size = page_size(first)
-    rows, total = await workflows.list_workflows(
-        ctx.session,
-        spec=spec,
-        before=decode_time_uuid_cursor(WORKFLOW_CURSOR, after),
-        limit=size,
-        count=wants_total(info),
-    )
-    page = build_connection(
-        rows,
-        size=size,
-        cursor_of=lambda row: time_cursor(WORKFLOW_CURSOR, row.created_at, row.id),
-        to_node=Workflow.from_model,
-        total_count=total,
-        has_more_before=after is not None,
-    )
-    return page  # type: ignore[return-value]  # the same fields, under the connection's own name
 
 
 def _enum_value(member: Any) -> Any:

@@ -1,0 +1,96 @@
+"""Reads of the logs product that other products' types use too (their resolvers' list fields):
+kept here, below every resolvers module, so that imports point one way (resolvers -> types -> reads ->
+service)."""
+
+from __future__ import annotations
+
+import uuid
+
+from app.api.context import Info
+from app.api.pagination import (
+    Connection,
+    build_connection,
+    decode_int_cursor,
+    decode_time_uuid_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
+from app.api.permissions import parse_id
+from app.api.scalars import utc
+from app.logs import service
+from app.logs.access import require_project_access
+from app.logs.types import (
+    LOG_CURSOR,
+    Log,
+    LogFilter,
+    Project,
+    log_cursor,
+)
+
+PROJECT_CURSOR = "project"
+
+
+def filter_spec(filter: LogFilter | None) -> service.LogFilterSpec:
+    if filter is None:
+        return service.LogFilterSpec()
+    return service.LogFilterSpec(
+        level=filter.level.value if filter.level else None,
+        since=utc(filter.since),  # a time without an offset is taken as UTC
+        until=utc(filter.until),
+        search=filter.search or None,
+        api_key_id=parse_id(filter.api_key_id, "apiKeyId") if filter.api_key_id else None,
+    )
+
+
+async def logs_page(
+    info: Info,
+    *,
+    project_id: uuid.UUID,
+    filter: LogFilter | None,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> Connection[Log]:
+    ctx = info.context
+    await require_project_access(ctx, ctx.session, project_id)
+    size = page_size(first, last)
+    backwards = last is not None
+    rows, total = await service.list_logs(
+        ctx.session,
+        project_id=project_id,
+        spec=filter_spec(filter),
+        after=decode_int_cursor(LOG_CURSOR, after),
+        before=decode_int_cursor(LOG_CURSOR, before),
+        limit=size,
+        backwards=backwards,
+        count=wants_total(info),
+    )
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: log_cursor(row.seq),
+        to_node=Log.from_model,
+        total_count=total,
+        backwards=backwards,
+        has_more_before=after is not None,
+        has_more_after=before is not None,
+    )
+
+
+async def projects_of(info: Info, *, owner_id: uuid.UUID, first: int | None, after: str | None) -> Connection[Project]:
+    ctx = info.context
+    if await ctx.require_user_id() != owner_id:
+        return build_connection([], size=0, cursor_of=str, to_node=Project.from_model, total_count=0)
+    size = page_size(first)
+    keyset = decode_time_uuid_cursor(PROJECT_CURSOR, after)
+    rows, total = await service.list_projects(ctx.session, owner_id=owner_id, after=keyset, limit=size)
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: time_cursor(PROJECT_CURSOR, row.created_at, row.id),
+        to_node=Project.from_model,
+        total_count=total,
+        has_more_before=after is not None,
+    )

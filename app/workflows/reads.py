@@ -1,0 +1,51 @@
+"""Reads of the workflows product that other products' types use too (their resolvers' list fields):
+kept here, below every resolvers module, so that imports point one way (resolvers -> types -> reads ->
+service)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from app.api.context import Info
+from app.api.pagination import (
+    build_connection,
+    decode_time_uuid_cursor,
+    page_size,
+    time_cursor,
+    wants_total,
+)
+from app.workflows.service import workflows
+from app.workflows.types import (
+    WORKFLOW_STAFF,
+    Workflow,
+    WorkflowConnection,
+)
+
+WORKFLOW_CURSOR = "workflow"
+
+
+async def workflows_page(
+    info: Info, spec: workflows.WorkflowFilter, *, first: int | None, after: str | None
+) -> WorkflowConnection:
+    """A page of the workflows `spec` selects among those the caller may see."""
+    ctx = info.context
+    user_id = await ctx.require_user_id(ctx.session)
+    staff = await WORKFLOW_STAFF.allows(ctx, None)
+    spec = dataclasses.replace(spec, visible_to=None if staff else user_id)
+    size = page_size(first)
+    rows, total = await workflows.list_workflows(
+        ctx.session,
+        spec=spec,
+        before=decode_time_uuid_cursor(WORKFLOW_CURSOR, after),
+        limit=size,
+        count=wants_total(info),
+    )
+    page = build_connection(
+        rows,
+        size=size,
+        cursor_of=lambda row: time_cursor(WORKFLOW_CURSOR, row.created_at, row.id),
+        to_node=Workflow.from_model,
+        total_count=total,
+        has_more_before=after is not None,
+    )
+    return page  # type: ignore[return-value]  # the same fields, under the connection's own name
