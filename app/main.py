@@ -351,7 +351,8 @@ def create_app(deps: Deps) -> Starlette:
     cors = (
         {
             "allow_origins": settings.cors_origins,
-            "allow_methods": ["GET", "POST", "OPTIONS"],
+            # PUT: file contents to their signed upload URL (app/workflows/content.py).
+            "allow_methods": ["GET", "HEAD", "POST", "PUT", "OPTIONS"],
             "allow_headers": ["authorization", "content-type", "x-api-key", "x-request-id"],
             "expose_headers": ["x-request-id"],
         }

@@ -155,9 +155,20 @@ class Runner:
                 await beat
         return execution_id
 
-    async def run_forever(self, *, idle_seconds: float = 2.0) -> None:
+    async def run_forever(self, *, idle_seconds: float = 2.0, max_backoff: float = 60.0) -> None:
+        """Claim and run until stopped. A failure (Lodge refusing, rate limiting or unreachable)
+        is logged and retried after a growing pause: one bad execution never stops the runner."""
+        backoff = idle_seconds
         while True:
-            if await self.run_once() is None:
+            try:
+                ran = await self.run_once()
+            except (GraphQLError, httpx.HTTPError) as exc:
+                log.warning("runner %s: %s; retrying in %.0f s", self.name, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, max_backoff)
+                continue
+            backoff = idle_seconds
+            if ran is None:
                 await asyncio.sleep(idle_seconds)
 
     async def _heartbeats(self, execution_id: str) -> None:
@@ -173,6 +184,10 @@ class Runner:
         execution_id = claimed["id"]
         version = claimed["workflowVersion"]
         found = await self.call(VERSION, id=claimed["workflow"]["id"], before=version + 1)
+        if found["workflow"] is None or not found["workflow"]["versions"]:
+            # Deleted (or made private) since it was claimed: nothing to run.
+            await self.call(FINISH, id=execution_id, runner=self.name, status="FAILED", error="workflow not readable")
+            return
         snapshot = found["workflow"]["versions"][0]
         outputs: dict[str, Any] = {}
         try:

@@ -64,8 +64,8 @@ class IdentityProvider:
     def from_settings(cls, settings: Settings) -> IdentityProvider | None:
         if not settings.oidc_issuer:
             return None
-        issuer = settings.oidc_issuer.rstrip("/")
-        jwks = settings.oidc_jwks_url or f"{issuer}/.well-known/jwks.json"
+        issuer = settings.oidc_issuer  # compared exactly: some providers' issuers end with "/"
+        jwks = settings.oidc_jwks_url or f"{issuer.rstrip('/')}/.well-known/jwks.json"
         return cls(
             issuer=issuer,
             jwks_url=jwks,
@@ -95,7 +95,9 @@ class IdentityProvider:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the identity token has expired") from None
-        except jwt.InvalidTokenError:
+        except (jwt.PyJWTError, TypeError, ValueError):
+            # A header naming another algorithm than its key's makes pyjwt raise TypeError: still
+            # the client's token that does not verify, not a server error.
             raise Unauthenticated("the identity token is not valid") from None
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.strip() or len(subject) > MAX_SUBJECT:
@@ -104,10 +106,20 @@ class IdentityProvider:
         verified = claims.get("email_verified") is True
         return Identity(
             subject=subject,
-            email=normalise_email(email) if isinstance(email, str) and email and verified else None,
+            email=_email(email) if verified else None,
             first_name=_text(claims.get("given_name")),
             last_name=_text(claims.get("family_name")),
         )
+
+
+def _email(value: Any) -> str | None:
+    """The token's email as Lodge keeps emails, or None if Lodge would not take it."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return normalise_email(value)
+    except LodgeError:
+        return None
 
 
 def _text(value: Any) -> str | None:
@@ -117,7 +129,9 @@ def _text(value: Any) -> str | None:
 _LINK = text(
     """
     UPDATE users SET clerk_id = :subject, last_login_at = now()
-    WHERE email = :email AND deleted_at IS NULL AND clerk_id IS NULL
+    -- Only an address Lodge has seen proven (verifyEmail): anyone may register any address, and
+    -- linking to an unproven one would sign the provider's user into the registrant's account.
+    WHERE email = :email AND deleted_at IS NULL AND clerk_id IS NULL AND email_verified_at IS NOT NULL
     RETURNING id
     """
 )
@@ -157,8 +171,12 @@ async def sign_in(session: AsyncSession, identity: Identity) -> models.User:
             async with session.begin_nested():
                 created = await session.scalar(_CREATE, params)
         except IntegrityError:
-            # The verified email belongs to a live user already linked to another identity.
-            raise Conflict("another account has this email", field="email") from None
+            # The email belongs to a live user already linked to another identity, or one whose
+            # address Lodge has not seen proven: they verify it (verifyEmail) first.
+            raise Conflict(
+                "another account has this email: sign in to it and verify the address (verifyEmail) first",
+                field="email",
+            ) from None
         if created is not None:
             return await _user(session, created)
     raise Conflict("this identity is being signed in concurrently; try again", retryable=True)

@@ -39,7 +39,7 @@ from app.api.pagination import (
 from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 from app.api.ratelimit import limit_sign_in
 from app.api.validation import MAX_EXTERNAL_ID, like_pattern
-from app.audit.recorder import note_changes, snapshot
+from app.audit.recorder import audited, note_changes, snapshot
 
 USER_CURSOR = "user"
 SESSION_CURSOR = "session"
@@ -210,23 +210,24 @@ class AccountsQuery:
 
 @strawberry.type
 class AccountsMutation:
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
         await limit_sign_in(info.context, email=input.email)
         session = info.context.session
         user = await service.create_user(session, email=input.email, password=input.password, name=input.name)
         return await _auth_payload(info, user)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def login(self, info: Info, email: str, password: str) -> AuthPayload:
         await limit_sign_in(info.context, email=email)
         user = await service.authenticate(info.context.session, email=email, password=password)
         return await _auth_payload(info, user)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Sign in with an external identity provider's token (OIDC, e.g. a Clerk session token; "
         "LODGE_OIDC_ISSUER): its `sub` is the user's clerkId; a new subject links the live user with the "
-        "token's verified email, or becomes a new user. UNAUTHENTICATED for a token that does not verify."
+        "token's verified email, or becomes a new user. UNAUTHENTICATED for a token that does not verify.",
     )
     async def sign_in_with_provider(
         self, info: Info, token: Annotated[str, strawberry.argument(metadata=max_length(MAX_ID_TOKEN))]
@@ -240,8 +241,9 @@ class AccountsMutation:
         return await _auth_payload(info, user)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Send the caller a token that proves they read their email (LODGE_EMAIL_SENDER; valid 24 h). "
-        "CONFLICT if it is verified already."
+        "CONFLICT if it is verified already.",
     )
     async def request_email_verification(self, info: Info) -> bool:
         ctx = info.context
@@ -253,8 +255,9 @@ class AccountsMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Spend a token from requestEmailVerification: the email it was sent to is verified "
-        "(BAD_USER_INPUT if it is spent, expired, or no longer the account's email)."
+        "(BAD_USER_INPUT if it is spent, expired, or no longer the account's email).",
     )
     async def verify_email(
         self, info: Info, token: Annotated[str, strawberry.argument(metadata=max_length(200))]
@@ -265,7 +268,10 @@ class AccountsMutation:
         await ctx.session.refresh(user)
         return User.from_model(user, own=True)
 
-    @strawberry.mutation(description="Rotates: the token given is spent; reusing a spent one revokes its login.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Rotates: the token given is spent; reusing a spent one revokes its login.",
+    )
     async def refresh(self, info: Info, refresh_token: str) -> AuthPayload:
         ctx = info.context
         deps = ctx.deps
@@ -288,7 +294,10 @@ class AccountsMutation:
             user=User.from_model(user, own=True),
         )
 
-    @strawberry.mutation(description="Revokes the refresh token and every token of its login.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Revokes the refresh token and every token of its login.",
+    )
     async def logout(self, info: Info, refresh_token: str) -> bool:
         ctx = info.context
         user_id = await credentials.revoke_refresh_family(ctx.session, token=refresh_token)
@@ -299,7 +308,7 @@ class AccountsMutation:
         ctx.announce(user_channel(user_id), check("logout"))
         return True
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def update_me(self, info: Info, input: UpdateMeInput) -> User:
         ctx = info.context
         user_id = await ctx.require_user_id()
@@ -323,9 +332,10 @@ class AccountsMutation:
         return User.from_model(updated)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Soft delete: the user disappears, their sessions and tokens die with them, their projects' "
         "API keys are revoked, their vendors leave public lists, their active subscriptions are cancelled and "
-        "their workflows are soft-deleted (public ones are no longer read or run)."
+        "their workflows are soft-deleted (public ones are no longer read or run).",
     )
     async def delete_user(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
@@ -342,8 +352,9 @@ class AccountsMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Suspend a user (users:admin, over someone holding no more than the caller): they cannot sign "
-        "in, their sessions and refresh tokens end, their access tokens and sockets stop at once. Their data stays."
+        "in, their sessions and refresh tokens end, their access tokens and sockets stop at once. Their data stays.",
     )
     async def deactivate_user(self, info: Info, id: strawberry.ID) -> User:
         ctx = info.context
@@ -355,12 +366,18 @@ class AccountsMutation:
             ctx.announce(session_channel(session_id), end("session"))
         return User.from_model(user)
 
-    @strawberry.mutation(description="Lift a suspension (users:admin): the user signs in again.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Lift a suspension (users:admin): the user signs in again.",
+    )
     async def reactivate_user(self, info: Info, id: strawberry.ID) -> User:
         user = await _administered_user(info, id)
         return User.from_model(await service.set_active(info.context.session, user=user, active=True))
 
-    @strawberry.mutation(description="Find or create by Discord id (users:admin).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Find or create by Discord id (users:admin).",
+    )
     async def upsert_discord_user(self, info: Info, input: DiscordUserInput) -> User:
         await require_permission(info.context, "users:admin")
         user = await service.upsert_discord_user(
@@ -372,7 +389,10 @@ class AccountsMutation:
         )
         return User.from_model(user)
 
-    @strawberry.mutation(description="Find or create by Clerk id (users:admin).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Find or create by Clerk id (users:admin).",
+    )
     async def upsert_clerk_user(self, info: Info, input: ClerkUserInput) -> User:
         await require_permission(info.context, "users:admin")
         user = await service.upsert_clerk_user(
@@ -384,7 +404,10 @@ class AccountsMutation:
         )
         return User.from_model(user)
 
-    @strawberry.mutation(description="An opaque bearer token for a user, for trusted backends (users:admin).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="An opaque bearer token for a user, for trusted backends (users:admin).",
+    )
     async def create_session(
         self, info: Info, user_id: strawberry.ID, ttl_seconds: int | None = None
     ) -> SessionPayload:
@@ -396,7 +419,7 @@ class AccountsMutation:
         row, token = await credentials.create_session(ctx.session, user_id=user.id, ttl_seconds=ttl)
         return SessionPayload(token=token, session=Session.from_model(row))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def delete_session(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         session_id = parse_id(id)
@@ -411,8 +434,9 @@ class AccountsMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Sign out everywhere else: ends every session of the caller but the one this request "
-        "uses (all of them when signed in otherwise); their sockets close. The number ended."
+        "uses (all of them when signed in otherwise); their sockets close. The number ended.",
     )
     async def delete_other_sessions(self, info: Info) -> int:
         ctx = info.context
@@ -424,12 +448,12 @@ class AccountsMutation:
             ctx.announce(session_channel(session_id), end("session"))
         return len(ended)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def delete_expired_sessions(self, info: Info) -> int:
         await require_permission(info.context, "users:admin")
         return await credentials.delete_expired_sessions(info.context.session)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def create_role(self, info: Info, input: RoleInput) -> Role:
         await require_can_grant(info.context, set(input.permissions))
         row = await roles.create_role(
@@ -437,7 +461,7 @@ class AccountsMutation:
         )
         return Role.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def assign_role(self, info: Info, user_id: strawberry.ID, role_id: strawberry.ID) -> User:
         ctx = info.context
         role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(role_id, "roleId"))
@@ -447,8 +471,9 @@ class AccountsMutation:
         return User.from_model(user)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Change a role (the caller must hold every permission it has and would have); its holders' "
-        "live subscriptions end, as their rights changed."
+        "live subscriptions end, as their rights changed.",
     )
     async def update_role(self, info: Info, id: strawberry.ID, input: RoleUpdate) -> Role:
         ctx = info.context
@@ -467,8 +492,9 @@ class AccountsMutation:
         return Role.from_model(role)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Delete a role and its assignments (the caller must hold every permission it has); its "
-        "holders' live subscriptions end."
+        "holders' live subscriptions end.",
     )
     async def delete_role(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
@@ -480,7 +506,7 @@ class AccountsMutation:
             ctx.announce(user_channel(user_id), end("permissions"))
         return True
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def revoke_role(self, info: Info, user_id: strawberry.ID, role_id: strawberry.ID) -> User:
         ctx = info.context
         role = await roles.get_role_or_raise(ctx.session, role_id=parse_id(role_id, "roleId"))

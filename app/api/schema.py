@@ -28,7 +28,7 @@ from app.api.ratelimit import RateLimitOperations
 from app.api.scalars import JSON, DateTime, JSONScalar
 from app.api.sharing import SharingExecutor
 from app.api.transport import SubscriptionsNeedAWebsocket
-from app.audit.recorder import audit_mutations
+from app.audit.recorder import require_audited
 from app.audit.resolvers import AuditMutation, AuditQuery
 from app.communities.resolvers import CommunitiesMutation, CommunitiesQuery, CommunitiesSubscription
 from app.gateway.resolvers import GatewayMutation, GatewayQuery
@@ -54,7 +54,7 @@ SUBSCRIPTIONS = (LogsSubscription, CommunitiesSubscription, WorkflowsSubscriptio
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)
 Subscription = merge_types("Subscription", SUBSCRIPTIONS)
-audit_mutations(Mutation)
+require_audited(Mutation)
 
 
 class LodgeSchema(strawberry.Schema):

@@ -1,7 +1,8 @@
 """One audit row per mutation field, written in the operation's transaction.
 
-`audit_mutations(Mutation)` puts `AuditField` on every mutation field of the schema, so no
-resolver writes audit rows itself. The field extension records what was attempted and how it
+Each mutation field declares its row, `@strawberry.mutation(extensions=[audited()])`, and
+`require_audited(Mutation)` refuses to build a schema with a mutation that does not; no resolver
+writes audit rows itself. The field extension records what was attempted and how it
 ended; `OperationScopeExtension` writes the rows: with the operation's own commit, or, when the
 operation failed and was rolled back, alone in a transaction of their own (success = false).
 """
@@ -85,13 +86,27 @@ LODGE_ACTIONS: set[str] = set()
 
 
 class AuditField(FieldExtension):
+    """A mutation field's audit row (see `audited`)."""
+
     def __init__(
-        self, action: str, resource_type: str, *, details: Details | None = None, describe: Describe | None = None
+        self,
+        action: str | None = None,
+        resource_type: str | None = None,
+        *,
+        details: Details | None = None,
+        describe: Describe | None = None,
+        unless: Callable[[Any], bool] | None = None,
     ) -> None:
-        self.action = action
-        self.resource_type = resource_type
+        self.action = action or ""
+        self.resource_type = resource_type or ""
         self.details = details
         self.describe = describe
+        self.unless = unless
+
+    def apply(self, field: Any) -> None:
+        # Named after its field (`create_project` -> `project.create`) unless given a name.
+        if not self.action:
+            self.action, self.resource_type = action_for(field.python_name)
 
     async def resolve_async(
         self, next_: Callable[..., Awaitable[Any]], source: Any, info: strawberry.Info, **kwargs: Any
@@ -111,6 +126,9 @@ class AuditField(FieldExtension):
             entry.success = False
             entry.error_message = exc.message if isinstance(exc, LodgeError) else "internal error"
             raise
+        if self.unless is not None and self.unless(result):
+            info.context.scope.audit.remove(entry)  # a success that changed nothing worth a row
+            return result
         if self.describe is not None:
             entry.action, entry.resource_type, entry.resource_id, entry.details = self.describe(result)
             return result
@@ -143,11 +161,37 @@ def snapshot(row: Any, fields: Iterable[str]) -> dict[str, Any]:
     return {name: getattr(row, name, None) for name in fields}
 
 
-def audit_mutations(mutation: type) -> None:
+def audited(
+    action: str | None = None,
+    resource_type: str | None = None,
+    *,
+    details: Details | None = None,
+    describe: Describe | None = None,
+    unless: Callable[[Any], bool] | None = None,
+) -> AuditField:
+    """The audit row of a mutation field, declared on it: `@strawberry.mutation(extensions=[audited()])`.
+    The action is `noun.verb` from the field's name unless given; `details` replaces the arguments
+    as the row's details (for content the trail's readers may not see); `describe` takes the row's
+    action, resource and details from the field's result (an app's own event); `unless(result)`
+    true drops the row of a success that changed nothing worth recording (a runner polling for
+    work and finding none, a lease renewed): refusals and failures are always recorded."""
+    return AuditField(action, resource_type, details=details, describe=describe, unless=unless)
+
+
+def require_audited(mutation: type) -> None:
+    """Every mutation field writes an audit row (API.md): a field declared without `audited()` stops
+    the schema from being built, rather than changing data unrecorded. Also collects LODGE_ACTIONS."""
+    missing = []
     for field in mutation.__strawberry_definition__.fields:  # type: ignore[attr-defined]
-        if not any(isinstance(ext, AuditField) for ext in field.extensions):
-            field.extensions.append(AuditField(*action_for(field.python_name)))
-        LODGE_ACTIONS.update(ext.action for ext in field.extensions if isinstance(ext, AuditField))
+        found = [ext for ext in field.extensions if isinstance(ext, AuditField)]
+        if not found:
+            missing.append(field.python_name)
+        for ext in found:
+            if not ext.action:
+                ext.apply(field)
+            LODGE_ACTIONS.add(ext.action)
+    if missing:
+        raise TypeError(f"mutations without an audit row: {', '.join(missing)} (declare extensions=[audited()])")
 
 
 async def write(session: AsyncSession | AsyncConnection, *, ctx: Any, entries: list[AuditEntry]) -> None:

@@ -20,7 +20,7 @@ from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
 from app.api.validation import json_object
 from app.audit import service
-from app.audit.recorder import LODGE_ACTIONS, AuditField
+from app.audit.recorder import LODGE_ACTIONS, audited
 from app.audit.types import AuditEventInput, AuditLog, AuditLogFilter, AuditStat, RecordedAuditEvent
 
 AUDIT_CURSOR = "audit"
@@ -140,7 +140,7 @@ class AuditMutation:
     @strawberry.mutation(
         description="Record an app's own event in the audit trail (`audit:write`): one row, with the caller, "
         "address and request like Lodge's own; immutable like them.",
-        extensions=[AuditField("audit.record", "app", describe=_recorded)],
+        extensions=[audited("audit.record", "app", describe=_recorded)],
     )
     async def record_audit_event(self, info: Info, input: AuditEventInput) -> RecordedAuditEvent:
         await require_permission(info.context, WRITE)

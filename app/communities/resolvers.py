@@ -24,6 +24,7 @@ from app.api.pagination import (
 from app.api.permissions import has_permission, parse_id
 from app.api.scalars import JSON
 from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH, like_pattern
+from app.audit.recorder import audited
 from app.communities import access, events, models
 from app.communities.reads import GUILD_CURSOR, _decode_guild_cursor, guilds_page
 from app.communities.service import analyses, chat, guilds
@@ -243,7 +244,10 @@ class CommunitiesQuery:
 
 @strawberry.type
 class CommunitiesMutation:
-    @strawberry.mutation(description="Find or create a guild by Discord id (`guilds:write`).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Find or create a guild by Discord id (`guilds:write`).",
+    )
     async def upsert_guild(self, info: Info, input: GuildInput) -> Guild:
         if not await access.is_staff(info):
             raise Forbidden(f"this needs the `{access.WRITE}` permission", permission=access.WRITE)
@@ -255,7 +259,10 @@ class CommunitiesMutation:
         )
         return Guild.from_model(row)
 
-    @strawberry.mutation(description="Merge `settings` into the guild's (RFC 7396: null removes a key), atomically.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Merge `settings` into the guild's (RFC 7396: null removes a key), atomically.",
+    )
     async def update_guild_settings(self, info: Info, id: strawberry.ID, settings: JSON) -> Guild:
         guild_id = parse_id(id)
         await guilds.get_guild_or_raise(info.context.session, guild_id=guild_id)
@@ -264,7 +271,10 @@ class CommunitiesMutation:
             await guilds.update_guild_settings(info.context.session, guild_id=guild_id, patch=settings)
         )
 
-    @strawberry.mutation(description="Delete a guild with its memberships, analyses and messages.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Delete a guild with its memberships, analyses and messages.",
+    )
     async def delete_guild(self, info: Info, id: strawberry.ID) -> bool:
         guild_id = parse_id(id)
         await guilds.get_guild_or_raise(info.context.session, guild_id=guild_id)
@@ -274,8 +284,9 @@ class CommunitiesMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Add a member, or replace a member's roles when `roles` is given. Guild admins "
-        "manage members; only owners grant or take `owner` and `admin`."
+        "manage members; only owners grant or take `owner` and `admin`.",
     )
     async def add_guild_member(
         self,
@@ -298,7 +309,10 @@ class CommunitiesMutation:
         row = await guilds.add_member(ctx.session, guild_id=gid, user_id=uid, roles=roles)
         return GuildMember.from_model(row)
 
-    @strawberry.mutation(description="Remove a member (anyone may leave). False if they were not a member.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Remove a member (anyone may leave). False if they were not a member.",
+    )
     async def remove_guild_member(self, info: Info, guild_id: strawberry.ID, user_id: strawberry.ID) -> bool:
         ctx = info.context
         gid, uid = parse_id(guild_id, "guildId"), parse_id(user_id, "userId")
@@ -316,7 +330,10 @@ class CommunitiesMutation:
             ctx.publish_after_commit(*events.member_left(gid, uid))
         return removed
 
-    @strawberry.mutation(description="An analysis with its images and metrics, all or nothing (members).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="An analysis with its images and metrics, all or nothing (members).",
+    )
     async def create_club_analysis(self, info: Info, input: ClubAnalysisInput) -> ClubAnalysis:
         ctx = info.context
         gid = parse_id(input.guild_id, "guildId")
@@ -335,7 +352,10 @@ class CommunitiesMutation:
         )
         return ClubAnalysis.from_model(row)
 
-    @strawberry.mutation(description="Change an analysis (its creator only).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Change an analysis (its creator only).",
+    )
     async def update_club_analysis(self, info: Info, id: strawberry.ID, input: ClubAnalysisUpdate) -> ClubAnalysis:
         ctx = info.context
         viewer = await ctx.require_user_id(ctx.session)
@@ -346,7 +366,10 @@ class CommunitiesMutation:
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
         return ClubAnalysis.from_model(await analyses.update_analysis(ctx.session, analysis=row, changes=changes))
 
-    @strawberry.mutation(description="Delete an analysis (its creator, the guild's admins, or `guilds:write`).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Delete an analysis (its creator, the guild's admins, or `guilds:write`).",
+    )
     async def delete_club_analysis(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         viewer = await ctx.require_user_id(ctx.session)
@@ -357,8 +380,9 @@ class CommunitiesMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="A conversation of the caller's; `guildId` makes it about a guild they belong to (listed by "
-        "`conversations(guildId:)`)."
+        "`conversations(guildId:)`).",
     )
     async def create_conversation(
         self,
@@ -375,7 +399,10 @@ class CommunitiesMutation:
         row = await chat.create_conversation(ctx.session, user_id=user_id, title=title, guild_id=gid)
         return ChatConversation.from_model(row)
 
-    @strawberry.mutation(description="Retitle one of the caller's conversations (null clears the title).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Retitle one of the caller's conversations (null clears the title).",
+    )
     async def rename_conversation(
         self,
         info: Info,
@@ -388,8 +415,9 @@ class CommunitiesMutation:
         )
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Delete one of the caller's conversations with its messages (those also posted in a guild "
-        "included); its live streams end with NOT_FOUND."
+        "included); its live streams end with NOT_FOUND.",
     )
     async def delete_conversation(self, info: Info, id: strawberry.ID) -> bool:
         row = await _own_conversation(info, id)
@@ -398,8 +426,9 @@ class CommunitiesMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Post in one of the caller's conversations and/or in a guild they belong to; "
-        "subscribers get it after the commit."
+        "subscribers get it after the commit.",
     )
     async def post_chat_message(self, info: Info, input: ChatMessageInput) -> ChatMessage:
         ctx = info.context

@@ -37,7 +37,7 @@ from app.api.pagination import (
 from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.scalars import contains_nul
 from app.api.validation import MAX_NAME, MAX_URL
-from app.audit.recorder import note_changes, snapshot
+from app.audit.recorder import audited, note_changes, snapshot
 from app.gateway import coalesce, models, service
 from app.gateway.types import (
     ADMIN,
@@ -428,18 +428,18 @@ async def _start_flow(info: Info, service: str, endpoint: str | None, amount: in
 
 @strawberry.type
 class GatewayMutation:
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def create_client(self, info: Info, input: ClientInput) -> Client:
         await require_permission(info.context, ADMIN)
         return Client.from_model(await service.create_client(info.context.session, name=input.name, email=input.email))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def create_service(self, info: Info, input: ServiceInput) -> Service:
         await require_permission(info.context, ADMIN)
         row = await service.create_service(info.context.session, name=input.name, description=input.description)
         return Service.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def add_project_service(self, info: Info, project_id: strawberry.ID, service_id: strawberry.ID) -> Project:
         await require_permission(info.context, ADMIN)
         session = info.context.session
@@ -447,7 +447,10 @@ class GatewayMutation:
         await service.add_project_service(session, project_id=project.id, service_id=parse_id(service_id, "serviceId"))
         return Project.from_model(project)
 
-    @strawberry.mutation(description="The name is never updatable: keys are handed out for it.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="The name is never updatable: keys are handed out for it.",
+    )
     async def create_environment(
         self, info: Info, project_id: strawberry.ID, name: Annotated[str, strawberry.argument(metadata=NAME)]
     ) -> Environment:
@@ -455,7 +458,10 @@ class GatewayMutation:
         await _project_owner_or_admin(info, pid)
         return Environment.from_model(await service.create_environment(info.context.session, project_id=pid, name=name))
 
-    @strawberry.mutation(description="Sets a service's request quota in an environment (gateway:admin).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Sets a service's request quota in an environment (gateway:admin).",
+    )
     async def enable_environment_service(
         self, info: Info, environment_id: strawberry.ID, service_id: strawberry.ID, available_requests: int
     ) -> EnvironmentService:
@@ -469,7 +475,7 @@ class GatewayMutation:
         )
         return EnvironmentService.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def adjust_available_requests(
         self, info: Info, environment_id: strawberry.ID, service_id: strawberry.ID, delta: int
     ) -> EnvironmentService:
@@ -482,7 +488,10 @@ class GatewayMutation:
         )
         return EnvironmentService.from_model(row)
 
-    @strawberry.mutation(description="Change a client (`gateway:admin`).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Change a client (`gateway:admin`).",
+    )
     async def update_client(self, info: Info, id: strawberry.ID, input: ClientUpdate) -> Client:
         await require_permission(info.context, ADMIN)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
@@ -492,7 +501,10 @@ class GatewayMutation:
         note_changes(info, before, snapshot(row, before))
         return Client.from_model(row)
 
-    @strawberry.mutation(description="Delete a client (`gateway:admin`); its projects stay, with no client.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Delete a client (`gateway:admin`); its projects stay, with no client.",
+    )
     async def delete_client(self, info: Info, id: strawberry.ID) -> bool:
         await require_permission(info.context, ADMIN)
         if not await service.delete_client(info.context.session, client_id=parse_id(id)):
@@ -500,7 +512,9 @@ class GatewayMutation:
         return True
 
     @strawberry.mutation(
-        description="Change a service (`gateway:admin`). Gateways call it by name: a new name is the one they must use."
+        extensions=[audited()],
+        description="Change a service (`gateway:admin`). Gateways call it by name: a new name is the one they "
+        "must use.",
     )
     async def update_service(self, info: Info, id: strawberry.ID, input: ServiceUpdate) -> Service:
         await require_permission(info.context, ADMIN)
@@ -512,8 +526,9 @@ class GatewayMutation:
         return Service.from_model(row)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Delete a service (`gateway:admin`) with its quotas and request logs; CONFLICT while a "
-        "flow holds requests of it."
+        "flow holds requests of it.",
     )
     async def delete_service(self, info: Info, id: strawberry.ID) -> bool:
         await require_permission(info.context, ADMIN)
@@ -521,8 +536,9 @@ class GatewayMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Detach a service from a project (`gateway:admin`): its quotas in the project's environments "
-        "go, its request logs stay; CONFLICT while a flow holds requests of it there."
+        "go, its request logs stay; CONFLICT while a flow holds requests of it there.",
     )
     async def remove_project_service(self, info: Info, project_id: strawberry.ID, service_id: strawberry.ID) -> Project:
         await require_permission(info.context, ADMIN)
@@ -534,9 +550,10 @@ class GatewayMutation:
         return Project.from_model(project)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Delete an environment (its project's owner, or `gateway:admin`) with its API keys, quotas "
         "and request logs; CONFLICT while a flow holds requests in it. Its name is never updatable, so there "
-        "is no updateEnvironment."
+        "is no updateEnvironment.",
     )
     async def delete_environment(self, info: Info, id: strawberry.ID) -> bool:
         env = await _environment(info, id)
@@ -547,8 +564,9 @@ class GatewayMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Take a service's quota out of an environment (`gateway:admin`; its request logs stay); "
-        "CONFLICT while a flow holds requests of it there."
+        "CONFLICT while a flow holds requests of it there.",
     )
     async def disable_environment_service(
         self, info: Info, environment_id: strawberry.ID, service_id: strawberry.ID
@@ -561,7 +579,10 @@ class GatewayMutation:
         )
         return True
 
-    @strawberry.mutation(description="Record one request (ApiKey); outside a flow it spends one request.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Record one request (ApiKey); outside a flow it spends one request.",
+    )
     async def record_request(
         self,
         info: Info,
@@ -583,7 +604,10 @@ class GatewayMutation:
             raise
         return RequestLog.from_model(row)
 
-    @strawberry.mutation(description="Hold `amount` requests for a multi-step flow (ApiKey).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Hold `amount` requests for a multi-step flow (ApiKey).",
+    )
     async def start_flow(
         self,
         info: Info,
@@ -600,7 +624,10 @@ class GatewayMutation:
             _log_refusal(ctx, exc, service_name=service, endpoint=endpoint, start_point=None)
             raise
 
-    @strawberry.mutation(description="Spend (success) or release the flow's hold; the reservation is deleted.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Spend (success) or release the flow's hold; the reservation is deleted.",
+    )
     async def complete_flow(self, info: Info, reservation_id: strawberry.ID, success: bool) -> EnvironmentService:
         ctx = info.context
         _refuse_nul(reservationId=str(reservation_id))

@@ -654,6 +654,35 @@ _SWEEP = text(
     """
 )
 
+_SWEEP_QUOTAS = text(
+    """
+    WITH expired AS (
+        -- Those of the quota rows named (a removal's), however many: not a batch of everyone's.
+        SELECT r.id FROM reservations r
+        JOIN unnest(CAST(:environments AS uuid[]), CAST(:services AS uuid[])) AS q(environment_id, service_id)
+          ON q.environment_id = r.environment_id AND q.service_id = r.service_id
+        WHERE r.expires_at <= now()
+        FOR UPDATE OF r SKIP LOCKED
+    ),
+    released AS (
+        DELETE FROM reservations r USING expired WHERE r.id = expired.id
+        RETURNING r.environment_id, r.service_id, r.start_point, r.amount
+    ),
+    marked AS (
+        UPDATE request_logs l SET status = 'flow_expired' FROM released WHERE l.id = released.start_point
+    ),
+    totals AS (
+        SELECT environment_id, service_id, sum(amount) AS amount, count(*) AS n FROM released GROUP BY 1, 2
+    ),
+    returned AS (
+        UPDATE environment_services es SET reserved_requests = es.reserved_requests - totals.amount
+        FROM totals WHERE es.environment_id = totals.environment_id AND es.service_id = totals.service_id
+        RETURNING totals.n
+    )
+    SELECT coalesce(sum(n), 0) FROM returned
+    """
+)
+
 
 async def release_expired(conn: AsyncConnection | AsyncSession, *, batch: int = 500) -> int:
     """Release one batch of expired holds. SKIP LOCKED lets several instances sweep at once: each
@@ -845,8 +874,12 @@ _HELD = "the service holds requests for running flows here: complete them or let
 
 async def _drop_quotas(session: AsyncSession, *where: Any) -> None:
     """Delete the quota rows `where` selects, or none (CONFLICT) if a flow holds requests on one."""
-    await release_expired(session)
     t = models.EnvironmentService
+    quotas = (await session.execute(select(col(t.environment_id), col(t.service_id)).where(*where))).all()
+    if quotas:
+        params = {"environments": [q[0] for q in quotas], "services": [q[1] for q in quotas]}
+        if released := int(await session.scalar(_SWEEP_QUOTAS, params) or 0):
+            metrics.RESERVATIONS.labels("expired").inc(released)
     await session.execute(delete(t).where(*where, col(t.reserved_requests) == 0))
     if await session.scalar(select(col(t.environment_id)).where(*where).limit(1)) is not None:
         raise Conflict(_HELD)

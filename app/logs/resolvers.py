@@ -21,7 +21,7 @@ from app.api.pagination import (
 from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
 from app.api.validation import like_pattern
-from app.audit.recorder import AuditField, action_for, note_changes, snapshot
+from app.audit.recorder import action_for, audited, note_changes, snapshot
 from app.logs import events, models, service
 from app.logs.access import require_project_access, require_scope
 from app.logs.reads import PROJECT_CURSOR, filter_spec, logs_page, projects_of
@@ -225,7 +225,7 @@ class LogsQuery:
 
 @strawberry.type
 class LogsMutation:
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def create_project(self, info: Info, input: ProjectInput) -> Project:
         ctx = info.context
         owner_id = await ctx.require_user_id()
@@ -235,7 +235,7 @@ class LogsMutation:
         )
         return Project.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def update_project(self, info: Info, id: strawberry.ID, input: ProjectUpdate) -> Project:
         project = await _owned_project(info, id, write=True)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
@@ -248,14 +248,14 @@ class LogsMutation:
         note_changes(info, before, snapshot(row, before))
         return Project.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def delete_project(self, info: Info, id: strawberry.ID) -> bool:
         project = await _owned_project(info, id, write=True)
         for key_id in await service.delete_project(info.context.session, project_id=project.id):
             info.context.announce(api_key_channel(key_id), end("project deleted"))
         return True
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def create_api_key(self, info: Info, input: ApiKeyInput) -> CreatedApiKey:
         project = await _owned_project(info, input.project_id, write=True)
         row, secret = await service.create_api_key(
@@ -269,7 +269,7 @@ class LogsMutation:
         )
         return CreatedApiKey(api_key=ApiKey.from_model(row), secret=secret)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
         ctx = info.context
         key = await service.get_api_key_or_raise(ctx.session, key_id=parse_id(id))
@@ -282,7 +282,7 @@ class LogsMutation:
 
     @strawberry.mutation(
         description="Store one log (ApiKey auth). A repeated idempotencyKey returns the stored log.",
-        extensions=[AuditField(*action_for("ingest_log"), details=ingestion_details)],
+        extensions=[audited(*action_for("ingest_log"), details=ingestion_details)],
     )
     async def ingest_log(self, info: Info, input: LogInput) -> Log:
         outcome = await ingest(info, [input])  # type: ignore[list-item]  # LogInput arrives as a LogItem
@@ -290,7 +290,7 @@ class LogsMutation:
 
     @strawberry.mutation(
         description="Store up to 1000 logs at once (ApiKey auth), all or nothing.",
-        extensions=[AuditField(*action_for("ingest_logs"), details=ingestion_details)],
+        extensions=[audited(*action_for("ingest_logs"), details=ingestion_details)],
     )
     async def ingest_logs(self, info: Info, inputs: list[LogInput]) -> IngestResult:
         outcome = await ingest(info, inputs)  # type: ignore[arg-type]  # LogInputs arrive as LogItems

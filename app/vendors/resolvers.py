@@ -21,7 +21,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.validation import MAX_SEARCH, like_pattern
-from app.audit.recorder import note_changes, snapshot
+from app.audit.recorder import audited, note_changes, snapshot
 from app.pubsub import RESYNC
 from app.vendors import events, geo, models
 from app.vendors.reads import VENDOR_CURSOR, vendors_page
@@ -254,14 +254,17 @@ class VendorsQuery:
 
 @strawberry.type
 class VendorsMutation:
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def create_vendor(self, info: Info, input: VendorInput) -> Vendor:
         ctx = info.context
         owner_id = await ctx.require_user_id(ctx.session)
         row = await vendors.create_vendor(ctx.session, owner_id=owner_id, values=vars(input))
         return Vendor.from_model(row)
 
-    @strawberry.mutation(description="Change a vendor's details (its position moves by recordVendorLocation).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Change a vendor's details (its position moves by recordVendorLocation).",
+    )
     async def update_vendor(self, info: Info, id: strawberry.ID, input: VendorUpdate) -> Vendor:
         vendor = await _managed(info, id)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
@@ -270,13 +273,19 @@ class VendorsMutation:
         note_changes(info, before, snapshot(row, before))
         return Vendor.from_model(row)
 
-    @strawberry.mutation(description="Delete a vendor with its location history.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Delete a vendor with its location history.",
+    )
     async def delete_vendor(self, info: Info, id: strawberry.ID) -> bool:
         vendor = await _managed(info, id)
         await vendors.delete_vendor(info.context.session, vendor=vendor)
         return True
 
-    @strawberry.mutation(description="Append to the vendor's history and move it there, in one transaction.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Append to the vendor's history and move it there, in one transaction.",
+    )
     async def record_vendor_location(self, info: Info, vendor_id: strawberry.ID, lat: float, long: float) -> Location:
         vendor = await _managed(info, vendor_id)
         row = await vendors.record_location(info.context.session, vendor=vendor, lat=lat, long=long)
@@ -284,7 +293,10 @@ class VendorsMutation:
             info.context.publish_after_commit(channel, payload)
         return Location.from_model(row)
 
-    @strawberry.mutation(description="Create or update by (service, externalId), in one statement (`vendors:write`).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Create or update by (service, externalId), in one statement (`vendors:write`).",
+    )
     async def upsert_integration(self, info: Info, input: IntegrationInput) -> Integration:
         await require_permission(info.context, WRITE, session=info.context.session)
         row = await integrations.upsert_integration(
@@ -297,7 +309,8 @@ class VendorsMutation:
         return Integration.from_model(row)
 
     @strawberry.mutation(
-        description="Remove the mapping of (service, externalId) (`vendors:write`); NOT_FOUND if none."
+        extensions=[audited()],
+        description="Remove the mapping of (service, externalId) (`vendors:write`); NOT_FOUND if none.",
     )
     async def delete_integration(
         self,
@@ -312,8 +325,9 @@ class VendorsMutation:
         return True
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Record a subscription for a user (`billing:write`: a billing service or an admin; the caller's "
-        "own when `input.userId` is omitted). Status otherwise changes through POST /webhooks/billing."
+        "own when `input.userId` is omitted). Status otherwise changes through POST /webhooks/billing.",
     )
     async def create_billing_subscription(self, info: Info, input: BillingSubscriptionInput) -> BillingSubscription:
         ctx = info.context
@@ -333,8 +347,9 @@ class VendorsMutation:
         return BillingSubscription.from_model(row)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="active -> cancelled (`billing:write`); any other status is CONFLICT. A user cancels with "
-        "their billing provider, whose webhook tells Lodge."
+        "their billing provider, whose webhook tells Lodge.",
     )
     async def cancel_billing_subscription(self, info: Info, id: strawberry.ID) -> BillingSubscription:
         row = await _administered_subscription(info, id)
@@ -342,8 +357,9 @@ class VendorsMutation:
         return BillingSubscription.from_model(await billing.cancel_subscription(session, subscription_id=row.id))
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Set a subscription's status, any way (`billing:write`): an admin's correction of the "
-        "provider's word."
+        "provider's word.",
     )
     async def set_billing_subscription_status(
         self,

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,9 +62,10 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 
 def verify(header: str, body: bytes, *, secret: str, tolerance: int, now: float | None = None) -> None:
     parts = [part.partition("=") for part in header.split(",")]
-    stamps = [value for key, _, value in parts if key.strip() == "t"]
+    stamps = [value.strip() for key, _, value in parts if key.strip() == "t"]
     signatures = [value.strip() for key, _, value in parts if key.strip() == "v1"]
-    if len(stamps) != 1 or not stamps[0].strip().isdigit() or not signatures:
+    # ASCII digits only (str.isdigit takes "²"), and a sane length.
+    if len(stamps) != 1 or not re.fullmatch(r"[0-9]{1,12}", stamps[0]) or not signatures:
         raise Refusal(401, UNAUTHENTICATED, f"a {HEADER} header of the form t=<seconds>,v1=<hex> is required")
     timestamp = int(stamps[0])
     now = time.time() if now is None else now
@@ -104,11 +106,11 @@ def _time(data: dict[str, Any], key: str, *, required: bool = True) -> datetime 
         return None
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            raise Refusal(400, BAD_USER_INPUT, f"`{key}` must carry its UTC offset")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise Refusal(400, BAD_USER_INPUT, f"`{key}` must be an ISO 8601 date-time") from None
-    if parsed.tzinfo is None:
-        raise Refusal(400, BAD_USER_INPUT, f"`{key}` must carry its UTC offset")
-    return parsed.astimezone(UTC)
 
 
 def parse(body: bytes) -> Event:
@@ -124,7 +126,8 @@ def parse(body: bytes) -> Event:
     if not kind.startswith("subscription."):
         raise Refusal(400, BAD_USER_INPUT, f"unknown event type {kind!r}: subscription.* events only")
     created = event.get("created")
-    if not isinstance(created, int) or isinstance(created, bool) or created <= 0:
+    # Up to the year 9999 (a datetime's range).
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 < created < 253_402_300_800:
         raise Refusal(400, BAD_USER_INPUT, "`created` must be the event's time in Unix seconds")
     status = (_text(data, "status") or "").lower()
     if status not in models.SUBSCRIPTION_STATUSES:

@@ -228,18 +228,24 @@ async def upload_endpoint(request: Request) -> Response:
         elif wanted is not None and not hmac.compare_digest(stored.digests[wanted[0]], wanted[1]):
             problem = f"the body's {wanted[0]} is not the checksum registered"
         if problem is None:
-            async with deps.db.autocommit() as conn:
-                params = {"id": file_id, "key": stored.key, "checksum": f"sha256:{stored.digests['sha256']}"}
-                done = await conn.scalar(_STORE, params)
-                if done is not None:
-                    entry = AuditEntry(
-                        "file.upload",
-                        "file",
-                        str(file_id),
-                        {"size": size},
-                        user_id=uuid.UUID(claims["uid"]) if "uid" in claims else None,
-                    )
-                    await _audit(conn, request, entry)
+            done = None
+            try:
+                async with deps.db.autocommit() as conn:
+                    params = {"id": file_id, "key": stored.key, "checksum": f"sha256:{stored.digests['sha256']}"}
+                    done = await conn.scalar(_STORE, params)
+                    if done is not None:
+                        entry = AuditEntry(
+                            "file.upload",
+                            "file",
+                            str(file_id),
+                            {"size": size},
+                            user_id=uuid.UUID(claims["uid"]) if "uid" in claims else None,
+                        )
+                        await _audit(conn, request, entry)
+            except BaseException:
+                if done is None:  # no row names these bytes: they must not stay
+                    await storage.delete(stored.key)
+                raise
             if done is None:  # another upload of it got there first (or it was deleted meanwhile)
                 await storage.delete(stored.key)
                 raise Refusal(409, CONFLICT, "this file's content is already stored; it never changes")

@@ -24,7 +24,7 @@ from app.api.pagination import (
 from app.api.permissions import parse_id
 from app.api.scalars import JSON
 from app.api.validation import MAX_SEARCH, like_pattern
-from app.audit.recorder import note_changes, snapshot
+from app.audit.recorder import audited, note_changes, snapshot
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
 from app.workflows import access, content, events, models
@@ -263,7 +263,7 @@ class WorkflowsQuery:
 
 @strawberry.type
 class WorkflowsMutation:
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def create_workflow(self, info: Info, input: WorkflowInput) -> Workflow:
         ctx = info.context
         owner_id = await ctx.require_user_id(ctx.session)
@@ -279,7 +279,7 @@ class WorkflowsMutation:
         )
         return Workflow.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def update_workflow(self, info: Info, id: strawberry.ID, input: WorkflowUpdate) -> Workflow:
         workflow = await _writable(info, id)
         changes = _changes(input)
@@ -288,19 +288,22 @@ class WorkflowsMutation:
         note_changes(info, before, snapshot(row, before))
         return Workflow.from_model(row)
 
-    @strawberry.mutation(description="Soft delete: hidden from reads and runs until `restoreWorkflow`.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Soft delete: hidden from reads and runs until `restoreWorkflow`.",
+    )
     async def delete_workflow(self, info: Info, id: strawberry.ID) -> bool:
         workflow = await _writable(info, id)
         await workflows.set_deleted(info.context.session, workflow=workflow, deleted=True)
         return True
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def restore_workflow(self, info: Info, id: strawberry.ID) -> Workflow:
         workflow = await workflows.get_workflow_or_raise(info.context.session, workflow_id=parse_id(id), deleted=True)
         await access.require_write(info, workflow)
         return Workflow.from_model(await workflows.set_deleted(info.context.session, workflow=workflow, deleted=False))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def add_workflow_node(self, info: Info, workflow_id: strawberry.ID, input: NodeInput) -> WorkflowNode:
         workflow = await _writable(info, workflow_id)
         values: dict[str, Any] = {"node_key": input.key, "node_type": input.type, "label": input.label}
@@ -308,7 +311,7 @@ class WorkflowsMutation:
         row = await workflows.add_node(info.context.session, workflow=workflow, values=values)
         return WorkflowNode.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def update_workflow_node(
         self,
         info: Info,
@@ -323,7 +326,10 @@ class WorkflowsMutation:
         row = await workflows.update_node(info.context.session, workflow=workflow, node_key=key, values=changes)
         return WorkflowNode.from_model(row)
 
-    @strawberry.mutation(description="Remove a node and every edge that touches it.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Remove a node and every edge that touches it.",
+    )
     async def remove_workflow_node(
         self, info: Info, workflow_id: strawberry.ID, key: Annotated[str, strawberry.argument(metadata=KEY)]
     ) -> bool:
@@ -331,8 +337,9 @@ class WorkflowsMutation:
         return await workflows.remove_node(info.context.session, workflow=workflow, node_key=key)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Join two nodes of the workflow. An edge that would close a cycle is BAD_USER_INPUT "
-        "(extensions.cycle names it)."
+        "(extensions.cycle names it).",
     )
     async def add_workflow_edge(self, info: Info, workflow_id: strawberry.ID, input: EdgeInput) -> WorkflowEdge:
         workflow = await _writable(info, workflow_id)
@@ -346,14 +353,17 @@ class WorkflowsMutation:
         )
         return WorkflowEdge.from_model(row)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def remove_workflow_edge(self, info: Info, id: strawberry.ID) -> bool:
         edge = await workflows.get_edge_or_raise(info.context.session, edge_id=parse_id(id))
         await _writable(info, strawberry.ID(str(edge.workflow_id)))
         await workflows.remove_edge(info.context.session, edge=edge)
         return True
 
-    @strawberry.mutation(description="Snapshot the draft as the next version; versions never change.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Snapshot the draft as the next version; versions never change.",
+    )
     async def publish_workflow(self, info: Info, id: strawberry.ID) -> Workflow:
         workflow = await _writable(info, id)
         user_id = await info.context.require_user_id(info.context.session)
@@ -361,12 +371,15 @@ class WorkflowsMutation:
             await workflows.publish(info.context.session, workflow_id=workflow.id, user_id=user_id)
         )
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=[audited()])
     async def archive_workflow(self, info: Info, id: strawberry.ID) -> Workflow:
         workflow = await _writable(info, id)
         return Workflow.from_model(await workflows.archive_workflow(info.context.session, workflow=workflow))
 
-    @strawberry.mutation(description="A PENDING execution of the latest published version.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="A PENDING execution of the latest published version.",
+    )
     async def start_execution(self, info: Info, workflow_id: strawberry.ID, input: JSON | None = None) -> Execution:
         ctx = info.context
         workflow = await workflows.get_workflow_or_raise(ctx.session, workflow_id=parse_id(workflow_id, "workflowId"))
@@ -376,8 +389,9 @@ class WorkflowsMutation:
         return Execution.from_model(row)
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="PENDING -> RUNNING -> COMPLETED | FAILED, or any unfinished status -> CANCELLED. "
-        "Anything else is CONFLICT (extensions.currentStatus); of concurrent attempts one wins."
+        "Anything else is CONFLICT (extensions.currentStatus); of concurrent attempts one wins.",
     )
     async def update_execution_status(
         self,
@@ -405,9 +419,10 @@ class WorkflowsMutation:
         return Execution.from_model(row)
 
     @strawberry.mutation(
+        extensions=[audited(unless=lambda claimed: claimed is None)],
         description="A runner takes the oldest PENDING execution (of `workflowId`) and runs it under a lease of "
         "`leaseSeconds`: RUNNING, `runner` set. Each execution goes to exactly one claimer; null when there is "
-        "none. `workflows:write` claims any; a workflow's owner those of their own workflows."
+        "none. `workflows:write` claims any; a workflow's owner those of their own workflows.",
     )
     async def claim_execution(
         self,
@@ -439,8 +454,9 @@ class WorkflowsMutation:
         return Execution.from_model(row)
 
     @strawberry.mutation(
+        extensions=[audited(unless=lambda renewed: True)],
         description="Renew the lease of an execution this runner holds; CONFLICT once it does not (the runner "
-        "must stop: the execution finished, or its lease ran out and it went to another runner)."
+        "must stop: the execution finished, or its lease ran out and it went to another runner).",
     )
     async def heartbeat_execution(
         self,
@@ -456,7 +472,10 @@ class WorkflowsMutation:
         )
         return Execution.from_model(row)
 
-    @strawberry.mutation(description="A log line of an unfinished execution.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="A log line of an unfinished execution.",
+    )
     async def append_execution_log(
         self,
         info: Info,
@@ -485,13 +504,17 @@ class WorkflowsMutation:
         ctx.publish_after_commit(*events.log_appended(row))
         return ExecutionLog.from_model(row)
 
-    @strawberry.mutation(description="Register a stored file's metadata.")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Register a stored file's metadata.",
+    )
     async def register_file(self, info: Info, input: FileInput) -> File:
         return File.from_model(await _register_file(info, input))
 
     @strawberry.mutation(
+        extensions=[audited()],
         description="Register a file and get a URL to PUT its bytes to (with its `mimeType` as Content-Type; "
-        "they must match the size, and the checksum when one is given). See `File.downloadUrl`."
+        "they must match the size, and the checksum when one is given). See `File.downloadUrl`.",
     )
     async def create_file_upload(self, info: Info, input: FileInput) -> FileUpload:
         ctx = info.context
@@ -501,7 +524,8 @@ class WorkflowsMutation:
         return _upload(info, await _register_file(info, input))
 
     @strawberry.mutation(
-        description="A new upload URL for a file of yours whose content has not arrived yet (CONFLICT once it has)."
+        extensions=[audited()],
+        description="A new upload URL for a file of yours whose content has not arrived yet (CONFLICT once it has).",
     )
     async def renew_file_upload(self, info: Info, id: strawberry.ID) -> FileUpload:
         ctx = info.context
@@ -513,7 +537,10 @@ class WorkflowsMutation:
             raise Conflict("this file's content is already stored; it never changes")
         return _upload(info, row)
 
-    @strawberry.mutation(description="Soft delete (the owner only).")
+    @strawberry.mutation(
+        extensions=[audited()],
+        description="Soft delete (the owner only).",
+    )
     async def delete_file(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         user_id = await ctx.require_user_id(ctx.session)

@@ -12,8 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+import jwt.utils
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import text
 
 from app.accounts.oidc import IdentityProvider, ProviderUnavailable
 from app.settings import Settings
@@ -125,6 +127,13 @@ async def test_a_verified_email_links_the_existing_account(
     email = unique_email()
     password_user = await new_user(oidc_server, email)
     user_id = (await oidc_server.data("{ me { id } }", token=password_user))["me"]["id"]
+    # Anyone may register any address: until Lodge has seen it proven, the provider's user is not
+    # signed into that account (it would be a takeover by whoever registered it).
+    proven_elsewhere = token(provider, email=email, email_verified=True)
+    assert await oidc_server.error_code(SIGN_IN, {"t": proven_elsewhere}) == "CONFLICT"
+    async with oidc_server.deps.db.session() as session:  # as verifyEmail does
+        await session.execute(text("UPDATE users SET email_verified_at = now() WHERE id = :u"), {"u": user_id})
+        await session.commit()
     linked = await oidc_server.data(SIGN_IN, {"t": token(provider, email=email, email_verified=True)})
     assert linked["signInWithProvider"]["user"]["id"] == user_id
     # An email the provider has not verified links nothing: a new account, without that email.
@@ -155,6 +164,9 @@ async def test_tokens_that_do_not_verify_are_refused(oidc_server: LiveServer, pr
     head, payload, _ = forged.split(".")
     other_signature = token(provider, kid=unpublished).split(".")[2]
     bad["a forged signature"] = f"{head}.{payload}.{other_signature}"
+    # The header names another algorithm than the provider's key (an RSA key read as EC).
+    head_es = jwt.utils.base64url_encode(json.dumps({"alg": "ES256", "kid": keys.published[0], "typ": "JWT"}).encode())
+    bad["algorithm and key disagree"] = f"{head_es.decode()}.{payload}.{other_signature}"
     bad["alg none"] = jwt.encode(
         {"iss": issuer, "sub": "x", "aud": "lodge-tests", "iat": now, "exp": now + 60}, "", "none"
     )

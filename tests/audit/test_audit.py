@@ -7,11 +7,13 @@ import uuid
 from typing import Any
 
 import pytest
+import strawberry
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
 from app.audit import service
+from app.audit.recorder import audited, require_audited
 from tests.support import INGEST_LOGS as INGEST
 from tests.support import LiveServer, ingest, new_admin, new_project, new_tenant, new_user
 
@@ -268,3 +270,21 @@ async def test_a_refused_mutation_with_a_nul_in_its_id_keeps_its_audit_row(serve
     assert await server.error_code('mutation { reactivateUser(id: "a\\u0000b") { id } }', token=user) == "FORBIDDEN"
     async with server.deps.db.session() as session:
         assert await session.scalar(text(count)) == (before or 0) + 1
+
+
+def test_a_mutation_without_an_audit_row_is_refused_at_build() -> None:
+    @strawberry.type
+    class Mutation:
+        @strawberry.mutation(extensions=[audited()])
+        def close_ticket(self) -> bool:
+            return True
+
+        @strawberry.mutation
+        def open_ticket(self) -> bool:
+            return True
+
+    with pytest.raises(TypeError, match="open_ticket"):
+        require_audited(Mutation)
+    # The audited one is named after its field.
+    closing = Mutation.__strawberry_definition__.fields[0].extensions[0]  # type: ignore[attr-defined]
+    assert closing.action == "ticket.close"

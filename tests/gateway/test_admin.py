@@ -273,3 +273,24 @@ async def test_a_removal_racing_flows_never_strands_a_hold(server: LiveServer) -
             assert granted > 0 and reserved == granted and holds == granted
         else:
             assert granted == 0 and reserved is None and holds == 0
+
+
+async def test_an_expired_hold_does_not_block_a_removal(server: LiveServer) -> None:
+    """However many expired holds wait for the sweeper elsewhere, this quota's own are released first."""
+    g = await new_gateway(server, available=10)
+    await server.data(START, {"s": g.service, "a": 3}, api_key=g.key)
+    async with server.deps.db.session() as session:
+        await session.execute(
+            text("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE environment_id = :e"),
+            {"e": g.environment_id},
+        )
+        await session.commit()
+    assert await server.data(DISABLE, {"e": g.environment_id, "s": g.service_id}, token=g.admin) == {
+        "disableEnvironmentService": True
+    }
+    async with server.deps.db.session() as session:
+        status = await session.scalar(
+            text("SELECT status FROM request_logs WHERE environment_id = :e AND status LIKE 'flow%'"),
+            {"e": g.environment_id},
+        )
+    assert status == "flow_expired"

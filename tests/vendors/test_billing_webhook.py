@@ -53,13 +53,13 @@ async def post(
     *,
     secret: str = SECRET,
     at: int | None = None,
-    header: str | None = None,
+    header: str | bytes | None = None,
 ) -> tuple[int, dict[str, Any]]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     signature = header if header is not None else sign(secret, raw, at or int(time.time()))
-    response = await server.http.post(
-        "/webhooks/billing", content=raw, headers={"lodge-signature": signature, "content-type": "application/json"}
-    )
+    value = signature if isinstance(signature, bytes) else signature.encode()  # a test may send non-ASCII
+    headers = {b"lodge-signature": value, b"content-type": b"application/json"}
+    response = await server.http.post("/webhooks/billing", content=raw, headers=headers)
     return response.status_code, response.json()
 
 
@@ -129,6 +129,7 @@ async def test_unsigned_stale_or_malformed_events_are_refused(billing_server: Li
             billing_server, raw.replace(b'"active"', b'"expired"'), header=sign(SECRET, raw, now)
         ),
         "no v1": await post(billing_server, good, header=f"t={now}"),
+        "not ASCII digits": await post(billing_server, good, header="t=²,v1=00".encode("latin-1")),
     }
     for reason, (status, body) in refusals.items():
         assert (status, body["error"]["code"]) == (401, "UNAUTHENTICATED"), reason
@@ -139,6 +140,8 @@ async def test_unsigned_stale_or_malformed_events_are_refused(billing_server: Li
         "unknown type": json.dumps({**good, "type": "invoice.paid"}).encode(),
         "no created": json.dumps({**good, "created": "yesterday"}).encode(),
         "bad date": json.dumps(event(external, startDate="soon")).encode(),
+        "a date past the year 9999": json.dumps(event(external, startDate="9999-12-31T23:59:59-23:59")).encode(),
+        "created past the year 9999": json.dumps(event(external, created=10**13)).encode(),
     }
     for reason, raw_body in bad_bodies.items():
         status, body = await post(billing_server, raw_body)

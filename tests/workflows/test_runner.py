@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from app.settings import Settings
 from tests.support import LiveServer, live_server, new_admin, new_user
@@ -192,3 +193,52 @@ def test_topological_order_puts_every_source_before_its_target() -> None:
     assert [n["key"] for n in runner_module.topological(nodes, edges)] == ["a", "b", "c", "d"]
     with pytest.raises(ValueError):
         runner_module.topological(nodes, [*edges, {"source": "d", "target": "a"}])
+
+
+async def test_a_deleted_workflows_runs_are_not_handed_out(server: LiveServer) -> None:
+    owner = await new_user(server)
+    deleted = await _published_workflow(server, owner)
+    kept = await _published_workflow(server, owner)
+    await server.data(START, {"w": deleted}, token=owner)  # older: it would be claimed first
+    waiting = (await server.data(START, {"w": kept}, token=owner))["startExecution"]["id"]
+    await server.data("mutation($id: ID!) { deleteWorkflow(id: $id) }", {"id": deleted}, token=owner)
+    claimed = (await server.data(CLAIM, {"r": "r", "l": 30}, token=owner))["claimExecution"]
+    assert claimed["id"] == waiting
+    assert (await server.data(CLAIM, {"r": "r", "l": 30}, token=owner))["claimExecution"] is None
+
+
+async def test_polling_and_heartbeats_do_not_flood_the_audit_trail(server: LiveServer) -> None:
+    owner = await new_user(server)
+    workflow_id = await _published_workflow(server, owner)
+
+    async def rows(action: str, success: bool) -> int:
+        async with server.deps.db.session() as session:
+            found = await session.scalar(
+                text("SELECT count(*) FROM audit_logs WHERE action = :a AND success = :s AND resource_id = :w"),
+                {"a": action, "s": success, "w": workflow_id},
+            )
+        return int(found or 0)
+
+    # An empty poll leaves no row; a claim does; a renewed lease does not; a refused renewal does.
+    assert (await server.data(CLAIM, {"r": "r", "w": workflow_id, "l": 30}, token=owner))["claimExecution"] is None
+    assert await rows("execution.claim", True) == 0
+    execution_id = (await server.data(START, {"w": workflow_id}, token=owner))["startExecution"]["id"]
+    await server.data(CLAIM, {"r": "r", "w": workflow_id, "l": 30}, token=owner)
+    async with server.deps.db.session() as session:
+        claims = await session.scalar(
+            text("SELECT count(*) FROM audit_logs WHERE action = 'execution.claim' AND success AND resource_id = :e"),
+            {"e": execution_id},
+        )
+        await server.data(HEARTBEAT, {"id": execution_id, "r": "r"}, token=owner)
+        assert await server.error_code(HEARTBEAT, {"id": execution_id, "r": "other"}, token=owner) == "CONFLICT"
+        beats = (
+            (
+                await session.execute(
+                    text("SELECT success FROM audit_logs WHERE action = 'execution.heartbeat' AND resource_id = :e"),
+                    {"e": execution_id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert claims == 1 and list(beats) == [False]

@@ -185,6 +185,8 @@ _CLAIM = text(
         -- and a row a concurrent claim has just taken is re-read (no longer PENDING) and passed.
         SELECT p.id FROM executions p
         WHERE p.status = 'pending'
+          -- A deleted workflow's runs wait (restoreWorkflow brings them back): none is handed out.
+          AND EXISTS (SELECT 1 FROM workflows w WHERE w.id = p.workflow_id AND w.deleted_at IS NULL)
           AND (CAST(:workflow_id AS uuid) IS NULL OR p.workflow_id = CAST(:workflow_id AS uuid))
           AND (CAST(:visible_to AS uuid) IS NULL OR p.workflow_id IN (
                 SELECT w.id FROM workflows w WHERE w.user_id = CAST(:visible_to AS uuid)))
