@@ -125,7 +125,7 @@ class User:
 
         if await self._private(info):
             return []
-        loader = info.context.loaders.batch("role-assignments-of-user", roles.assignments_of_users)
+        loader = info.context.loaders.batch(roles.assignments_of_users)
         return [
             RoleAssignment(
                 role=Role.from_model(role),

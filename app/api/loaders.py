@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -140,7 +140,7 @@ class Loaders:
         self._session = session
         self._by_id: dict[type[Any], DataLoader[uuid.UUID, Any]] = {}
         self._grouped: dict[tuple[type[Any], str, str | None], DataLoader[uuid.UUID, list[Any]]] = {}
-        self._custom: dict[str, DataLoader[Any, Any]] = {}
+        self._custom: dict[Hashable, DataLoader[Any, Any]] = {}
 
     @asynccontextmanager
     async def _reader(self) -> AsyncIterator[AsyncSession]:
@@ -166,8 +166,13 @@ class Loaders:
             self._grouped[key] = loader
         return loader
 
-    def batch(self, name: str, fetch: Callable[[AsyncSession, Sequence[K]], Awaitable[list[V]]]) -> DataLoader[K, V]:
-        """A loader named `name` whose batches `fetch` answers (results in key order)."""
+    def batch(
+        self, fetch: Callable[[AsyncSession, Sequence[K]], Awaitable[list[V]]], *, variant: Hashable = None
+    ) -> DataLoader[K, V]:
+        """The request's loader whose batches `fetch` answers (results in key order). A loader is
+        known by its fetch function; `variant` tells apart the loaders of a function that is made
+        per argument (`memberships_of(user_id)`), named by that argument."""
+        name = (getattr(fetch, "__qualname__", fetch), getattr(fetch, "__module__", None), variant)
         loader = self._custom.get(name)
         if loader is None:
 

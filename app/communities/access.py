@@ -23,7 +23,7 @@ async def membership(info: Info, guild_id: uuid.UUID) -> models.UserGuild | None
     """The caller's membership of `guild_id` (batched: one statement for all the guilds of a response)."""
     ctx = info.context
     user_id = await ctx.require_user_id(ctx.session)
-    loader = ctx.loaders.batch(f"membership:{user_id}", loaders.memberships_of(user_id))
+    loader = ctx.loaders.batch(loaders.memberships_of(user_id), variant=user_id)
     found: models.UserGuild | None = await loader.load(guild_id)
     return found
 

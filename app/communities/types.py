@@ -108,11 +108,11 @@ async def nested_analyses(
     key = PageKey(parent, size + 1, tuple(position) if position else None, min_confidence)
     ctx = info.context
     pages = loaders.member_analyses if of_member else loaders.guild_analyses
-    rows = await ctx.loaders.batch(f"analyses:{of_member}", pages).load(key)
+    rows = await ctx.loaders.batch(pages, variant=of_member).load(key)
     total = 0
     if wants_total(info):
         counts = loaders.member_analysis_counts if of_member else loaders.guild_analysis_counts
-        total = await ctx.loaders.batch(f"analysis-counts:{of_member}", counts).load(key)
+        total = await ctx.loaders.batch(counts, variant=of_member).load(key)
     return build_connection(
         rows,
         size=size,
@@ -198,8 +198,8 @@ class Guild:
         size = page_size(first)
         key = PageKey(self.guild_id, size + 1, decode_time_uuid_cursor(MEMBER_CURSOR, after))
         ctx = info.context
-        rows = await ctx.loaders.batch("members", loaders.members).load(key)
-        total = await ctx.loaders.batch("member-counts", loaders.member_counts).load(key) if wants_total(info) else 0
+        rows = await ctx.loaders.batch(loaders.members).load(key)
+        total = await ctx.loaders.batch(loaders.member_counts).load(key) if wants_total(info) else 0
         return build_connection(
             rows,
             size=size,

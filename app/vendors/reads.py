@@ -54,5 +54,5 @@ async def billing_subscriptions_of(info: Info, *, user_id: uuid.UUID) -> list[Bi
     ctx = info.context
     if not await SUBSCRIPTIONS_OF_USER.allows(ctx, user_id):
         return []
-    rows = await ctx.loaders.batch("billing-subscriptions-of-user", billing.subscriptions_of_users).load(user_id)
+    rows = await ctx.loaders.batch(billing.subscriptions_of_users).load(user_id)
     return [BillingSubscription.from_model(row) for row in rows]

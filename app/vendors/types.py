@@ -144,12 +144,8 @@ class Vendor:
             return build_connection([], size=size, cursor_of=str, to_node=Location.from_model, total_count=0)
         key = PageKey(self.row.id, size + 1, decode_time_uuid_cursor(LOCATION_CURSOR, after), since)
         ctx = info.context
-        rows = await ctx.loaders.batch("vendor-locations", loaders.locations).load(key)
-        total = (
-            await ctx.loaders.batch("vendor-location-counts", loaders.location_counts).load(key)
-            if wants_total(info)
-            else 0
-        )
+        rows = await ctx.loaders.batch(loaders.locations).load(key)
+        total = await ctx.loaders.batch(loaders.location_counts).load(key) if wants_total(info) else 0
         return build_connection(
             rows,
             size=size,

@@ -318,10 +318,10 @@ class Execution:
         level_value = level.value.lower() if level else None
         key = PageKey(self.row.id, size + 1, (position,) if position is not None else None, level_value)
         ctx = info.context
-        rows = await ctx.loaders.batch("execution-logs", loaders.execution_logs).load(key)
+        rows = await ctx.loaders.batch(loaders.execution_logs).load(key)
         total = 0
         if wants_total(info):
-            total = await ctx.loaders.batch("execution-log-counts", loaders.execution_log_counts).load(key)
+            total = await ctx.loaders.batch(loaders.execution_log_counts).load(key)
         return build_connection(
             rows,
             size=size,
@@ -410,7 +410,7 @@ class Workflow:
         if size == 0:
             return []
         key = PageKey(self.row.id, size, None if before is None else (before,))
-        rows = await info.context.loaders.batch("workflow-versions", loaders.versions).load(key)
+        rows = await info.context.loaders.batch(loaders.versions).load(key)
         return [WorkflowVersion.from_model(row) for row in reversed(rows)]
 
     @strawberry.field(description="Newest first. Others than the owner see their own executions only.")
@@ -426,10 +426,8 @@ class Workflow:
             decode_time_uuid_cursor(EXECUTION_CURSOR, after),
             (status.value if status else None, only),
         )
-        rows = await ctx.loaders.batch("executions", loaders.executions).load(key)
-        total = (
-            await ctx.loaders.batch("execution-counts", loaders.execution_counts).load(key) if wants_total(info) else 0
-        )
+        rows = await ctx.loaders.batch(loaders.executions).load(key)
+        total = await ctx.loaders.batch(loaders.execution_counts).load(key) if wants_total(info) else 0
         return build_connection(
             rows,
             size=size,
