@@ -30,11 +30,7 @@ from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
-    build_connection,
-    decode_time_uuid_cursor,
-    page_size,
-    time_cursor,
-    wants_total,
+    paginate,
 )
 from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 from app.api.ratelimit import limit_sign_in
@@ -171,18 +167,15 @@ class AccountsQuery:
             if not await has_permission(ctx, "users:admin"):
                 raise Forbidden("only users:admin may list another user's sessions")
             await _visible_user(info, owner)  # NOT_FOUND for an unknown user
-        size = page_size(first)
-        keyset = decode_time_uuid_cursor(SESSION_CURSOR, after)
-        rows, total = await credentials.list_sessions(
-            ctx.session, user_id=owner, after=keyset, limit=size, count=wants_total(info)
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(SESSION_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=SESSION_CURSOR,
             to_node=Session.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            fetch=lambda position, limit, count: credentials.list_sessions(
+                ctx.session, user_id=owner, after=position, limit=limit, count=count
+            ),
         )
 
     @strawberry.field(description="Live users, searched in email and names (users:admin).")
@@ -190,16 +183,16 @@ class AccountsQuery:
         self, info: Info, search: str | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[User]:
         await require_permission(info.context, "users:admin")
-        size = page_size(first)
-        keyset = decode_time_uuid_cursor(USER_CURSOR, after)
-        rows, total = await service.list_users(info.context.session, search=search, after=keyset, limit=size)
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(USER_CURSOR, row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind=USER_CURSOR,
             to_node=User.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            # list_users always counts (a search's total is what an admin reads first).
+            fetch=lambda position, limit, count: service.list_users(
+                info.context.session, search=search, after=position, limit=limit
+            ),
         )
 
     @strawberry.field

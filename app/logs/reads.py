@@ -11,9 +11,8 @@ from app.api.pagination import (
     Connection,
     build_connection,
     decode_int_cursor,
-    decode_time_uuid_cursor,
     page_size,
-    time_cursor,
+    paginate,
     wants_total,
 )
 from app.api.permissions import parse_id
@@ -83,14 +82,13 @@ async def projects_of(info: Info, *, owner_id: uuid.UUID, first: int | None, aft
     ctx = info.context
     if await ctx.require_user_id() != owner_id:
         return build_connection([], size=0, cursor_of=str, to_node=Project.from_model, total_count=0)
-    size = page_size(first)
-    keyset = decode_time_uuid_cursor(PROJECT_CURSOR, after)
-    rows, total = await service.list_projects(ctx.session, owner_id=owner_id, after=keyset, limit=size)
-    return build_connection(
-        rows,
-        size=size,
-        cursor_of=lambda row: time_cursor(PROJECT_CURSOR, row.created_at, row.id),
+    return await paginate(
+        info,
+        first=first,
+        after=after,
+        kind=PROJECT_CURSOR,
         to_node=Project.from_model,
-        total_count=total,
-        has_more_before=after is not None,
+        fetch=lambda position, limit, count: service.list_projects(
+            ctx.session, owner_id=owner_id, after=position, limit=limit
+        ),
     )
