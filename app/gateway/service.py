@@ -629,12 +629,9 @@ async def complete_flows(
     return answers
 
 
-_SWEEP = text(
-    """
-    WITH expired AS (
-        SELECT id FROM reservations WHERE expires_at <= now()
-        ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED
-    ),
+# Release the reservations the `expired` CTE selects (and locks): delete them, mark their flows
+# expired, and give their amounts back to their quotas; the result is how many were released.
+_RELEASE = """
     released AS (
         DELETE FROM reservations r USING expired WHERE r.id = expired.id
         RETURNING r.environment_id, r.service_id, r.start_point, r.amount
@@ -651,7 +648,15 @@ _SWEEP = text(
         RETURNING totals.n
     )
     SELECT coalesce(sum(n), 0) FROM returned
+"""
+
+_SWEEP = text(
     """
+    WITH expired AS (
+        SELECT id FROM reservations WHERE expires_at <= now()
+        ORDER BY expires_at LIMIT :batch FOR UPDATE SKIP LOCKED
+    ),"""
+    + _RELEASE
 )
 
 _SWEEP_QUOTAS = text(
@@ -663,24 +668,8 @@ _SWEEP_QUOTAS = text(
           ON q.environment_id = r.environment_id AND q.service_id = r.service_id
         WHERE r.expires_at <= now()
         FOR UPDATE OF r SKIP LOCKED
-    ),
-    released AS (
-        DELETE FROM reservations r USING expired WHERE r.id = expired.id
-        RETURNING r.environment_id, r.service_id, r.start_point, r.amount
-    ),
-    marked AS (
-        UPDATE request_logs l SET status = 'flow_expired' FROM released WHERE l.id = released.start_point
-    ),
-    totals AS (
-        SELECT environment_id, service_id, sum(amount) AS amount, count(*) AS n FROM released GROUP BY 1, 2
-    ),
-    returned AS (
-        UPDATE environment_services es SET reserved_requests = es.reserved_requests - totals.amount
-        FROM totals WHERE es.environment_id = totals.environment_id AND es.service_id = totals.service_id
-        RETURNING totals.n
-    )
-    SELECT coalesce(sum(n), 0) FROM returned
-    """
+    ),"""
+    + _RELEASE
 )
 
 
