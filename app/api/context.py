@@ -62,15 +62,21 @@ class OperationScope:
     # its answer (and so resume together, which keeps their dataloader calls in one batch).
     pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     api_key: ApiKey | None = None
-    # The operation's effect was committed on its own connection (log ingestion): a failure of the
-    # operation's own transaction (its audit row) must not be reported as "nothing was saved".
-    committed_outside: bool = False
+    # What the operation committed on a connection of its own (log ingestion, a gateway batch),
+    # set by the field that did it (`stands`): it stands whatever happens to the operation's own
+    # transaction, which then must not report "nothing was saved".
+    committed_apart: str | None = None
     # Published only if the operation fails, once its failure is recorded (a reused refresh token
     # ends its login in the failure's own transaction).
     failure_events: list[tuple[str, Any]] = field(default_factory=list)
     # A subscription event's scope: its loaders read through short sessions of their own unless a
     # field opened the event's session first.
     event: bool = False
+
+    def stands(self, what: str) -> None:
+        """Say that `what` was committed apart from the operation's transaction (the field then
+        stands alone in its operation: see `finish_operation`)."""
+        self.committed_apart = what
 
     async def settle(self) -> None:
         """Stop shared work nobody waits for any more (its callers were cancelled) before the

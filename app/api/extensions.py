@@ -65,9 +65,9 @@ async def finish_operation(ctx: Context, scope: OperationScope, result: Any, *, 
     The session is lazy (`Context.open_scope`): an operation that never opened one and has
     nothing to record commits nothing. A failed mutation's `data` is cleared: nothing was saved,
     so fields that had succeeded must not look as if they were. A change committed outside the
-    operation's transaction (`committed_outside`) stands either way, and is audited as done."""
+    operation's transaction (`OperationScope.stands`) stands either way, and is audited as done."""
     await scope.settle()  # nothing may still use the session when it commits or rolls back
-    if scope.committed_outside:
+    if scope.committed_apart is not None:
         # The change is committed on a connection of its own (ingestion, a gateway batch; such a
         # field stands alone in its operation). It stands whatever failed after it (a nested
         # field): its audit rows say it happened, and need no transaction, only their INSERT.
@@ -76,7 +76,12 @@ async def finish_operation(ctx: Context, scope: OperationScope, result: Any, *, 
                 async with ctx.deps.db.autocommit() as conn:
                     await audit.write(conn, ctx=ctx, entries=scope.audit)
             except Exception as exc:
-                log.error("audit row lost after a committed change (request %s): %r", scope.request_id, exc)
+                log.error(
+                    "audit row lost after a committed change (%s; request %s): %r",
+                    scope.committed_apart,
+                    scope.request_id,
+                    exc,
+                )
         await _publish(ctx, scope.events)
         return
     if result is not None and not result.errors:

@@ -416,8 +416,7 @@ async def _start_flow(info: Info, service: str, endpoint: str | None, amount: in
             authenticated=_authenticated(ctx, secret),
             lanes=ctx.deps.lanes,
         )
-        # Committed: a failure of the operation's own commit does not undo it.
-        ctx.scope.committed_outside = True
+        ctx.scope.stands("a flow started (its hold, first log and reservation)")
     else:
         key = await ctx.require_api_key()
         reservation, start = await gateway.start_flow(
@@ -641,7 +640,7 @@ class GatewayMutation:
                 authenticated=_authenticated(ctx, secret),
                 lanes=ctx.deps.lanes,
             )
-            ctx.scope.committed_outside = True
+            ctx.scope.stands("a flow completed (its hold spent or released)")
         else:
             key = await ctx.require_api_key()
             row = await service.complete_flow(ctx.session, key=key, reservation_id=str(reservation_id), success=success)

@@ -94,7 +94,7 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
         api_key = await ctx.require_api_key(conn)
         require_scope(api_key, models.INGEST)
         outcome = await service.ingest(conn, api_key=api_key, batch=batch)
-    ctx.scope.committed_outside = True
+    ctx.scope.stands(f"{len(outcome.inserted)} logs ingested")
     metrics.logs_ingested("graphql", new=len(outcome.inserted), duplicates=outcome.duplicates)
     if (event := outcome.event()) is not None:
         await ctx.deps.hub.publish(events.project_channel(api_key.project_id), event)
