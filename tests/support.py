@@ -127,7 +127,12 @@ async def live_server(settings: Settings, database_url: str) -> AsyncIterator[Li
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.01)
-        limits = httpx.Limits(max_connections=CLIENT_CONNECTIONS, max_keepalive_connections=CLIENT_CONNECTIONS)
+        # The client lets an idle connection go before uvicorn does (its keep-alive timeout is 5 s,
+        # httpx's default expiry too): reusing one the server is closing at that very moment fails
+        # the request with ReadError (seen once in CI, in a gateway test after an idle pause).
+        limits = httpx.Limits(
+            max_connections=CLIENT_CONNECTIONS, max_keepalive_connections=CLIENT_CONNECTIONS, keepalive_expiry=2.0
+        )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT, limits=limits) as http:
             yield LiveServer(app=app, deps=deps, port=port, http=http)
     finally:
