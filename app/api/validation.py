@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from strawberry.types.unset import UNSET
+
 from app.api.errors import BadUserInput
 
 MAX_NAME = 200
@@ -85,3 +87,9 @@ def json_value(value: Any, field: str) -> Any:
         raise BadUserInput(f"{field} is nested deeper than {MAX_JSON_DEPTH} levels", field=field)
     _check_size(value, field)
     return value
+
+
+def given(input: Any) -> dict[str, Any]:
+    """The fields an update input was given (an explicit null included), by Python name: what
+    an update changes; a field left out stays as it is."""
+    return {name: value for name, value in vars(input).items() if value is not UNSET}

@@ -23,7 +23,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission, parse_id
 from app.api.scalars import JSON
-from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH, like_pattern
+from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH, given, like_pattern
 from app.audit.recorder import audited
 from app.communities import access, events, models
 from app.communities.reads import GUILD_CURSOR, _decode_guild_cursor, guilds_page
@@ -363,7 +363,7 @@ class CommunitiesMutation:
         if row.user_id != viewer:
             await access.require_reader(info, row.guild_id)  # strangers learn nothing more than members
             raise Forbidden("only the creator of an analysis can change it")
-        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        changes = given(input)
         return ClubAnalysis.from_model(await analyses.update_analysis(ctx.session, analysis=row, changes=changes))
 
     @strawberry.mutation(

@@ -36,7 +36,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.scalars import contains_nul
-from app.api.validation import MAX_NAME, MAX_URL
+from app.api.validation import MAX_NAME, MAX_URL, given
 from app.audit.recorder import audited, note_changes, snapshot
 from app.gateway import coalesce, models, service
 from app.gateway.types import (
@@ -493,10 +493,10 @@ class GatewayMutation:
     )
     async def update_client(self, info: Info, id: strawberry.ID, input: ClientUpdate) -> Client:
         await require_permission(info.context, ADMIN)
-        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        changes = given(input)
         current = await service.get_or_raise(info.context.session, models.Client, parse_id(id), "client")
         before = snapshot(current, changes)
-        row = await service.update_client(info.context.session, client_id=parse_id(id), changes=changes)
+        row = await service.update_client(info.context.session, client=current, changes=changes)
         note_changes(info, before, snapshot(row, before))
         return Client.from_model(row)
 
@@ -517,10 +517,10 @@ class GatewayMutation:
     )
     async def update_service(self, info: Info, id: strawberry.ID, input: ServiceUpdate) -> Service:
         await require_permission(info.context, ADMIN)
-        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        changes = given(input)
         current = await service.get_or_raise(info.context.session, models.Service, parse_id(id), "service")
         before = snapshot(current, changes)
-        row = await service.update_service(info.context.session, service_id=parse_id(id), changes=changes)
+        row = await service.update_service(info.context.session, service=current, changes=changes)
         note_changes(info, before, snapshot(row, before))
         return Service.from_model(row)
 

@@ -828,8 +828,7 @@ async def list_reservations(
 # after finds the row gone. Expired holds are released first (they hold nothing any more).
 
 
-async def update_client(session: AsyncSession, *, client_id: uuid.UUID, changes: dict[str, Any]) -> models.Client:
-    client: models.Client = await get_or_raise(session, models.Client, client_id, "client")
+async def update_client(session: AsyncSession, *, client: models.Client, changes: dict[str, Any]) -> models.Client:
     if "name" in changes:
         changes["name"] = _name(changes["name"] or "", "name")
     for field_name, value in changes.items():
@@ -844,8 +843,7 @@ async def delete_client(session: AsyncSession, *, client_id: uuid.UUID) -> bool:
     return await session.scalar(delete(t).where(col(t.id) == client_id).returning(col(t.id))) is not None
 
 
-async def update_service(session: AsyncSession, *, service_id: uuid.UUID, changes: dict[str, Any]) -> models.Service:
-    service: models.Service = await get_or_raise(session, models.Service, service_id, "service")
+async def update_service(session: AsyncSession, *, service: models.Service, changes: dict[str, Any]) -> models.Service:
     if "name" in changes:
         changes["name"] = _name(changes["name"] or "", "name")
     for field_name, value in changes.items():

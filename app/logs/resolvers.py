@@ -20,7 +20,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
-from app.api.validation import like_pattern
+from app.api.validation import given, like_pattern
 from app.audit.recorder import action_for, audited, note_changes, snapshot
 from app.logs import events, models, service
 from app.logs.access import require_project_access, require_scope
@@ -238,7 +238,7 @@ class LogsMutation:
     @strawberry.mutation(extensions=[audited()])
     async def update_project(self, info: Info, id: strawberry.ID, input: ProjectUpdate) -> Project:
         project = await _owned_project(info, id, write=True)
-        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        changes = given(input)
         if "client_id" in changes:
             changes["client_id"] = await _client(info, changes["client_id"]) if changes["client_id"] else None
             if changes["client_id"] is None:

@@ -20,7 +20,7 @@ from app.api.pagination import (
     paginate,
 )
 from app.api.permissions import has_permission, parse_id, require_permission
-from app.api.validation import MAX_SEARCH, like_pattern
+from app.api.validation import MAX_SEARCH, given, like_pattern
 from app.audit.recorder import audited, note_changes, snapshot
 from app.pubsub import RESYNC
 from app.vendors import events, geo, models
@@ -267,7 +267,7 @@ class VendorsMutation:
     )
     async def update_vendor(self, info: Info, id: strawberry.ID, input: VendorUpdate) -> Vendor:
         vendor = await _managed(info, id)
-        changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
+        changes = given(input)
         before = snapshot(vendor, changes)
         row = await vendors.update_vendor(info.context.session, vendor=vendor, values=changes)
         note_changes(info, before, snapshot(row, before))

@@ -23,7 +23,7 @@ from app.api.pagination import (
 )
 from app.api.permissions import parse_id
 from app.api.scalars import JSON
-from app.api.validation import MAX_SEARCH, like_pattern
+from app.api.validation import MAX_SEARCH, given, like_pattern
 from app.audit.recorder import audited, note_changes, snapshot
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
@@ -59,10 +59,6 @@ FILE_CURSOR = "file"
 KEY = max_length(workflows.MAX_KEY)  # node keys and tags
 
 
-def _changes(input: Any) -> dict[str, Any]:
-    return {k: v for k, v in vars(input).items() if v is not strawberry.UNSET}
-
-
 async def _writable(info: Info, workflow_id: strawberry.ID) -> models.Workflow:
     workflow = await workflows.get_workflow_or_raise(info.context.session, workflow_id=parse_id(workflow_id))
     await access.require_write(info, workflow)
@@ -77,6 +73,16 @@ async def _execution(info: Info, execution_id: uuid.UUID) -> models.Execution:
     if workflow is None or not await access.can_report(info, execution, workflow):
         raise Forbidden("this execution is not yours")
     return execution
+
+
+async def _own_file(info: Info, id: strawberry.ID, doing: str) -> models.File:
+    """A live file of the caller's (NOT_FOUND if none, FORBIDDEN if someone else's)."""
+    ctx = info.context
+    user_id = await ctx.require_user_id(ctx.session)
+    row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
+    if row.user_id != user_id:
+        raise Forbidden(f"only the file's owner can {doing}")
+    return row
 
 
 async def _register_file(info: Info, input: FileInput) -> models.File:
@@ -282,7 +288,7 @@ class WorkflowsMutation:
     @strawberry.mutation(extensions=[audited()])
     async def update_workflow(self, info: Info, id: strawberry.ID, input: WorkflowUpdate) -> Workflow:
         workflow = await _writable(info, id)
-        changes = _changes(input)
+        changes = given(input)
         before = snapshot(workflow, changes)
         row = await workflows.update_workflow(info.context.session, workflow=workflow, changes=changes)
         note_changes(info, before, snapshot(row, before))
@@ -320,7 +326,7 @@ class WorkflowsMutation:
         input: NodeUpdate,
     ) -> WorkflowNode:
         workflow = await _writable(info, workflow_id)
-        changes = _changes(input)
+        changes = given(input)
         if "type" in changes:
             changes["node_type"] = changes.pop("type")
         row = await workflows.update_node(info.context.session, workflow=workflow, node_key=key, values=changes)
@@ -528,11 +534,7 @@ class WorkflowsMutation:
         description="A new upload URL for a file of yours whose content has not arrived yet (CONFLICT once it has).",
     )
     async def renew_file_upload(self, info: Info, id: strawberry.ID) -> FileUpload:
-        ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
-        row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
-        if row.user_id != user_id:
-            raise Forbidden("only the file's owner can upload its content")
+        row = await _own_file(info, id, "upload its content")
         if row.storage_key is not None:
             raise Conflict("this file's content is already stored; it never changes")
         return _upload(info, row)
@@ -542,12 +544,8 @@ class WorkflowsMutation:
         description="Soft delete (the owner only).",
     )
     async def delete_file(self, info: Info, id: strawberry.ID) -> bool:
-        ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
-        row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
-        if row.user_id != user_id:
-            raise Forbidden("only the file's owner can delete it")
-        await files.delete_file(ctx.session, file=row)
+        row = await _own_file(info, id, "delete it")
+        await files.delete_file(info.context.session, file=row)
         return True
 
 
