@@ -20,6 +20,7 @@ from graphql import DocumentNode, OperationDefinitionNode, OperationType, parse,
 from app.accounts import models as accounts
 from app.communities import models
 from tests.api.compiled_support import compare
+from tests.communities.support import new_guild, new_member, staff
 from tests.support import LiveServer, counted, new_admin, new_api_key, new_project, new_user
 
 # Every escape orjson and to_json must agree on.
@@ -532,3 +533,28 @@ async def test_an_analysis_is_one_statement(server: LiveServer, world: World) ->
     assert len(data["clubAnalysis"]["images"]) == 3
     assert data["clubAnalysis"]["guild"]["id"] == world.guilds[0]
     assert statements == 1
+
+
+async def test_conversations_about_a_guild_per_viewer(server: LiveServer, resolver_server: LiveServer) -> None:
+    """`conversations(guildId:)` binds the caller in its membership guard: a member's answer is
+    compiled, a stranger's and a missing guild's are the resolvers' errors, byte for byte."""
+    bot, _ = await staff(server)
+    guild = await new_guild(server, bot)
+    member, _ = await new_member(server, bot, guild["id"])
+    stranger = await new_user(server)
+    create = 'mutation($g: ID) { createConversation(title: "about", guildId: $g) { id } }'
+    await server.data(create, {"g": guild["id"]}, token=member)
+    await server.data(create, {}, token=member)
+    query = "query($g: ID) { conversations(guildId: $g) { totalCount nodes { id title guild { id } } } }"
+    cases = [
+        (member, {"g": guild["id"]}, "hybrid"),
+        (member, {}, "hybrid"),
+        (stranger, {"g": guild["id"]}, None),
+        (member, {"g": str(uuid.uuid4())}, None),
+    ]
+    for token, variables, expected in cases:
+        answer, ran = await compare(server, resolver_server, query, variables, {"authorization": f"Bearer {token}"})
+        if expected is not None:
+            assert ran == expected and not answer.get("errors"), (variables, ran, answer)
+        else:
+            assert answer.get("errors") and ran != "hybrid", (variables, ran)
