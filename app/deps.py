@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from app.accounts.email import EmailSender
     from app.accounts.oidc import IdentityProvider
     from app.accounts.principals import Principals
+    from app.api.compiled.planner import Caller
+    from app.api.context import Context
     from app.api.ratelimit import RateLimiter
     from app.gateway.coalesce import Coalescer
 
@@ -27,6 +30,8 @@ class Deps:
     principals: Principals
     # The gateway's batches of concurrent reservations (one set per process; idle lanes hold nothing).
     lanes: Coalescer
+    # Who is calling, as compiled plans bind it (app.logs.keys.compiled_caller).
+    compiled_caller: Callable[[Context], Awaitable[Caller]]
     # signInWithProvider's identity provider (LODGE_OIDC_ISSUER); None: not offered.
     identity_provider: IdentityProvider | None = None
     # How Lodge sends mail (LODGE_EMAIL_SENDER); None: the console.

@@ -30,7 +30,7 @@ from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
-from app.accounts import watchdog
+from app.accounts import authentication, watchdog
 from app.accounts.email import sender_from_setting
 from app.accounts.oidc import IdentityProvider
 from app.accounts.principals import Principals
@@ -44,6 +44,7 @@ from app.api.schema import LodgeSchema, create_schema
 from app.db import create_database, resolve_database_url
 from app.deps import Deps
 from app.gateway.coalesce import Coalescer
+from app.logs import keys
 from app.logs.http import ingest_endpoint
 from app.logs.service import authenticate_api_key
 from app.observability import metrics, tracing
@@ -173,9 +174,9 @@ async def _principal_to_watch(context: Context) -> watchdog.Watched | None:
         async with context.deps.db.session() as session:
             key = await authenticate_api_key(session, secret=creds.value)
             await session.commit()  # lastUsedAt
-        context.key_authenticated(key, creds.value)
+        keys.key_authenticated(context, key, creds.value)
         return watchdog.Watched.api_key(key.id, key.expires_at)
-    viewer = await context.viewer()
+    viewer = await authentication.viewer(context)
     return watchdog.Watched.viewer(viewer) if viewer is not None else None
 
 
@@ -279,11 +280,14 @@ def build_deps(settings: Settings, database_url: str | None = None) -> Deps:
     return Deps(
         settings=settings,
         db=db,
-        limiter=RateLimiter(settings, secret_key),
+        limiter=RateLimiter(
+            settings, secret_key, functools.partial(authentication.bearer_bucket, secret_key=secret_key)
+        ),
         hub=Hub(settings.broadcast_url, queue_bytes=settings.subscriber_queue_bytes),
         secret_key=secret_key,
         principals=Principals(seconds=settings.auth_cache_seconds),
         lanes=Coalescer(),
+        compiled_caller=keys.compiled_caller,
         identity_provider=IdentityProvider.from_settings(settings),
         email_sender=sender_from_setting(settings.email_sender),
     )

@@ -455,7 +455,7 @@ PROFILE_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("Lodge: dataloaders (app/api/loaders.py)", ("(app/api/loaders.py",)),
     ("SQLAlchemy", ("(sqlalchemy/", "(<sqlalchemy", "(greenlet/")),
     ("asyncpg", ("(asyncpg/",)),
-    ("JWT and who is calling", ("(jwt/", "(app/accounts/", "(app/api/context.py", "(app/api/permissions.py")),
+    ("JWT and who is calling", ("(jwt/", "(app/accounts/", "(app/api/context.py", "(app/accounts/permissions.py")),
     ("HTTP (uvicorn, starlette, Lodge's edge and pipeline)", ("(uvicorn/", "(starlette/", "(app/api/")),
     ("asyncio (tasks, futures)", ("(asyncio/",)),
     ("Lodge, other", ("(app/",)),

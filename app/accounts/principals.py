@@ -9,7 +9,7 @@ What is remembered, each for at most `LODGE_AUTH_CACHE_SECONDS` and never past i
 
 Each entry is tagged with the channels of `app.accounts.events` that announce its end (the user's,
 the session's, the key's, the login's). Whatever ends a credential announces it on those channels
-after its commit (`Context.announce`), and also on `AUTH_CHANGES`, which every process listens to:
+after its commit (`authentication.announce`), and also on `AUTH_CHANGES`, which every process listens to:
 the announcing process forgets the entries at once, before the mutation's answer is sent; the
 others as soon as the broker delivers the message. A generation counter keeps a read that started
 before an announcement from storing what it read. When the broker is down the cache is bypassed
@@ -40,6 +40,10 @@ MISSING: Any = object()
 
 
 class Principals:
+    # Where credential changes are announced to every process: the operation that announces one
+    # forgets at once (`announce`) and publishes it even while publishing is paused.
+    channel = AUTH_CHANGES
+
     def __init__(self, *, seconds: float, capacity: int = 10_000) -> None:
         self.seconds = seconds
         self.capacity = capacity

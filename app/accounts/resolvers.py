@@ -7,8 +7,9 @@ from typing import Annotated
 
 import strawberry
 
-from app.accounts import credentials, deletion, email, models, oidc, roles, service
+from app.accounts import authentication, credentials, deletion, email, models, oidc, roles, service
 from app.accounts.events import api_key_channel, check, end, login_channel, session_channel, user_channel
+from app.accounts.permissions import has_permission, require_can_grant, require_permission
 from app.accounts.security import issue_access_token
 from app.accounts.types import (
     USER_PRIVATE,
@@ -32,9 +33,8 @@ from app.api.pagination import (
     Connection,
     paginate,
 )
-from app.api.permissions import has_permission, parse_id, require_can_grant, require_permission
 from app.api.ratelimit import limit_sign_in
-from app.api.validation import MAX_EXTERNAL_ID, like_pattern
+from app.api.validation import MAX_EXTERNAL_ID, like_pattern, parse_id
 from app.audit.recorder import audited, note_changes, snapshot
 
 USER_CURSOR = "user"
@@ -117,7 +117,7 @@ async def _require_outranks(info: Info, user_id: uuid.UUID) -> None:
     """Nobody acts on someone holding more than they do (deleting them, ending their sessions,
     taking their roles): the target's permissions must all be the caller's. Yourself excepted."""
     ctx = info.context
-    if user_id == await ctx.require_user_id():
+    if user_id == await authentication.require_user_id(ctx):
         return
     await require_can_grant(ctx, await roles.permissions_of(ctx.session, user_id=user_id))
 
@@ -126,7 +126,7 @@ async def _require_outranks(info: Info, user_id: uuid.UUID) -> None:
 class AccountsQuery:
     @strawberry.field(description="The signed-in user; null, not an error, for anonymous callers and API keys.")
     async def me(self, info: Info) -> User | None:
-        user_id = await info.context.user_id()
+        user_id = await authentication.user_id(info.context)
         if user_id is None:
             return None
         user = await service.get_active_user(info.context.session, user_id=user_id)
@@ -147,7 +147,7 @@ class AccountsQuery:
         self, info: Info, discord_id: Annotated[str, strawberry.argument(metadata=max_length(MAX_EXTERNAL_ID))]
     ) -> User | None:
         ctx = info.context
-        await ctx.require_user_id()
+        await authentication.require_user_id(ctx)
         if not await has_permission(ctx, LOOKUP) and not await has_permission(ctx, "users:admin"):
             raise Forbidden(f"this needs the `{LOOKUP}` or `users:admin` permission", permission=LOOKUP)
         row = await service.find_by_discord_id(ctx.session, discord_id=discord_id)
@@ -161,7 +161,7 @@ class AccountsQuery:
         self, info: Info, user_id: strawberry.ID | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[Session]:
         ctx = info.context
-        caller = await ctx.require_user_id()
+        caller = await authentication.require_user_id(ctx)
         owner = parse_id(user_id, "userId") if user_id is not None else caller
         if owner != caller:
             if not await has_permission(ctx, "users:admin"):
@@ -240,7 +240,9 @@ class AccountsMutation:
     )
     async def request_email_verification(self, info: Info) -> bool:
         ctx = info.context
-        user = await service.get_user_or_raise(ctx.session, user_id=await ctx.require_user_id(ctx.session))
+        user = await service.get_user_or_raise(
+            ctx.session, user_id=await authentication.require_user_id(ctx, ctx.session)
+        )
         _, message = await email.start_verification(ctx.session, user=user)
         # Sent before the operation commits: should the commit fail, the token that arrived is
         # refused as unknown (nothing else is lost), and the caller sees the error and asks again.
@@ -274,7 +276,7 @@ class AccountsMutation:
             ttl_seconds=deps.settings.refresh_token_ttl_seconds,
             on_failure=ctx.scope.on_failure.append,
             # Once the revocation is recorded: the login's access tokens stop working everywhere.
-            on_reuse=lambda family: ctx.announce(login_channel(family), end("reused"), on_failure=True),
+            on_reuse=lambda family: authentication.announce(ctx, login_channel(family), end("reused"), on_failure=True),
         )
         user = await service.get_user_or_raise(ctx.session, user_id=user_id)
         token = issue_access_token(
@@ -298,13 +300,13 @@ class AccountsMutation:
             return False
         # The login's access tokens stop working at once (they name their login); its websockets,
         # on any instance, re-check and close.
-        ctx.announce(user_channel(user_id), check("logout"))
+        authentication.announce(ctx, user_channel(user_id), check("logout"))
         return True
 
     @strawberry.mutation(extensions=[audited()])
     async def update_me(self, info: Info, input: UpdateMeInput) -> User:
         ctx = info.context
-        user_id = await ctx.require_user_id()
+        user_id = await authentication.require_user_id(ctx)
         user = await service.get_user_or_raise(ctx.session, user_id=user_id)
         changes = {k: v for k, v in vars(input).items() if v is not strawberry.UNSET and k != "current_password"}
         new_password = "password" in changes
@@ -314,14 +316,14 @@ class AccountsMutation:
         )
         note_changes(info, before, snapshot(updated, changes))
         if new_password:
-            viewer = await ctx.viewer()
+            viewer = await authentication.viewer(ctx)
             await credentials.end_other_logins(
                 ctx.session,
                 user_id=user.id,
                 keep_session=viewer.session_id if viewer else None,
                 keep_login=viewer.login_id if viewer else None,
             )
-            ctx.announce(user_channel(user.id), check("password"))
+            authentication.announce(ctx, user_channel(user.id), check("password"))
         return User.from_model(updated)
 
     @strawberry.mutation(
@@ -337,11 +339,11 @@ class AccountsMutation:
         ended = await credentials.end_all_credentials(ctx.session, user_id=user.id)
         await service.soft_delete_user(ctx.session, user=user)
         retired = await deletion.retire_owned(ctx.session, user_id=user.id)
-        ctx.announce(user_channel(user.id), end("user"))
+        authentication.announce(ctx, user_channel(user.id), end("user"))
         for session_id in ended:
-            ctx.announce(session_channel(session_id), end("session"))
+            authentication.announce(ctx, session_channel(session_id), end("session"))
         for key_id in retired.api_key_ids:  # the keys of their projects stop at once, everywhere
-            ctx.announce(api_key_channel(key_id), end("owner deleted"))
+            authentication.announce(ctx, api_key_channel(key_id), end("owner deleted"))
         return True
 
     @strawberry.mutation(
@@ -354,9 +356,9 @@ class AccountsMutation:
         user = await _administered_user(info, id)
         ended = await credentials.end_all_credentials(ctx.session, user_id=user.id)
         user = await service.set_active(ctx.session, user=user, active=False)
-        ctx.announce(user_channel(user.id), end("user"))
+        authentication.announce(ctx, user_channel(user.id), end("user"))
         for session_id in ended:
-            ctx.announce(session_channel(session_id), end("session"))
+            authentication.announce(ctx, session_channel(session_id), end("session"))
         return User.from_model(user)
 
     @strawberry.mutation(
@@ -417,13 +419,13 @@ class AccountsMutation:
         ctx = info.context
         session_id = parse_id(id)
         row = await ctx.session.get(models.Session, session_id)
-        viewer = await ctx.require_user_id()
+        viewer = await authentication.require_user_id(ctx)
         # Someone else's session looks exactly like a missing one to those who may not touch it.
         if row is None or (row.user_id != viewer and not await has_permission(ctx, "users:admin")):
             raise NotFound("session not found", id=str(session_id))
         await _require_outranks(info, row.user_id)
         await credentials.delete_session(ctx.session, session_id=row.id)
-        ctx.announce(session_channel(row.id), end("session"))
+        authentication.announce(ctx, session_channel(row.id), end("session"))
         return True
 
     @strawberry.mutation(
@@ -433,12 +435,12 @@ class AccountsMutation:
     )
     async def delete_other_sessions(self, info: Info) -> int:
         ctx = info.context
-        await ctx.require_user_id()  # UNAUTHENTICATED for anonymous callers and API keys
-        viewer = await ctx.viewer()
+        await authentication.require_user_id(ctx)  # UNAUTHENTICATED for anonymous callers and API keys
+        viewer = await authentication.viewer(ctx)
         assert viewer is not None
         ended = await credentials.delete_other_sessions(ctx.session, user_id=viewer.user_id, keep=viewer.session_id)
         for session_id in ended:
-            ctx.announce(session_channel(session_id), end("session"))
+            authentication.announce(ctx, session_channel(session_id), end("session"))
         return len(ended)
 
     @strawberry.mutation(extensions=[audited()])
@@ -481,7 +483,7 @@ class AccountsMutation:
         note_changes(info, was, snapshot(role, fields))
         if set(role.permissions) != before:
             for user_id in await roles.holders_of(ctx.session, role_id=role.id):
-                ctx.announce(user_channel(user_id), end("permissions"))
+                authentication.announce(ctx, user_channel(user_id), end("permissions"))
         return Role.from_model(role)
 
     @strawberry.mutation(
@@ -496,7 +498,7 @@ class AccountsMutation:
         holders = await roles.holders_of(ctx.session, role_id=role.id)
         await roles.delete_role(ctx.session, role_id=role.id)
         for user_id in holders:
-            ctx.announce(user_channel(user_id), end("permissions"))
+            authentication.announce(ctx, user_channel(user_id), end("permissions"))
         return True
 
     @strawberry.mutation(extensions=[audited()])
@@ -508,5 +510,5 @@ class AccountsMutation:
         await _require_outranks(info, user.id)
         await roles.revoke_role(ctx.session, user_id=user.id, role_id=role.id)
         # What the user's open subscriptions were allowed to see was decided with the old rights.
-        ctx.announce(user_channel(user.id), end("permissions"))
+        authentication.announce(ctx, user_channel(user.id), end("permissions"))
         return User.from_model(user)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from app.accounts import models
+from app.accounts import authentication, models
+from app.accounts.permissions import permits
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
@@ -79,7 +80,7 @@ class User:
         """Whether the caller may see this user's private fields: the user themself or `users:admin`.
 
         Guild members, analysis authors and chat participants are users other people see."""
-        return not self.own and not await USER_PRIVATE.allows(info.context, self.user_id)
+        return not self.own and not await permits(info.context, USER_PRIVATE, self.user_id)
 
     # Private: the user themself and `users:admin` see these; anyone else gets null.
     @strawberry.field(description=PRIVATE)
@@ -114,7 +115,8 @@ class User:
     async def roles(self, info: Info) -> list[Role]:
         if await self._private(info):
             return []
-        rows = await info.context.loaders.roles_of_user().load(self.user_id)
+        roles = info.context.loaders.through(models.UserRole, "user_id", "role_id", models.Role, order="name")
+        rows = await roles.load(self.user_id)
         return [Role.from_model(row) for row in rows]
 
     @strawberry.field(
@@ -247,7 +249,7 @@ class Session:
 
     @strawberry.field(description="Whether this request is authenticated by this session (depends on who asks).")
     async def current(self, info: Info) -> bool:
-        viewer = await info.context.viewer()
+        viewer = await authentication.viewer(info.context)
         return viewer is not None and viewer.session_id == self.session_id
 
     @strawberry.field

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from starlette.websockets import WebSocket
 
+from app.accounts import authentication
 from app.accounts.events import api_key_channel, ends, login_channel, session_channel, user_channel
 from app.api.context import Context, Viewer
 from app.api.errors import LodgeError
@@ -96,7 +97,7 @@ async def _still_valid(context: Context) -> bool:
             async with context.deps.db.session() as session:
                 await authenticate_api_key(session, secret=creds.value)
             return True
-        return await context._authenticate(None, fresh=True) is not None
+        return await authentication.authenticate(context, fresh=True) is not None
     except LodgeError:
         return False
     except Exception:

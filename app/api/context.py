@@ -16,9 +16,9 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from app.api.loaders import Loaders
     from app.audit.recorder import AuditEntry
     from app.deps import Deps
-    from app.logs.models import ApiKey
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class OperationScope:
     # Sibling resolvers run concurrently: the first to ask reads the database, the others wait for
     # its answer (and so resume together, which keeps their dataloader calls in one batch).
     pending: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
-    api_key: ApiKey | None = None
+    # What a product remembers for the rest of the operation (the caller's API key, ...), by slot.
+    slots: dict[Slot[Any], Any] = field(default_factory=dict)
     # What the operation committed on a connection of its own (log ingestion, a gateway batch),
     # set by the field that did it (`stands`): it stands whatever happens to the operation's own
     # transaction, which then must not report "nothing was saved".
@@ -72,6 +74,28 @@ class OperationScope:
     # A subscription event's scope: its loaders read through short sessions of their own unless a
     # field opened the event's session first.
     event: bool = False
+
+    async def once(self, name: str, compute: Callable[[], Awaitable[T]]) -> T:
+        """`compute()` once per scope however many resolvers ask at the same time.
+
+        The work runs in its own task, which every caller (the first included) awaits through a
+        shield: graphql-core cancels sibling resolvers when a non-null field fails, and one
+        cancelled caller must neither cancel the answer the others are waiting for nor leave them
+        hanging."""
+        task = self.pending.get(name)
+        if task is None:
+            task = asyncio.ensure_future(compute())
+            self.pending[name] = task
+
+            def forget_failure(done: asyncio.Future[Any]) -> None:
+                # An error is not an answer to keep: a later call may try again.
+                if done.cancelled() or done.exception() is not None:
+                    if self.pending.get(name) is done:
+                        del self.pending[name]
+
+            task.add_done_callback(forget_failure)
+        found: T = await asyncio.shield(task)
+        return found
 
     def stands(self, what: str) -> None:
         """Say that `what` was committed apart from the operation's transaction (the field then
@@ -88,7 +112,30 @@ class OperationScope:
             await asyncio.gather(*running, return_exceptions=True)
 
 
+class Slot(Generic[T]):
+    """A typed place in an operation's scope for what a product keeps until the operation ends
+    (`API_KEY: Slot[ApiKey] = Slot("api key")`), so the scope needs to know nothing of products."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Slot({self.name!r})"
+
+    def get(self, scope: OperationScope | None) -> T | None:
+        return None if scope is None else scope.slots.get(self)
+
+    def put(self, scope: OperationScope | None, value: T) -> None:
+        if scope is not None:
+            scope.slots[self] = value
+
+
 _scope: ContextVar[OperationScope | None] = ContextVar("lodge_operation_scope", default=None)
+
+
+def current_scope() -> OperationScope | None:
+    """The running operation's scope, or None outside one (a websocket's connection_init)."""
+    return _scope.get()
 
 
 @dataclass
@@ -188,16 +235,6 @@ class Context:
     def publish_after_commit(self, channel: str, payload: Any) -> None:
         self.scope.events.append((channel, payload))
 
-    def announce(self, channel: str, message: Any, *, on_failure: bool = False) -> None:
-        """After commit (or, `on_failure`, after the failure is recorded), tell everyone holding a
-        credential of `channel` (an `app.accounts.events` channel) that it ended or changed: its
-        websockets, and every process's memory of who is calling (`Principals`)."""
-        from app.accounts.events import AUTH_CHANGES
-
-        events = self.scope.failure_events if on_failure else self.scope.events
-        events.append((channel, message))
-        events.append((AUTH_CHANGES, {"channel": channel}))
-
     # -- credentials ---------------------------------------------------------------------------
     @property
     def credentials(self) -> Credentials | None:
@@ -241,160 +278,7 @@ class Context:
             async with self.deps.db.session() as session:
                 yield session
 
-    async def viewer(self, session: AsyncSession | None = None) -> Viewer | None:
-        """The signed-in user (checked live against the database), or None for anonymous and API keys."""
-        scope = _scope.get()
-        if scope is None:
-            return await self._authenticate(session)
-        if scope.viewer_known:
-            return scope.viewer
-        viewer: Viewer | None = await _once(scope, "viewer", lambda: self._authenticate(session))
-        scope.viewer, scope.viewer_known = viewer, True
-        if viewer is not None:
-            self.caller["user_id"] = str(viewer.user_id)
-        return viewer
-
-    async def _authenticate(self, given: AsyncSession | None, *, fresh: bool = False) -> Viewer | None:
-        """The caller, from memory unless `fresh` (a websocket re-checking its credential because
-        its channel announced a change: that announcement may reach this process's memory later)."""
-        from app.accounts import credentials
-        from app.accounts.events import login_channel, session_channel, user_channel
-        from app.accounts.principals import MISSING
-        from app.accounts.security import decode_access_token
-
-        creds = self.credentials
-        if creds is None or creds.scheme != "bearer":
-            return None
-        principals = self.deps.principals
-        generation = principals.generation
-        if creds.value.startswith(credentials.SESSION_PREFIX):
-            key = principals.key_of("session", creds.value)
-            found = MISSING if fresh else principals.get(key)
-            if found is MISSING:
-                async with self.reader(given) as session:
-                    found = await credentials.find_session(session, token=creds.value)
-                if found is not None:
-                    tags = (user_channel(found.user_id), session_channel(found.session_id))
-                    principals.put(key, found, tags=tags, generation=generation, until=found.expires_at.timestamp())
-            if found is None:
-                raise Unauthenticated("the session is invalid or expired")
-            self.deps.limiter.vouch(creds.value)
-            return Viewer(user_id=found.user_id, session_id=found.session_id, expires_at=found.expires_at)
-        claims = decode_access_token(creds.value, secret=self.deps.secret_key)
-        if claims is None:
-            raise Unauthenticated("the access token is invalid or expired")
-        login = ("login", claims.user_id, claims.login_id)
-        if fresh or principals.get(login) is MISSING:
-            async with self.reader(given) as session:
-                live = await credentials.login_is_live(session, user_id=claims.user_id, login_id=claims.login_id)
-            if not live:
-                raise Unauthenticated("this login has ended (logged out, or the account is no longer active)")
-            login_tags = [user_channel(claims.user_id)]
-            if claims.login_id is not None:
-                login_tags.append(login_channel(claims.login_id))
-            principals.put(login, True, tags=login_tags, generation=generation, until=claims.expires_at.timestamp())
-        return Viewer(user_id=claims.user_id, session_id=None, expires_at=claims.expires_at, login_id=claims.login_id)
-
-    async def user_id(self, session: AsyncSession | None = None) -> uuid.UUID | None:
-        """The signed-in user's id, or None when the caller is anonymous or uses an API key."""
-        viewer = await self.viewer(session)
-        return viewer.user_id if viewer else None
-
-    async def require_user_id(self, session: AsyncSession | None = None) -> uuid.UUID:
-        user_id = await self.user_id(session)
-        if user_id is None:
-            raise Unauthenticated("sign in: send `Authorization: Bearer <access token or session token>`")
-        return user_id
-
-    async def permissions(self, session: AsyncSession | None = None) -> frozenset[str]:
-        """The signed-in user's permission strings (from their roles), read once per operation."""
-        from app.accounts import roles
-
-        scope = _scope.get()
-        if scope is not None and scope.permissions is not None:
-            return scope.permissions
-
-        async def read() -> frozenset[str]:
-            user_id = await self.user_id(session)
-            if user_id is None:
-                return frozenset()
-            async with self.reader(session) as reader:
-                return await roles.permissions_of(reader, user_id=user_id)
-
-        if scope is None:
-            return await read()
-        found: frozenset[str] = await _once(scope, "permissions", read)
-        scope.permissions = found
-        return found
-
-    def api_key_secret(self) -> str:
-        creds = self.credentials
-        if creds is None or creds.scheme != "apikey":
-            raise Unauthenticated("an API key is required: send `Authorization: ApiKey <secret>` or `X-API-Key`")
-        return creds.value
-
-    async def require_api_key(self, conn: AsyncSession | AsyncConnection | None = None) -> ApiKey:
-        """The caller's API key, checked on `conn` (an autocommit connection) or the operation's session."""
-        from app.logs import service as logs_service
-
-        secret = self.api_key_secret()
-        scope = _scope.get()
-        if scope is not None and scope.api_key is not None:
-            key = scope.api_key
-        else:
-            key = await logs_service.authenticate_api_key_cached(
-                self.deps.principals, conn if conn is not None else self.session, secret=secret
-            )
-            if scope is not None:
-                scope.api_key = key
-        self.key_authenticated(key, secret)
-        return key
-
-    async def api_key_now(self, session: AsyncSession | None = None) -> ApiKey:
-        """The caller's API key checked against the database now (on `session`, else the
-        operation's), as project access checks it: a revocation counts at once, whatever this
-        process remembers."""
-        from app.logs import service as logs_service
-
-        secret = self.api_key_secret()
-        key = await logs_service.authenticate_api_key(session if session is not None else self.session, secret=secret)
-        self.key_authenticated(key, secret)
-        return key
-
-    def key_authenticated(self, key: ApiKey, secret: str) -> None:
-        """For the access log, and for the rate limiter: this key has a bucket of its own now."""
-        self.caller["api_key_id"] = str(key.id)
-        self.deps.limiter.vouch(secret)
-
-    async def key_environment(self) -> uuid.UUID | None:
-        """The environment an environment key is confined to (None: not a key, or a project-wide one)."""
-        creds = self.credentials
-        if creds is None or creds.scheme != "apikey":
-            return None
-        return (await self.require_api_key()).environment_id
-
-
-async def _once(scope: OperationScope, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-    """`compute()` once per scope however many resolvers ask at the same time.
-
-    The work runs in its own task, which every caller (the first included) awaits through a
-    shield: graphql-core cancels sibling resolvers when a non-null field fails, and one cancelled
-    caller must neither cancel the answer the others are waiting for nor leave them hanging."""
-    task = scope.pending.get(name)
-    if task is None:
-        task = asyncio.ensure_future(compute())
-        scope.pending[name] = task
-
-        def forget_failure(done: asyncio.Future[Any]) -> None:
-            # An error is not an answer to keep: a later call may try again.
-            if done.cancelled() or done.exception() is not None:
-                if scope.pending.get(name) is done:
-                    del scope.pending[name]
-
-        task.add_done_callback(forget_failure)
-    return await asyncio.shield(task)
-
 
 Info = _Info[Context, None]
 
-__all__ = ["Context", "Credentials", "Info", "LodgeError", "OperationScope", "Viewer"]
+__all__ = ["Context", "Credentials", "Info", "LodgeError", "OperationScope", "Slot", "Viewer"]

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from app.accounts.events import AUTH_CHANGES
 from app.api.context import Context, OperationScope
 from app.api.errors import INTERNAL, BadUserInput, LodgeError, database_unavailable
 from app.api.scalars import contains_nul
@@ -108,11 +107,12 @@ async def _publish(ctx: Context, events: list[tuple[str, Any]]) -> None:
     # This process forgets ended credentials at once, before any message goes out (a slow
     # broker must not delay it) and before the answer is sent; the others when the broker
     # delivers `auth:changes`, which is published even while publishing is paused after a failure.
+    changes = ctx.deps.principals.channel
     for channel, payload in events:
-        if channel == AUTH_CHANGES:
+        if channel == changes:
             ctx.deps.principals.announce(payload["channel"])
     for channel, payload in events:
-        await ctx.deps.hub.publish(channel, payload, essential=channel == AUTH_CHANGES)
+        await ctx.deps.hub.publish(channel, payload, essential=channel == changes)
 
 
 async def close_operation(scope: OperationScope) -> None:

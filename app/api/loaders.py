@@ -183,16 +183,6 @@ class Loaders:
             loader = self._custom[name] = DataLoader(load_fn=load)
         return loader
 
-    def roles_of_user(self) -> DataLoader[uuid.UUID, list[Any]]:
-        from app.accounts import models
-
-        return self.through(models.UserRole, "user_id", "role_id", models.Role, order="name")
-
-    def services_of_project(self) -> DataLoader[uuid.UUID, list[Any]]:
-        from app.gateway import models
-
-        return self.through(models.ProjectService, "project_id", "service_id", models.Service, order="name")
-
     def through(
         self, link: type[SQLModel], key: str, target_key: str, target: type[M], *, order: str
     ) -> DataLoader[uuid.UUID, list[M]]:

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -38,8 +38,6 @@ from starlette.types import Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 
-from app.accounts.credentials import SESSION_PREFIX
-from app.accounts.security import decode_access_token
 from app.api.errors import RATE_LIMITED, LodgeError
 from app.observability import metrics
 from app.settings import Settings
@@ -111,7 +109,11 @@ class RateLimiter:
     session token that authenticated in this process lately; an access token whose signature
     verifies): a made-up key is limited as its address, like anyone anonymous."""
 
-    def __init__(self, settings: Settings, secret_key: str) -> None:
+    def __init__(self, settings: Settings, secret_key: str, bearer: Callable[[str], str | None]) -> None:
+        """`bearer(token)`: what a bearer token is from itself alone: "session" for an opaque
+        session token (a bucket of its own once vouched for), "user:<id>" for an access token
+        whose signature verifies, None for anything else (app.accounts.authentication)."""
+        self._bearer = bearer
         self._vouched: OrderedDict[str, float] = OrderedDict()
         self._redis_down_until = 0.0
         self.limits = {
@@ -171,12 +173,13 @@ class RateLimiter:
             if self._is_vouched(digest):
                 return "api_key", "key:" + digest
         elif value and scheme == "bearer":
-            if value.startswith(SESSION_PREFIX):
+            bucket = self._bearer(value)
+            if bucket == "session":
                 digest = _digest(value)
                 if self._is_vouched(digest):
                     return "user", "session:" + digest
-            elif (claims := decode_access_token(value, secret=self.secret_key)) is not None:
-                return "user", f"user:{claims.user_id}"
+            elif bucket is not None:
+                return "user", bucket
         return "anonymous", "ip:" + _address(scope.get("client"))
 
     async def take_sign_in(self, scope: Scope, email: str) -> tuple[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from strawberry.types.unset import UNSET
@@ -93,3 +94,10 @@ def given(input: Any) -> dict[str, Any]:
     """The fields an update input was given (an explicit null included), by Python name: what
     an update changes; a field left out stays as it is."""
     return {name: value for name, value in vars(input).items() if value is not UNSET}
+
+
+def parse_id(value: str, field: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise BadUserInput(f"{field} is not a valid id", field=field) from None

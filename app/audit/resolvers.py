@@ -9,6 +9,7 @@ from typing import Any
 
 import strawberry
 
+from app.accounts.permissions import require_permission
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.errors import BadUserInput
@@ -16,9 +17,8 @@ from app.api.pagination import (
     Connection,
     paginate,
 )
-from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
-from app.api.validation import json_object
+from app.api.validation import json_object, parse_id
 from app.audit import service
 from app.audit.recorder import LODGE_ACTIONS, audited
 from app.audit.types import AuditEventInput, AuditLog, AuditLogFilter, AuditStat, RecordedAuditEvent

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import uuid
 
+from app.accounts import authentication
 from app.accounts import service as accounts
+from app.accounts.permissions import has_permission, require_permission
 from app.api.context import Info
 from app.api.errors import Forbidden, NotFound
-from app.api.permissions import has_permission, require_permission
 from app.communities import loaders, models
 from app.communities.service import guilds
 
@@ -22,7 +23,7 @@ WRITE = "guilds:write"
 async def membership(info: Info, guild_id: uuid.UUID) -> models.UserGuild | None:
     """The caller's membership of `guild_id` (batched: one statement for all the guilds of a response)."""
     ctx = info.context
-    user_id = await ctx.require_user_id(ctx.session)
+    user_id = await authentication.require_user_id(ctx, ctx.session)
     loader = ctx.loaders.batch(loaders.memberships_of(user_id), variant=user_id)
     found: models.UserGuild | None = await loader.load(guild_id)
     return found
@@ -30,7 +31,7 @@ async def membership(info: Info, guild_id: uuid.UUID) -> models.UserGuild | None
 
 async def is_staff(info: Info) -> bool:
     ctx = info.context
-    await ctx.require_user_id(ctx.session)
+    await authentication.require_user_id(ctx, ctx.session)
     return await has_permission(ctx, WRITE, ctx.session)
 
 
@@ -45,7 +46,7 @@ async def require_reader(info: Info, guild_id: uuid.UUID) -> None:
 
 async def require_member(info: Info, guild_id: uuid.UUID) -> uuid.UUID:
     """The caller's user id, if they are a member (or staff)."""
-    user_id = await info.context.require_user_id(info.context.session)
+    user_id = await authentication.require_user_id(info.context, info.context.session)
     await require_reader(info, guild_id)
     return user_id
 

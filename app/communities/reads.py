@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 
+from app.accounts import authentication
+from app.accounts.permissions import has_permission
 from app.api.context import Info
 from app.api.errors import BadUserInput
 from app.api.pagination import (
@@ -16,7 +18,6 @@ from app.api.pagination import (
     page_size,
     wants_total,
 )
-from app.api.permissions import has_permission
 from app.communities import access, models
 from app.communities.service import guilds
 from app.communities.types import (
@@ -72,7 +73,7 @@ async def guilds_of(info: Info, *, user_id: uuid.UUID, first: int | None, after:
     """`User.guilds`: all of them for the user themself, `users:admin` and `guilds:write`; for anyone
     else, the guilds both are members of (as Discord shows mutual servers)."""
     ctx = info.context
-    caller = await ctx.require_user_id(ctx.session)
+    caller = await authentication.require_user_id(ctx, ctx.session)
     everything = caller == user_id or await access.is_staff(info) or await has_permission(ctx, "users:admin")
     shared = None if everything else caller
     return await guilds_page(info, search=None, member_id=user_id, shared_with=shared, first=first, after=after)

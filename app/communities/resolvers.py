@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import strawberry
 
+from app.accounts import authentication
+from app.accounts.permissions import has_permission, permits
 from app.accounts.service import require_user_exists
 from app.api.compiled import declare as c
 from app.api.context import Info
@@ -21,9 +23,8 @@ from app.api.pagination import (
     paginate,
     wants_total,
 )
-from app.api.permissions import has_permission, parse_id
 from app.api.scalars import JSON
-from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH, given, like_pattern
+from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH, given, like_pattern, parse_id
 from app.audit.recorder import audited
 from app.communities import access, events, models
 from app.communities.reads import GUILD_CURSOR, _decode_guild_cursor, guilds_page
@@ -53,9 +54,9 @@ CONVERSATION_CURSOR = "conversation"
 async def _conversation(info: Info, conversation_id: uuid.UUID) -> models.ChatConversation:
     """A conversation is its owner's alone."""
     ctx = info.context
-    await ctx.require_user_id(ctx.session)
+    await authentication.require_user_id(ctx, ctx.session)
     conversation = await chat.get_conversation_or_raise(ctx.session, conversation_id=conversation_id)
-    if not await CONVERSATION_OWNER.allows(ctx, conversation.user_id):
+    if not await permits(ctx, CONVERSATION_OWNER, conversation.user_id):
         raise Forbidden("this conversation belongs to someone else")
     return conversation
 
@@ -146,7 +147,7 @@ class CommunitiesQuery:
         after: str | None = None,
     ) -> Connection[Guild]:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        user_id = await authentication.require_user_id(ctx, ctx.session)
         member_id = None if await access.is_staff(info) else user_id
         return await guilds_page(info, search=search, member_id=member_id, first=first, after=after)
 
@@ -166,7 +167,7 @@ class CommunitiesQuery:
         after: str | None = None,
     ) -> Connection[ClubAnalysis]:
         ctx = info.context
-        viewer = await ctx.require_user_id(ctx.session)
+        viewer = await authentication.require_user_id(ctx, ctx.session)
         order = analyses.AnalysisOrder(order_by.value)  # type: ignore[attr-defined]
         guild_ids: list[uuid.UUID] | None = None
         member_id: uuid.UUID | None = None
@@ -225,7 +226,7 @@ class CommunitiesQuery:
         self, info: Info, guild_id: strawberry.ID | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[ChatConversation]:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        user_id = await authentication.require_user_id(ctx, ctx.session)
         gid = None
         if guild_id is not None:
             gid = parse_id(guild_id, "guildId")
@@ -316,7 +317,7 @@ class CommunitiesMutation:
     async def remove_guild_member(self, info: Info, guild_id: strawberry.ID, user_id: strawberry.ID) -> bool:
         ctx = info.context
         gid, uid = parse_id(guild_id, "guildId"), parse_id(user_id, "userId")
-        viewer = await ctx.require_user_id(ctx.session)
+        viewer = await authentication.require_user_id(ctx, ctx.session)
         await guilds.get_guild_or_raise(ctx.session, guild_id=gid)
         current = await guilds.get_membership(ctx.session, guild_id=gid, user_id=uid, lock=True)
         if uid != viewer:
@@ -358,7 +359,7 @@ class CommunitiesMutation:
     )
     async def update_club_analysis(self, info: Info, id: strawberry.ID, input: ClubAnalysisUpdate) -> ClubAnalysis:
         ctx = info.context
-        viewer = await ctx.require_user_id(ctx.session)
+        viewer = await authentication.require_user_id(ctx, ctx.session)
         row = await analyses.get_analysis_or_raise(ctx.session, analysis_id=parse_id(id))
         if row.user_id != viewer:
             await access.require_reader(info, row.guild_id)  # strangers learn nothing more than members
@@ -372,7 +373,7 @@ class CommunitiesMutation:
     )
     async def delete_club_analysis(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
-        viewer = await ctx.require_user_id(ctx.session)
+        viewer = await authentication.require_user_id(ctx, ctx.session)
         row = await analyses.get_analysis_or_raise(ctx.session, analysis_id=parse_id(id))
         if row.user_id != viewer:
             await access.require_admin(info, row.guild_id)
@@ -391,7 +392,7 @@ class CommunitiesMutation:
         guild_id: strawberry.ID | None = None,
     ) -> ChatConversation:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        user_id = await authentication.require_user_id(ctx, ctx.session)
         gid = None
         if guild_id is not None:
             gid = parse_id(guild_id, "guildId")
@@ -432,7 +433,7 @@ class CommunitiesMutation:
     )
     async def post_chat_message(self, info: Info, input: ChatMessageInput) -> ChatMessage:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        user_id = await authentication.require_user_id(ctx, ctx.session)
         if input.conversation_id is None and input.guild_id is None:
             raise BadUserInput("pass `conversationId`, `guildId`, or both")
         credited = await access.credited_user(info, input.on_behalf_of_discord_id)
@@ -511,7 +512,7 @@ async def _own_conversation(info: Info, id: strawberry.ID) -> Any:
     """The caller's conversation: NOT_FOUND if there is none, FORBIDDEN if it is someone else's (as
     `chatMessageAdded` answers)."""
     ctx = info.context
-    caller = await ctx.require_user_id(ctx.session)
+    caller = await authentication.require_user_id(ctx, ctx.session)
     row = await chat.get_conversation_or_raise(ctx.session, conversation_id=parse_id(id))
     if row.user_id != caller:
         raise Forbidden("this conversation belongs to someone else")
@@ -522,7 +523,7 @@ async def _check_chat_access(info: Info, session: Any, cid: uuid.UUID | None, gi
     """Checked on a short session of its own: a subscription must not hold a connection while it waits."""
 
     ctx = info.context
-    viewer = await ctx.require_user_id(session)
+    viewer = await authentication.require_user_id(ctx, session)
     if cid is not None:
         conversation = await chat.get_conversation_or_raise(session, conversation_id=cid)
         if conversation.user_id != viewer:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.accounts import authentication
+from app.accounts.permissions import permits
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.cost import max_items
@@ -418,8 +420,8 @@ class ChatConversation:
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[ChatMessage]:
-        await info.context.require_user_id(info.context.session)
-        if not await CONVERSATION_OWNER.allows(info.context, self.row.user_id):
+        await authentication.require_user_id(info.context, info.context.session)
+        if not await permits(info.context, CONVERSATION_OWNER, self.row.user_id):
             raise Forbidden("this conversation belongs to someone else")
         return await messages_connection(
             info, conversation_id=self.row.id, guild_id=None, first=first, after=after, last=last, before=before
@@ -460,7 +462,7 @@ class ChatMessage:
         if self.row.conversation_id is None:
             return None
         row = await info.context.loaders.by_id(models.ChatConversation).load(self.row.conversation_id)
-        if row is None or not await CONVERSATION_OWNER.allows(info.context, row.user_id):
+        if row is None or not await permits(info.context, CONVERSATION_OWNER, row.user_id):
             return None  # a guild member sees a message, not the private conversation it came from
         return ChatConversation.from_model(row)
 

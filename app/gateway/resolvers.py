@@ -19,7 +19,9 @@ import strawberry
 from graphql import FieldNode, InlineFragmentNode, SelectionSetNode
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import authentication
 from app.accounts.events import api_key_channel, end
+from app.accounts.permissions import has_permission, require_permission
 from app.api.compiled import declare as c
 from app.api.context import Context, Info
 from app.api.errors import BadUserInput, Forbidden, NotFound
@@ -34,9 +36,8 @@ from app.api.pagination import (
     time_cursor,
     wants_total,
 )
-from app.api.permissions import has_permission, parse_id, require_permission
 from app.api.scalars import contains_nul
-from app.api.validation import MAX_NAME, MAX_URL, given
+from app.api.validation import MAX_NAME, MAX_URL, given, parse_id
 from app.audit.recorder import audited, note_changes, snapshot
 from app.gateway import coalesce, models, service
 from app.gateway.types import (
@@ -55,6 +56,7 @@ from app.gateway.types import (
     ServiceInput,
     ServiceUpdate,
 )
+from app.logs import keys
 from app.logs import models as logs_models
 from app.logs import service as logs_service
 from app.logs.types import Project
@@ -132,7 +134,7 @@ def _log_refusal(
     ctx: Context, exc: Exception, *, service_name: str, endpoint: str | None, start_point: str | None
 ) -> None:
     """A refused request goes into the gateway's log even though its operation is rolled back."""
-    key = ctx.scope.api_key
+    key = keys.API_KEY.get(ctx.scope)
     if key is None or not isinstance(exc, service.LOGGED_REFUSALS):
         return
     reason = exc.code
@@ -149,8 +151,8 @@ def _authenticated(ctx: Context, secret: str) -> coalesce.Authenticated:
     """What `require_api_key` records, for a key its batch has checked."""
 
     def record(key: logs_models.ApiKey) -> None:
-        ctx.scope.api_key = key
-        ctx.key_authenticated(key, secret)
+        keys.API_KEY.put(ctx.scope, key)
+        keys.key_authenticated(ctx, key, secret)
 
     return record
 
@@ -223,7 +225,7 @@ class GatewayQuery:
     ) -> Connection[Environment]:
         ctx = info.context
         pid = parse_id(project_id, "projectId")
-        await ctx.require_user_id(ctx.session)  # who asks before whether it exists
+        await authentication.require_user_id(ctx, ctx.session)  # who asks before whether it exists
         await _project_owner_or_admin(info, pid)
         return await paginate(
             info,
@@ -351,12 +353,12 @@ async def _environments_in_view(
     wanted = parse_id(environment_id, "environmentId") if environment_id else None
     creds = ctx.credentials
     if creds is not None and creds.scheme == "apikey":
-        own = service.environment_of(await ctx.require_api_key())
+        own = service.environment_of(await keys.require_api_key(ctx))
         if wanted is not None and wanted != own:
             raise Forbidden(f"an API key sees only its own environment's {what}")
         return [own]
     if wanted is not None:
-        await ctx.require_user_id(ctx.session)  # who asks before whether it exists
+        await authentication.require_user_id(ctx, ctx.session)  # who asks before whether it exists
         env = await service.get_or_raise(ctx.session, models.Environment, wanted, "environment")
         await _project_owner_or_admin(info, env.project_id)
         return [wanted]
@@ -390,7 +392,7 @@ async def _owned_environments(info: Info) -> list[uuid.UUID]:
     from sqlalchemy import select
     from sqlmodel import col
 
-    user_id = await info.context.require_user_id()
+    user_id = await authentication.require_user_id(info.context)
     query = (
         select(col(models.Environment.id))
         .join(logs_models.Project, col(logs_models.Project.id) == col(models.Environment.project_id))
@@ -405,7 +407,7 @@ async def _start_flow(info: Info, service: str, endpoint: str | None, amount: in
 
     ctx = info.context
     if _batched(info, depth=2):  # flowStart { reservation { id } requestLog { id } }
-        secret = ctx.api_key_secret()
+        secret = keys.api_key_secret(ctx)
         reservation, start = await coalesce.start_flow(
             ctx.deps.db,
             secret=secret,
@@ -418,7 +420,7 @@ async def _start_flow(info: Info, service: str, endpoint: str | None, amount: in
         )
         ctx.scope.stands("a flow started (its hold, first log and reservation)")
     else:
-        key = await ctx.require_api_key()
+        key = await keys.require_api_key(ctx)
         reservation, start = await gateway.start_flow(
             ctx.session, key=key, service=service, endpoint=endpoint, amount=amount, ttl_seconds=ttl_seconds
         )
@@ -559,7 +561,7 @@ class GatewayMutation:
         await _project_owner_or_admin(info, env.project_id)
         for key_id in await service.delete_environment(info.context.session, environment_id=env.id):
             # Its keys stop working at once on every instance, and their websockets close.
-            info.context.announce(api_key_channel(key_id), end("environment deleted"))
+            authentication.announce(info.context, api_key_channel(key_id), end("environment deleted"))
         return True
 
     @strawberry.mutation(
@@ -592,7 +594,7 @@ class GatewayMutation:
         from app.gateway import service as gateway
 
         ctx = info.context
-        key = await ctx.require_api_key()
+        key = await keys.require_api_key(ctx)
         point = str(start_point) if start_point else None
         try:
             row = await gateway.record_request(
@@ -631,7 +633,7 @@ class GatewayMutation:
         ctx = info.context
         _refuse_nul(reservationId=str(reservation_id))
         if _batched(info, depth=1):  # environmentService { availableRequests }
-            secret = ctx.api_key_secret()
+            secret = keys.api_key_secret(ctx)
             row = await coalesce.complete_flow(
                 ctx.deps.db,
                 secret=secret,
@@ -642,6 +644,6 @@ class GatewayMutation:
             )
             ctx.scope.stands("a flow completed (its hold spent or released)")
         else:
-            key = await ctx.require_api_key()
+            key = await keys.require_api_key(ctx)
             row = await service.complete_flow(ctx.session, key=key, reservation_id=str(reservation_id), success=success)
         return EnvironmentService.from_model(row)

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import strawberry
 from sqlmodel import SQLModel
 
+from app.accounts.permissions import permits, require_permission
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
 from app.api.scalars import utc
 from app.api.validation import MAX_DESCRIPTION, MAX_EMAIL, MAX_NAME
 from app.gateway import models
+from app.logs import keys
 
 ADMIN = "gateway:admin"  # the permission for platform objects: clients, services, quotas
 # Who administers the platform's objects (a client's email, its projects): `gateway:admin` holders.
@@ -39,7 +41,7 @@ async def load(info: Info, model: type[M], key: Any) -> M:
 
 async def _hidden_from_key(info: Info, environment_id: uuid.UUID) -> bool:
     """An environment key sees inside its own environment only."""
-    confined = await info.context.key_environment()
+    confined = await keys.key_environment(info.context)
     return confined is not None and confined != environment_id
 
 
@@ -73,11 +75,10 @@ class Client:
 
     @strawberry.field(description="Shown to `gateway:admin` only (a project's readers see its client's name).")
     async def email(self, info: Info) -> str | None:
-        return self.stored_email if await GATEWAY_ADMIN.allows(info.context, None) else None
+        return self.stored_email if await permits(info.context, GATEWAY_ADMIN, None) else None
 
     @strawberry.field
     async def projects(self, info: Info) -> list[ProjectType]:
-        from app.api.permissions import require_permission
         from app.logs import models as logs_models
         from app.logs.types import Project
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+from app.accounts import authentication
 from app.api.context import Info
 from app.api.pagination import (
     Connection,
@@ -15,8 +16,8 @@ from app.api.pagination import (
     paginate,
     wants_total,
 )
-from app.api.permissions import parse_id
 from app.api.scalars import utc
+from app.api.validation import parse_id
 from app.logs import service
 from app.logs.access import require_project_access
 from app.logs.types import (
@@ -80,7 +81,7 @@ async def logs_page(
 
 async def projects_of(info: Info, *, owner_id: uuid.UUID, first: int | None, after: str | None) -> Connection[Project]:
     ctx = info.context
-    if await ctx.require_user_id() != owner_id:
+    if await authentication.require_user_id(ctx) != owner_id:
         return build_connection([], size=0, cursor_of=str, to_node=Project.from_model, total_count=0)
     return await paginate(
         info,

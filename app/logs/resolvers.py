@@ -10,7 +10,9 @@ from typing import Any
 
 import strawberry
 
+from app.accounts import authentication
 from app.accounts.events import api_key_channel, end
+from app.accounts.permissions import require_permission
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.errors import NotFound
@@ -18,11 +20,10 @@ from app.api.pagination import (
     Connection,
     decode_int_cursor,
 )
-from app.api.permissions import parse_id, require_permission
 from app.api.scalars import utc
-from app.api.validation import given, like_pattern
+from app.api.validation import given, like_pattern, parse_id
 from app.audit.recorder import action_for, audited, note_changes, snapshot
-from app.logs import events, models, service
+from app.logs import events, keys, models, service
 from app.logs.access import require_project_access, require_scope
 from app.logs.reads import PROJECT_CURSOR, filter_spec, logs_page, projects_of
 from app.logs.types import (
@@ -65,7 +66,7 @@ async def _owned_project(info: Info, project_id: strawberry.ID, *, write: bool =
     ctx = info.context
     pid = parse_id(project_id, "projectId")
     if write:
-        await ctx.require_user_id(ctx.session)
+        await authentication.require_user_id(ctx, ctx.session)
     await require_project_access(ctx, ctx.session, pid)
     return await service.get_project_or_raise(ctx.session, project_id=pid)
 
@@ -88,10 +89,10 @@ async def ingest(info: Info, items: list[service.LogItem]) -> service.IngestOutc
     lock must never be held while this process serves other requests (see `service.ingest`)."""
     ctx = info.context
     settings = ctx.deps.settings
-    ctx.api_key_secret()
+    keys.api_key_secret(ctx)
     batch = service.prepare_batch(items, max_batch=settings.max_batch_size, max_bytes=settings.max_log_bytes)
     async with ctx.deps.db.autocommit() as conn:
-        api_key = await ctx.require_api_key(conn)
+        api_key = await keys.require_api_key(ctx, conn)
         require_scope(api_key, models.INGEST)
         outcome = await service.ingest(conn, api_key=api_key, batch=batch)
     ctx.scope.stands(f"{len(outcome.inserted)} logs ingested")
@@ -205,7 +206,7 @@ class LogsQuery:
 
     @strawberry.field
     async def projects(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[Project]:
-        owner_id = await info.context.require_user_id()
+        owner_id = await authentication.require_user_id(info.context)
         return await projects_of(info, owner_id=owner_id, first=first, after=after)
 
     @strawberry.field
@@ -228,7 +229,7 @@ class LogsMutation:
     @strawberry.mutation(extensions=[audited()])
     async def create_project(self, info: Info, input: ProjectInput) -> Project:
         ctx = info.context
-        owner_id = await ctx.require_user_id()
+        owner_id = await authentication.require_user_id(ctx)
         client_id = await _client(info, input.client_id) if input.client_id is not None else None
         row = await service.create_project(
             ctx.session, owner_id=owner_id, name=input.name, description=input.description, client_id=client_id
@@ -252,7 +253,7 @@ class LogsMutation:
     async def delete_project(self, info: Info, id: strawberry.ID) -> bool:
         project = await _owned_project(info, id, write=True)
         for key_id in await service.delete_project(info.context.session, project_id=project.id):
-            info.context.announce(api_key_channel(key_id), end("project deleted"))
+            authentication.announce(info.context, api_key_channel(key_id), end("project deleted"))
         return True
 
     @strawberry.mutation(extensions=[audited()])
@@ -273,11 +274,11 @@ class LogsMutation:
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
         ctx = info.context
         key = await service.get_api_key_or_raise(ctx.session, key_id=parse_id(id))
-        await ctx.require_user_id(ctx.session)
+        await authentication.require_user_id(ctx, ctx.session)
         await require_project_access(ctx, ctx.session, key.project_id)
         revoked = await service.revoke_api_key(ctx.session, key=key)
         # Its websockets close on every instance, however busy their live tails are.
-        ctx.announce(api_key_channel(key.id), end("revoked"))
+        authentication.announce(ctx, api_key_channel(key.id), end("revoked"))
         return ApiKey.from_model(revoked)
 
     @strawberry.mutation(

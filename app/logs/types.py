@@ -17,7 +17,8 @@ from app.api.pagination import Connection, encode_cursor
 from app.api.scalars import JSON, utc
 from app.api.validation import MAX_DESCRIPTION, MAX_NAME, MAX_SEARCH
 from app.api.visibility import VIEWER_INDEPENDENT
-from app.logs import models, service
+from app.gateway import models as gateway_models
+from app.logs import keys, models, service
 
 if TYPE_CHECKING:
     from app.accounts.types import User
@@ -107,13 +108,12 @@ class Project:
     async def api_keys(self, info: Info) -> list[ApiKey]:
         rows = await info.context.loaders.children(models.ApiKey, "project_id").load(self.row.id)
         # An environment key sees its own environment's keys, never its siblings'.
-        if (confined := await info.context.key_environment()) is not None:
+        if (confined := await keys.key_environment(info.context)) is not None:
             rows = [row for row in rows if row.environment_id == confined]
         return [ApiKey.from_model(row) for row in rows]
 
     @strawberry.field
     async def client(self, info: Info) -> Annotated[Client, strawberry.lazy("app.gateway.types")] | None:
-        from app.gateway import models as gateway_models
         from app.gateway.types import Client
 
         if self.row.client_id is None:
@@ -123,11 +123,10 @@ class Project:
 
     @strawberry.field
     async def environments(self, info: Info) -> list[Annotated[Environment, strawberry.lazy("app.gateway.types")]]:
-        from app.gateway import models as gateway_models
         from app.gateway.types import Environment
 
         rows = await info.context.loaders.children(gateway_models.Environment, "project_id").load(self.row.id)
-        if (confined := await info.context.key_environment()) is not None:
+        if (confined := await keys.key_environment(info.context)) is not None:
             rows = [row for row in rows if row.id == confined]
         return [Environment.from_model(row) for row in rows]
 
@@ -135,7 +134,10 @@ class Project:
     async def services(self, info: Info) -> list[Annotated[Service, strawberry.lazy("app.gateway.types")]]:
         from app.gateway.types import Service
 
-        rows = await info.context.loaders.services_of_project().load(self.row.id)
+        link = gateway_models.ProjectService
+        rows = await info.context.loaders.through(
+            link, "project_id", "service_id", gateway_models.Service, order="name"
+        ).load(self.row.id)
         return [Service.from_model(row) for row in rows]
 
     @strawberry.field
@@ -199,7 +201,6 @@ class ApiKey:
 
     @strawberry.field
     async def environment(self, info: Info) -> Annotated[Environment, strawberry.lazy("app.gateway.types")] | None:
-        from app.gateway import models as gateway_models
         from app.gateway.types import Environment
 
         if self.environment_id is None:

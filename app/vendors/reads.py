@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+from app.accounts.permissions import permits
 from app.api.context import Info
 from app.api.pagination import (
     Connection,
@@ -52,7 +53,7 @@ async def vendors_page(
 async def billing_subscriptions_of(info: Info, *, user_id: uuid.UUID) -> list[BillingSubscription]:
     """`User.billingSubscriptions` (SUBSCRIPTIONS_OF_USER)."""
     ctx = info.context
-    if not await SUBSCRIPTIONS_OF_USER.allows(ctx, user_id):
+    if not await permits(ctx, SUBSCRIPTIONS_OF_USER, user_id):
         return []
     rows = await ctx.loaders.batch(billing.subscriptions_of_users).load(user_id)
     return [BillingSubscription.from_model(row) for row in rows]

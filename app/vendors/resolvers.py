@@ -9,6 +9,8 @@ from typing import Annotated
 
 import strawberry
 
+from app.accounts import authentication
+from app.accounts.permissions import has_permission, require_permission
 from app.accounts.service import require_user_exists
 from app.api.compiled import declare as c
 from app.api.context import Info
@@ -19,8 +21,7 @@ from app.api.pagination import (
     page_size,
     paginate,
 )
-from app.api.permissions import has_permission, parse_id, require_permission
-from app.api.validation import MAX_SEARCH, given, like_pattern
+from app.api.validation import MAX_SEARCH, given, like_pattern, parse_id
 from app.audit.recorder import audited, note_changes, snapshot
 from app.pubsub import RESYNC
 from app.vendors import events, geo, models
@@ -51,7 +52,7 @@ INTEGRATION_CURSOR = "integration"
 
 async def _managed(info: Info, vendor_id: strawberry.ID) -> models.Vendor:
     ctx = info.context
-    await ctx.require_user_id(ctx.session)
+    await authentication.require_user_id(ctx, ctx.session)
     vendor = await vendors.get_vendor_or_raise(ctx.session, vendor_id=parse_id(vendor_id, "vendorId"))
     if not await can_manage(info, vendor):
         raise Forbidden("only the vendor's owner (or `vendors:write`) can do this")
@@ -61,7 +62,7 @@ async def _managed(info: Info, vendor_id: strawberry.ID) -> models.Vendor:
 async def _billing_owner(info: Info, user_id: strawberry.ID | None) -> uuid.UUID:
     """Whose subscriptions: the caller's, or `user_id`'s for `billing:write`."""
     ctx = info.context
-    caller = await ctx.require_user_id(ctx.session)
+    caller = await authentication.require_user_id(ctx, ctx.session)
     owner = parse_id(user_id, "userId") if user_id is not None else caller
     if owner != caller:
         await require_permission(ctx, BILLING, session=ctx.session)
@@ -73,7 +74,7 @@ async def _administered_subscription(info: Info, id: strawberry.ID) -> models.Bi
     """A subscription a `billing:write` caller changes. To anyone else, their own is FORBIDDEN and
     someone else's NOT_FOUND, as if it did not exist: ids reveal nothing."""
     ctx = info.context
-    caller = await ctx.require_user_id(ctx.session)
+    caller = await authentication.require_user_id(ctx, ctx.session)
     row = await ctx.session.get(models.BillingSubscription, parse_id(id))
     if await has_permission(ctx, BILLING, ctx.session):
         if row is None:
@@ -257,7 +258,7 @@ class VendorsMutation:
     @strawberry.mutation(extensions=[audited()])
     async def create_vendor(self, info: Info, input: VendorInput) -> Vendor:
         ctx = info.context
-        owner_id = await ctx.require_user_id(ctx.session)
+        owner_id = await authentication.require_user_id(ctx, ctx.session)
         row = await vendors.create_vendor(ctx.session, owner_id=owner_id, values=vars(input))
         return Vendor.from_model(row)
 

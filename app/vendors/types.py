@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.accounts.permissions import permits
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
@@ -55,7 +56,7 @@ MANAGE_VENDOR = c.Rule(owner="user_id", permissions=(WRITE,))
 
 
 async def can_manage(info: Info, vendor: models.Vendor) -> bool:
-    return await MANAGE_VENDOR.allows(info.context, vendor.user_id)
+    return await permits(info.context, MANAGE_VENDOR, vendor.user_id)
 
 
 @c.table(models.Location, vendor=c.ManyToOne("Vendor", key="vendor_id"))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import uuid
 
+from app.accounts import authentication
+from app.accounts.permissions import has_permission
 from app.api.context import Info
 from app.api.errors import Forbidden
-from app.api.permissions import has_permission
 from app.workflows import models
 
 WRITE = "workflows:write"
@@ -23,12 +24,12 @@ async def is_staff(info: Info) -> bool:
 
 
 async def can_write(info: Info, workflow: models.Workflow) -> bool:
-    user_id = await info.context.require_user_id(info.context.session)
+    user_id = await authentication.require_user_id(info.context, info.context.session)
     return workflow.user_id == user_id or await is_staff(info)
 
 
 async def require_write(info: Info, workflow: models.Workflow) -> uuid.UUID:
-    user_id = await info.context.require_user_id(info.context.session)
+    user_id = await authentication.require_user_id(info.context, info.context.session)
     if not await can_write(info, workflow):
         raise Forbidden("only the workflow's owner (or `workflows:write`) can change it")
     return user_id
@@ -39,12 +40,12 @@ async def can_read(info: Info, workflow: models.Workflow) -> bool:
 
 
 async def require_read(info: Info, workflow: models.Workflow) -> uuid.UUID:
-    user_id = await info.context.require_user_id(info.context.session)
+    user_id = await authentication.require_user_id(info.context, info.context.session)
     if not await can_read(info, workflow):
         raise Forbidden("this workflow is private")
     return user_id
 
 
 async def can_report(info: Info, execution: models.Execution, workflow: models.Workflow) -> bool:
-    user_id = await info.context.require_user_id(info.context.session)
+    user_id = await authentication.require_user_id(info.context, info.context.session)
     return execution.user_id == user_id or await can_write(info, workflow)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from app.accounts import authentication
+from app.accounts.permissions import permits
 from app.api.context import Info
 from app.api.pagination import (
     build_connection,
@@ -29,8 +31,8 @@ async def workflows_page(
 ) -> WorkflowConnection:
     """A page of the workflows `spec` selects among those the caller may see."""
     ctx = info.context
-    user_id = await ctx.require_user_id(ctx.session)
-    staff = await WORKFLOW_STAFF.allows(ctx, None)
+    user_id = await authentication.require_user_id(ctx, ctx.session)
+    staff = await permits(ctx, WORKFLOW_STAFF, None)
     spec = dataclasses.replace(spec, visible_to=None if staff else user_id)
     size = page_size(first)
     rows, total = await workflows.list_workflows(

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import strawberry
 
+from app.accounts import authentication
+from app.accounts.permissions import permits
 from app.accounts.service import require_user_exists
 from app.api.compiled import declare as c
 from app.api.context import Info
@@ -21,9 +23,8 @@ from app.api.pagination import (
     decode_int_cursor,
     paginate,
 )
-from app.api.permissions import parse_id
 from app.api.scalars import JSON
-from app.api.validation import MAX_SEARCH, given, like_pattern
+from app.api.validation import MAX_SEARCH, given, like_pattern, parse_id
 from app.audit.recorder import audited, note_changes, snapshot
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
@@ -78,7 +79,7 @@ async def _execution(info: Info, execution_id: uuid.UUID) -> models.Execution:
 async def _own_file(info: Info, id: strawberry.ID, doing: str) -> models.File:
     """A live file of the caller's (NOT_FOUND if none, FORBIDDEN if someone else's)."""
     ctx = info.context
-    user_id = await ctx.require_user_id(ctx.session)
+    user_id = await authentication.require_user_id(ctx, ctx.session)
     row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
     if row.user_id != user_id:
         raise Forbidden(f"only the file's owner can {doing}")
@@ -87,7 +88,7 @@ async def _own_file(info: Info, id: strawberry.ID, doing: str) -> models.File:
 
 async def _register_file(info: Info, input: FileInput) -> models.File:
     ctx = info.context
-    owner_id = await ctx.require_user_id(ctx.session)
+    owner_id = await authentication.require_user_id(ctx, ctx.session)
     if not (0 <= input.size <= 2**53) or input.size != int(input.size):
         raise BadUserInput("size must be a whole number of bytes, at most 2^53", field="size")
     return await files.register_file(
@@ -200,8 +201,8 @@ class WorkflowsQuery:
             workflow = await workflows.get_workflow_or_raise(info.context.session, workflow_id=parse_id(id))
         except NotFound:
             return None
-        await info.context.require_user_id(info.context.session)
-        if not await WORKFLOW_READ.allows(info.context, workflow.user_id, public=workflow.is_public):
+        await authentication.require_user_id(info.context, info.context.session)
+        if not await permits(info.context, WORKFLOW_READ, workflow.user_id, public=workflow.is_public):
             raise Forbidden("this workflow is private")
         return Workflow.from_model(workflow)
 
@@ -220,7 +221,9 @@ class WorkflowsQuery:
     ) -> WorkflowConnection:
         owner = parse_id(owner_id, "ownerId") if owner_id else None
         if owner is not None:
-            await info.context.require_user_id(info.context.session)  # who asks before whether it exists
+            await authentication.require_user_id(
+                info.context, info.context.session
+            )  # who asks before whether it exists
             await require_user_exists(info.context.session, owner, "ownerId")
         spec = workflows.WorkflowFilter(
             status=status.value if status else None,
@@ -242,7 +245,7 @@ class WorkflowsQuery:
     @strawberry.field(description="The caller's live files, newest first.")
     async def files(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[File]:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        user_id = await authentication.require_user_id(ctx, ctx.session)
         return await paginate(
             info,
             first=first,
@@ -257,12 +260,12 @@ class WorkflowsQuery:
     @strawberry.field(description="A file its owner, or anyone when it is public, can see.")
     async def file(self, info: Info, id: strawberry.ID) -> File | None:
         ctx = info.context
-        await ctx.require_user_id(ctx.session)  # who asks, before whether the file exists
+        await authentication.require_user_id(ctx, ctx.session)  # who asks, before whether the file exists
         try:
             row = await files.get_file_or_raise(ctx.session, file_id=parse_id(id))
         except NotFound:
             return None
-        if not await FILE_READ.allows(ctx, row.user_id, public=row.is_public):
+        if not await permits(ctx, FILE_READ, row.user_id, public=row.is_public):
             raise Forbidden("this file is private")
         return File.from_model(row)
 
@@ -272,7 +275,7 @@ class WorkflowsMutation:
     @strawberry.mutation(extensions=[audited()])
     async def create_workflow(self, info: Info, input: WorkflowInput) -> Workflow:
         ctx = info.context
-        owner_id = await ctx.require_user_id(ctx.session)
+        owner_id = await authentication.require_user_id(ctx, ctx.session)
         row = await workflows.create_workflow(
             ctx.session,
             owner_id=owner_id,
@@ -372,7 +375,7 @@ class WorkflowsMutation:
     )
     async def publish_workflow(self, info: Info, id: strawberry.ID) -> Workflow:
         workflow = await _writable(info, id)
-        user_id = await info.context.require_user_id(info.context.session)
+        user_id = await authentication.require_user_id(info.context, info.context.session)
         return Workflow.from_model(
             await workflows.publish(info.context.session, workflow_id=workflow.id, user_id=user_id)
         )
@@ -438,7 +441,7 @@ class WorkflowsMutation:
         lease_seconds: int = 60,
     ) -> Execution | None:
         ctx = info.context
-        user_id = await ctx.require_user_id(ctx.session)
+        user_id = await authentication.require_user_id(ctx, ctx.session)
         staff = await access.is_staff(info)
         wanted = None
         if workflow_id is not None:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.accounts import authentication
+from app.accounts.permissions import permits
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.cost import max_items
@@ -419,7 +421,9 @@ class Workflow:
     ) -> Connection[Execution]:
         size = page_size(first)
         ctx = info.context
-        only = None if await WRITE_WORKFLOW.allows(ctx, self.row.user_id) else await ctx.require_user_id()
+        only = (
+            None if await permits(ctx, WRITE_WORKFLOW, self.row.user_id) else await authentication.require_user_id(ctx)
+        )
         key = PageKey(
             self.row.id,
             size + 1,

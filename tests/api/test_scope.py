@@ -1,4 +1,4 @@
-"""Work shared by sibling resolvers within one operation (`_once`) survives a cancelled caller."""
+"""Work shared by sibling resolvers within one operation (`OperationScope.once`) survives a cancelled caller."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.api.context import OperationScope, _once
+from app.api.context import OperationScope
 
 
 def _scope() -> OperationScope:
@@ -23,9 +23,9 @@ async def test_a_cancelled_first_caller_does_not_cancel_the_others() -> None:
         await release.wait()
         return "viewer"
 
-    first = asyncio.create_task(_once(scope, "viewer", compute))
+    first = asyncio.create_task(scope.once("viewer", compute))
     await asyncio.sleep(0)  # let the first caller start the work
-    second = asyncio.create_task(_once(scope, "viewer", compute))
+    second = asyncio.create_task(scope.once("viewer", compute))
     await asyncio.sleep(0)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -33,7 +33,7 @@ async def test_a_cancelled_first_caller_does_not_cancel_the_others() -> None:
     release.set()
     assert await asyncio.wait_for(second, timeout=5) == "viewer"
     assert runs == [1]
-    assert await _once(scope, "viewer", compute) == "viewer"  # kept: later callers do not recompute
+    assert await scope.once("viewer", compute) == "viewer"  # kept: later callers do not recompute
     assert runs == [1]
 
 
@@ -45,7 +45,7 @@ async def test_errors_are_shared_but_not_kept() -> None:
         await release.wait()
         raise ValueError("database unavailable")
 
-    callers = [asyncio.create_task(_once(scope, "viewer", failing)) for _ in range(3)]
+    callers = [asyncio.create_task(scope.once("viewer", failing)) for _ in range(3)]
     await asyncio.sleep(0)
     release.set()
     results = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), timeout=5)
@@ -55,7 +55,7 @@ async def test_errors_are_shared_but_not_kept() -> None:
     async def working() -> str:
         return "viewer"
 
-    assert await _once(scope, "viewer", working) == "viewer"
+    assert await scope.once("viewer", working) == "viewer"
 
 
 async def test_settle_stops_work_whose_callers_are_all_gone() -> None:
@@ -66,7 +66,7 @@ async def test_settle_stops_work_whose_callers_are_all_gone() -> None:
         await asyncio.Event().wait()
         return "never"
 
-    caller = asyncio.create_task(_once(scope, "viewer", forever))
+    caller = asyncio.create_task(scope.once("viewer", forever))
     await asyncio.wait_for(started.wait(), timeout=5)
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):

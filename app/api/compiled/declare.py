@@ -6,7 +6,8 @@ resolver compile only when declared here (a `Connection`, a `ManyToOne`); anythi
 resolver path. Root fields are declared with `root("Query.vendors", ...)`.
 
 A `Rule` says who may see a private part of a row. It has two forms that must agree: `sql` (the
-predicate a plan embeds) and `allows` (what resolvers call), so a rule is written once.
+predicate a plan embeds) and `app.accounts.permissions.permits` (what resolvers call), so a rule
+is written once.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Text, inspect
 
-from app.api.context import Context
 from app.api.pagination import decode_int_cursor, decode_time_uuid_cursor
-from app.api.permissions import has_permission
 
 SUPERUSER = "*"
 
@@ -70,20 +69,6 @@ class Rule:
     public: str | None = None
     custom: Callable[[str, Viewer], str] | None = None
 
-    async def allows(self, ctx: Context, owner_id: uuid.UUID | None, *, public: bool = False) -> bool:
-        """The rule in Python, for resolvers (a `custom` part is theirs to check)."""
-        if self.public is not None and public:
-            return True
-        user_id = await ctx.user_id(ctx.session)
-        if user_id is None:
-            return False
-        if self.owner is not None and owner_id == user_id:
-            return True
-        for permission in self.permissions:
-            if await has_permission(ctx, permission, ctx.session):
-                return True
-        return False
-
     def sql(self, row: str, viewer: Viewer) -> str:
         """The predicate over the row alias `row`, for the caller `viewer`. The permission test
         does not depend on the row, so PostgreSQL evaluates it once per statement."""
@@ -111,7 +96,7 @@ class Rule:
 
 
 # What an API key confined to one environment may see of its project: that environment and what
-# is in it (Context.key_environment). Over a row holding an environment's id in `column`.
+# is in it (app.logs.keys.key_environment). Over a row holding an environment's id in `column`.
 def key_may_see(column: str) -> Rule:
     return Rule(custom=_unconfined_or(column))
 

@@ -23,8 +23,7 @@ from graphql.execution.executor import Executor, to_nodes
 from graphql.execution.values import VariableValues
 
 from app.api.compiled.hybrid import Hybrid, Precompleted, tree
-from app.api.compiled.planner import MARKER, NOBODY, Bail, Caller, RootPlan
-from app.logs.models import READ, key_can
+from app.api.compiled.planner import MARKER, NOBODY, Bail, RootPlan
 from app.observability import metrics
 
 log = logging.getLogger("lodge.plans")
@@ -44,7 +43,7 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: A
     try:
         # Only a plan with a visibility rule asks who is calling: a public read with a bad token
         # answers as the resolver does, which never asks.
-        caller = await _caller(ctx) if plan.needs_viewer else NOBODY
+        caller = await ctx.deps.compiled_caller(ctx) if plan.needs_viewer else NOBODY
         if plan.signed_in and caller.user_id is None:
             raise Bail
         sql, params = plan.render(variables, caller, event)
@@ -80,16 +79,6 @@ async def run_root(ctx: Any, plan: RootPlan, variables: VariableValues, event: A
         return decoded
     COMPILED.inc()
     return text
-
-
-async def _caller(ctx: Any) -> Caller:
-    creds = ctx.credentials
-    if creds is not None and creds.scheme == "apikey":
-        key = await ctx.api_key_now()  # as require_project_access: revocations count at once
-        if not key_can(key, READ):  # reads nothing (an ingest-only key): every guard bails
-            return NOBODY
-        return Caller(key_environment=key.environment_id, key_project=key.project_id)
-    return Caller(user_id=await ctx.user_id(ctx.session))
 
 
 class CompiledRoots:
