@@ -30,7 +30,7 @@ from strawberry.http.base import BaseRequestProtocol
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types.unset import UNSET
 
-from app.accounts import authentication, watchdog
+from app.accounts import authentication, credentials, watchdog
 from app.accounts.email import sender_from_setting
 from app.accounts.oidc import IdentityProvider
 from app.accounts.principals import Principals
@@ -43,8 +43,10 @@ from app.api.ratelimit import RateLimiter
 from app.api.schema import LodgeSchema, create_schema
 from app.db import create_database, resolve_database_url
 from app.deps import Deps
+from app.gateway import service as gateway_service
 from app.gateway.coalesce import Coalescer
 from app.logs import keys
+from app.logs import service as logs_service
 from app.logs.http import ingest_endpoint
 from app.logs.service import authenticate_api_key
 from app.observability import metrics, tracing
@@ -52,8 +54,11 @@ from app.observability.logs import configure_logging
 from app.pubsub import Hub
 from app.request_state import request_state
 from app.settings import Settings
+from app.vendors.service import billing
 from app.vendors.webhook import billing_webhook_endpoint
 from app.workflows import content
+from app.workflows import events as execution_events
+from app.workflows.service import executions
 
 log = logging.getLogger("lodge")
 
@@ -228,9 +233,6 @@ async def every(seconds: float, what: str, job: Callable[[], Awaitable[str | Non
 async def sweep_sessions(deps: Deps) -> str | None:
     """Delete expired sessions (they stop working at expiry either way), and mark billing
     subscriptions whose end date has passed as expired."""
-    from app.accounts import credentials
-    from app.vendors.service import billing
-
     async with deps.db.sessionmaker() as session:
         removed = await credentials.delete_expired_sessions(session)
         expired = await billing.expire_subscriptions(session)
@@ -242,32 +244,25 @@ async def sweep_sessions(deps: Deps) -> str | None:
 
 async def sweep_reservations(deps: Deps) -> str | None:
     """Return the holds of flows nobody completed before `expiresAt` (any number of instances)."""
-    from app.gateway import service
-
     async with deps.db.autocommit() as conn:
-        released = await service.release_all_expired(conn)
+        released = await gateway_service.release_all_expired(conn)
     return f"released {released} expired reservations" if released else None
 
 
 async def sweep_log_retention(deps: Deps) -> str | None:
     """Delete logs older than their project's retention, in batches (any number of instances)."""
-    from app.logs import service
-
     async with deps.db.autocommit() as conn:
-        deleted = await service.sweep_retention(conn)
+        deleted = await logs_service.sweep_retention(conn)
     return f"deleted {deleted} logs past their project's retention" if deleted else None
 
 
 async def sweep_execution_leases(deps: Deps) -> str | None:
     """Hand back the executions of runners that stopped sending heartbeats (any number of instances)."""
-    from app.workflows import events
-    from app.workflows.service import executions
-
     async with deps.db.session() as session:
         swept = await executions.sweep_leases(session, max_attempts=deps.settings.execution_max_attempts)
         await session.commit()
     for row in swept:
-        await deps.hub.publish(*events.status_changed(row))
+        await deps.hub.publish(*execution_events.status_changed(row))
     return f"{len(swept)} executions whose runner's lease ran out were handed back" if swept else None
 
 

@@ -30,6 +30,7 @@ from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from app.accounts.events import AUTH_CHANGES
+from app.pubsub import RESYNC
 
 if TYPE_CHECKING:
     from app.pubsub import Hub
@@ -121,8 +122,6 @@ class Principals:
 
     async def listen(self, hub: Hub) -> None:
         """Forget what other processes announce (run for the app's lifetime)."""
-        from app.pubsub import RESYNC
-
         self._hub = hub
         while True:
             try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
-from app.accounts import authentication, models
+from app.accounts import authentication, models, roles
 from app.accounts.permissions import permits
 from app.api.compiled import declare as c
 from app.api.context import Info
@@ -123,8 +123,6 @@ class User:
         description="Platform roles with when and by whom each was assigned; the user themself and `users:admin` only."
     )
     async def role_assignments(self, info: Info) -> list[RoleAssignment]:
-        from app.accounts import roles
-
         if await self._private(info):
             return []
         loader = info.context.loaders.batch(roles.assignments_of_users)
@@ -188,6 +186,22 @@ class User:
         from app.vendors.reads import billing_subscriptions_of
 
         return await billing_subscriptions_of(info, user_id=self.user_id)
+
+
+async def load_user(info: Info, user_id: uuid.UUID | None) -> User | None:
+    """The user `user_id` through the request's loader, for every product's fields that point at a
+    user (owners, authors, actors). None for None, or for a row that is gone."""
+    if user_id is None:
+        return None
+    row = await info.context.loaders.by_id(models.User).load(user_id)
+    return None if row is None else User.from_model(row)
+
+
+async def load_owner(info: Info, user_id: uuid.UUID) -> User:
+    """`load_user` along a NOT NULL foreign key: the row is there."""
+    user = await load_user(info, user_id)
+    assert user is not None
+    return user
 
 
 @c.table(models.Role)

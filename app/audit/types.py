@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
+from app.accounts.types import load_user
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
@@ -58,13 +59,7 @@ class AuditLog:
 
     @strawberry.field
     async def user(self, info: Info) -> Annotated[User, strawberry.lazy("app.accounts.types")] | None:
-        from app.accounts import models as accounts_models
-        from app.accounts.types import User
-
-        if self.user_id is None:
-            return None
-        row = await info.context.loaders.by_id(accounts_models.User).load(self.user_id)
-        return User.from_model(row) if row else None
+        return await load_user(info, self.user_id)
 
 
 @strawberry.type

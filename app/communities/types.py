@@ -12,6 +12,7 @@ import strawberry
 
 from app.accounts import authentication
 from app.accounts.permissions import permits
+from app.accounts.types import load_user
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.cost import max_items
@@ -60,16 +61,6 @@ def _member_of(column: str) -> Callable[[str, c.Viewer], str]:
 # `guilds:write`. GUILD_READER is over a guild's row, IN_READABLE_GUILD over a row of a guild.
 GUILD_READER = c.Rule(permissions=(access.WRITE,), custom=_member_of("id"))
 IN_READABLE_GUILD = c.Rule(permissions=(access.WRITE,), custom=_member_of("guild_id"))
-
-
-async def load_user(info: Info, user_id: uuid.UUID | None) -> Any:
-    from app.accounts import models as accounts
-    from app.accounts.types import User
-
-    if user_id is None:
-        return None
-    row = await info.context.loaders.by_id(accounts.User).load(user_id)
-    return User.from_model(row) if row is not None else None
 
 
 async def load_guild(info: Info, guild_id: uuid.UUID) -> Guild:
@@ -255,7 +246,7 @@ class GuildMember:
     async def user(self, info: Info) -> UserType:
         user = await load_user(info, self.row.user_id)
         assert user is not None
-        return user  # type: ignore[no-any-return]
+        return user
 
     @strawberry.field
     async def guild(self, info: Info) -> Guild:
@@ -349,7 +340,7 @@ class ClubAnalysis:
     async def user(self, info: Info) -> UserType:
         user = await load_user(info, self.row.user_id)
         assert user is not None
-        return user  # type: ignore[no-any-return]
+        return user
 
     @strawberry.field(metadata=max_items(analyses_service.MAX_IMAGES))
     async def images(self, info: Info) -> list[ClubAnalysisImage]:
@@ -397,15 +388,13 @@ class ChatConversation:
     async def user(self, info: Info) -> UserType:
         user = await load_user(info, self.row.user_id)
         assert user is not None
-        return user  # type: ignore[no-any-return]
+        return user
 
     @strawberry.field(
         description="The guild it is about (createConversation's guildId); null if none, or if the caller may "
         "no longer read it."
     )
     async def guild(self, info: Info) -> Guild | None:
-        from app.communities import access
-
         if self.row.guild_id is None or not await access.can_read(info, self.row.guild_id):
             return None
         row = await info.context.loaders.by_id(models.Guild).load(self.row.guild_id)
@@ -475,7 +464,7 @@ class ChatMessage:
 
     @strawberry.field(description="The author; null once their account is gone.")
     async def user(self, info: Info) -> UserType | None:
-        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+        return await load_user(info, self.row.user_id)
 
 
 ClubAnalysisOrder = strawberry.enum(

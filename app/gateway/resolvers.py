@@ -40,6 +40,7 @@ from app.api.scalars import contains_nul
 from app.api.validation import MAX_NAME, MAX_URL, given, parse_id
 from app.audit.recorder import audited, note_changes, snapshot
 from app.gateway import coalesce, models, service
+from app.gateway import service as gateway  # for fields whose argument `service` hides the module
 from app.gateway.types import (
     ADMIN,
     GATEWAY_ADMIN,
@@ -403,8 +404,6 @@ async def _owned_environments(info: Info) -> list[uuid.UUID]:
 
 async def _start_flow(info: Info, service: str, endpoint: str | None, amount: int, ttl_seconds: int) -> FlowStart:
     """startFlow: batched with its concurrent peers when it stands alone (`_batched`)."""
-    from app.gateway import service as gateway  # the argument `service` hides the module
-
     ctx = info.context
     if _batched(info, depth=2):  # flowStart { reservation { id } requestLog { id } }
         secret = keys.api_key_secret(ctx)
@@ -591,8 +590,6 @@ class GatewayMutation:
         endpoint: Annotated[str | None, strawberry.argument(metadata=ENDPOINT)] = None,
         start_point: strawberry.ID | None = None,
     ) -> RequestLog:
-        from app.gateway import service as gateway
-
         ctx = info.context
         key = await keys.require_api_key(ctx)
         point = str(start_point) if start_point else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from sqlmodel import SQLModel
@@ -18,13 +18,12 @@ from app.api.scalars import utc
 from app.api.validation import MAX_DESCRIPTION, MAX_EMAIL, MAX_NAME
 from app.gateway import models
 from app.logs import keys
+from app.logs import models as logs_models
+from app.logs.types import ApiKey, Project, load_project
 
 ADMIN = "gateway:admin"  # the permission for platform objects: clients, services, quotas
 # Who administers the platform's objects (a client's email, its projects): `gateway:admin` holders.
 GATEWAY_ADMIN = c.Rule(permissions=(ADMIN,))
-
-if TYPE_CHECKING:
-    from app.logs.types import ApiKey, Project
 
 ProjectType = Annotated["Project", strawberry.lazy("app.logs.types")]
 ApiKeyType = Annotated["ApiKey", strawberry.lazy("app.logs.types")]
@@ -79,9 +78,6 @@ class Client:
 
     @strawberry.field
     async def projects(self, info: Info) -> list[ProjectType]:
-        from app.logs import models as logs_models
-        from app.logs.types import Project
-
         await require_permission(info.context, "gateway:admin")
         rows = await info.context.loaders.children(logs_models.Project, "client_id").load(self.client_id)
         return [Project.from_model(row) for row in rows]
@@ -145,15 +141,10 @@ class Environment:
 
     @strawberry.field
     async def project(self, info: Info) -> ProjectType:
-        from app.logs.types import load_project
-
         return await load_project(info, self.row.project_id)
 
     @strawberry.field
     async def api_keys(self, info: Info) -> list[ApiKeyType]:
-        from app.logs import models as logs_models
-        from app.logs.types import ApiKey
-
         if await _hidden_from_key(info, self.row.id):
             return []
         rows = await info.context.loaders.children(logs_models.ApiKey, "environment_id").load(self.row.id)
@@ -224,9 +215,6 @@ class RequestLog:
 
     @strawberry.field
     async def api_key(self, info: Info) -> ApiKeyType:
-        from app.logs import models as logs_models
-        from app.logs.types import ApiKey
-
         return ApiKey.from_model(await load(info, logs_models.ApiKey, self.row.api_key_id))
 
     @strawberry.field

@@ -23,6 +23,8 @@ from app.api.pagination import (
 from app.api.scalars import utc
 from app.api.validation import given, like_pattern, parse_id
 from app.audit.recorder import action_for, audited, note_changes, snapshot
+from app.gateway import models as gateway_models
+from app.gateway import service as gateway
 from app.logs import events, keys, models, service
 from app.logs.access import require_project_access, require_scope
 from app.logs.reads import PROJECT_CURSOR, filter_spec, logs_page, projects_of
@@ -50,9 +52,6 @@ _CAUGHT_UP = metrics.DELIVERIES.labels("caught_up")
 
 async def _client(info: Info, client_id: strawberry.ID) -> uuid.UUID:
     """Grouping projects under a client is the gateway administrators' business."""
-    from app.gateway import models as gateway_models
-    from app.gateway import service as gateway
-
     await require_permission(info.context, "gateway:admin")
     client = await gateway.get_or_raise(
         info.context.session, gateway_models.Client, parse_id(client_id, "clientId"), "client"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.accounts.types import load_owner
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
@@ -97,12 +98,7 @@ class Project:
 
     @strawberry.field
     async def owner(self, info: Info) -> Annotated[User, strawberry.lazy("app.accounts.types")]:
-        from app.accounts import models as accounts_models
-        from app.accounts.types import User
-
-        user = await info.context.loaders.by_id(accounts_models.User).load(self.row.owner_id)
-        assert user is not None  # owner_id is a NOT NULL foreign key
-        return User.from_model(user)
+        return await load_owner(info, self.row.owner_id)
 
     @strawberry.field
     async def api_keys(self, info: Info) -> list[ApiKey]:

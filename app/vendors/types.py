@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
 from app.accounts.permissions import permits
+from app.accounts.types import load_owner
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
@@ -40,15 +40,6 @@ MAX_DETAIL = 2048  # a vendor's description, phone, email, website, image
 MAX_SERVICE = 100  # an integration's service, a billing provider
 MAX_EXTERNAL_ID = 500
 MAX_STATUS = 20
-
-
-async def load_user(info: Info, user_id: uuid.UUID) -> Any:
-    from app.accounts import models as accounts
-    from app.accounts.types import User
-
-    row = await info.context.loaders.by_id(accounts.User).load(user_id)
-    assert row is not None  # followed along a NOT NULL foreign key
-    return User.from_model(row)
 
 
 # Who may see a vendor's history and change the vendor: its owner, or `vendors:write`.
@@ -131,7 +122,7 @@ class Vendor:
 
     @strawberry.field
     async def owner(self, info: Info) -> UserType:
-        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+        return await load_owner(info, self.row.user_id)
 
     @strawberry.field(
         description="Where the vendor has been, newest first; its owner and `vendors:write` only (others get "
@@ -199,7 +190,7 @@ class BillingSubscription:
 
     @strawberry.field
     async def user(self, info: Info) -> UserType:
-        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+        return await load_owner(info, self.row.user_id)
 
 
 @c.table(models.Integration)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,9 +10,11 @@ import strawberry
 
 from app.accounts import authentication
 from app.accounts.permissions import permits
+from app.accounts.types import load_owner
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.cost import max_items
+from app.api.errors import NotFound
 from app.api.lengths import max_length
 from app.api.loaders import PageKey
 from app.api.pagination import (
@@ -30,7 +31,7 @@ from app.api.pagination import (
 from app.api.scalars import JSON, utc
 from app.api.validation import MAX_DESCRIPTION
 from app.logs.types import LogLevel
-from app.workflows import access, loaders, models
+from app.workflows import access, content, loaders, models
 from app.workflows.service import files as files_service
 from app.workflows.service.executions import MAX_MESSAGE
 from app.workflows.service.workflows import MAX_EDGES, MAX_KEY, MAX_LABEL, MAX_NODES
@@ -80,15 +81,6 @@ class ExecutionStatus(enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-
-async def load_user(info: Info, user_id: uuid.UUID) -> Any:
-    from app.accounts import models as accounts
-    from app.accounts.types import User
-
-    row = await info.context.loaders.by_id(accounts.User).load(user_id)
-    assert row is not None  # followed along a NOT NULL foreign key
-    return User.from_model(row)
 
 
 def _value(member: Any) -> Any:
@@ -206,7 +198,7 @@ class WorkflowVersion:
 
     @strawberry.field
     async def created_by(self, info: Info) -> UserType:
-        return await load_user(info, self.row.created_by)  # type: ignore[no-any-return]
+        return await load_owner(info, self.row.created_by)
 
 
 @c.table(
@@ -299,8 +291,6 @@ class Execution:
 
     @strawberry.field
     async def workflow(self, info: Info) -> Workflow:
-        from app.api.errors import NotFound
-
         row = await info.context.loaders.by_id(models.Workflow).load(self.row.workflow_id)
         if row is None or row.deleted_at is not None:
             raise NotFound("the workflow has been deleted", id=str(self.row.workflow_id))
@@ -309,7 +299,7 @@ class Execution:
 
     @strawberry.field
     async def user(self, info: Info) -> UserType:
-        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+        return await load_owner(info, self.row.user_id)
 
     @strawberry.field(description="In order of appending.")
     async def logs(
@@ -390,7 +380,7 @@ class Workflow:
 
     @strawberry.field
     async def owner(self, info: Info) -> UserType:
-        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+        return await load_owner(info, self.row.user_id)
 
     @strawberry.field(description="The draft's nodes, in creation order.", metadata=max_items(MAX_NODES))
     async def nodes(self, info: Info) -> list[WorkflowNode]:
@@ -488,15 +478,13 @@ class File:
 
     @strawberry.field
     async def owner(self, info: Info) -> UserType:
-        return await load_user(info, self.row.user_id)  # type: ignore[no-any-return]
+        return await load_owner(info, self.row.user_id)
 
     @strawberry.field(
         description="A URL (relative to this server) to GET the content from, for whoever may see the file; it "
         "works for LODGE_FILE_URL_SECONDS to twice that. Null until the content has arrived."
     )
     def download_url(self, info: Info) -> str | None:
-        from app.workflows import content
-
         if self.row.storage_key is None:
             return None
         deps = info.context.deps
