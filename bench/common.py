@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: a throwaway database, a `lodge serve` subprocess, a tenant."""
+"""Shared by the benchmarks, the fuzzer and the drills: the machine, a tenant, GraphQL calls, percentiles.
+Starting servers and databases is bench/launch.py's."""
 
 from __future__ import annotations
 
@@ -6,22 +7,15 @@ import asyncio
 import contextlib
 import os
 import platform
-import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
-
-ROOT = Path(__file__).resolve().parent.parent
-SERVER_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 
 
 def machine() -> str:
@@ -32,82 +26,6 @@ def machine() -> str:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def _dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def wait_ready(base: str, proc: subprocess.Popen[bytes], hint: str = "") -> None:
-    """Until `lodge serve` at `base` says it is ready (60 s at most, or until it exits)."""
-    deadline = time.monotonic() + 60
-    async with httpx.AsyncClient() as client:
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(f"{base}/readyz")).status_code == 200:
-                    return
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"lodge serve did not become ready{hint}")
-            await asyncio.sleep(0.1)
-
-
-@contextlib.asynccontextmanager
-async def bench_database() -> AsyncIterator[str]:
-    name = f"lodge_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(_dsn(SERVER_URL))
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    try:
-        yield make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        conn = await asyncpg.connect(_dsn(SERVER_URL))
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def lodge_server(
-    database_url: str, *, port: int = 8765, broadcast_url: str = "memory://", **env: str
-) -> AsyncIterator[str]:
-    """`lodge serve` with one worker in its own process, as in production."""
-    async with lodge_process(database_url, port=port, broadcast_url=broadcast_url, **env) as (base, _):
-        yield base
-
-
-@contextlib.asynccontextmanager
-async def lodge_process(
-    database_url: str,
-    *,
-    port: int = 8765,
-    broadcast_url: str = "memory://",
-    serve_args: Sequence[str] = (),
-    **env: str,
-) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`lodge_server`, also handing over the process (one worker: its pid is the server's, for profilers)."""
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "BROADCAST_URL": broadcast_url,
-        "SECRET_KEY": "bench-" + uuid.uuid4().hex,
-        "LODGE_ENV": "production",
-        "LOG_LEVEL": "WARNING",
-        # Benchmarks measure the server, not its limits (one client address, thousands of calls).
-        **{f"LODGE_RATE_LIMIT_{kind}": "0" for kind in ("API_KEY", "USER", "ANONYMOUS")},
-        **{f"LODGE_RATE_LIMIT_LOGIN_{kind}_PER_MINUTE": "0" for kind in ("ADDRESS", "EMAIL")},
-        **env,
-    }
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), *serve_args]
-    proc = subprocess.Popen(command, cwd=ROOT, env=environment)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_ready(base, proc)
-        yield base, proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @dataclass

@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -46,10 +45,10 @@ import httpx
 import websockets
 from websockets.typing import Subprotocol
 
-from bench.common import ROOT, Tenant, new_tenant, percentile
+from bench.common import Tenant, new_tenant, percentile
+from bench.launch import ROOT, LodgeProcess, create_database, export, free_port, git, server_env
 
 PG_BIN = Path(os.environ.get("DRILL_PG_BIN", "/usr/lib/postgresql/15/bin"))
-SHARED_PORTS = frozenset({5432, 6379, 8000})  # the other engineer's servers: never ours
 DATABASE = "lodge"  # Lodge's own database; the drill's monitoring connects to `postgres`
 TIMEOUT = 10.0  # a client waiting longer than this counts the request as hung
 TRANSPORT_WS = Subprotocol("graphql-transport-ws")
@@ -68,19 +67,6 @@ NEAR = "query($lat: Float!, $long: Float!) { vendorsNear(lat: $lat, long: $long,
 
 def say(message: str) -> None:
     print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            chosen = int(s.getsockname()[1])
-            if chosen not in SHARED_PORTS:
-                return chosen
-    raise RuntimeError("no free port")
 
 
 # -- the harness: our own PostgreSQL, Redis and `lodge serve` -------------------------------------------------------
@@ -128,6 +114,10 @@ class Postgres:
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def url(self, database: str = "postgres") -> str:
+        """The SQLAlchemy URL Lodge takes."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
 
     def version(self) -> str:
         return self._run("postgres", "--version").strip()
@@ -189,59 +179,18 @@ class Redis:
         return subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.strip()
 
 
-class Lodge:
-    """`lodge serve` as a process of its own (python -m app.cli serve: the pid is the server's)."""
+class Lodge(LodgeProcess):
+    """`lodge serve` (bench/launch.py), logging to `root`/lodge.log, and what the soak samples of its
+    process in /proc."""
 
     def __init__(self, root: Path, port: int, source: Path) -> None:
-        self.port = port
-        self.source = source  # the directory whose `app` package is run
-        self.env: dict[str, str] = {}
         self.logfile = root / "lodge.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        # 40 s to stop: uvicorn lets requests in flight finish first.
+        super().__init__(source, port, log=self.logfile, ready_seconds=90, stop_seconds=40)
 
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/graphql"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    async def start(self) -> None:
-        argv = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        with self.logfile.open("ab") as log:
-            self.proc = subprocess.Popen(argv, cwd=self.source, env={**os.environ, **self.env}, stdout=log, stderr=log)
-        deadline = time.monotonic() + 90
-        async with httpx.AsyncClient(timeout=5) as client:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{self.base}/readyz")).status_code == 200:
-                        return
-                if not self.alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"lodge serve did not become ready (see {self.logfile})")
-                await asyncio.sleep(0.2)
-
-    def _stop(self) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
-        try:
-            self.proc.wait(40)  # uvicorn lets requests in flight finish first
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._stop)
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -327,23 +276,19 @@ async def cluster(args: argparse.Namespace, *, log_level: str = "INFO") -> Async
     failed = True
     try:
         if args.ref:
-            await asyncio.to_thread(snapshot, args.ref, source)
+            await asyncio.to_thread(export, args.ref, source)
         await asyncio.to_thread(c.pg.init)
         await c.pg.start()
-        conn = await c.db("postgres")
-        await conn.execute(f'CREATE DATABASE "{DATABASE}"')
-        await conn.close()
+        database_url = await create_database(c.pg.url(), DATABASE)
         await c.redis.start()
-        c.lodge.env = {
-            "DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{c.pg.port}/{DATABASE}",
-            "BROADCAST_URL": c.redis.url,
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "LODGE_ENV": "production",
-            "LODGE_DATA_DIR": str(root / "lodge-data"),
-            "LOG_LEVEL": log_level,
+        c.lodge.env = server_env(
+            database_url,
+            c.redis.url,
+            LODGE_DATA_DIR=str(root / "lodge-data"),
+            LOG_LEVEL=log_level,
             # Tokens must outlive the soak; nothing else differs from the defaults.
-            "LODGE_ACCESS_TOKEN_TTL": "86400",
-        }
+            LODGE_ACCESS_TOKEN_TTL="86400",
+        )
         await c.lodge.start()
         say(f"postgres :{c.pg.port}, redis :{c.redis.port}, lodge :{c.lodge.port} (pid {c.lodge.pid}) in {root}")
         yield c
@@ -366,21 +311,11 @@ async def cluster(args: argparse.Namespace, *, log_level: str = "INFO") -> Async
             shutil.rmtree(root, ignore_errors=True)
 
 
-def snapshot(ref: str, dest: Path) -> None:
-    """A clean copy of a commit, read from git's objects: the checkout and its index are left alone."""
-    dest.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-
-
 def describe_source(ref: str | None) -> str:
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *argv], capture_output=True, text=True).stdout.strip()
-
     if ref:
-        return f"`git archive {ref}` ({git('rev-parse', '--short', ref)})"
-    dirty = git("status", "--porcelain", "--", "app", "migrations")
-    return f"working tree at {git('rev-parse', '--short', 'HEAD')}" + (
+        return f"`git archive {ref}` ({git('rev-parse', '--short', ref, check=False)})"
+    dirty = git("status", "--porcelain", "--", "app", "migrations", check=False)
+    return f"working tree at {git('rev-parse', '--short', 'HEAD', check=False)}" + (
         " + uncommitted changes in app/" if dirty else ""
     )
 

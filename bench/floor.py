@@ -39,7 +39,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import LUA_DONE, ROOT, _dsn, bench_database, lodge_process, machine, new_tenant
+from bench.common import LUA_DONE, machine, new_tenant
+from bench.launch import ROOT, bench_database, lodge_process, plain_dsn
 
 RESULTS = ROOT / "bench" / ".results"
 NAME = "@@name@@"  # where createProject's body takes the per-request name
@@ -275,7 +276,7 @@ async def main(args: argparse.Namespace) -> None:
     by_workers: dict[int, list[tuple[Row, dict[str, float]]]] = {}
     profiles: list[Path] = []
     async with bench_database() as url:
-        conn = await asyncpg.connect(_dsn(url))
+        conn = await asyncpg.connect(plain_dsn(url))
         try:
             postgres = await conn.fetchval("SHOW server_version")
         finally:

@@ -41,10 +41,6 @@ import json
 import os
 import random
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 import zlib
@@ -85,7 +81,8 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis_graphql import nodes
 
-from bench.common import ROOT, _dsn, bench_database, machine, wait_ready
+from bench.common import machine
+from bench.launch import ROOT, LodgeProcess, bench_database, export, free_port, git, plain_dsn, server_env
 
 PASSWORD = "fuzzing passphrase 42"
 REQUEST_TIMEOUT = 60.0
@@ -535,66 +532,29 @@ def rewrite(
 # -- the server and the database ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_code(rev: str, out: Path) -> tuple[Path, str]:
     """The code the server runs: a revision exported with `git archive` (the checkout may be in the middle of
     someone's edit), or with `worktree` the checkout as it is."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-
     if rev == "worktree":
         return ROOT, f"working tree at {git('describe', '--always', '--dirty')}"
-    commit = git("rev-parse", "--verify", f"{rev}^{{commit}}")
     tree = out / "code"
-    tree.mkdir()
-    archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    commit = export(rev, tree)
     return tree, f"commit {commit[:12]} ({git('log', '-1', '--format=%s', commit)[:80]})"
 
 
-@contextlib.asynccontextmanager
-async def lodge_serve(database_url: str, log_path: Path, redis_url: str, code: Path) -> Any:
+def server(database_url: str, log_path: Path, redis_url: str, code: Path) -> LodgeProcess:
     """`lodge serve` in its own process; its log (tracebacks of unexpected errors) goes to `log_path`."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "BROADCAST_URL": redis_url,
-        "SECRET_KEY": "fuzz-" + uuid.uuid4().hex,
-        "LODGE_ENV": "production",
-        "LOG_LEVEL": "WARNING",
-        "LODGE_LOG_FORMAT": "json",
-        "LODGE_ACCESS_TOKEN_TTL": "86400",
+    env = server_env(
+        database_url,
+        redis_url,
+        LOG_LEVEL="WARNING",
+        LODGE_LOG_FORMAT="json",
+        LODGE_ACCESS_TOKEN_TTL="86400",
         # The sweepers write on their own schedule, which would look like partial writes.
-        "LODGE_SESSION_SWEEP_SECONDS": "86400",
-        "LODGE_RESERVATION_SWEEP_SECONDS": "86400",
-    }
-    log_file = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=code,
-        env=environment,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
+        LODGE_SESSION_SWEEP_SECONDS="86400",
+        LODGE_RESERVATION_SWEEP_SECONDS="86400",
     )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_ready(base, proc, f": see {log_path}")
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log_file.close()
+    return LodgeProcess(code, free_port(), env, log=log_path)
 
 
 class Database:
@@ -1492,14 +1452,16 @@ def main() -> None:
 
 async def _setup(
     stack: contextlib.AsyncExitStack, redis_url: str, log_path: Path, code: Path
-) -> tuple[str, Any, Any, Any]:
+) -> tuple[LodgeProcess, Any, Any]:
     url = await stack.enter_async_context(bench_database())
-    base, proc = await stack.enter_async_context(lodge_serve(url, log_path, redis_url, code))
-    conn = await asyncpg.connect(_dsn(url))
+    lodge = await stack.enter_async_context(server(url, log_path, redis_url, code).running())
+    conn = await asyncpg.connect(plain_dsn(url))
     stack.push_async_callback(conn.close)
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
-    client = await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=REQUEST_TIMEOUT, limits=limits))
-    return base, proc, conn, client
+    client = await stack.enter_async_context(
+        httpx.AsyncClient(base_url=lodge.base, timeout=REQUEST_TIMEOUT, limits=limits)
+    )
+    return lodge, conn, client
 
 
 def drill(
@@ -1508,16 +1470,16 @@ def drill(
     """Set up, fuzz (hypothesis drives the loop example by example), check health, tear down."""
     stack = contextlib.AsyncExitStack()
     try:
-        base, proc, conn, client = loop.run_until_complete(_setup(stack, redis_url, log_path, code))
+        lodge, conn, client = loop.run_until_complete(_setup(stack, redis_url, log_path, code))
         db = Database(conn)
         loop.run_until_complete(db.prepare())
         schema = loop.run_until_complete(introspect(client))
-        fuzzer = Fuzzer(base, client, db, schema)
+        fuzzer = Fuzzer(lodge.base, client, db, schema)
         loop.run_until_complete(fuzzer.seed())
         run_examples(fuzzer, loop, examples, seed, progress)
         healthz = loop.run_until_complete(client.get("/healthz"))
         readyz = loop.run_until_complete(client.get("/readyz"))
-        alive = proc.poll() is None
+        alive = lodge.alive()
         healthy = (
             f"/healthz {healthz.status_code}, /readyz {readyz.status_code}, process {'alive' if alive else 'DEAD'}"
         )

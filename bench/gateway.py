@@ -38,7 +38,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.common import _dsn, bench_database, gql, lodge_server, machine, new_tenant
+from bench.common import gql, machine, new_tenant
+from bench.launch import bench_database, lodge_server, plain_dsn
 
 START = "mutation($s: String!) { startFlow(service: $s) { reservation { id } } }"
 COMPLETE = "mutation($r: ID!, $ok: Boolean!) { completeFlow(reservationId: $r, success: $ok) { availableRequests } }"
@@ -47,7 +48,7 @@ COMPLETE = "mutation($r: ID!, $ok: Boolean!) { completeFlow(reservationId: $r, s
 async def setup(client: httpx.AsyncClient, url: str, available: int) -> tuple[str, str, str]:
     tenant = await new_tenant(client)
     # The benchmark's own superuser, made through the database as `lodge create-user --admin` does.
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(plain_dsn(url))
     try:
         user_id = await conn.fetchval(
             "SELECT u.id FROM users u JOIN projects p ON p.owner_id = u.id WHERE p.id = $1",
@@ -111,7 +112,7 @@ async def main(seconds: float, clients: int, *, client: str, direct: bool = Fals
             flows, spent, refused, elapsed, batches = await statements(
                 url, secret, seconds=seconds, clients=clients, single=single
             )
-        conn = await asyncpg.connect(_dsn(url))
+        conn = await asyncpg.connect(plain_dsn(url))
         try:
             environment_id = uuid.UUID(env)
             row = await conn.fetchrow(

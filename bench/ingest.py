@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from bench.common import bench_database, lodge_server, machine, new_tenant
+from bench.common import machine, new_tenant
+from bench.launch import bench_database, lodge_server
 
 INGEST_LOGS = "mutation($inputs: [LogInput!]!) { ingestLogs(inputs: $inputs) { accepted } }"
 INGEST_LOG = "mutation($input: LogInput!) { ingestLog(input: $input) { id } }"

@@ -23,7 +23,8 @@ import httpx
 import websockets
 from websockets.typing import Subprotocol
 
-from bench.common import bench_database, gql, lodge_server, machine, new_tenant, percentile
+from bench.common import gql, machine, new_tenant, percentile
+from bench.launch import bench_database, lodge_server
 
 SUBSCRIPTION = "subscription($p: ID!) { logAdded(projectId: $p) { id log level createdAt cursor } }"
 GRACE = float(__import__("os").environ.get("TAIL_GRACE", "2"))

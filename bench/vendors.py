@@ -49,18 +49,9 @@ import asyncpg
 import httpx
 
 from app import migrate
-from bench.common import (
-    LUA_DONE,
-    ROOT,
-    _dsn,
-    bench_database,
-    gql,
-    lodge_process,
-    lodge_server,
-    machine,
-    wait_for_graphql,
-)
+from bench.common import LUA_DONE, gql, machine, wait_for_graphql
 from bench.floor import RESULTS, Row, lua_string, parse
+from bench.launch import ROOT, bench_database, lodge_process, lodge_server, plain_dsn
 
 POSTGRAPHILE_DIR = ROOT / ".lodge" / "bench" / "postgraphile4"
 PG5_DIR = ROOT / "bench" / "postgraphile"  # package.json and graphile.config.mjs; node_modules/ is not committed
@@ -117,7 +108,7 @@ async def seed(url: str, count: int) -> tuple[uuid.UUID, list[tuple[float, float
     points to search around."""
     rng = random.Random(42)
     now = datetime.now(UTC)
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(plain_dsn(url))
     try:
         owner = await conn.fetchval(
             "INSERT INTO users (email, name) VALUES ($1, 'bench owner') RETURNING id",
@@ -161,7 +152,7 @@ async def postgraphile(url: str, port: int) -> AsyncIterator[str]:
         POSTGRAPHILE_DIR.mkdir(parents=True, exist_ok=True)
         install = ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(POSTGRAPHILE_DIR), "postgraphile@4"]
         await asyncio.to_thread(subprocess.run, install, check=True)
-    args = ["node", str(cli), "-c", _dsn(url), "-s", "public", "-n", "127.0.0.1", "-p", str(port)]
+    args = ["node", str(cli), "-c", plain_dsn(url), "-s", "public", "-n", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen([*args, "--disable-query-log"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -226,7 +217,7 @@ async def with_postgraphile4(args: argparse.Namespace) -> None:
                     {"i": {"email": email, "password": "benchmark password"}},
                 )
                 token, user_id = data["register"]["accessToken"], data["register"]["user"]["id"]
-                conn = await asyncpg.connect(_dsn(url))
+                conn = await asyncpg.connect(plain_dsn(url))
                 await conn.execute("UPDATE vendors SET user_id = $1 WHERE user_id = $2", uuid.UUID(user_id), owner)
                 await conn.close()
                 auth = {"authorization": f"Bearer {token}"}
@@ -302,7 +293,7 @@ async def postgraphile5(url: str, port: int) -> AsyncIterator[tuple[str, subproc
     install_postgraphile5()
     environment = {
         **os.environ,
-        "LODGE_BENCH_PG_URL": _dsn(url),
+        "LODGE_BENCH_PG_URL": plain_dsn(url),
         "LODGE_BENCH_PG_PORT": str(port),
         "NODE_ENV": "production",
         "GRAPHILE_ENV": "production",
@@ -546,7 +537,7 @@ async def with_postgraphile5(args: argparse.Namespace) -> None:
         started = time.monotonic()
         owner, _ = await seed(url, args.vendors)
         print(f"seeded {args.vendors} vendors in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
-        conn = await asyncpg.connect(_dsn(url))
+        conn = await asyncpg.connect(plain_dsn(url))
         try:
             postgres = await conn.fetchval("SHOW server_version")
         finally:
@@ -563,7 +554,7 @@ async def with_postgraphile5(args: argparse.Namespace) -> None:
                     {"i": {"email": f"bench-{uuid.uuid4().hex[:8]}@example.com", "password": "benchmark password"}},
                 )
                 token, user_id = data["register"]["accessToken"], data["register"]["user"]["id"]
-                conn = await asyncpg.connect(_dsn(url))
+                conn = await asyncpg.connect(plain_dsn(url))
                 try:
                     await conn.execute("UPDATE vendors SET user_id = $1 WHERE user_id = $2", uuid.UUID(user_id), owner)
                 finally:
