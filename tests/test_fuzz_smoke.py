@@ -1,4 +1,4 @@
-"""A small fuzzing run with a fixed seed (bench/fuzz.py, whose docstring says what it sends and
+"""A small fuzzing run with a fixed seed (bench/fuzz/, whose docstring says what it sends and
 checks): a few hundred random documents against `lodge serve` on a throwaway database, and not one
 5xx, INTERNAL, hang, partial write of a failed mutation or missing audit row. The long runs stay
 by hand (`uv run python -m bench.fuzz --examples 10000`); this one keeps what they found fixed."""

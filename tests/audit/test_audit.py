@@ -261,7 +261,7 @@ async def test_an_update_keeps_what_it_changed(server: LiveServer) -> None:
 
 
 async def test_a_refused_mutation_with_a_nul_in_its_id_keeps_its_audit_row(server: LiveServer) -> None:
-    """Found by bench/fuzz.py: an inline id holding U+0000 (variables are refused up front, literals
+    """Found by bench/fuzz/: an inline id holding U+0000 (variables are refused up front, literals
     are not) made the failed attempt's audit INSERT fail, and the attempt left no row."""
     user = await new_user(server)
     count = "SELECT count(*) FROM audit_logs WHERE action = 'user.reactivate' AND NOT success AND resource_id = 'ab'"
