@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from enum import Enum
 from typing import Any
 
@@ -21,6 +21,7 @@ from app.api.pagination import (
     decode_int_cursor,
 )
 from app.api.scalars import utc
+from app.api.sharing import SharedEvent
 from app.api.validation import given, like_pattern, parse_id
 from app.audit.recorder import action_for, audited, note_changes, snapshot
 from app.gateway import models as gateway_models
@@ -43,11 +44,12 @@ from app.logs.types import (
     ProjectUpdate,
 )
 from app.observability import metrics
-from app.pubsub import RESYNC
+from app.tail import Page, Poll, resumable_tail
 
 CATCH_UP_PAGE = 500
-
-_CAUGHT_UP = metrics.DELIVERIES.labels("caught_up")
+# What logAdded yields: a Log read back from PostgreSQL, or a live one wrapped in a SharedEvent
+# (rendered once for every subscriber asking the same thing).
+Event = Log | SharedEvent
 
 
 async def _client(info: Info, client_id: strawberry.ID) -> uuid.UUID:
@@ -314,60 +316,35 @@ class LogsSubscription:
         pid = parse_id(project_id, "projectId")
         spec = filter_spec(filter)
         last = decode_int_cursor(LOG_CURSOR, after)
-        poll = ctx.deps.settings.tail_poll_seconds
         async with ctx.deps.db.session() as session:
             await require_project_access(ctx, session, pid)
-        async with ctx.deps.hub.subscribe(events.project_channel(pid), starts_later=last is None) as live:
-            if last is None:
-                # Start from "now": the bus subscription is confirmed, so nothing later is lost.
-                async with ctx.deps.db.session() as session:
-                    last = await service.head_seq(session, project_id=pid)
-                live.start()
-            cursor = last
-            catch_up = after is not None
-            if catch_up:
-                metrics.CATCH_UPS.labels("resume").inc()
-            while True:
-                if catch_up:
-                    # Access is checked again whenever the database is read: a revoked key or a
-                    # lost ownership ends the stream.
-                    async with ctx.deps.db.session() as session:
-                        await require_project_access(ctx, session, pid)
-                    async for row in _catch_up(ctx, pid, spec, cursor):
-                        if isinstance(row, int):
-                            cursor = row
-                            continue
-                        cursor = row.seq
-                        _CAUGHT_UP.inc()
-                        async with ctx.event_scope():
-                            yield Log.from_model(row)
-                    catch_up = False
-                try:
-                    # asyncio.timeout, not wait_for: no extra task per message and subscriber.
-                    async with asyncio.timeout(poll if ctx.deps.hub.connected else min(poll, 1.0)):
-                        message = await live.get()
-                except TimeoutError:
-                    # A bus message can be lost without a trace (a crash between commit and
-                    # publish, a broker outage): PostgreSQL is asked now and then anyway.
-                    catch_up = await _has_news(ctx, pid, cursor)
-                    if catch_up:
-                        metrics.CATCH_UPS.labels("poll").inc()
-                    continue
-                if message is RESYNC:
-                    metrics.CATCH_UPS.labels("resync").inc()
-                    catch_up = True
-                    continue
-                rows = events.rows_after(message, cursor)
-                if rows is None:
-                    metrics.CATCH_UPS.labels("gap").inc()
-                    catch_up = True
-                    continue
-                for row, event in rows:
-                    cursor = row.seq
-                    if spec.matches(row):
-                        async with ctx.event_scope():
-                            yield event  # type: ignore[misc]  # a SharedEvent wrapping a Log
-                cursor = max(cursor, int(message["last"]))
+        tail = resumable_tail(
+            ctx.deps.hub,
+            events.project_channel(pid),
+            after=last,
+            head=lambda: _head(ctx, pid),
+            # Access is checked again whenever the database is read: a revoked key or a lost
+            # ownership ends the stream.
+            check=lambda: _check_access(ctx, pid),
+            read=lambda cursor: _catch_up(ctx, pid, spec, cursor),
+            receive=lambda message, cursor: _received(spec, message, cursor),
+            poll=Poll(ctx.deps.settings.tail_poll_seconds, lambda cursor: _has_news(ctx, pid, cursor)),
+            metered=True,
+        )
+        async with aclosing(tail):
+            async for event in tail:
+                async with ctx.event_scope():
+                    yield event  # type: ignore[misc]  # a Log, or a SharedEvent wrapping one
+
+
+async def _check_access(ctx: Any, project_id: uuid.UUID) -> None:
+    async with ctx.deps.db.session() as session:
+        await require_project_access(ctx, session, project_id)
+
+
+async def _head(ctx: Any, project_id: uuid.UUID) -> int:
+    async with ctx.deps.db.session() as session:
+        return await service.head_seq(session, project_id=project_id)
 
 
 async def _has_news(ctx: Any, project_id: uuid.UUID, cursor: int) -> bool:
@@ -376,20 +353,25 @@ async def _has_news(ctx: Any, project_id: uuid.UUID, cursor: int) -> bool:
         return await service.head_seq(session, project_id=project_id) > cursor
 
 
-async def _catch_up(
-    ctx: Any, project_id: uuid.UUID, spec: service.LogFilterSpec, cursor: int
-) -> AsyncGenerator[models.Log | int, None]:
-    """Matching logs after `cursor` from PostgreSQL, page by page, then the new cursor (an int)."""
-    while True:
-        async with ctx.deps.db.session() as session:
-            rows, head = await service.logs_since(
-                session, project_id=project_id, after_seq=cursor, spec=spec, limit=CATCH_UP_PAGE
-            )
-        for row in rows:
-            yield row
-        if len(rows) < CATCH_UP_PAGE:
-            # A short page holds every matching log up to the head read before it.
-            yield max(head, rows[-1].seq if rows else cursor)
-            return
-        cursor = rows[-1].seq
-        await asyncio.sleep(0)
+async def _catch_up(ctx: Any, project_id: uuid.UUID, spec: service.LogFilterSpec, cursor: int) -> Page[int, Event]:
+    """A page of matching logs after `cursor` from PostgreSQL."""
+    async with ctx.deps.db.session() as session:
+        rows, head = await service.logs_since(
+            session, project_id=project_id, after_seq=cursor, spec=spec, limit=CATCH_UP_PAGE
+        )
+    found: list[Event] = [Log.from_model(row) for row in rows]
+    if len(rows) < CATCH_UP_PAGE:
+        # A short page holds every matching log up to the head read before it.
+        return Page(found, max(head, rows[-1].seq if rows else cursor))
+    return Page(found, rows[-1].seq, more=True)
+
+
+def _received(spec: service.LogFilterSpec, message: Any, cursor: int) -> list[tuple[int, Event | None]] | None:
+    """The logs of a bus message after `cursor` (None for those the filter passes over), up to the
+    message's head; None when the subscriber must catch up from the database."""
+    rows = events.rows_after(message, cursor)
+    if rows is None:
+        return None
+    found: list[tuple[int, Event | None]] = [(row.seq, event if spec.matches(row) else None) for row, event in rows]
+    found.append((int(message["last"]), None))
+    return found

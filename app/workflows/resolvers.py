@@ -6,6 +6,8 @@ import asyncio
 import enum
 import uuid
 from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -28,6 +30,7 @@ from app.api.validation import MAX_SEARCH, given, like_pattern, parse_id
 from app.audit.recorder import audited, note_changes, snapshot
 from app.logs.types import LogLevel
 from app.pubsub import RESYNC
+from app.tail import Page, resumable_tail
 from app.workflows import access, content, events, models
 from app.workflows.reads import WORKFLOW_CURSOR, workflows_page
 from app.workflows.service import executions, files, workflows
@@ -589,50 +592,62 @@ class WorkflowsSubscription:
         eid = parse_id(execution_id, "executionId")
         cursor = decode_int_cursor(EXECUTION_LOG_CURSOR, after) or 0
         wanted = level.value.lower() if level else None
-        async with ctx.deps.hub.subscribe(events.execution_channel(eid)) as live:
-            number = -1  # the number of the last log sent; -1 until PostgreSQL has said
-            catch_up = True
-            while True:
-                if catch_up:
-                    finished = False
-                    while True:  # page by page, so a long run's history never holds one big read
-                        async with ctx.event_scope():
-                            execution = await _execution(info, eid)
-                            finished = execution.status in executions.FINISHED
-                            rows, _ = await executions.list_logs(
-                                ctx.session,
-                                execution_id=eid,
-                                level=None,
-                                after=cursor,
-                                limit=CATCH_UP_PAGE,
-                                count=False,
-                            )
-                            if not rows and number < 0:
-                                number = await executions.log_number_at(ctx.session, execution_id=eid, seq=cursor)
-                        for row in rows[:CATCH_UP_PAGE]:
-                            cursor, number = row.seq, row.number
-                            if wanted is None or row.log_level == wanted:
-                                async with ctx.event_scope():
-                                    yield ExecutionLog.from_model(row)
-                        if len(rows) <= CATCH_UP_PAGE:
-                            break
-                    if finished:
-                        return  # no log follows the end (append_log refuses it)
-                    catch_up = False
-                message = await live.get()
-                if message is RESYNC or message.get("kind") == events.STATUS:
-                    catch_up = True  # after a gap, or at the end: read what PostgreSQL has
-                    continue
-                log = events.log_from_event(message["log"])
-                if log.number <= number:
-                    continue  # already sent
-                if log.number != number + 1:
-                    catch_up = True  # one was published late or lost: PostgreSQL has it
-                    continue
-                cursor, number = log.seq, log.number
-                if wanted is None or log.log_level == wanted:
-                    async with ctx.event_scope():
-                        yield ExecutionLog.from_model(log)
+        tail = resumable_tail(
+            ctx.deps.hub,
+            events.execution_channel(eid),
+            after=_At(-1, cursor),  # -1: the number of the last log sent is unknown until PostgreSQL says
+            read=lambda at: _log_page(info, eid, wanted, at),
+            receive=lambda message, at: _log_received(wanted, message, at),
+        )
+        async with aclosing(tail):
+            async for log in tail:
+                async with ctx.event_scope():
+                    yield log
+
+
+@dataclass(frozen=True, order=True)
+class _At:
+    """Where an execution's log tail is: the number of the last log sent (logs are numbered 1, 2, ...
+    in commit order, so a gap shows) and the seq to read on from."""
+
+    number: int
+    seq: int = field(compare=False)
+
+
+async def _log_page(info: Info, eid: uuid.UUID, wanted: str | None, at: _At) -> Page[_At, ExecutionLog]:
+    ctx = info.context
+    async with ctx.event_scope():
+        execution = await _execution(info, eid)
+        # Read before the logs: a finished execution takes no more (append_log refuses them), so
+        # once it has finished, this page's logs are its last ones.
+        finished = execution.status in executions.FINISHED
+        rows, _ = await executions.list_logs(
+            ctx.session, execution_id=eid, level=None, after=at.seq, limit=CATCH_UP_PAGE, count=False
+        )
+        if not rows and at.number < 0:
+            at = _At(await executions.log_number_at(ctx.session, execution_id=eid, seq=at.seq), at.seq)
+    page = rows[:CATCH_UP_PAGE]
+    return Page(
+        [log for row in page if (log := _wanted(wanted, row)) is not None],
+        _At(page[-1].number, page[-1].seq) if page else at,
+        more=len(rows) > CATCH_UP_PAGE,
+        finished=finished,
+    )
+
+
+def _log_received(wanted: str | None, message: Any, at: _At) -> list[tuple[_At, ExecutionLog | None]] | None:
+    """The log a bus message carries; None when PostgreSQL must be read: the status changed (at the
+    end, every log is there) or a log was published late or lost."""
+    if message.get("kind") == events.STATUS:
+        return None
+    log = events.log_from_event(message["log"])
+    if log.number > at.number + 1:
+        return None
+    return [(_At(log.number, log.seq), _wanted(wanted, log))]
+
+
+def _wanted(level: str | None, row: models.ExecutionLog) -> ExecutionLog | None:
+    return ExecutionLog.from_model(row) if level is None or row.log_level == level else None
 
 
 async def _next_status(ctx: Any, live: Any) -> models.Execution | None:
