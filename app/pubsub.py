@@ -25,9 +25,9 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 import orjson
@@ -215,6 +215,26 @@ class _Resync:
 
 RESYNC = _Resync()
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)
+class Delivery:
+    """One bus message as the hub hands it to every local subscriber of its channel: the payload,
+    decoded once, and what the subscribers make of it, made once for all of them (`shared`)."""
+
+    payload: Any
+    _made: dict[Callable[[Any], Any], Any] = field(default_factory=dict, repr=False)
+
+    def shared(self, make: Callable[[Any], T]) -> T:
+        """`make(payload)`, made by the first subscriber in this process that asks and handed to every
+        other one (a live event rendered once for all its subscribers: `app.api.sharing`).
+
+        `make` is the key: pass a module-level function (a lambda made per subscriber shares nothing)."""
+        if make not in self._made:
+            self._made[make] = make(self.payload)
+        return cast(T, self._made[make])
+
 
 @dataclass(eq=False)
 class Subscription:
@@ -222,7 +242,7 @@ class Subscription:
 
     channel: str
     max_bytes: int
-    _items: deque[tuple[Any, int]] = field(default_factory=deque)
+    _items: deque[tuple[Delivery | _Resync, int]] = field(default_factory=deque)
     _bytes: int = 0
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     overflows: int = 0
@@ -235,7 +255,7 @@ class Subscription:
         """The subscriber knows where it starts: every message published from now on is news to it."""
         self.started = True
 
-    def offer(self, item: Any, size: int = 0) -> None:
+    def offer(self, item: Delivery | _Resync, size: int = 0) -> None:
         if item is RESYNC or (self._items and self._bytes + size > self.max_bytes):
             if item is not RESYNC:
                 self.overflows += 1
@@ -250,13 +270,19 @@ class Subscription:
             self.high_water = max(self.high_water, self._bytes)
         self._wakeup.set()
 
-    async def get(self) -> Any:
+    async def receive(self) -> Delivery | _Resync:
+        """The next delivery, or RESYNC."""
         while not self._items:
             self._wakeup.clear()
             await self._wakeup.wait()
         item, size = self._items.popleft()
         self._bytes -= size
         return item
+
+    async def get(self) -> Any:
+        """The next message's payload, or RESYNC."""
+        item = await self.receive()
+        return item.payload if isinstance(item, Delivery) else item
 
     def __len__(self) -> int:
         return len(self._items)
@@ -273,7 +299,7 @@ class Hub:
     """Per-process fan-out: one bus subscription per channel, many bounded local subscribers.
 
     Messages are JSON (orjson: UUIDs and datetimes encode natively); each is decoded once and the
-    same object is handed to every subscriber.
+    same `Delivery` is handed to every subscriber.
     """
 
     def __init__(self, url: str, *, queue_bytes: int = 1 << 20, confirm_timeout: float = 3.0) -> None:
@@ -438,9 +464,10 @@ class Hub:
                     if isinstance(sent, float):
                         metrics.FANOUT_LAG.observe(max(0.0, time.time() - sent))
                 size = len(event.message)
+                delivery = Delivery(item)
                 receivers = list(self._local.get(channel, ()))
                 for sub in receivers:
-                    sub.offer(item, size)
+                    sub.offer(delivery, size)
                 _LIVE_DELIVERIES.inc(len(receivers))
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from app.observability import metrics
-from app.pubsub import RESYNC, Hub
+from app.pubsub import Delivery, Hub
 
 _CAUGHT_UP = metrics.DELIVERIES.labels("caught_up")
 # Polling while the broker is down: messages cannot come, so PostgreSQL is asked more often.
@@ -68,7 +68,7 @@ async def resumable_tail(
     *,
     after: P | None,
     read: Callable[[P], Awaitable[Page[P, T]]],
-    receive: Callable[[Any, P], Sequence[Row[P, T]] | None],
+    receive: Callable[[Delivery, P], Sequence[Row[P, T]] | None],
     head: Callable[[], Awaitable[P]] | None = None,
     check: Callable[[], Awaitable[None]] | None = None,
     poll: Poll[P] | None = None,
@@ -79,7 +79,7 @@ async def resumable_tail(
 
     `after`: the client's position; None starts from `head()` (the newest row, read once the bus
     subscription is confirmed) with no catch-up. `read(position)`: one page of rows after it.
-    `receive(message, position)`: the rows of a bus message, or None when it does not follow on
+    `receive(delivery, position)`: the rows of a bus message, or None when it does not follow on
     from `position` (the tail then reads the database). `check()`: before each catch-up (an
     access check, so that a subscriber who lost access is stopped when the database is read).
     `metered`: count the catch-ups by reason (`lodge_live_tail_catch_ups_total`) and the rows they
@@ -121,16 +121,16 @@ async def resumable_tail(
             try:
                 # asyncio.timeout, not wait_for: no extra task per message and subscriber.
                 async with asyncio.timeout(_poll_seconds(hub, poll)):
-                    message = await live.get()
+                    delivery = await live.receive()
             except TimeoutError:
                 assert poll is not None
                 if await poll.has_news(position):
                     reason = "poll"
                 continue
-            if message is RESYNC:
-                reason = "resync"  # the hub may have dropped messages: the database has them
+            if not isinstance(delivery, Delivery):
+                reason = "resync"  # RESYNC: the hub may have dropped messages, the database has them
                 continue
-            rows = receive(message, position)
+            rows = receive(delivery, position)
             if rows is None:
                 reason = "gap"
                 continue

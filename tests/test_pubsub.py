@@ -13,7 +13,7 @@ import pytest
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.pubsub import RESYNC, Hub
+from app.pubsub import RESYNC, Delivery, Hub
 from tests.conftest import make_settings
 from tests.support import (
     FROM_START,
@@ -55,6 +55,26 @@ async def test_messages_published_through_redis_are_received(hub: Hub, redis: st
             await client.aclose()
         assert receivers == 1  # subscribe() returned only once Redis had confirmed it
         assert await asyncio.wait_for(sub.get(), 10) == {"n": 1}
+
+
+async def test_subscribers_share_one_delivery_and_what_is_made_of_it(hub: Hub) -> None:
+    # A live event is rendered once per process, not once per subscriber (app.api.sharing).
+    channel = f"test:{uuid.uuid4()}"
+    made: list[object] = []
+
+    def render(payload: dict[str, int]) -> tuple[str, int]:
+        made.append(payload)
+        return "rendered", payload["n"]
+
+    async with hub.subscribe(channel) as a, hub.subscribe(channel) as b:
+        await hub.publish(channel, {"n": 1})
+        first = await asyncio.wait_for(a.receive(), 10)
+        second = await asyncio.wait_for(b.receive(), 10)
+        assert isinstance(first, Delivery) and first is second
+        assert first.shared(render) == second.shared(render) == ("rendered", 1)
+        assert made == [{"n": 1}]
+        await hub.publish(channel, {"n": 2})
+        assert await asyncio.wait_for(a.get(), 10) == {"n": 2}  # get(): the payload alone
 
 
 async def test_listener_survives_a_killed_connection(hub: Hub, redis: str) -> None:

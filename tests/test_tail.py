@@ -11,12 +11,11 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from app.observability import metrics
-from app.pubsub import Hub
+from app.pubsub import Delivery, Hub
 from app.tail import Page, Poll, resumable_tail
 from tests.support import need
 
@@ -75,7 +74,8 @@ class Table:
         return len(self.rows) > after
 
 
-def receive(message: Any, at: int) -> list[tuple[int, str | None]] | None:
+def receive(delivery: Delivery, at: int) -> list[tuple[int, str | None]] | None:
+    message = delivery.payload
     if "seq" not in message:
         return None  # news the message does not carry (a status): the database says
     seq = int(message["seq"])
@@ -108,9 +108,9 @@ async def test_catch_up_then_live_with_no_gap_and_no_duplicate(hub: Hub) -> None
             await table.commit("row 8")
         return await table.read(after)
 
-    def receive_and_note(message: Any, at: int) -> list[tuple[int, str | None]] | None:
-        offered.append((message["seq"], at))
-        return receive(message, at)
+    def receive_and_note(delivery: Delivery, at: int) -> list[tuple[int, str | None]] | None:
+        offered.append((delivery.payload["seq"], at))
+        return receive(delivery, at)
 
     resumes = catch_ups("resume")
     tail = resumable_tail(hub, table.channel, after=1, read=read, receive=receive_and_note, metered=True)

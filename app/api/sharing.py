@@ -30,6 +30,9 @@ MISSING = object()
 
 
 class SharedEvent:
+    """A live event and its renderings by share key. Made once per bus message for all the
+    subscribers in the process (`app.pubsub.Delivery.shared`), so that they find each other's."""
+
     __slots__ = ("_results", "value")
 
     def __init__(self, value: Any) -> None:

@@ -44,6 +44,7 @@ from app.logs.types import (
     ProjectUpdate,
 )
 from app.observability import metrics
+from app.pubsub import Delivery
 from app.tail import Page, Poll, resumable_tail
 
 CATCH_UP_PAGE = 500
@@ -327,7 +328,7 @@ class LogsSubscription:
             # ownership ends the stream.
             check=lambda: _check_access(ctx, pid),
             read=lambda cursor: _catch_up(ctx, pid, spec, cursor),
-            receive=lambda message, cursor: _received(spec, message, cursor),
+            receive=lambda delivery, cursor: _received(spec, delivery, cursor),
             poll=Poll(ctx.deps.settings.tail_poll_seconds, lambda cursor: _has_news(ctx, pid, cursor)),
             metered=True,
         )
@@ -366,12 +367,12 @@ async def _catch_up(ctx: Any, project_id: uuid.UUID, spec: service.LogFilterSpec
     return Page(found, rows[-1].seq, more=True)
 
 
-def _received(spec: service.LogFilterSpec, message: Any, cursor: int) -> list[tuple[int, Event | None]] | None:
+def _received(spec: service.LogFilterSpec, delivery: Delivery, cursor: int) -> list[tuple[int, Event | None]] | None:
     """The logs of a bus message after `cursor` (None for those the filter passes over), up to the
     message's head; None when the subscriber must catch up from the database."""
-    rows = events.rows_after(message, cursor)
+    rows = events.rows_after(delivery, cursor)
     if rows is None:
         return None
     found: list[tuple[int, Event | None]] = [(row.seq, event if spec.matches(row) else None) for row, event in rows]
-    found.append((int(message["last"]), None))
+    found.append((int(delivery.payload["last"]), None))
     return found

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from app.api.sharing import SharedEvent
+from app.pubsub import Delivery
 from app.vendors import models
 
 MAP_CHANNEL = "vendors:map"
@@ -31,17 +32,18 @@ def location_recorded(row: models.Location) -> list[tuple[str, dict[str, Any]]]:
     return [(vendor_channel(row.vendor_id), payload), (MAP_CHANNEL, payload)]
 
 
-def shared_location(payload: dict[str, Any]) -> tuple[models.Location, SharedEvent]:
+def shared_location(delivery: Delivery) -> tuple[models.Location, SharedEvent]:
     """The position of a message and its `SharedEvent`, made once per message: the hub hands one
-    decoded message to every subscriber in the process, and a selection that does not depend on
-    the viewer (`app.api.visibility`) is then rendered once for all of them."""
-    shared = payload.get("_shared")
-    if shared is None:
-        from app.vendors.types import Location
+    delivery to every subscriber in the process, and a selection that does not depend on the
+    viewer (`app.api.visibility`) is then rendered once for all of them."""
+    return delivery.shared(_shared_location)
 
-        row = location_from_event(payload)
-        shared = payload["_shared"] = (row, SharedEvent(Location.from_model(row)))
-    return shared
+
+def _shared_location(payload: dict[str, Any]) -> tuple[models.Location, SharedEvent]:
+    from app.vendors.types import Location
+
+    row = location_from_event(payload)
+    return row, SharedEvent(Location.from_model(row))
 
 
 def location_from_event(payload: dict[str, Any]) -> models.Location:

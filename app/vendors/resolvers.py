@@ -23,7 +23,7 @@ from app.api.pagination import (
 )
 from app.api.validation import MAX_SEARCH, given, like_pattern, parse_id
 from app.audit.recorder import audited, note_changes, snapshot
-from app.pubsub import RESYNC
+from app.pubsub import Delivery
 from app.vendors import events, geo, models
 from app.vendors.reads import VENDOR_CURSOR, vendors_page
 from app.vendors.service import billing, integrations, vendors
@@ -423,10 +423,10 @@ class VendorsSubscription:
             channel, box = events.MAP_CHANNEL, _box(min_lat, max_lat, min_long, max_long)
         async with ctx.deps.hub.subscribe(channel) as live:
             while True:
-                message = await live.get()
-                if message is RESYNC:
-                    continue  # live positions only: a missed one is superseded by the next
-                row, shared = events.shared_location(message)
+                delivery = await live.receive()
+                if not isinstance(delivery, Delivery):
+                    continue  # RESYNC: live positions only, a missed one is superseded by the next
+                row, shared = events.shared_location(delivery)
                 if box is not None and not geo.in_box(
                     row.lat, row.long, min_lat=box[0], max_lat=box[1], min_long=box[2], max_long=box[3]
                 ):

@@ -29,7 +29,7 @@ from app.api.scalars import JSON
 from app.api.validation import MAX_SEARCH, given, like_pattern, parse_id
 from app.audit.recorder import audited, note_changes, snapshot
 from app.logs.types import LogLevel
-from app.pubsub import RESYNC
+from app.pubsub import RESYNC, Delivery
 from app.tail import Page, resumable_tail
 from app.workflows import access, content, events, models
 from app.workflows.reads import WORKFLOW_CURSOR, workflows_page
@@ -597,7 +597,7 @@ class WorkflowsSubscription:
             events.execution_channel(eid),
             after=_At(-1, cursor),  # -1: the number of the last log sent is unknown until PostgreSQL says
             read=lambda at: _log_page(info, eid, wanted, at),
-            receive=lambda message, at: _log_received(wanted, message, at),
+            receive=lambda delivery, at: _log_received(wanted, delivery, at),
         )
         async with aclosing(tail):
             async for log in tail:
@@ -635,9 +635,10 @@ async def _log_page(info: Info, eid: uuid.UUID, wanted: str | None, at: _At) -> 
     )
 
 
-def _log_received(wanted: str | None, message: Any, at: _At) -> list[tuple[_At, ExecutionLog | None]] | None:
+def _log_received(wanted: str | None, delivery: Delivery, at: _At) -> list[tuple[_At, ExecutionLog | None]] | None:
     """The log a bus message carries; None when PostgreSQL must be read: the status changed (at the
     end, every log is there) or a log was published late or lost."""
+    message = delivery.payload
     if message.get("kind") == events.STATUS:
         return None
     log = events.log_from_event(message["log"])
