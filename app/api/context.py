@@ -25,9 +25,9 @@ from starlette.websockets import WebSocket
 from strawberry.types import Info as _Info
 
 from app.api.errors import LodgeError, Unauthenticated
+from app.api.loaders import Loaders
 
 if TYPE_CHECKING:
-    from app.api.loaders import Loaders
     from app.audit.recorder import AuditEntry
     from app.deps import Deps
 
@@ -215,8 +215,6 @@ class Context:
 
     @property
     def loaders(self) -> Loaders:
-        from app.api.loaders import Loaders
-
         scope = self.scope
         if scope.loaders is None:
             # A query or mutation's loaders read through its session, so they see its writes. An
