@@ -47,6 +47,8 @@ def server(database_url: str, log_path: Path, redis_url: str, code: Path) -> Lod
         # The sweepers write on their own schedule, which would look like partial writes.
         LODGE_SESSION_SWEEP_SECONDS="86400",
         LODGE_RESERVATION_SWEEP_SECONDS="86400",
+        LODGE_RETENTION_SWEEP_SECONDS="86400",
+        LODGE_LEASE_SWEEP_SECONDS="86400",
     )
     return LodgeProcess(code, free_port(), env, log=log_path)
 
