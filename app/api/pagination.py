@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import strawberry
 
 from app.api.errors import BadUserInput
+from app.api.loaders import PageKey
 from app.api.scalars import parse_datetime
 
 DEFAULT_PAGE = 50
@@ -164,6 +165,12 @@ def decode_time_uuid_cursor(kind: str, cursor: str | None) -> tuple[datetime, uu
         raise BadUserInput("malformed cursor", cursor=cursor) from None
 
 
+def int_position(kind: str, cursor: str | None) -> tuple[int] | None:
+    """An integer cursor (a seq, a number) as a keyset position."""
+    found = decode_int_cursor(kind, cursor)
+    return None if found is None else (found,)
+
+
 # What a list's query function answers: up to `limit + 1` rows after `position` (None: from the
 # start) and, when asked (`count`), how many there are in all.
 Fetch = Callable[[Any, int, bool], Awaitable[tuple[Sequence[R], int]]]
@@ -190,6 +197,76 @@ async def paginate(
         rows,
         size=size,
         cursor_of=cursor_of or (lambda row: time_cursor(kind, row.created_at, row.id)),  # type: ignore[attr-defined]
+        to_node=to_node,
+        total_count=total,
+        has_more_before=after is not None,
+    )
+
+
+# What a two-way list's query function answers: up to `limit + 1` rows after `after` and before
+# `before` (positions; None: no bound), from the end when `backwards`, with the total if asked.
+TwoWayFetch = Callable[[Any, Any, int, bool, bool], Awaitable[tuple[Sequence[R], int]]]
+
+
+async def paginate_both_ways(
+    info: Any,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+    kind: str,
+    fetch: TwoWayFetch[R],
+    to_node: Callable[[R], T],
+    position: Callable[[str, str | None], Any] = decode_time_uuid_cursor,
+    cursor_of: Callable[[R], str] | None = None,
+) -> Connection[T]:
+    """`paginate` for a list that also reads from its end (`last`, `before`: a log tail, a chat's
+    newest messages); the page keeps the list's order either way."""
+    size = page_size(first, last)
+    backwards = last is not None
+    rows, total = await fetch(position(kind, after), position(kind, before), size, backwards, wants_total(info))
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=cursor_of or (lambda row: time_cursor(kind, row.created_at, row.id)),  # type: ignore[attr-defined]
+        to_node=to_node,
+        total_count=total,
+        backwards=backwards,
+        has_more_before=after is not None,
+        has_more_after=before is not None,
+    )
+
+
+async def paginate_nested(
+    info: Any,
+    *,
+    parent: Any,
+    first: int | None,
+    after: str | None,
+    kind: str,
+    pages: Callable[[Any, Sequence[PageKey]], Awaitable[list[list[R]]]],
+    counts: Callable[[Any, Sequence[PageKey]], Awaitable[list[int]]],
+    to_node: Callable[[R], T],
+    extra: Hashable = None,
+    variant: Hashable = None,
+    position: Callable[[str, str | None], tuple[Any, ...] | None] = decode_time_uuid_cursor,
+    cursor_of: Callable[[R], str] | None = None,
+) -> Connection[T]:
+    """A forward page of a connection nested under many parents (a guild's members under each of
+    fifty guilds): `paginate`, with the rows and totals read through the request's loaders, so
+    the siblings' pages are one statement (`pages`) and their totals another (`counts`, only if
+    `totalCount` was selected). `extra`: the list's filters; `variant`: tells apart the loaders
+    of one pair of fetch functions (`Loaders.batch`)."""
+    size = page_size(first)
+    key = PageKey(parent, size + 1, position(kind, after), extra)
+    loaders = info.context.loaders
+    rows = await loaders.batch(pages, variant=variant).load(key)
+    total = await loaders.batch(counts, variant=variant).load(key) if wants_total(info) else 0
+    return build_connection(
+        rows,
+        size=size,
+        cursor_of=cursor_of or (lambda row: time_cursor(kind, row.created_at, row.id)),
         to_node=to_node,
         total_count=total,
         has_more_before=after is not None,

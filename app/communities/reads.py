@@ -12,11 +12,9 @@ from app.api.context import Info
 from app.api.errors import BadUserInput
 from app.api.pagination import (
     Connection,
-    build_connection,
     decode_cursor,
     encode_cursor,
-    page_size,
-    wants_total,
+    paginate,
 )
 from app.communities import access, models
 from app.communities.service import guilds
@@ -49,23 +47,23 @@ async def guilds_page(
     after: str | None,
     shared_with: uuid.UUID | None = None,
 ) -> Connection[Guild]:
-    size = page_size(first)
-    rows, total = await guilds.list_guilds(
-        info.context.session,
-        search=search or None,
-        member_id=member_id,
-        shared_with=shared_with,
-        after=_decode_guild_cursor(after),
-        limit=size,
-        count=wants_total(info),
-    )
-    return build_connection(
-        rows,
-        size=size,
-        cursor_of=_guild_cursor,
+    return await paginate(
+        info,
+        first=first,
+        after=after,
+        kind=GUILD_CURSOR,
+        position=lambda kind, cursor: _decode_guild_cursor(cursor),
+        fetch=lambda position, limit, count: guilds.list_guilds(
+            info.context.session,
+            search=search or None,
+            member_id=member_id,
+            shared_with=shared_with,
+            after=position,
+            limit=limit,
+            count=count,
+        ),
         to_node=Guild.from_model,
-        total_count=total,
-        has_more_before=after is not None,
+        cursor_of=_guild_cursor,
     )
 
 

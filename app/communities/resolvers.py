@@ -18,10 +18,7 @@ from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
-    build_connection,
-    page_size,
     paginate,
-    wants_total,
 )
 from app.api.scalars import JSON
 from app.api.validation import MAX_KEY, MAX_NAME, MAX_SEARCH, given, like_pattern, parse_id
@@ -185,22 +182,17 @@ class CommunitiesQuery:
             min_confidence=min_confidence,
             search=search or None,
         )
-        size = page_size(first)
-        rows, total = await analyses.list_analyses(
-            ctx.session,
-            spec=spec,
-            order=order,
-            after=decode_analysis_cursor(order, after),
-            limit=size,
-            count=wants_total(info),
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: analysis_cursor(order, row),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind="analysis",
+            position=lambda kind, cursor: decode_analysis_cursor(order, cursor),
+            fetch=lambda position, limit, count: analyses.list_analyses(
+                ctx.session, spec=spec, order=order, after=position, limit=limit, count=count
+            ),
             to_node=ClubAnalysis.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            cursor_of=lambda row: analysis_cursor(order, row),
         )
 
     @strawberry.field

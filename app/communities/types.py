@@ -18,16 +18,14 @@ from app.api.context import Info
 from app.api.cost import max_items
 from app.api.errors import BadUserInput, Forbidden
 from app.api.lengths import max_length
-from app.api.loaders import PageKey
 from app.api.pagination import (
     Connection,
-    build_connection,
     decode_cursor,
-    decode_time_uuid_cursor,
     encode_cursor,
     page_size,
+    paginate_both_ways,
+    paginate_nested,
     time_cursor,
-    wants_total,
 )
 from app.api.scalars import JSON, utc
 from app.api.validation import MAX_NAME, MAX_TEXT
@@ -94,25 +92,27 @@ async def nested_analyses(
     info: Info, *, parent: Any, first: int | None, after: str | None, min_confidence: float | None, of_member: bool
 ) -> Connection[ClubAnalysis]:
     order = analyses_service.AnalysisOrder.NEWEST
-    size = page_size(first)
+    page_size(first)  # a bad `first` is refused first, as before any other argument
     if min_confidence is not None:
         analyses_service.confidence(min_confidence, "minConfidence")
-    position = decode_analysis_cursor(order, after)
-    key = PageKey(parent, size + 1, tuple(position) if position else None, min_confidence)
-    ctx = info.context
-    pages = loaders.member_analyses if of_member else loaders.guild_analyses
-    rows = await ctx.loaders.batch(pages, variant=of_member).load(key)
-    total = 0
-    if wants_total(info):
-        counts = loaders.member_analysis_counts if of_member else loaders.guild_analysis_counts
-        total = await ctx.loaders.batch(counts, variant=of_member).load(key)
-    return build_connection(
-        rows,
-        size=size,
-        cursor_of=lambda row: analysis_cursor(order, row),
+
+    def position(kind: str, cursor: str | None) -> tuple[Any, ...] | None:
+        found = decode_analysis_cursor(order, cursor)
+        return tuple(found) if found else None
+
+    return await paginate_nested(
+        info,
+        parent=parent,
+        first=first,
+        after=after,
+        kind="analysis",
+        pages=loaders.member_analyses if of_member else loaders.guild_analyses,
+        counts=loaders.member_analysis_counts if of_member else loaders.guild_analysis_counts,
         to_node=ClubAnalysis.from_model,
-        total_count=total,
-        has_more_before=after is not None,
+        extra=min_confidence,
+        variant=of_member,
+        position=position,
+        cursor_of=lambda row: analysis_cursor(order, row),
     )
 
 
@@ -126,27 +126,24 @@ async def messages_connection(
     last: int | None,
     before: str | None,
 ) -> Connection[ChatMessage]:
-    size = page_size(first, last)
-    backwards = last is not None
-    rows, total = await chat_service.list_messages(
-        info.context.session,
-        conversation_id=conversation_id,
-        guild_id=guild_id,
-        after=decode_time_uuid_cursor(MESSAGE_CURSOR, after),
-        before=decode_time_uuid_cursor(MESSAGE_CURSOR, before),
-        limit=size,
-        backwards=backwards,
-        count=wants_total(info),
-    )
-    return build_connection(
-        rows,
-        size=size,
-        cursor_of=lambda row: time_cursor(MESSAGE_CURSOR, row.created_at, row.id),
+    return await paginate_both_ways(
+        info,
+        first=first,
+        after=after,
+        last=last,
+        before=before,
+        kind=MESSAGE_CURSOR,
+        fetch=lambda after_at, before_at, limit, backwards, count: chat_service.list_messages(
+            info.context.session,
+            conversation_id=conversation_id,
+            guild_id=guild_id,
+            after=after_at,
+            before=before_at,
+            limit=limit,
+            backwards=backwards,
+            count=count,
+        ),
         to_node=ChatMessage.from_model,
-        total_count=total,
-        backwards=backwards,
-        has_more_before=after is not None,
-        has_more_after=before is not None,
     )
 
 
@@ -188,18 +185,15 @@ class Guild:
     @strawberry.field(description="Members in joining order.")
     async def members(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[GuildMember]:
         await access.require_reader(info, self.guild_id)
-        size = page_size(first)
-        key = PageKey(self.guild_id, size + 1, decode_time_uuid_cursor(MEMBER_CURSOR, after))
-        ctx = info.context
-        rows = await ctx.loaders.batch(loaders.members).load(key)
-        total = await ctx.loaders.batch(loaders.member_counts).load(key) if wants_total(info) else 0
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(MEMBER_CURSOR, row.created_at, row.id),
+        return await paginate_nested(
+            info,
+            parent=self.guild_id,
+            first=first,
+            after=after,
+            kind=MEMBER_CURSOR,
+            pages=loaders.members,
+            counts=loaders.member_counts,
             to_node=GuildMember.from_model,
-            total_count=total,
-            has_more_before=after is not None,
         )
 
     @strawberry.field(description="The guild's club analyses, newest first.")

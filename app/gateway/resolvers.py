@@ -12,8 +12,9 @@ nothing and never waits for a batch while holding a pooled connection."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from graphql import FieldNode, InlineFragmentNode, SelectionSetNode
@@ -28,13 +29,9 @@ from app.api.errors import BadUserInput, Forbidden, NotFound
 from app.api.lengths import max_length
 from app.api.pagination import (
     Connection,
-    build_connection,
     decode_time_cursor,
-    decode_time_uuid_cursor,
-    page_size,
     paginate,
     time_cursor,
-    wants_total,
 )
 from app.api.scalars import contains_nul
 from app.api.validation import MAX_NAME, MAX_URL, given, parse_id
@@ -182,21 +179,19 @@ class GatewayQuery:
         from sqlmodel import col
 
         await require_permission(info.context, ADMIN)
-        size = page_size(first)
-        t = models.Client
-        query = select(t)
-        if (position := decode_time_uuid_cursor(CLIENT_CURSOR, after)) is not None:
-            query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*position))
         session = info.context.session
-        rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(size + 1))).scalars().all()
-        total = int(await session.scalar(select(func.count()).select_from(t)) or 0)
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(CLIENT_CURSOR, row.created_at, row.id),
-            to_node=Client.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+        t = models.Client
+
+        async def fetch(position: Any, limit: int, count: bool) -> tuple[Sequence[models.Client], int]:
+            query = select(t)
+            if position is not None:
+                query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*position))
+            rows = (await session.execute(query.order_by(col(t.created_at), col(t.id)).limit(limit + 1))).scalars()
+            total = int(await session.scalar(select(func.count()).select_from(t)) or 0) if count else 0
+            return rows.all(), total
+
+        return await paginate(
+            info, first=first, after=after, kind=CLIENT_CURSOR, fetch=fetch, to_node=Client.from_model
         )
 
     @strawberry.field(description="A service (`gateway:admin`).")
@@ -323,7 +318,6 @@ class GatewayQuery:
         ctx = info.context
         environments = await _environments_in_view(info, environment_id, what="request logs")
         wanted_service = await _service_named(info, service_id)
-        size = page_size(first)
         spec = service.RequestLogSpec(
             environment_ids=environments,
             service_id=wanted_service,
@@ -331,16 +325,16 @@ class GatewayQuery:
             since=since,  # DateTime inputs arrive in UTC (app.api.scalars)
             outcome=outcome.value if outcome is not None else None,
         )
-        rows, total = await service.list_request_logs(
-            ctx.session, spec=spec, after=decode_time_cursor("request_log", after), limit=size, count=wants_total(info)
-        )
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor("request_log", row.created_at, row.id),
+        return await paginate(
+            info,
+            first=first,
+            after=after,
+            kind="request_log",
+            position=decode_time_cursor,  # (time, text): request log ids are text
+            fetch=lambda position, limit, count: service.list_request_logs(
+                ctx.session, spec=spec, after=position, limit=limit, count=count
+            ),
             to_node=RequestLog.from_model,
-            total_count=total,
-            has_more_before=after is not None,
         )
 
 

@@ -14,7 +14,7 @@ from app.api.pagination import (
     decode_int_cursor,
     page_size,
     paginate,
-    wants_total,
+    paginate_both_ways,
 )
 from app.api.scalars import utc
 from app.api.validation import parse_id
@@ -55,27 +55,28 @@ async def logs_page(
 ) -> Connection[Log]:
     ctx = info.context
     await require_project_access(ctx, ctx.session, project_id)
-    size = page_size(first, last)
-    backwards = last is not None
-    rows, total = await service.list_logs(
-        ctx.session,
-        project_id=project_id,
-        spec=filter_spec(filter),
-        after=decode_int_cursor(LOG_CURSOR, after),
-        before=decode_int_cursor(LOG_CURSOR, before),
-        limit=size,
-        backwards=backwards,
-        count=wants_total(info),
-    )
-    return build_connection(
-        rows,
-        size=size,
-        cursor_of=lambda row: log_cursor(row.seq),
+    page_size(first, last)  # a bad page size is refused before a bad filter, as ever
+    spec = filter_spec(filter)
+    return await paginate_both_ways(
+        info,
+        first=first,
+        after=after,
+        last=last,
+        before=before,
+        kind=LOG_CURSOR,
+        position=decode_int_cursor,
+        fetch=lambda after_seq, before_seq, limit, backwards, count: service.list_logs(
+            ctx.session,
+            project_id=project_id,
+            spec=spec,
+            after=after_seq,
+            before=before_seq,
+            limit=limit,
+            backwards=backwards,
+            count=count,
+        ),
         to_node=Log.from_model,
-        total_count=total,
-        backwards=backwards,
-        has_more_before=after is not None,
-        has_more_after=before is not None,
+        cursor_of=lambda row: log_cursor(row.seq),
     )
 
 

@@ -12,14 +12,12 @@ from app.accounts.types import load_owner
 from app.api.compiled import declare as c
 from app.api.context import Info
 from app.api.lengths import max_length
-from app.api.loaders import PageKey
 from app.api.pagination import (
     Connection,
     build_connection,
-    decode_time_uuid_cursor,
     page_size,
+    paginate_nested,
     time_cursor,
-    wants_total,
 )
 from app.api.scalars import JSON, utc
 from app.api.validation import MAX_NAME
@@ -134,17 +132,17 @@ class Vendor:
         size = page_size(first)
         if not await can_manage(info, self.row):
             return build_connection([], size=size, cursor_of=str, to_node=Location.from_model, total_count=0)
-        key = PageKey(self.row.id, size + 1, decode_time_uuid_cursor(LOCATION_CURSOR, after), since)
-        ctx = info.context
-        rows = await ctx.loaders.batch(loaders.locations).load(key)
-        total = await ctx.loaders.batch(loaders.location_counts).load(key) if wants_total(info) else 0
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(LOCATION_CURSOR, row.timestamp, row.id),
+        return await paginate_nested(
+            info,
+            parent=self.row.id,
+            first=first,
+            after=after,
+            kind=LOCATION_CURSOR,
+            pages=loaders.locations,
+            counts=loaders.location_counts,
             to_node=Location.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            extra=since,
+            cursor_of=lambda row: time_cursor(LOCATION_CURSOR, row.timestamp, row.id),
         )
 
 

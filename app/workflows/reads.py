@@ -9,13 +9,7 @@ import dataclasses
 from app.accounts import authentication
 from app.accounts.permissions import permits
 from app.api.context import Info
-from app.api.pagination import (
-    build_connection,
-    decode_time_uuid_cursor,
-    page_size,
-    time_cursor,
-    wants_total,
-)
+from app.api.pagination import paginate
 from app.workflows.service import workflows
 from app.workflows.types import (
     WORKFLOW_STAFF,
@@ -34,20 +28,14 @@ async def workflows_page(
     user_id = await authentication.require_user_id(ctx, ctx.session)
     staff = await permits(ctx, WORKFLOW_STAFF, None)
     spec = dataclasses.replace(spec, visible_to=None if staff else user_id)
-    size = page_size(first)
-    rows, total = await workflows.list_workflows(
-        ctx.session,
-        spec=spec,
-        before=decode_time_uuid_cursor(WORKFLOW_CURSOR, after),
-        limit=size,
-        count=wants_total(info),
-    )
-    page = build_connection(
-        rows,
-        size=size,
-        cursor_of=lambda row: time_cursor(WORKFLOW_CURSOR, row.created_at, row.id),
+    page = await paginate(
+        info,
+        first=first,
+        after=after,
+        kind=WORKFLOW_CURSOR,
+        fetch=lambda position, limit, count: workflows.list_workflows(
+            ctx.session, spec=spec, before=position, limit=limit, count=count
+        ),
         to_node=Workflow.from_model,
-        total_count=total,
-        has_more_before=after is not None,
     )
     return page  # type: ignore[return-value]  # the same fields, under the connection's own name

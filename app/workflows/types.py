@@ -20,13 +20,10 @@ from app.api.loaders import PageKey
 from app.api.pagination import (
     Connection,
     Edge,
-    build_connection,
-    decode_int_cursor,
-    decode_time_uuid_cursor,
     encode_cursor,
+    int_position,
     page_size,
-    time_cursor,
-    wants_total,
+    paginate_nested,
 )
 from app.api.scalars import JSON, utc
 from app.api.validation import MAX_DESCRIPTION
@@ -305,22 +302,18 @@ class Execution:
     async def logs(
         self, info: Info, level: LogLevel | None = None, first: int | None = None, after: str | None = None
     ) -> Connection[ExecutionLog]:
-        size = page_size(first)
-        position = decode_int_cursor(EXECUTION_LOG_CURSOR, after)
-        level_value = level.value.lower() if level else None
-        key = PageKey(self.row.id, size + 1, (position,) if position is not None else None, level_value)
-        ctx = info.context
-        rows = await ctx.loaders.batch(loaders.execution_logs).load(key)
-        total = 0
-        if wants_total(info):
-            total = await ctx.loaders.batch(loaders.execution_log_counts).load(key)
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: execution_log_cursor(row.seq),
+        return await paginate_nested(
+            info,
+            parent=self.row.id,
+            first=first,
+            after=after,
+            kind=EXECUTION_LOG_CURSOR,
+            pages=loaders.execution_logs,
+            counts=loaders.execution_log_counts,
             to_node=ExecutionLog.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            extra=level.value.lower() if level else None,
+            position=int_position,
+            cursor_of=lambda row: execution_log_cursor(row.seq),
         )
 
 
@@ -409,26 +402,21 @@ class Workflow:
     async def executions(
         self, info: Info, first: int | None = None, after: str | None = None, status: ExecutionStatus | None = None
     ) -> Connection[Execution]:
-        size = page_size(first)
+        page_size(first)  # a bad `first` is refused before anything is read
         ctx = info.context
         only = (
             None if await permits(ctx, WRITE_WORKFLOW, self.row.user_id) else await authentication.require_user_id(ctx)
         )
-        key = PageKey(
-            self.row.id,
-            size + 1,
-            decode_time_uuid_cursor(EXECUTION_CURSOR, after),
-            (status.value if status else None, only),
-        )
-        rows = await ctx.loaders.batch(loaders.executions).load(key)
-        total = await ctx.loaders.batch(loaders.execution_counts).load(key) if wants_total(info) else 0
-        return build_connection(
-            rows,
-            size=size,
-            cursor_of=lambda row: time_cursor(EXECUTION_CURSOR, row.created_at, row.id),
+        return await paginate_nested(
+            info,
+            parent=self.row.id,
+            first=first,
+            after=after,
+            kind=EXECUTION_CURSOR,
+            pages=loaders.executions,
+            counts=loaders.execution_counts,
             to_node=Execution.from_model,
-            total_count=total,
-            has_more_before=after is not None,
+            extra=(status.value if status else None, only),
         )
 
 
