@@ -214,15 +214,19 @@ async def test_sigterm_finishes_requests_in_flight_and_closes_websockets(tmp_pat
             await ws.subscribe(
                 "subscription { vendorLocationUpdated(minLat: 0, maxLat: 1, minLong: 0, maxLong: 1) { lat } }"
             )
-            # A request in flight: headers and half its body sent before SIGTERM, the rest after.
+            # A request in flight: its headers sent before SIGTERM, its body after. It is in flight
+            # once the server asks for the body (100 Continue): a request whose headers the server
+            # had not read yet would be an idle connection, closed at once.
             body = b'{"query": "{ __typename }"}'
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
                 b"POST /graphql HTTP/1.1\r\nHost: lodge\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body[:10]
+                + f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             )
             await writer.drain()
+            async with asyncio.timeout(20):
+                interim = await reader.readuntil(b"\r\n\r\n")
+            assert interim.startswith(b"HTTP/1.1 100"), interim
             proc.send_signal(signal.SIGTERM)
             # Websockets are closed with 1012 (service restart): clients reconnect elsewhere.
             with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
@@ -230,7 +234,7 @@ async def test_sigterm_finishes_requests_in_flight_and_closes_websockets(tmp_pat
                     while True:
                         await ws.ws.recv()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
-            writer.write(body[10:])
+            writer.write(body)
             await writer.drain()
             async with asyncio.timeout(20):
                 response = await reader.read()
