@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 import uuid
 from typing import Any
 
@@ -49,12 +51,33 @@ def json_object(value: Any, field: str) -> dict[str, Any]:
 
 def _check_size(value: Any, field: str) -> None:
     try:
-        size = len(json.dumps(value, allow_nan=False))
+        text = json.dumps(value, allow_nan=False)
     except ValueError:
         # An inline literal such as 1e400 arrives as infinity, which JSON (and PostgreSQL) cannot hold.
         raise BadUserInput(f"{field} holds a number too large to store", field=field) from None
-    if size > MAX_JSON_BYTES:
+    if len(text) > MAX_JSON_BYTES:
         raise BadUserInput(f"{field} is larger than {MAX_JSON_BYTES} bytes", field=field)
+    if _LONG_DIGITS.search(text) is not None and _beyond_double(value):
+        # An inline integer of 309 digits or more: jsonb keeps it, but it reads back as infinity,
+        # which no response can carry (every later read of the row would fail).
+        raise BadUserInput(f"{field} holds a number too large to store", field=field)
+
+
+_LONG_DIGITS = re.compile(r"\d{309}")  # as long as the largest double (about 1.8e308), or longer
+
+
+def _beyond_double(value: Any) -> bool:
+    """True if the JSON value holds an integer larger in magnitude than the largest double."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool) and abs(item) > sys.float_info.max:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def nested_too_deep(value: Any) -> bool:

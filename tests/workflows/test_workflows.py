@@ -330,6 +330,16 @@ async def test_values_postgresql_cannot_hold_are_bad_input(server: LiveServer) -
     assert [stored["addWorkflowNode"][k] for k in ("positionX", "positionY")] == [0.0, 0.0]
     inline = "mutation($id: ID!) { updateWorkflow(id: $id, input: {configuration: {a: 1e400}}) { id } }"
     assert await server.error_code(inline, {"id": workflow_id}, token=token) == "BAD_USER_INPUT"
+    # An inline integer longer than any double: jsonb would keep it, and every later read of the row
+    # would fail (it reads back as infinity). The same digits in a string are only text.
+    digits = "9" * 400
+    for value in (digits, f"-{digits}", f"[1, {{b: {digits}}}]"):
+        create = f'mutation {{ createWorkflow(input: {{name: "huge", configuration: {{a: {value}}}}}) {{ id }} }}'
+        assert await server.error_code(create, token=token) == "BAD_USER_INPUT", value
+    as_text = (
+        f'mutation {{ createWorkflow(input: {{name: "text", configuration: {{a: "{digits}"}}}}) {{ configuration }} }}'
+    )
+    assert (await server.data(as_text, token=token))["createWorkflow"]["configuration"] == {"a": digits}
     register = "mutation($input: FileInput!) { registerFile(input: $input) { id } }"
     big = {"filename": "a", "originalFilename": "a", "mimeType": "text/plain", "size": 1e30}
     assert await server.error_code(register, {"input": big}, token=token) == "BAD_USER_INPUT"
