@@ -80,7 +80,14 @@ class OperationSession(AsyncSession):
         self._turn = asyncio.Lock()
 
     async def _in_turn(self, call: Any) -> Any:
-        async with self._turn:
+        try:
+            await self._turn.acquire()
+        except BaseException:
+            # Cancelled while waiting for its turn: the statement never starts. Closed, so that the
+            # coroutine is not reported as never awaited when it is collected.
+            call.close()
+            raise
+        try:
             running = asyncio.ensure_future(call)
             try:
                 return await asyncio.shield(running)
@@ -90,6 +97,8 @@ class OperationSession(AsyncSession):
                 if not running.cancelled():
                     running.exception()  # retrieved: the caller is gone, the error is the next user's
                 raise
+        finally:
+            self._turn.release()
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         return await self._in_turn(super().execute(*args, **kwargs))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import asyncio
+import gc
+import warnings
+
+import pytest
+from sqlalchemy import func, select, text
 from sqlmodel import col
 
 from app.audit import models as audit
@@ -39,3 +44,24 @@ async def test_a_field_cancelled_mid_statement_leaves_the_failure_recorded(serve
         )
     assert failures == 3
     assert (await server.http.get("/readyz")).status_code == 200
+
+
+async def test_a_statement_cancelled_before_its_turn_is_closed_not_left_unawaited(server: LiveServer) -> None:
+    # A sibling cancelled while another holds the session never runs its statement; its coroutine
+    # is closed then, not left for the garbage collector to report as never awaited.
+    async with server.deps.db.sessionmaker() as session:
+        holder = asyncio.create_task(session.execute(text("SELECT pg_sleep(0.3)")))
+        await asyncio.sleep(0)  # the holder takes its turn
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            waiting = asyncio.create_task(session.execute(select(func.count()).select_from(audit.AuditLog)))
+            await asyncio.sleep(0)  # now waiting for its turn
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await holder
+            del waiting
+            gc.collect()
+        assert not [w for w in caught if "never awaited" in str(w.message)], [str(w.message) for w in caught]
+        # The session is free again and serves the next statement.
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
