@@ -58,7 +58,7 @@ from app.vendors.service import billing
 from app.vendors.webhook import billing_webhook_endpoint
 from app.workflows import content
 from app.workflows import events as execution_events
-from app.workflows.service import executions
+from app.workflows.service import executions, files
 
 log = logging.getLogger("lodge")
 
@@ -256,6 +256,20 @@ async def sweep_log_retention(deps: Deps) -> str | None:
     return f"deleted {deleted} logs past their project's retention" if deleted else None
 
 
+async def sweep_file_contents(deps: Deps) -> str | None:
+    """Remove what deleted files stored (any number of instances), a batch per transaction."""
+    storage = content.storage_of(deps)
+    removed = 0
+    while True:
+        async with deps.db.session() as session:
+            swept = await files.sweep_deleted_contents(session, delete=storage.delete)
+            await session.commit()
+        removed += swept
+        if swept < files.SWEEP_BATCH:
+            break
+    return f"removed the content of {removed} deleted files" if removed else None
+
+
 async def sweep_execution_leases(deps: Deps) -> str | None:
     """Hand back the executions of runners that stopped sending heartbeats (any number of instances)."""
     async with deps.db.session() as session:
@@ -318,6 +332,7 @@ def create_app(deps: Deps) -> Starlette:
             ("reservation sweep", settings.reservation_sweep_seconds, sweep_reservations),
             ("lease sweep", settings.lease_sweep_seconds, sweep_execution_leases),
             ("retention sweep", settings.retention_sweep_seconds, sweep_log_retention),
+            ("file sweep", settings.file_sweep_seconds, sweep_file_contents),
         ]
         sweepers = [
             asyncio.create_task(every(seconds, what, functools.partial(job, deps)), name=f"lodge-{what}")

@@ -239,6 +239,11 @@ class Settings(BaseSettings):
         validation_alias="LODGE_RETENTION_SWEEP_SECONDS",
         description="How often logs older than their project's retention are deleted.",
     )
+    file_sweep_seconds: float = Field(
+        300.0,
+        validation_alias="LODGE_FILE_SWEEP_SECONDS",
+        description="How often the stored content of deleted files is removed (a minute after deletion).",
+    )
     lease_sweep_seconds: float = Field(
         5.0,
         validation_alias="LODGE_LEASE_SWEEP_SECONDS",

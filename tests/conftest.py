@@ -98,6 +98,7 @@ QUIET_SWEEPERS: dict[str, object] = {
     "reservation_sweep_seconds": 3600,
     "lease_sweep_seconds": 3600,
     "retention_sweep_seconds": 3600,
+    "file_sweep_seconds": 3600,
 }
 
 

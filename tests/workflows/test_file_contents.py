@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -184,3 +185,43 @@ async def test_a_file_larger_than_the_request_body_limit_is_taken(settings: Sett
         assert put.status_code == 201, put.text
         found = (await server.data(FILE, {"id": created["file"]["id"]}, token=owner))["file"]
         assert (await server.http.get(found["downloadUrl"])).content == big
+
+
+async def test_a_deleted_files_content_is_removed_after_a_minute(settings: Settings, database_url: str) -> None:
+    """deleteFile hides the file at once; the sweeper (LODGE_FILE_SWEEP_SECONDS) removes its stored
+    content once the deletion is a minute old, and leaves live files' and newer deletions' alone."""
+    delete = "mutation($id: ID!) { deleteFile(id: $id) }"
+    async with live_server(settings.model_copy(update={"file_sweep_seconds": 0.2}), database_url) as server:
+        owner = await new_user(server)
+        paths = {}
+        for name in ("old", "recent", "live"):
+            created = await _register(server, owner)
+            put = await server.http.put(created["uploadUrl"], content=BODY, headers={"content-type": "text/plain"})
+            assert put.status_code == 201, put.text
+            paths[name] = (created["file"]["id"], await _stored_path(server, created["file"]["id"]))
+            assert paths[name][1].read_bytes() == BODY
+        for name in ("old", "recent"):
+            assert await server.data(delete, {"id": paths[name][0]}, token=owner) == {"deleteFile": True}
+            assert await server.data(FILE, {"id": paths[name][0]}, token=owner) == {"file": None}
+        async with server.deps.db.session() as session:  # deleted two minutes ago
+            await session.execute(
+                text("UPDATE files SET deleted_at = now() - interval '2 minutes' WHERE id = :id"),
+                {"id": paths["old"][0]},
+            )
+            await session.commit()
+        async with asyncio.timeout(15):
+            while paths["old"][1].exists():
+                await asyncio.sleep(0.05)
+        async with server.deps.db.session() as session:
+            key = await session.scalar(text("SELECT storage_key FROM files WHERE id = :id"), {"id": paths["old"][0]})
+        assert key is None
+        # Within the minute, and not deleted: kept.
+        assert paths["recent"][1].read_bytes() == BODY and paths["live"][1].read_bytes() == BODY
+        found = (await server.data(FILE, {"id": paths["live"][0]}, token=owner))["file"]
+        assert (await server.http.get(found["downloadUrl"])).content == BODY
+
+
+async def _stored_path(server: LiveServer, file_id: str) -> Path:
+    async with server.deps.db.session() as session:
+        key = await session.scalar(text("SELECT storage_key FROM files WHERE id = :id"), {"id": file_id})
+    return content.storage_of(server.deps).path(key)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -107,6 +107,37 @@ async def delete_file(session: AsyncSession, *, file: models.File) -> None:
     file.deleted_at = func.now()  # type: ignore[assignment]
     session.add(file)
     await session.flush()
+
+
+# A deleted file's content is kept this long: a download that began just before the deletion
+# (its row read, its bytes not yet opened) still finds them.
+CONTENT_GRACE = timedelta(minutes=1)
+SWEEP_BATCH = 100
+
+
+async def sweep_deleted_contents(
+    session: AsyncSession, *, delete: Callable[[str], Awaitable[None]], batch: int = SWEEP_BATCH
+) -> int:
+    """Remove the stored content of up to `batch` files deleted more than `CONTENT_GRACE` ago, with
+    `delete(storage key)`, and forget their keys; how many. Rows are locked SKIP LOCKED, so any
+    number of instances sweep at once; the content goes before the key, so a sweep cut short is
+    finished by the next (deleting a content twice is nothing)."""
+    f = models.File
+    rows = (
+        await session.execute(
+            select(col(f.id), col(f.storage_key))
+            .where(col(f.deleted_at) < func.now() - CONTENT_GRACE, col(f.storage_key).is_not(None))
+            .order_by(col(f.deleted_at))
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    for _, key in rows:
+        if key is not None:  # selected so
+            await delete(key)
+    if rows:
+        await session.execute(update(f).where(col(f.id).in_([row.id for row in rows])).values(storage_key=None))
+    return len(rows)
 
 
 async def list_files(
