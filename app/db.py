@@ -92,8 +92,11 @@ class OperationSession(AsyncSession):
             try:
                 return await asyncio.shield(running)
             except asyncio.CancelledError:
-                if not running.done():
-                    await asyncio.wait([running])  # the session is free only once it has finished
+                while not running.done():  # the session is free only once it has finished
+                    try:
+                        await asyncio.wait([running])
+                    except asyncio.CancelledError:
+                        continue  # cancelled again (the operation too): still not free
                 if not running.cancelled():
                     running.exception()  # retrieved: the caller is gone, the error is the next user's
                 raise

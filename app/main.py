@@ -265,7 +265,7 @@ async def sweep_file_contents(deps: Deps) -> str | None:
             swept = await files.sweep_deleted_contents(session, delete=storage.delete)
             await session.commit()
         removed += swept
-        if swept < files.SWEEP_BATCH:
+        if swept < files.SWEEP_BATCH:  # the last batch (or one with a content that would not go)
             break
     return f"removed the content of {removed} deleted files" if removed else None
 

@@ -235,6 +235,12 @@ class File(SQLModel, table=True):
         Index("ix_files_user_id_created_at_live", "user_id", "created_at", "id", postgresql_where=LIVE),
         Index("ix_files_checksum", "checksum", postgresql_where=LIVE),
         Index("ix_files_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL")),
+        # The file sweeper's: deleted, content still stored.
+        Index(
+            "ix_files_content_to_sweep",
+            "deleted_at",
+            postgresql_where=text("deleted_at IS NOT NULL AND storage_key IS NOT NULL"),
+        ),
     )
 
     id: uuid.UUID = uuid_pk()

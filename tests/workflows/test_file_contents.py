@@ -189,25 +189,31 @@ async def test_a_file_larger_than_the_request_body_limit_is_taken(settings: Sett
 
 async def test_a_deleted_files_content_is_removed_after_a_minute(settings: Settings, database_url: str) -> None:
     """deleteFile hides the file at once; the sweeper (LODGE_FILE_SWEEP_SECONDS) removes its stored
-    content once the deletion is a minute old, and leaves live files' and newer deletions' alone."""
+    content once the deletion is a minute old, and leaves live files' and newer deletions' alone. A
+    content that cannot be removed keeps its key and holds up nothing else."""
     delete = "mutation($id: ID!) { deleteFile(id: $id) }"
     async with live_server(settings.model_copy(update={"file_sweep_seconds": 0.2}), database_url) as server:
         owner = await new_user(server)
         paths = {}
-        for name in ("old", "recent", "live"):
+        for name in ("stuck", "old", "recent", "live"):
             created = await _register(server, owner)
             put = await server.http.put(created["uploadUrl"], content=BODY, headers={"content-type": "text/plain"})
             assert put.status_code == 201, put.text
             paths[name] = (created["file"]["id"], await _stored_path(server, created["file"]["id"]))
             assert paths[name][1].read_bytes() == BODY
-        for name in ("old", "recent"):
+        for name in ("stuck", "old", "recent"):
             assert await server.data(delete, {"id": paths[name][0]}, token=owner) == {"deleteFile": True}
             assert await server.data(FILE, {"id": paths[name][0]}, token=owner) == {"file": None}
-        async with server.deps.db.session() as session:  # deleted two minutes ago
-            await session.execute(
-                text("UPDATE files SET deleted_at = now() - interval '2 minutes' WHERE id = :id"),
-                {"id": paths["old"][0]},
-            )
+        # A content that cannot be removed (a directory where its file was) must not hold up the others.
+        stuck = paths["stuck"][1]
+        stuck.unlink()
+        stuck.mkdir()
+        async with server.deps.db.session() as session:  # deleted minutes ago, the stuck one first
+            for name, minutes in (("stuck", 3), ("old", 2)):
+                await session.execute(
+                    text("UPDATE files SET deleted_at = now() - make_interval(mins => :m) WHERE id = :id"),
+                    {"id": paths[name][0], "m": minutes},
+                )
             await session.commit()
         async with asyncio.timeout(15):
             while paths["old"][1].exists():
@@ -215,6 +221,9 @@ async def test_a_deleted_files_content_is_removed_after_a_minute(settings: Setti
         async with server.deps.db.session() as session:
             key = await session.scalar(text("SELECT storage_key FROM files WHERE id = :id"), {"id": paths["old"][0]})
         assert key is None
+        async with server.deps.db.session() as session:
+            kept = await session.scalar(text("SELECT storage_key FROM files WHERE id = :id"), {"id": paths["stuck"][0]})
+        assert kept is not None and stuck.is_dir()  # tried again at the next sweep
         # Within the minute, and not deleted: kept.
         assert paths["recent"][1].read_bytes() == BODY and paths["live"][1].read_bytes() == BODY
         found = (await server.data(FILE, {"id": paths["live"][0]}, token=owner))["file"]

@@ -6,6 +6,7 @@ A file's stored path is `<owner id>/<relative path>`: a filename or path is rela
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 import uuid
@@ -19,6 +20,8 @@ from sqlmodel import col
 from app.api.errors import BadUserInput, NotFound
 from app.api.validation import required_text
 from app.workflows import models
+
+log = logging.getLogger(__name__)
 
 MIME_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
 # Hex digests (MD5 up to SHA-512), optionally prefixed with the algorithm: "sha256:ab12...".
@@ -119,9 +122,10 @@ async def sweep_deleted_contents(
     session: AsyncSession, *, delete: Callable[[str], Awaitable[None]], batch: int = SWEEP_BATCH
 ) -> int:
     """Remove the stored content of up to `batch` files deleted more than `CONTENT_GRACE` ago, with
-    `delete(storage key)`, and forget their keys; how many. Rows are locked SKIP LOCKED, so any
-    number of instances sweep at once; the content goes before the key, so a sweep cut short is
-    finished by the next (deleting a content twice is nothing)."""
+    `delete(storage key)`, and forget their keys; how many were removed. Rows are locked SKIP
+    LOCKED, so any number of instances sweep at once; the content goes before the key, so a sweep
+    cut short is finished by the next (deleting a content twice is nothing). A content that cannot
+    be deleted is logged and keeps its key, to be tried again; the others go on."""
     f = models.File
     rows = (
         await session.execute(
@@ -132,12 +136,18 @@ async def sweep_deleted_contents(
             .with_for_update(skip_locked=True)
         )
     ).all()
-    for _, key in rows:
-        if key is not None:  # selected so
+    removed = []
+    for file_id, key in rows:
+        assert key is not None  # selected so
+        try:
             await delete(key)
-    if rows:
-        await session.execute(update(f).where(col(f.id).in_([row.id for row in rows])).values(storage_key=None))
-    return len(rows)
+        except Exception:
+            log.warning("could not remove the content of deleted file %s", file_id, exc_info=True)
+            continue
+        removed.append(file_id)
+    if removed:
+        await session.execute(update(f).where(col(f.id).in_(removed)).values(storage_key=None))
+    return len(removed)
 
 
 async def list_files(
