@@ -191,15 +191,17 @@ async def paginate(
     the position from the `after` cursor (of `kind`; `position` decodes it, (time, uuid) unless
     given), the rows and the total from `fetch` (counted only if `totalCount` was selected), the
     cursors from `cursor_of` (the row's (created_at, id) unless given)."""
-    size = page_size(first)
-    rows, total = await fetch(position(kind, after), size, wants_total(info))
-    return build_connection(
-        rows,
-        size=size,
-        cursor_of=cursor_of or (lambda row: time_cursor(kind, row.created_at, row.id)),  # type: ignore[attr-defined]
+    return await paginate_both_ways(
+        info,
+        first=first,
+        after=after,
+        last=None,
+        before=None,
+        kind=kind,
+        fetch=lambda after_position, _before, limit, _backwards, count: fetch(after_position, limit, count),
         to_node=to_node,
-        total_count=total,
-        has_more_before=after is not None,
+        position=position,
+        cursor_of=cursor_of,
     )
 
 
