@@ -779,11 +779,7 @@ async def list_environment_services(
 ) -> tuple[list[models.EnvironmentService], int]:
     """Quotas in creation order, then (environment, service): the order `Environment.services` lists."""
     t = models.EnvironmentService
-    where: list[Any] = []
-    if environment_ids is not None:
-        where.append(col(t.environment_id).in_(environment_ids))
-    if service_id is not None:
-        where.append(col(t.service_id) == service_id)
+    where = _in_view(t, environment_ids, service_id)
     query = select(t).where(*where)
     if after is not None:
         key = func.row(col(t.created_at), col(t.environment_id), col(t.service_id))
@@ -792,6 +788,20 @@ async def list_environment_services(
     rows = (await session.execute(query.order_by(*order).limit(limit + 1))).scalars().all()
     total = await session.scalar(select(func.count()).select_from(t).where(*where)) if count else 0
     return list(rows), int(total or 0)
+
+
+def _in_view(
+    t: type[models.EnvironmentService] | type[models.Reservation],
+    environment_ids: Sequence[uuid.UUID] | None,
+    service_id: uuid.UUID | None,
+) -> list[Any]:
+    """The conditions of a quota or hold list: these environments (None: all), this service."""
+    where: list[Any] = []
+    if environment_ids is not None:
+        where.append(col(t.environment_id).in_(environment_ids))
+    if service_id is not None:
+        where.append(col(t.service_id) == service_id)
+    return where
 
 
 async def list_reservations(
@@ -806,11 +816,7 @@ async def list_reservations(
     """Live holds (not expired), oldest first. An expired hold the sweeper has not released yet is
     not live: it can no longer be completed or stepped."""
     t = models.Reservation
-    where: list[Any] = [col(t.expires_at) > func.now()]
-    if environment_ids is not None:
-        where.append(col(t.environment_id).in_(environment_ids))
-    if service_id is not None:
-        where.append(col(t.service_id) == service_id)
+    where = [col(t.expires_at) > func.now(), *_in_view(t, environment_ids, service_id)]
     query = select(t).where(*where)
     if after is not None:
         query = query.where(func.row(col(t.created_at), col(t.id)) > func.row(*after))

@@ -193,15 +193,21 @@ def _error(request: Request, exc: Refusal) -> JSONResponse:
     )
 
 
+async def _live_file(deps: Deps, file_id: uuid.UUID) -> Any:
+    """The file's row (a mapping), unless it is missing or deleted: 404."""
+    async with deps.db.autocommit() as conn:
+        row = (await conn.execute(_FILE, {"id": file_id})).mappings().first()
+    if row is None or row["deleted_at"] is not None:
+        raise Refusal(404, NOT_FOUND, "file not found")
+    return row
+
+
 async def upload_endpoint(request: Request) -> Response:
     """PUT /files/{id}/content?token=...: the file's bytes, exactly as registered."""
     deps: Deps = request.app.state.deps
     try:
         file_id, claims = _verify(request, action=PUT, secret=deps.secret_key)
-        async with deps.db.autocommit() as conn:
-            row = (await conn.execute(_FILE, {"id": file_id})).mappings().first()
-        if row is None or row["deleted_at"] is not None:
-            raise Refusal(404, NOT_FOUND, "file not found")
+        row = await _live_file(deps, file_id)
         if row["storage_key"] is not None:
             raise Refusal(409, CONFLICT, "this file's content is already stored; it never changes")
         given_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -280,10 +286,7 @@ async def download_endpoint(request: Request) -> Response:
     deps: Deps = request.app.state.deps
     try:
         file_id, _ = _verify(request, action=GET, secret=deps.secret_key)
-        async with deps.db.autocommit() as conn:
-            row = (await conn.execute(_FILE, {"id": file_id})).mappings().first()
-        if row is None or row["deleted_at"] is not None:
-            raise Refusal(404, NOT_FOUND, "file not found")
+        row = await _live_file(deps, file_id)
         if row["storage_key"] is None:
             raise Refusal(404, NOT_FOUND, "this file's content has not been uploaded")
     except Refusal as exc:

@@ -61,6 +61,14 @@ from app.workflows.types import (
 CATCH_UP_PAGE = 500
 FILE_CURSOR = "file"
 KEY = max_length(workflows.MAX_KEY)  # node keys and tags
+# A runner's report (updateExecutionStatus, appendExecutionLog) names the runner sending it.
+RunnerReport = Annotated[
+    str | None,
+    strawberry.argument(
+        description="A runner's report: it counts only while this runner holds the execution (else CONFLICT).",
+        metadata=max_length(executions.MAX_RUNNER),
+    ),
+]
 
 
 async def _writable(info: Info, workflow_id: strawberry.ID) -> models.Workflow:
@@ -412,13 +420,7 @@ class WorkflowsMutation:
         status: ExecutionStatus,
         output: JSON | None = None,
         error_message: Annotated[str | None, strawberry.argument(metadata=max_length(executions.MAX_MESSAGE))] = None,
-        runner: Annotated[
-            str | None,
-            strawberry.argument(
-                description="A runner's report: it counts only while this runner holds the execution (else CONFLICT).",
-                metadata=max_length(executions.MAX_RUNNER),
-            ),
-        ] = None,
+        runner: RunnerReport = None,
     ) -> Execution:
         ctx = info.context
         execution = await _execution(info, parse_id(id))
@@ -493,13 +495,7 @@ class WorkflowsMutation:
         info: Info,
         execution_id: strawberry.ID,
         input: ExecutionLogInput,
-        runner: Annotated[
-            str | None,
-            strawberry.argument(
-                description="A runner's report: it counts only while this runner holds the execution (else CONFLICT).",
-                metadata=max_length(executions.MAX_RUNNER),
-            ),
-        ] = None,
+        runner: RunnerReport = None,
     ) -> ExecutionLog:
         ctx = info.context
         execution = await _execution(info, parse_id(execution_id, "executionId"))
